@@ -1,0 +1,1 @@
+"""crossling explorer: a read-only Streamlit app over a precomputed store."""
