@@ -1,0 +1,103 @@
+"""Cross-lingual alignment of expert units: do the same neurons predict a concept in every language?
+
+Per checkpoint and concept: the Jaccard overlap of the top-K expert sets of every language pair, the
+Spearman correlation of the full AP vectors (all neurons), and the "shared experts": units in the
+top-K of at least ``min_langs`` languages, with their min and mean AP over all languages.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import polars as pl
+import torch
+from scipy.stats import rankdata
+
+from precompute.experts import ExpertResult
+
+
+def jaccard(a: set, b: set) -> float:
+    """|a & b| / |a | b| (1.0 for two empty sets)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def spearman_rows(matrix: np.ndarray) -> np.ndarray:
+    """Spearman correlation between every pair of rows (average ranks for ties)."""
+    ranks = rankdata(matrix, axis=1)
+    ranks = ranks - ranks.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(ranks, axis=1)
+    norms[norms == 0] = np.nan
+    return (ranks @ ranks.T) / np.outer(norms, norms)
+
+
+def expert_overlap(result: ExpertResult, k: int) -> pl.DataFrame:
+    """Rows (concept_id, lang_a, lang_b, k, jaccard, spearman_ap) for each unordered pair lang_a < lang_b."""
+    langs = sorted(result.full_ap)
+    top = result.top.filter(pl.col("rank") <= k)
+    sets: dict[tuple[str, str], set[tuple[int, int]]] = {
+        (lang, concept): set(zip(g["layer"].to_list(), g["unit"].to_list()))
+        for (lang, concept), g in top.group_by(["lang", "concept_id"])
+    }
+    rows = []
+    for ci, concept in enumerate(result.concept_ids):
+        present = [lang for lang in langs if (lang, concept) in sets]
+        if len(present) < 2:
+            continue
+        ap = np.stack([result.full_ap[lang][ci].numpy() for lang in present])
+        rho = spearman_rows(ap)
+        for (i, a), (j, b) in itertools.combinations(enumerate(present), 2):
+            rows.append(
+                {
+                    "concept_id": concept,
+                    "lang_a": a,
+                    "lang_b": b,
+                    "k": k,
+                    "jaccard": jaccard(sets[(a, concept)], sets[(b, concept)]),
+                    "spearman_ap": float(rho[i, j]) if np.isfinite(rho[i, j]) else 0.0,
+                }
+            )
+    schema = {
+        "concept_id": pl.Utf8, "lang_a": pl.Utf8, "lang_b": pl.Utf8, "k": pl.Int32,
+        "jaccard": pl.Float64, "spearman_ap": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def shared_experts(result: ExpertResult, layer_offsets: list[int], min_langs: int) -> pl.DataFrame:
+    """Units in the top-K of one concept in at least ``min_langs`` languages.
+
+    min_ap and mean_ap are taken over every language of the run (not only those where the unit is
+    top-K), so a high min_ap means the unit is a reliable predictor of the concept everywhere.
+    """
+    langs = sorted(result.full_ap)
+    grouped = (
+        result.top.group_by(["concept_id", "layer", "unit"])
+        .agg(pl.col("lang").sort().alias("lang_list"), pl.len().alias("n_langs_topk"))
+        .filter(pl.col("n_langs_topk") >= min_langs)
+        .sort(["concept_id", "n_langs_topk", "layer", "unit"], descending=[False, True, False, False])
+    )
+    schema = {
+        "concept_id": pl.Utf8, "layer": pl.Int32, "unit": pl.Int32, "n_langs_topk": pl.Int32,
+        "langs": pl.Utf8, "min_ap": pl.Float64, "mean_ap": pl.Float64,
+    }
+    if grouped.height == 0:
+        return pl.DataFrame(schema=schema)
+    stacked = torch.stack([result.full_ap[lang] for lang in langs]).numpy()  # (L, C, N)
+    concept_index = {c: i for i, c in enumerate(result.concept_ids)}
+    ci = np.array([concept_index[c] for c in grouped["concept_id"].to_list()])
+    neuron = np.asarray(layer_offsets)[grouped["layer"].to_numpy()] + grouped["unit"].to_numpy()
+    per_lang = stacked[:, ci, neuron]  # (L, rows)
+    return pl.DataFrame(
+        {
+            "concept_id": grouped["concept_id"],
+            "layer": grouped["layer"].cast(pl.Int32),
+            "unit": grouped["unit"].cast(pl.Int32),
+            "n_langs_topk": grouped["n_langs_topk"].cast(pl.Int32),
+            "langs": grouped["lang_list"].list.join(","),
+            "min_ap": np.nanmin(per_lang, axis=0),
+            "mean_ap": np.nanmean(per_lang, axis=0),
+        },
+        schema=schema,
+    )

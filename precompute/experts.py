@@ -1,0 +1,196 @@
+"""Expert units (Suau et al., "Finding Experts in Transformer Models"): average precision of every
+neuron's activation as a detector of one concept, computed for all neurons at once on the device.
+
+The maths matches ``sklearn.metrics.average_precision_score`` exactly, ties included:
+AP = sum over distinct thresholds t (descending) of (R_t - R_prev) * P_t. Sorting the scores of each
+neuron once, a positive at sorted position i contributes precision-at-the-end-of-its-tie-group / n_pos.
+Since the sort does not depend on the labels, one sort per language serves every concept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+
+@dataclass
+class SortedScores:
+    """Per-neuron descending sort of a (contexts, neurons) score matrix, with tie-group ends."""
+
+    order: torch.Tensor  # (n, N) long: context index at each sorted position
+    group_end: torch.Tensor  # (n, N) long: last sorted position of each position's tie group
+
+
+def sort_scores(scores: torch.Tensor) -> SortedScores:
+    """Sort every column descending and find, for each position, the end of its tie group."""
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (contexts, neurons), got shape {tuple(scores.shape)}")
+    n = scores.shape[0]
+    sorted_vals, order = torch.sort(scores, dim=0, descending=True, stable=True)
+    is_end = torch.ones_like(sorted_vals, dtype=torch.bool)
+    is_end[:-1] = sorted_vals[:-1] != sorted_vals[1:]
+    positions = torch.arange(n, device=scores.device).unsqueeze(1).expand_as(order)
+    marked = torch.where(is_end, positions, torch.full_like(positions, n))
+    # Nearest group end at or after each position: reverse cumulative minimum.
+    group_end = torch.flip(torch.cummin(torch.flip(marked, [0]), dim=0).values, [0])
+    return SortedScores(order=order, group_end=group_end)
+
+
+def average_precision_sorted(sorted_scores: SortedScores, labels: torch.Tensor) -> torch.Tensor:
+    """AP of every neuron for one bool label vector, reusing a precomputed sort. Returns (N,) float64."""
+    labels = labels.to(sorted_scores.order.device)
+    n_pos = int(labels.sum())
+    if n_pos == 0:
+        raise ValueError("average precision needs at least one positive context")
+    hits = labels[sorted_scores.order].to(torch.float64)  # (n, N) labels in sorted order
+    true_pos = torch.cumsum(hits, dim=0)
+    precision_at_end = torch.gather(true_pos, 0, sorted_scores.group_end) / (
+        sorted_scores.group_end.to(torch.float64) + 1.0
+    )
+    return (hits * precision_at_end).sum(dim=0) / n_pos
+
+
+def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Average precision of each neuron's score as a predictor of ``labels``.
+
+    scores: float tensor (contexts, neurons); labels: bool tensor (contexts,). Returns (neurons,)
+    float64 on the scores' device, equal to sklearn's ``average_precision_score`` per column.
+    """
+    if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({scores.shape[0]},), got {tuple(labels.shape)}"
+        )
+    return average_precision_sorted(sort_scores(scores), labels.bool())
+
+
+def average_precision_multi(
+    scores: torch.Tensor, label_matrix: torch.Tensor, *, chunk_neurons: int = 8192
+) -> torch.Tensor:
+    """AP of every neuron for every label column: (contexts, neurons) x (contexts, concepts) -> (concepts, neurons).
+
+    Neurons are processed in chunks of ``chunk_neurons`` columns to bound device memory; each chunk is
+    sorted once and scored against every concept.
+    """
+    n, n_neurons = scores.shape
+    n_concepts = label_matrix.shape[1]
+    out = torch.empty((n_concepts, n_neurons), dtype=torch.float64, device=scores.device)
+    label_matrix = label_matrix.to(scores.device).bool()
+    for start in range(0, n_neurons, chunk_neurons):
+        chunk = scores[:, start : start + chunk_neurons].float()
+        sorted_chunk = sort_scores(chunk)
+        for c in range(n_concepts):
+            out[c, start : start + chunk.shape[1]] = average_precision_sorted(
+                sorted_chunk, label_matrix[:, c]
+            )
+    return out
+
+
+def top_k_experts(
+    ap: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and AP of the top-k neurons per row of an (concepts, neurons) AP matrix.
+
+    Ties are broken by the lower neuron index so results are deterministic.
+    """
+    k = min(k, ap.shape[1])
+    # Stable descending sort keeps lower indices first among equal APs.
+    values, idx = torch.sort(ap, dim=1, descending=True, stable=True)
+    return idx[:, :k], values[:, :k]
+
+
+def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Median (lower, like torch.median) over the rows selected by ``mask``, per column."""
+    return values[mask].median(dim=0).values
+
+
+@dataclass
+class ExpertResult:
+    """Per language: the top-K rows, plus the full AP matrix (concepts x neurons) for alignment."""
+
+    top: pl.DataFrame  # lang, concept_id, layer, unit, ap, rank, median_pos_act
+    full_ap: dict[str, torch.Tensor]  # lang -> (n_concepts, N) float64 (CPU)
+    concept_ids: list[str]
+
+
+def score_experts(
+    activations: torch.Tensor,
+    langs: np.ndarray,
+    concept_ids: np.ndarray,
+    layer_offsets: list[int],
+    *,
+    top_k: int,
+    chunk_neurons: int = 8192,
+    device: torch.device | str = "cpu",
+    progress=None,
+) -> ExpertResult:
+    """Score every neuron for every (language, concept); keep the top-K per pair.
+
+    activations: (contexts, N) pooled activations of all layers' neurons concatenated;
+    ``layer_offsets[i]`` is the first column of layer i (length n_layers + 1).
+    """
+    concepts = sorted(set(concept_ids.tolist()))
+    offsets = torch.tensor(layer_offsets[:-1])
+    frames = []
+    full: dict[str, torch.Tensor] = {}
+    for lang in sorted(set(langs.tolist())):
+        rows = np.flatnonzero(langs == lang)
+        lang_concepts = concept_ids[rows]
+        present = [c for c in concepts if (lang_concepts == c).any()]
+        labels = torch.from_numpy(np.stack([lang_concepts == c for c in present], axis=1))
+        scores = activations[torch.from_numpy(rows)].to(device)
+        ap = average_precision_multi(scores, labels, chunk_neurons=chunk_neurons)
+        idx, vals = top_k_experts(ap, top_k)
+        medians = torch.stack(
+            [masked_median(scores[:, idx[ci]].float(), labels[:, ci].to(device)) for ci in range(len(present))]
+        )
+        full_ap = torch.full((len(concepts), ap.shape[1]), float("nan"), dtype=torch.float64)
+        for ci, c in enumerate(present):
+            full_ap[concepts.index(c)] = ap[ci].cpu()
+        full[lang] = full_ap
+        idx_cpu = idx.cpu().contiguous()
+        layer = torch.searchsorted(offsets, idx_cpu, right=True) - 1
+        unit = idx_cpu - offsets[layer]
+        kk = idx.shape[1]
+        frames.append(
+            pl.DataFrame(
+                {
+                    "lang": [lang] * (len(present) * kk),
+                    "concept_id": np.repeat(present, kk).tolist(),
+                    "layer": layer.flatten().numpy().astype(np.int32),
+                    "unit": unit.flatten().numpy().astype(np.int32),
+                    "ap": vals.cpu().flatten().numpy(),
+                    "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(present)),
+                    "median_pos_act": medians.cpu().flatten().numpy().astype(np.float64),
+                }
+            )
+        )
+        if progress is not None:
+            progress()
+    return ExpertResult(top=pl.concat(frames), full_ap=full, concept_ids=concepts)
+
+
+def neuron_summary(result: ExpertResult, layer_offsets: list[int]) -> pl.DataFrame:
+    """Every neuron: mean and max AP over all (language, concept) pairs, and where the max is."""
+    langs = sorted(result.full_ap)
+    stacked = torch.stack([result.full_ap[lang] for lang in langs])  # (L, C, N)
+    n_concepts, n_neurons = stacked.shape[1], stacked.shape[2]
+    flat = stacked.reshape(-1, n_neurons)
+    valid = ~torch.isnan(flat)
+    mean_ap = torch.where(valid, flat, torch.zeros_like(flat)).sum(0) / valid.sum(0).clamp(min=1)
+    max_ap, arg = torch.where(valid, flat, torch.full_like(flat, -1.0)).max(dim=0)
+    offsets = torch.tensor(layer_offsets[:-1])
+    idx = torch.arange(n_neurons)
+    layer = torch.searchsorted(offsets, idx, right=True) - 1
+    return pl.DataFrame(
+        {
+            "layer": layer.numpy().astype(np.int32),
+            "unit": (idx - offsets[layer]).numpy().astype(np.int32),
+            "mean_ap": mean_ap.numpy(),
+            "max_ap": max_ap.numpy(),
+            "best_concept_id": np.array(result.concept_ids)[(arg % n_concepts).numpy()],
+            "best_lang": np.array(langs)[(arg // n_concepts).numpy()],
+        }
+    )

@@ -1,0 +1,104 @@
+"""Language-identification probes: per layer, a logistic regression that predicts the input language.
+
+For each layer and representation, the probe is fitted on a stratified split for every seed; accuracy,
+macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def fit_probe(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int,
+    test_size: float,
+    C: float = 1.0,
+    max_iter: int = 300,
+    max_train: int = 0,
+) -> dict:
+    """Fit one probe on a stratified split; return accuracy, macro-F1, per-class F1 and sizes."""
+    classes = np.unique(labels)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, labels, test_size=test_size, random_state=seed, stratify=labels
+    )
+    if max_train and len(y_train) > max_train:
+        x_train, _, y_train, _ = train_test_split(
+            x_train, y_train, train_size=max_train, random_state=seed, stratify=y_train
+        )
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(x_train, y_train)
+    pred = probe.predict(x_test)
+    per_class = f1_score(y_test, pred, labels=classes, average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_test, pred)),
+        "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
+        "per_class": dict(zip(classes.tolist(), per_class.tolist())),
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
+
+
+def probe_tables(
+    representations: dict[str, torch.Tensor],
+    langs: np.ndarray,
+    *,
+    seeds: list[int],
+    test_size: float,
+    C: float = 1.0,
+    max_iter: int = 300,
+    max_train: int = 0,
+    progress=None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Probe every layer of every representation ((layers, contexts, d) tensors).
+
+    Returns (probe_results rows, probe_per_language rows) without run_id/checkpoint.
+    """
+    results, per_language = [], []
+    for rep, tensor in representations.items():
+        for layer in range(tensor.shape[0]):
+            features = tensor[layer].float().numpy()
+            fits = [
+                fit_probe(features, langs, seed=s, test_size=test_size, C=C,
+                          max_iter=max_iter, max_train=max_train)
+                for s in seeds
+            ]
+            acc = np.array([f["accuracy"] for f in fits])
+            results.append(
+                {
+                    "layer": layer,
+                    "representation": rep,
+                    "accuracy": float(acc.mean()),
+                    "accuracy_std": float(acc.std()),
+                    "macro_f1": float(np.mean([f["macro_f1"] for f in fits])),
+                    "n_train": fits[0]["n_train"],
+                    "n_test": fits[0]["n_test"],
+                    "n_seeds": len(fits),
+                }
+            )
+            for lang in fits[0]["per_class"]:
+                per_language.append(
+                    {
+                        "layer": layer,
+                        "representation": rep,
+                        "lang": lang,
+                        "f1": float(np.mean([f["per_class"][lang] for f in fits])),
+                    }
+                )
+            if progress is not None:
+                progress()
+    return pl.DataFrame(results), pl.DataFrame(per_language)

@@ -1,0 +1,89 @@
+"""Alignment maths (Jaccard, Spearman, shared experts) and language probes on synthetic data."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from precompute.alignment import expert_overlap, jaccard, shared_experts, spearman_rows
+from precompute.experts import ExpertResult
+from precompute.probes import fit_probe, probe_tables
+
+
+def test_jaccard():
+    assert jaccard({1, 2, 3}, {2, 3, 4}) == pytest.approx(0.5)
+    assert jaccard(set(), set()) == 1.0
+    assert jaccard({1}, {2}) == 0.0
+
+
+def test_spearman_rows_matches_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    m = rng.integers(0, 4, size=(3, 30)).astype(float)
+    rho = spearman_rows(m)
+    for i in range(3):
+        for j in range(3):
+            assert rho[i, j] == pytest.approx(spearmanr(m[i], m[j]).statistic)
+
+
+def _result() -> ExpertResult:
+    # 2 layers x 3 units -> 6 neurons; one concept "x"; three languages.
+    full = {
+        "de": torch.tensor([[0.9, 0.8, 0.1, 0.2, 0.3, 0.4]], dtype=torch.float64),
+        "en": torch.tensor([[0.9, 0.1, 0.8, 0.2, 0.3, 0.4]], dtype=torch.float64),
+        "fr": torch.tensor([[0.9, 0.8, 0.2, 0.1, 0.3, 0.4]], dtype=torch.float64),
+    }
+    rows = []
+    for lang, ap in full.items():
+        idx = torch.argsort(ap[0], descending=True, stable=True)[:2]
+        for rank, i in enumerate(idx.tolist(), 1):
+            rows.append({"lang": lang, "concept_id": "x", "layer": i // 3, "unit": i % 3,
+                         "ap": float(ap[0, i]), "rank": rank, "median_pos_act": 0.0})
+    return ExpertResult(top=pl.DataFrame(rows), full_ap=full, concept_ids=["x"])
+
+
+def test_expert_overlap_pairs_and_values():
+    overlap = expert_overlap(_result(), k=2)
+    assert overlap.height == 3
+    assert (overlap["lang_a"] < overlap["lang_b"]).all()
+    de_fr = overlap.filter((pl.col("lang_a") == "de") & (pl.col("lang_b") == "fr"))
+    assert de_fr["jaccard"][0] == pytest.approx(1.0)  # both {0, 1}
+    de_en = overlap.filter((pl.col("lang_a") == "de") & (pl.col("lang_b") == "en"))
+    assert de_en["jaccard"][0] == pytest.approx(1 / 3)  # {0,1} vs {0,2}
+    expected = spearmanr(_result().full_ap["de"][0], _result().full_ap["en"][0]).statistic
+    assert de_en["spearman_ap"][0] == pytest.approx(expected)
+
+
+def test_shared_experts_counts_languages_and_takes_ap_over_all():
+    shared = shared_experts(_result(), layer_offsets=[0, 3, 6], min_langs=2)
+    rows = {(r["layer"], r["unit"]): r for r in shared.iter_rows(named=True)}
+    assert set(rows) == {(0, 0), (0, 1)}
+    assert rows[(0, 0)]["n_langs_topk"] == 3 and rows[(0, 0)]["langs"] == "de,en,fr"
+    assert rows[(0, 1)]["n_langs_topk"] == 2 and rows[(0, 1)]["langs"] == "de,fr"
+    assert rows[(0, 1)]["min_ap"] == pytest.approx(0.1)  # en's AP counts too
+    assert rows[(0, 1)]["mean_ap"] == pytest.approx((0.8 + 0.1 + 0.8) / 3)
+    assert shared_experts(_result(), [0, 3, 6], min_langs=3).height == 1
+
+
+def test_probe_separates_separable_languages_only_where_they_differ():
+    rng = np.random.default_rng(0)
+    langs = np.repeat(["ar", "en", "zh"], 60)
+    separable = rng.normal(size=(180, 8)) + np.repeat(np.eye(3, 8) * 6, 60, axis=0)
+    noise = rng.normal(size=(180, 8))
+    reps = {"mean": torch.from_numpy(np.stack([separable, noise]).astype(np.float32))}
+    results, per_lang = probe_tables(reps, langs, seeds=[0, 1], test_size=0.3)
+    acc = dict(zip(results["layer"].to_list(), results["accuracy"].to_list()))
+    assert acc[0] > 0.95
+    assert acc[1] < 0.6
+    assert per_lang.height == 2 * 3
+    assert set(results["n_seeds"].to_list()) == {2}
+
+
+def test_fit_probe_respects_max_train_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = np.repeat(["a", "b"], 100)
+    a = fit_probe(x, y, seed=3, test_size=0.25, max_train=50)
+    b = fit_probe(x, y, seed=3, test_size=0.25, max_train=50)
+    assert a["n_train"] == 50 and a["n_test"] == 50
+    assert a == b

@@ -1,0 +1,99 @@
+"""Vectorised average precision against sklearn, ties included, and top-K expert selection."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score
+
+from precompute.experts import (
+    average_precision,
+    average_precision_multi,
+    neuron_summary,
+    score_experts,
+    top_k_experts,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(2, 80),
+    n_neurons=st.integers(1, 12),
+    n_levels=st.sampled_from([2, 3, 5, 1000]),
+    pos_rate=st.floats(0.05, 0.95),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_average_precision_matches_sklearn(n, n_neurons, n_levels, pos_rate, seed):
+    rng = np.random.default_rng(seed)
+    # Few levels -> many ties; 1000 levels -> mostly distinct scores.
+    scores = rng.integers(0, n_levels, size=(n, n_neurons)).astype(np.float32) / n_levels
+    labels = rng.random(n) < pos_rate
+    labels[rng.integers(n)] = True
+    ours = average_precision(torch.from_numpy(scores), torch.from_numpy(labels)).numpy()
+    ref = np.array([average_precision_score(labels, scores[:, j]) for j in range(n_neurons)])
+    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_all_tied_scores_give_the_positive_rate():
+    labels = torch.tensor([True, False, False, True])
+    ap = average_precision(torch.zeros(4, 3), labels)
+    assert torch.allclose(ap, torch.full((3,), 0.5, dtype=torch.float64))
+
+
+def test_perfect_and_reversed_detectors():
+    labels = torch.tensor([True, True, False, False, False])
+    scores = torch.tensor([[5.0, -5.0], [4.0, -4.0], [1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]])
+    ap = average_precision(scores, labels)
+    assert ap[0].item() == pytest.approx(1.0)
+    assert ap[1].item() == pytest.approx(average_precision_score(labels.numpy(), scores[:, 1].numpy()))
+
+
+def test_multi_equals_single_column_calls_with_chunks():
+    rng = np.random.default_rng(3)
+    scores = torch.from_numpy(rng.normal(size=(40, 25)).astype(np.float32))
+    labels = torch.from_numpy(rng.random((40, 4)) < 0.3)
+    labels[0] = True
+    multi = average_precision_multi(scores, labels, chunk_neurons=7)
+    for c in range(4):
+        assert torch.allclose(multi[c], average_precision(scores, labels[:, c]))
+
+
+def test_requires_a_positive_and_matching_shapes():
+    with pytest.raises(ValueError, match="positive"):
+        average_precision(torch.zeros(3, 2), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        average_precision(torch.zeros(3, 2), torch.zeros(4, dtype=torch.bool))
+
+
+def test_top_k_breaks_ties_by_lower_index():
+    ap = torch.tensor([[0.5, 0.9, 0.5, 0.1]], dtype=torch.float64)
+    idx, vals = top_k_experts(ap, 3)
+    assert idx.tolist() == [[1, 0, 2]]
+    assert vals.tolist() == [[0.9, 0.5, 0.5]]
+
+
+def test_score_experts_finds_planted_units_and_maps_layers():
+    rng = np.random.default_rng(0)
+    langs = np.array(["de"] * 30 + ["en"] * 30)
+    concepts = np.array((["a"] * 10 + ["b"] * 10 + ["c"] * 10) * 2)
+    acts = rng.normal(size=(60, 12)).astype(np.float32)
+    # Layer 1 (columns 5..11), unit 2 -> column 7 fires for concept "b" in both languages.
+    acts[concepts == "b", 7] += 10.0
+    offsets = [0, 5, 12]
+    result = score_experts(torch.from_numpy(acts), langs, concepts, offsets, top_k=3)
+    top_b = result.top.filter((result.top["concept_id"] == "b") & (result.top["rank"] == 1))
+    assert sorted(top_b["lang"].to_list()) == ["de", "en"]
+    assert set(zip(top_b["layer"].to_list(), top_b["unit"].to_list())) == {(1, 2)}
+    assert top_b["ap"].to_list() == pytest.approx([1.0, 1.0])
+    # median_pos_act is the median over the concept's positive contexts.
+    de_rows = (langs == "de") & (concepts == "b")
+    assert top_b.filter(top_b["lang"] == "de")["median_pos_act"][0] == pytest.approx(
+        float(torch.from_numpy(acts[de_rows, 7]).median())
+    )
+    assert result.top.height == 2 * 3 * 3
+    summary = neuron_summary(result, offsets)
+    assert summary.height == 12
+    row = summary.filter((summary["layer"] == 1) & (summary["unit"] == 2))
+    assert row["max_ap"][0] == pytest.approx(1.0)
+    assert row["best_concept_id"][0] == "b"
