@@ -2,9 +2,10 @@
 neuron's activation as a detector of one concept, computed for all neurons at once on the device.
 
 The maths matches ``sklearn.metrics.average_precision_score`` exactly, ties included:
-AP = sum over distinct thresholds t (descending) of (R_t - R_prev) * P_t. Sorting the scores of each
-neuron once, a positive at sorted position i contributes precision-at-the-end-of-its-tie-group / n_pos.
-Since the sort does not depend on the labels, one sort per language serves every concept.
+AP = sum over distinct thresholds t (descending) of (R_t - R_prev) * P_t, which equals the mean over
+positive contexts i of TP(score >= s_i) / N(score >= s_i). Both counts come from binary searches in
+each neuron's sorted scores; the sort does not depend on the labels, so one sort per language serves
+every concept.
 """
 
 from __future__ import annotations
@@ -18,39 +19,43 @@ import torch
 
 @dataclass
 class SortedScores:
-    """Per-neuron descending sort of a (contexts, neurons) score matrix, with tie-group ends."""
+    """Per-neuron scores, neuron-major, and the same scores sorted ascending (for rank counting)."""
 
-    order: torch.Tensor  # (n, N) long: context index at each sorted position
-    group_end: torch.Tensor  # (n, N) long: last sorted position of each position's tie group
+    by_neuron: torch.Tensor  # (N, n) scores, one row per neuron
+    ascending: torch.Tensor  # (N, n) each row sorted ascending
 
 
 def sort_scores(scores: torch.Tensor) -> SortedScores:
-    """Sort every column descending and find, for each position, the end of its tie group."""
+    """Transpose a (contexts, neurons) matrix to neuron-major rows and sort each row once."""
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (contexts, neurons), got shape {tuple(scores.shape)}")
-    n = scores.shape[0]
-    sorted_vals, order = torch.sort(scores, dim=0, descending=True, stable=True)
-    is_end = torch.ones_like(sorted_vals, dtype=torch.bool)
-    is_end[:-1] = sorted_vals[:-1] != sorted_vals[1:]
-    positions = torch.arange(n, device=scores.device).unsqueeze(1).expand_as(order)
-    marked = torch.where(is_end, positions, torch.full_like(positions, n))
-    # Nearest group end at or after each position: reverse cumulative minimum.
-    group_end = torch.flip(torch.cummin(torch.flip(marked, [0]), dim=0).values, [0])
-    return SortedScores(order=order, group_end=group_end)
+    by_neuron = scores.T.contiguous()
+    return SortedScores(by_neuron=by_neuron, ascending=_sort_rows(by_neuron))
+
+
+def _sort_rows(matrix: torch.Tensor) -> torch.Tensor:
+    """Each row sorted ascending; numpy's SIMD sort on CPU (an order of magnitude faster than torch's)."""
+    if matrix.device.type == "cpu":
+        return torch.from_numpy(np.sort(matrix.numpy(), axis=1))
+    return torch.sort(matrix, dim=1).values
 
 
 def average_precision_sorted(sorted_scores: SortedScores, labels: torch.Tensor) -> torch.Tensor:
-    """AP of every neuron for one bool label vector, reusing a precomputed sort. Returns (N,) float64."""
-    labels = labels.to(sorted_scores.order.device)
+    """AP of every neuron for one bool label vector, reusing a precomputed sort. Returns (N,) float64.
+
+    AP = mean over positives i of TP(score >= s_i) / N(score >= s_i), which is sklearn's
+    sum over distinct thresholds of recall increment x precision, ties included.
+    """
+    labels = labels.to(sorted_scores.by_neuron.device).bool()
+    n = sorted_scores.ascending.shape[1]
     n_pos = int(labels.sum())
     if n_pos == 0:
         raise ValueError("average precision needs at least one positive context")
-    hits = labels[sorted_scores.order].to(torch.float64)  # (n, N) labels in sorted order
-    true_pos = torch.cumsum(hits, dim=0)
-    precision_at_end = torch.gather(true_pos, 0, sorted_scores.group_end) / (
-        sorted_scores.group_end.to(torch.float64) + 1.0
-    )
-    return (hits * precision_at_end).sum(dim=0) / n_pos
+    positives = sorted_scores.by_neuron[:, labels].contiguous()  # (N, P)
+    n_at_or_above = n - torch.searchsorted(sorted_scores.ascending, positives, side="left")
+    positives_sorted = _sort_rows(positives)
+    tp_at_or_above = n_pos - torch.searchsorted(positives_sorted, positives, side="left")
+    return (tp_at_or_above.double() / n_at_or_above.double()).mean(dim=1)
 
 
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

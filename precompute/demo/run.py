@@ -1,0 +1,83 @@
+"""``precompute demo``: train the tiny multilingual model, write its run config, run the pipeline.
+
+The config is written next to the checkpoints (``data/demo_run/demo.toml``), so the demo store can be
+reproduced or extended with ``precompute run data/demo_run/demo.toml --out data/demo.duckdb``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from precompute.concepts import DEFAULT_CONCEPT_SET
+from precompute.config import load_config
+from precompute.demo.train import DemoCheckpoint, train_demo_model
+
+# Settings of the demo run: the paper's method, sized for 2 CPU cores.
+DEMO_SETTINGS = {
+    "extract": {"batch_tokens": 4096, "max_length": 64, "pooling": "span"},
+    "probes": {"representations": ["mean", "token"], "seeds": [0, 1, 2], "max_train": 3000, "max_iter": 200},
+    "experts": {"top_k": 50, "min_langs": 3},
+}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def demo_config_text(checkpoints: list[DemoCheckpoint], work: Path, model_card: str) -> str:
+    """The demo's run config as TOML (paths relative to the config's folder)."""
+    concepts = Path(DEFAULT_CONCEPT_SET).resolve()
+    lines = [
+        "# Written by `precompute demo`: the tiny multilingual demo model's run config.",
+        "[model]",
+        f'id = "crossling-demo"',
+        f"card = {_toml_value(model_card)}",
+        "",
+        "[data]",
+        f"concepts = {_toml_value(str(concepts))}",
+        "",
+    ]
+    for section, values in DEMO_SETTINGS.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(val)}" for key, val in values.items()]
+        lines.append("")
+    for ck in checkpoints:
+        rel = Path(ck.path).resolve().relative_to(work.resolve())
+        lines += [
+            "[[checkpoints]]",
+            f"name = {_toml_value(ck.name)}",
+            f"path = {_toml_value(str(rel))}",
+            f"step = {ck.step}",
+            f"tokens_seen = {ck.tokens_seen}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | None = None) -> Path:
+    """Train (or reuse) the demo checkpoints, write the config, and build the demo store."""
+    from precompute.demo.train import DEMO_MODEL_CARD
+    from precompute.pipeline import run
+
+    console = console or Console(stderr=True)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    console.print("[bold]1/2 training the demo model[/] (skipped when its checkpoints exist)")
+    checkpoints = train_demo_model(work / "checkpoints", progress=True, force=force)
+    config_path = work / "demo.toml"
+    config_path.write_text(demo_config_text(checkpoints, work, DEMO_MODEL_CARD), encoding="utf-8")
+    console.print(f"[bold]2/2 running the pipeline[/] ({config_path} -> {out})")
+    cfg = load_config(config_path)
+    run(cfg, Path(out), force=force, console=console)
+    return Path(out)

@@ -1,0 +1,359 @@
+"""One run: for each checkpoint, extract -> probe -> score experts -> align -> analyse -> publish.
+
+Each checkpoint is published to the store in one transaction; checkpoints already in the store are
+skipped (``force=True`` recomputes them), so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from rich.console import Console
+from transformers.utils import logging as hf_logging
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from precompute import __version__
+from precompute.alignment import expert_overlap, shared_experts
+from precompute.concepts import ConceptSet, load_concept_set
+from precompute.config import CheckpointSpec, RunConfig
+from precompute.experts import neuron_summary, score_experts
+from precompute.extract import Pooled, extract, max_positions, tokenize_contexts
+from precompute.models import LoadedModel, find_mlp_sites, load_checkpoint
+from precompute.probes import probe_tables
+from precompute.store import CheckpointRows, StoreWriter, json_dumps, utc_now
+
+PROVENANCE_PACKAGES = [
+    "torch", "transformers", "tokenizers", "duckdb", "polars", "scikit-learn", "numpy", "babel",
+]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the numbers, plus Python and crossling."""
+    versions = {"crossling": __version__, "python": platform.python_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def make_progress(console: Console | None = None) -> Progress:
+    """The progress display used by every long stage: bar, count, elapsed and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    store: Path
+    run_id: str
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_id_for(cfg: RunConfig, concept_set: ConceptSet) -> str:
+    """A readable id that changes whenever the analysis would: model, settings and concept set."""
+    name = Path(cfg.model.id.rstrip("/")).name or "model"
+    return f"{name}-{cfg.fingerprint()[:8]}-{concept_set.sha256[:8]}"
+
+
+class StageTimer:
+    """Wall time, throughput and peak device memory of each stage of one checkpoint."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.rows: list[dict] = []
+
+    @contextmanager
+    def stage(self, name: str, tokens: int | None = None) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        peak = (
+            torch.cuda.max_memory_allocated(self.device) / 2**20
+            if self.device.type == "cuda"
+            else None
+        )
+        self.rows.append(
+            {
+                "stage": name,
+                "seconds": seconds,
+                "tokens_per_s": tokens / seconds if tokens and seconds > 0 else None,
+                "peak_mem_mb": peak,
+            }
+        )
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            self.rows,
+            schema={"stage": pl.Utf8, "seconds": pl.Float64, "tokens_per_s": pl.Float64, "peak_mem_mb": pl.Float64},
+        )
+
+
+def analyse_checkpoint(
+    cfg: RunConfig,
+    loaded: LoadedModel,
+    concept_set: ConceptSet,
+    *,
+    progress: Progress | None = None,
+) -> tuple[dict[str, pl.DataFrame], Pooled]:
+    """Every stage for one loaded checkpoint; returns the store rows by table, and the pooled activations."""
+    sentences = concept_set.sentences
+    timer = StageTimer(loaded.device)
+    langs = sentences["lang"].to_numpy()
+    concept_ids = sentences["concept_id"].to_numpy()
+
+    def task(description: str, total: int) -> Callable[[int], None]:
+        if progress is None:
+            return lambda _=1: None
+        tid = progress.add_task(description, total=total)
+        return lambda n=1: progress.advance(tid, n)
+
+    spans = list(zip(sentences["span_start"].to_list(), sentences["span_end"].to_list()))
+    contexts = tokenize_contexts(
+        loaded.tokenizer,
+        sentences["text"].to_list(),
+        spans,
+        max_positions(loaded.model, cfg.extract.max_length),
+    )
+    n_tokens = int(contexts.lengths.sum())
+    storage = torch.float16 if loaded.dtype in (torch.float16, torch.bfloat16) else torch.float32
+    with timer.stage("extract", tokens=n_tokens):
+        pooled = extract(
+            loaded,
+            contexts,
+            batch_tokens=cfg.extract.batch_tokens,
+            layers=cfg.extract.layers,
+            storage_dtype=storage,
+            progress=task("  extract", sentences.height),
+        )
+    representations = {
+        "mean": pooled.resid_mean,
+        "token": pooled.resid_token,
+    }
+    representations = {k: v for k, v in representations.items() if k in cfg.probes.representations}
+    with timer.stage("probes"):
+        n_fits = sum(t.shape[0] for t in representations.values())
+        probe_rows, probe_lang_rows = probe_tables(
+            representations,
+            langs,
+            seeds=cfg.probes.seeds,
+            test_size=cfg.probes.test_size,
+            C=cfg.probes.C,
+            max_iter=cfg.probes.max_iter,
+            max_train=cfg.probes.max_train,
+            progress=task("  probes", n_fits),
+        )
+    activations = pooled.mlp_span if cfg.extract.pooling == "span" else pooled.mlp_mean
+    with timer.stage("experts"):
+        experts = score_experts(
+            activations,
+            langs,
+            concept_ids,
+            pooled.layer_offsets,
+            top_k=cfg.experts.top_k,
+            chunk_neurons=cfg.experts.chunk_neurons,
+            device=loaded.device,
+            progress=task("  experts", len(set(langs.tolist()))),
+        )
+        summary = neuron_summary(experts, pooled.layer_offsets)
+    with timer.stage("alignment"):
+        overlap = expert_overlap(experts, cfg.experts.top_k)
+        shared = shared_experts(experts, pooled.layer_offsets, cfg.experts.min_langs)
+    tables = {
+        "probe_results": probe_rows,
+        "probe_per_language": probe_lang_rows,
+        "neuron_ap": experts.top,
+        "neuron_summary": summary,
+        "expert_overlap": overlap,
+        "shared_experts": shared,
+    }
+    with timer.stage("analysis"):
+        tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared))
+    tables["stage_timings"] = timer.frame()
+    return tables, pooled
+
+
+def analysis_tables(
+    cfg: RunConfig, pooled: Pooled, langs: np.ndarray, concept_ids: np.ndarray, shared: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """Compression and language-specific neurons (the rest of the paper)."""
+    try:
+        from precompute.lape import language_neuron_tables
+        from precompute.similarity import convergence_tables
+    except ImportError:  # stages not installed in this build
+        return {}
+    similarity, compression = convergence_tables(
+        pooled.resid_mean, langs.tolist(), concept_ids.tolist()
+    )
+    language_neurons, counts = language_neuron_tables(
+        pooled.mlp_active,
+        langs.tolist(),
+        pooled.layer_offsets,
+        quantile=cfg.analysis.lape_quantile,
+        min_prob=cfg.analysis.lape_min_prob,
+        shared_experts=shared,
+    )
+    return {
+        "similarity": similarity,
+        "compression": compression,
+        "language_neurons": language_neurons,
+        "neuron_counts": counts,
+    }
+
+
+def checkpoint_source(cfg: RunConfig, spec: CheckpointSpec) -> tuple[str, str | None]:
+    """Where a checkpoint loads from: (local dir, None) or (hub id, revision)."""
+    if spec.path is not None:
+        return str(cfg.resolve(spec.path)), None
+    return cfg.model.id, spec.revision
+
+
+def run(
+    cfg: RunConfig,
+    store: Path,
+    *,
+    force: bool = False,
+    console: Console | None = None,
+    checkpoints: list[CheckpointSpec] | None = None,
+) -> RunSummary:
+    """Run every stage for every checkpoint not yet in the store, publishing one checkpoint at a time."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    hf_logging.disable_progress_bar()  # our own progress display covers loading
+    concept_set = load_concept_set(cfg.resolve(cfg.data.concepts)).subset(
+        cfg.data.languages or None, cfg.data.concept_ids or None, cfg.data.max_contexts
+    )
+    run_id = run_id_for(cfg, concept_set)
+    todo_specs = checkpoints if checkpoints is not None else cfg.checkpoints
+    summary = RunSummary(store=store, run_id=run_id)
+    with StoreWriter(store) as writer:
+        finished = set() if force else writer.finished_checkpoints(run_id)
+        todo = [c for c in todo_specs if c.name not in finished]
+        summary.skipped = [c.name for c in todo_specs if c.name in finished]
+        if not todo:
+            console.print(
+                f"[green]{store}: all {len(todo_specs)} checkpoints already done; nothing to do",
+                soft_wrap=True,
+            )
+            summary.seconds = time.perf_counter() - started
+            return summary
+        run_started = utc_now()
+        with make_progress(console) as progress:
+            overall = progress.add_task(f"checkpoints of {run_id}", total=len(todo))
+            for spec in todo:
+                source, revision = checkpoint_source(cfg, spec)
+                progress.console.print(f"[bold]checkpoint {spec.name}[/] ({source}{'@' + revision if revision else ''})")
+                load_start = time.perf_counter()
+                loaded = load_checkpoint(
+                    source, revision, device=cfg.model.device, dtype=cfg.model.dtype
+                )
+                load_seconds = time.perf_counter() - load_start
+                writer.ensure_run(
+                    run=run_record(cfg, run_id, concept_set, loaded, run_started),
+                    languages=concept_set.languages,
+                    concepts=concept_set.concepts,
+                    sentences=concept_set.sentences,
+                    layers=layer_frame(loaded, cfg.extract.layers),
+                    meta={
+                        "crossling_version": __version__,
+                        "created_at": str(run_started),
+                        "model_card": cfg.model.card,
+                    },
+                )
+                tables, _ = analyse_checkpoint(cfg, loaded, concept_set, progress=progress)
+                tables["stage_timings"] = pl.concat(
+                    [
+                        pl.DataFrame(
+                            [{"stage": "load", "seconds": load_seconds, "tokens_per_s": None, "peak_mem_mb": None}],
+                            schema=tables["stage_timings"].schema,
+                        ),
+                        tables["stage_timings"],
+                    ]
+                )
+                writer.write_checkpoint(
+                    run_id,
+                    CheckpointRows(
+                        checkpoint=spec.name,
+                        step=spec.step,
+                        revision=revision,
+                        source=source,
+                        tokens_seen=spec.tokens_seen,
+                        tables=tables,
+                    ),
+                )
+                summary.done.append(spec.name)
+                del loaded
+                _drop_finished_tasks(progress, keep=overall)
+                progress.advance(overall)
+        writer.finish_run(run_id)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _drop_finished_tasks(progress: Progress, keep) -> None:
+    for task in list(progress.tasks):
+        if task.id != keep:
+            progress.remove_task(task.id)
+
+
+def layer_frame(loaded: LoadedModel, layers: list[int]) -> pl.DataFrame:
+    """The MLP layout of the model: one row per hooked layer."""
+    sites = [s for s in find_mlp_sites(loaded.model) if not layers or s.layer in set(layers)]
+    return pl.DataFrame(
+        {
+            "layer": [s.layer for s in sites],
+            "n_neurons": [s.n_neurons for s in sites],
+            "hidden_size": [loaded.hidden_size] * len(sites),
+            "module_path": [s.path for s in sites],
+        },
+        schema={"layer": pl.Int32, "n_neurons": pl.Int32, "hidden_size": pl.Int32, "module_path": pl.Utf8},
+    )
+
+
+def run_record(
+    cfg: RunConfig, run_id: str, concept_set: ConceptSet, loaded: LoadedModel, started
+) -> dict:
+    """The runs-table row: model, full config, concept-set hash, package versions, device."""
+    return {
+        "run_id": run_id,
+        "model_id": cfg.model.id,
+        "model_card": cfg.model.card,
+        "config_json": json_dumps(cfg.to_dict()),
+        "concept_set_sha256": concept_set.sha256,
+        "packages_json": json_dumps(package_versions()),
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "started_at": started,
+        "finished_at": None,
+    }

@@ -1,0 +1,138 @@
+"""The whole pipeline on a tiny trained model, through the CLI: run, resume, info, report."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from precompute.cli import app
+from precompute.concepts import DEFAULT_CONCEPT_SET
+from precompute.demo.train import tiny_test_model
+
+runner = CliRunner()
+
+CONCEPTS = ["monday", "tuesday", "march", "april", "brazil", "india"]
+LANGS = ["en", "de", "ru", "zh"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A config over three checkpoints of a tiny model trained on the demo corpus."""
+    root = tmp_path_factory.mktemp("e2e")
+    checkpoints = tiny_test_model(root / "ckpts", steps=12)
+    lines = [
+        "[model]", 'id = "tiny"', 'card = "tiny test model"',
+        "[data]", f'concepts = "{DEFAULT_CONCEPT_SET}"', f"languages = {json.dumps(LANGS)}",
+        f"concept_ids = {json.dumps(CONCEPTS)}", "max_contexts = 8",
+        "[experts]", "top_k = 5", "min_langs = 2",
+        "[probes]", "seeds = [0]", "max_iter = 100",
+    ]
+    for ck in checkpoints:
+        lines += ["[[checkpoints]]", f'name = "{ck.name}"', f'path = "ckpts/{ck.path.name}"',
+                  f"step = {ck.step}", f"tokens_seen = {ck.tokens_seen}"]
+    config = root / "run.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def test_run_resume_info_report(tiny_run, tmp_path):
+    store = tmp_path / "store.duckdb"
+    result = runner.invoke(app, ["run", str(tiny_run), "--out", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "3 checkpoint(s) written" in result.output
+
+    con = duckdb.connect(str(store), read_only=True)
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (
+        "checkpoints", "probe_results", "probe_per_language", "neuron_ap", "neuron_summary",
+        "expert_overlap", "shared_experts", "sentences", "layers", "stage_timings")}
+    assert all(n > 0 for n in counts.values()), counts
+    assert counts["checkpoints"] == 3
+    assert counts["sentences"] == len(CONCEPTS) * len(LANGS) * 8
+    # Top-K rows: checkpoints x languages x concepts x K, ranks 1..K.
+    assert counts["neuron_ap"] == 3 * len(LANGS) * len(CONCEPTS) * 5
+    assert con.execute("SELECT min(rank), max(rank) FROM neuron_ap").fetchone() == (1, 5)
+    # Every neuron of both layers is summarised at every checkpoint.
+    n_neurons = con.execute("SELECT sum(n_neurons) FROM layers").fetchone()[0]
+    assert counts["neuron_summary"] == 3 * n_neurons
+    # One row per unordered language pair and concept.
+    assert counts["expert_overlap"] == 3 * len(CONCEPTS) * 6
+    acc = con.execute("SELECT min(accuracy), max(accuracy) FROM probe_results").fetchone()
+    assert 0.0 <= acc[0] <= acc[1] <= 1.0
+    config_json = con.execute("SELECT config_json FROM runs").fetchone()[0]
+    assert json.loads(config_json)["experts"]["top_k"] == 5
+    con.close()
+
+    before = store.read_bytes()
+    again = runner.invoke(app, ["run", str(tiny_run), "--out", str(store)])
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.output
+    assert store.read_bytes() == before
+
+    info = runner.invoke(app, ["info", str(store), "--json"])
+    assert info.exit_code == 0, info.output
+    data = json.loads(info.output)
+    assert {"model", "checkpoints", "languages", "concepts", "tables"} <= set(data)
+    assert data["model"] == "tiny"
+    assert data["languages"] == sorted(LANGS)
+    assert data["concepts"] == sorted(CONCEPTS)
+    assert [c["step"] for c in data["checkpoints"]] == sorted(c["step"] for c in data["checkpoints"])
+    assert data["tables"]["neuron_ap"] == counts["neuron_ap"]
+
+    human = runner.invoke(app, ["info", str(store)])
+    assert human.exit_code == 0 and "neuron_ap" in human.output
+
+    report = runner.invoke(app, ["report", str(store)])
+    assert report.exit_code == 0, report.output
+    assert "LID probe accuracy per layer" in report.output
+    assert "Jaccard" in report.output
+
+
+def test_force_recomputes_identically(tiny_run, tmp_path):
+    store = tmp_path / "store.duckdb"
+    assert runner.invoke(app, ["run", str(tiny_run), "--out", str(store)]).exit_code == 0
+    query = "SELECT * FROM neuron_ap ORDER BY checkpoint, lang, concept_id, rank"
+    con = duckdb.connect(str(store), read_only=True)
+    first = con.execute(query).fetchall()
+    con.close()
+    result = runner.invoke(app, ["run", str(tiny_run), "--out", str(store), "--force"])
+    assert result.exit_code == 0 and "3 checkpoint(s) written" in result.output
+    con = duckdb.connect(str(store), read_only=True)
+    assert con.execute(query).fetchall() == first
+    assert con.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == 3
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "missing.toml", "--out", "x.duckdb"], "no such config file"),
+        (["info", "missing.duckdb"], "no such store"),
+        (["report", "missing.duckdb"], "no such store"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_bad_config_values(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    base = f'[model]\nid = "m"\n[data]\nconcepts = "{DEFAULT_CONCEPT_SET}"\n'
+    cases = {
+        base + 'languages = ["xx"]\n[[checkpoints]]\nname = "a"\npath = "nowhere"\n': "xx",
+        base + '[[checkpoints]]\nname = "a"\npath = "nowhere"\n': "nowhere",
+        base + "[extract]\nbatch = 3\n": "unknown key 'extract.batch'",
+        base: "no checkpoints listed",
+    }
+    for text, message in cases.items():
+        cfg.write_text(text, encoding="utf-8")
+        result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "s.duckdb")])
+        assert result.exit_code == 1, (text, result.output)
+        assert message in result.output, (message, result.output)
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "s.duckdb").exists()
