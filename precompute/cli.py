@@ -166,23 +166,16 @@ def report(
     typer.echo(headline_report(store))
 
 
-def _mount_optional() -> None:
+def _mount_subcommands() -> None:
     """Sub-commands contributed by their own modules."""
-    try:
-        from precompute.cli_concepts import concepts_app
+    from precompute.cli_concepts import concepts_app
+    from precompute.cli_steer import steer
 
-        app.add_typer(concepts_app, name="concepts", help="Build or check a concept set.")
-    except ImportError:
-        pass
-    try:
-        from precompute.cli_steer import steer
-
-        app.command(name="steer")(friendly_errors(steer))
-    except ImportError:
-        pass
+    app.add_typer(concepts_app, name="concepts", help="Build or check a concept set.")
+    app.command(name="steer")(friendly_errors(steer))
 
 
-_mount_optional()
+_mount_subcommands()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,33 @@ class CheckpointSpec:
 
 
 @dataclass
+class CheckpointSetSpec:
+    """Many checkpoints named at once; ``precompute.checkpoints.resolve_checkpoints`` turns it into a list.
+
+    One source: ``revisions`` (hub revisions of ``model.id``), ``template`` (e.g. ``global_step{step}``, with
+    ``steps`` or ``start``/``stop``/``every``), ``pattern`` (hub branches of ``model.id`` matching a glob, or a
+    regex after ``re:``), ``paths`` (local checkpoint directories) or ``local`` (a glob of directories, relative
+    to the config file). ``steps``/``start``/``stop``/``every`` also filter what a source lists, by the step
+    parsed from each name. ``tokens_per_step`` fills ``tokens_seen`` where a checkpoint does not record it.
+    """
+
+    revisions: list[str] = field(default_factory=list)
+    template: str = ""
+    pattern: str = ""
+    paths: list[str] = field(default_factory=list)
+    local: str = ""
+    steps: list[int] = field(default_factory=list)
+    start: int | None = None
+    stop: int | None = None
+    every: int | None = None
+    tokens_per_step: int | None = None
+
+    def sources(self) -> list[str]:
+        """The source keys that are set (valid configs set at most one)."""
+        return [k for k in ("revisions", "template", "pattern", "paths", "local") if getattr(self, k)]
+
+
+@dataclass
 class DataSpec:
     """The concept set and which part of it to use."""
 
@@ -61,6 +88,11 @@ class ExtractSpec:
     max_length: int = 64
     layers: list[int] = field(default_factory=list)
     pooling: str = "span"
+    # Operational (not part of the run's fingerprint): pooled activations larger than this many GB
+    # (0: half of the RAM available when the run starts) are memory-mapped to files in spill_dir
+    # (default: the system's temporary folder) instead of being held in RAM.
+    ram_budget_gb: float = 0.0
+    spill_dir: str = ""
 
 
 @dataclass
@@ -90,6 +122,9 @@ class AnalysisSpec:
 
     lape_quantile: float = 0.01
     lape_min_prob: float = 0.05
+    # If set, language-specific = normalised LAPE (LAPE / log L) <= this, instead of the lowest
+    # lape_quantile of all neurons (Tang et al.), so the count itself can change over training.
+    lape_max: float | None = None
 
 
 @dataclass
@@ -103,6 +138,10 @@ class SteeringSpec:
     prompts: list[str] = field(default_factory=lambda: [""])
     max_new_tokens: int = 24
     value_mode: str = "median"
+    # Sampling, as Suau et al.'s generate_seq: nucleus 0.9, no top-k cut, temperature 0.8.
+    top_k: int = 0
+    top_p: float = 0.9
+    temperature: float = 0.8
 
 
 @dataclass
@@ -111,6 +150,7 @@ class RunConfig:
 
     model: ModelSpec = field(default_factory=ModelSpec)
     checkpoints: list[CheckpointSpec] = field(default_factory=list)
+    checkpoint_set: CheckpointSetSpec = field(default_factory=CheckpointSetSpec)
     data: DataSpec = field(default_factory=DataSpec)
     extract: ExtractSpec = field(default_factory=ExtractSpec)
     probes: ProbeSpec = field(default_factory=ProbeSpec)
@@ -129,7 +169,10 @@ class RunConfig:
         """What makes two runs the same analysis: every setting but the checkpoint list and device."""
         data = self.to_dict()
         data.pop("checkpoints")
+        data.pop("checkpoint_set", None)
         data["model"].pop("device")
+        for operational in ("ram_budget_gb", "spill_dir"):
+            data["extract"].pop(operational, None)
         data["data"]["concepts"] = Path(data["data"]["concepts"]).name
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -157,6 +200,14 @@ class RunConfig:
             raise ConfigError(f"{where}: [extract] batch_tokens and max_length must be positive")
         if self.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: [model] dtype must be auto, float32, bfloat16 or float16")
+        if not 0 < self.analysis.lape_quantile <= 1:
+            raise ConfigError(f"{where}: [analysis] lape_quantile must be in (0, 1], got {self.analysis.lape_quantile}")
+        if self.analysis.lape_max is not None and not 0 <= self.analysis.lape_max <= 1:
+            raise ConfigError(f"{where}: [analysis] lape_max must be in [0, 1], got {self.analysis.lape_max}")
+        if self.steering.value_mode not in ("median", "zero"):
+            raise ConfigError(f"{where}: [steering] value_mode must be 'median' or 'zero', got {self.steering.value_mode!r}")
+        if not 0 < self.steering.top_p <= 1 or self.steering.temperature <= 0 or self.steering.top_k < 0:
+            raise ConfigError(f"{where}: [steering] needs 0 < top_p <= 1, temperature > 0 and top_k >= 0")
         names = [c.name for c in self.checkpoints]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -166,6 +217,41 @@ class RunConfig:
                 raise ConfigError(f"{where}: [[checkpoints]] every checkpoint needs a name")
             if c.path is None and c.revision is None:
                 raise ConfigError(f"{where}: checkpoint {c.name!r} needs a path or a revision")
+        self._validate_checkpoint_set(where)
+
+    def _validate_checkpoint_set(self, where: str) -> None:
+        s = self.checkpoint_set
+        sources = s.sources()
+        if len(sources) > 1:
+            raise ConfigError(
+                f"{where}: [checkpoint_set] names several sources ({', '.join(sources)}); use one"
+            )
+        if s.every is not None and s.every < 1:
+            raise ConfigError(f"{where}: [checkpoint_set] every must be >= 1, got {s.every}")
+        if s.start is not None and s.stop is not None and s.start > s.stop:
+            raise ConfigError(f"{where}: [checkpoint_set] start {s.start} is after stop {s.stop}")
+        if any(step < 0 for step in s.steps) or (s.start is not None and s.start < 0):
+            raise ConfigError(f"{where}: [checkpoint_set] steps must be >= 0")
+        if s.tokens_per_step is not None and s.tokens_per_step < 1:
+            raise ConfigError(f"{where}: [checkpoint_set] tokens_per_step must be >= 1")
+        if s.template:
+            if "{step" not in s.template:
+                raise ConfigError(
+                    f"{where}: [checkpoint_set] template {s.template!r} needs a {{step}} field, "
+                    "e.g. 'global_step{step}'"
+                )
+            if not s.steps and (s.stop is None or s.every is None):
+                raise ConfigError(
+                    f"{where}: [checkpoint_set] template needs steps = [...] or stop and every "
+                    "(start defaults to every)"
+                )
+        elif not sources and (s.steps or s.start is not None or s.stop is not None or s.every):
+            raise ConfigError(
+                f"{where}: [checkpoint_set] steps/start/stop/every need a source "
+                "(revisions, template, pattern, paths or local)"
+            )
+        if self.extract.ram_budget_gb < 0:
+            raise ConfigError(f"{where}: [extract] ram_budget_gb must be >= 0 (0: half the available RAM)")
 
 
 def _type_name(tp: Any) -> str:

@@ -42,6 +42,8 @@ class Pooled:
     resid_mean: torch.Tensor  # (L + 1, n, d)
     resid_token: torch.Tensor  # (L + 1, n, d)
     layer_offsets: list[int]  # column ranges of each layer in the neuron axis (length n_layers + 1)
+    layer_ids: list[int]  # the model's block index of each hooked layer (all layers unless restricted)
+    token_counts: np.ndarray  # (n,) tokens per context
     n_tokens: int
     seconds: float
 
@@ -135,6 +137,8 @@ def extract(
         resid_mean=torch.empty((n_resid, n, hidden), dtype=torch.float32),
         resid_token=torch.empty((n_resid, n, hidden), dtype=torch.float32),
         layer_offsets=offsets,
+        layer_ids=[s.layer for s in sites],
+        token_counts=contexts.lengths,
         n_tokens=int(contexts.lengths.sum()),
         seconds=0.0,
     )

@@ -33,6 +33,8 @@ from precompute.alignment import expert_overlap, shared_experts
 from precompute.concepts import ConceptSet, load_concept_set
 from precompute.config import CheckpointSpec, RunConfig
 from precompute.experts import neuron_summary, score_experts
+from precompute.lape import language_neuron_tables
+from precompute.similarity import convergence_tables
 from precompute.extract import Pooled, extract, max_positions, tokenize_contexts
 from precompute.models import LoadedModel, find_mlp_sites, load_checkpoint
 from precompute.probes import probe_tables
@@ -199,22 +201,34 @@ def analyse_checkpoint(
         "shared_experts": shared,
     }
     with timer.stage("analysis"):
-        tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared))
+        tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared, loaded.device))
+    if pooled.layer_ids != list(range(len(pooled.layer_ids))):
+        # Scoring numbers hooked layers by position; store the model's own block indices.
+        mapping = dict(enumerate(pooled.layer_ids))
+        for name in MLP_LAYER_TABLES:
+            if name in tables and tables[name].height:
+                tables[name] = tables[name].with_columns(
+                    pl.col("layer").replace_strict(mapping, return_dtype=pl.Int32)
+                )
     tables["stage_timings"] = timer.frame()
     return tables, pooled
 
 
+# Tables whose `layer` indexes MLP blocks (the others index the residual stream, 0 = embeddings).
+MLP_LAYER_TABLES = ["neuron_ap", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts"]
+
+
 def analysis_tables(
-    cfg: RunConfig, pooled: Pooled, langs: np.ndarray, concept_ids: np.ndarray, shared: pl.DataFrame
+    cfg: RunConfig,
+    pooled: Pooled,
+    langs: np.ndarray,
+    concept_ids: np.ndarray,
+    shared: pl.DataFrame,
+    device: torch.device,
 ) -> dict[str, pl.DataFrame]:
-    """Compression and language-specific neurons (the rest of the paper)."""
-    try:
-        from precompute.lape import language_neuron_tables
-        from precompute.similarity import convergence_tables
-    except ImportError:  # stages not installed in this build
-        return {}
+    """Compression (representation convergence) and language-specific neurons (LAPE)."""
     similarity, compression = convergence_tables(
-        pooled.resid_mean, langs.tolist(), concept_ids.tolist()
+        pooled.resid_mean, langs.tolist(), concept_ids.tolist(), device=device
     )
     language_neurons, counts = language_neuron_tables(
         pooled.mlp_active,
@@ -222,7 +236,10 @@ def analysis_tables(
         pooled.layer_offsets,
         quantile=cfg.analysis.lape_quantile,
         min_prob=cfg.analysis.lape_min_prob,
+        max_lape=cfg.analysis.lape_max,
         shared_experts=shared,
+        n_tokens=torch.from_numpy(pooled.token_counts),
+        device=device,
     )
     return {
         "similarity": similarity,

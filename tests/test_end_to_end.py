@@ -136,3 +136,17 @@ def test_cli_bad_config_values(tmp_path):
         assert message in result.output, (message, result.output)
         assert "Traceback" not in result.output
         assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_layer_subset_keeps_model_layer_indices(tiny_run, tmp_path):
+    """--layers-style restriction: stored MLP layer numbers are the model's block indices."""
+    config = tmp_path / "layers.toml"
+    text = tiny_run.read_text(encoding="utf-8").replace("[experts]", "[extract]\nlayers = [1]\n[experts]")
+    config.write_text(text.replace('path = "ckpts/', f'path = "{tiny_run.parent}/ckpts/'), encoding="utf-8")
+    store = tmp_path / "layers.duckdb"
+    result = runner.invoke(app, ["run", str(config), "--out", str(store)])
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(store), read_only=True)
+    for table in ("layers", "neuron_ap", "neuron_summary", "neuron_counts"):
+        assert con.execute(f"SELECT DISTINCT layer FROM {table}").fetchall() == [(1,)], table
+    con.close()

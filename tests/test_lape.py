@@ -1,0 +1,127 @@
+"""LAPE (Tang et al. 2024) and per-layer neuron counts on hand-checkable activation fractions."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+import torch
+
+from precompute.lape import activation_probs, language_neuron_tables, lape
+
+
+def test_lape_minimal_for_one_language_and_maximal_for_uniform():
+    probs = torch.tensor(
+        [
+            [0.8, 0.0, 0.0],  # active in one language only
+            [0.3, 0.3, 0.3],  # equally active everywhere
+            [0.5, 0.5, 0.0],  # two languages
+            [0.0, 0.0, 0.0],  # never active: undefined
+        ]
+    )
+    out = lape(probs)
+    assert out[0].item() == 0.0
+    assert out[1].item() == pytest.approx(math.log(3))
+    assert out[2].item() == pytest.approx(math.log(2))
+    assert math.isnan(out[3].item())
+
+
+def _toy():
+    """Two layers of 3 neurons; contexts in de, en, fr (2 each)."""
+    langs = ["de", "de", "en", "en", "fr", "fr"]
+    active = torch.tensor(
+        [
+            # layer 0: n0 de-only, n1 uniform, n2 never   | layer 1: n0 en-only, n1 mostly fr, n2 uniform low
+            [0.9, 0.5, 0.0, 0.0, 0.1, 0.02],
+            [0.7, 0.5, 0.0, 0.0, 0.1, 0.02],
+            [0.0, 0.5, 0.0, 0.6, 0.1, 0.02],
+            [0.0, 0.5, 0.0, 0.4, 0.1, 0.02],
+            [0.0, 0.5, 0.0, 0.0, 0.9, 0.02],
+            [0.0, 0.5, 0.0, 0.0, 0.7, 0.02],
+        ]
+    )
+    return active, langs, [0, 3, 6]
+
+
+def test_activation_probs_context_mean_and_token_weighted():
+    active, langs, _ = _toy()
+    names, probs = activation_probs(active, langs)
+    assert names == ["de", "en", "fr"]
+    assert probs[0].tolist() == pytest.approx([0.8, 0.0, 0.0])
+    # Token-weighted: de contexts of 1 and 3 tokens -> (0.9*1 + 0.7*3) / 4 = 0.75.
+    _, weighted = activation_probs(active, langs, n_tokens=[1, 3, 1, 1, 1, 1])
+    assert weighted[0, 0].item() == pytest.approx(0.75)
+
+
+def test_language_specific_selection_and_counts_with_zeros():
+    active, langs, offsets = _toy()
+    # quantile 2/6 -> the 2 lowest-LAPE neurons among those with max p >= 0.05: de-only (L0 n0), en-only (L1 n0).
+    neurons, counts = language_neuron_tables(active, langs, offsets, quantile=2 / 6, min_prob=0.05)
+    assert neurons.select("layer", "unit", "top_lang").rows() == [(0, 0, "de"), (1, 0, "en")]
+    assert neurons["lape"].to_list() == [0.0, 0.0]
+    assert neurons["top_prob"].to_list() == pytest.approx([0.8, 0.5])
+    assert counts.rows() == [(0, "language_specific", 1), (1, "language_specific", 1)]
+    # min_prob excludes the en-only neuron (p = 0.5); the next lowest LAPE is the mostly-fr neuron.
+    neurons, _ = language_neuron_tables(active, langs, offsets, quantile=2 / 6, min_prob=0.6)
+    assert neurons.select("layer", "unit").rows() == [(0, 0), (1, 1)]
+    # Nothing selected: every layer still has a row, with 0.
+    neurons, counts = language_neuron_tables(active, langs, offsets, quantile=0.0, min_prob=0.05)
+    assert neurons.height == 0
+    assert counts.rows() == [(0, "language_specific", 0), (1, "language_specific", 0)]
+    assert neurons.schema == {
+        "layer": pl.Int32, "unit": pl.Int32, "lape": pl.Float64, "top_lang": pl.Utf8, "top_prob": pl.Float64,
+    }
+
+
+def test_absolute_threshold_and_never_active_neurons():
+    active, langs, offsets = _toy()
+    # Normalised LAPE <= 0.6: the single-language neurons (0) and the mostly-fr one (q = .1, .1, .8:
+    # 0.639 nats / log 3 = 0.58); never the silent one.
+    neurons, _ = language_neuron_tables(active, langs, offsets, quantile=0.01, min_prob=0.0, max_lape=0.6)
+    assert neurons.select("layer", "unit").rows() == [(0, 0), (1, 0), (1, 1)]
+    assert (0, 2) not in neurons.select("layer", "unit").rows()
+
+
+def test_shared_expert_counts_distinct_units_per_layer_with_zeros():
+    active, langs, offsets = _toy()
+    shared = pl.DataFrame(
+        {
+            "concept_id": ["monday", "tuesday", "monday"],
+            "layer": [1, 1, 1],
+            "unit": [2, 2, 0],
+            "n_langs_topk": [3, 3, 2],
+        }
+    )
+    _, counts = language_neuron_tables(
+        active, langs, offsets, quantile=2 / 6, min_prob=0.05, shared_experts=shared
+    )
+    got = {(layer, kind): n for layer, kind, n in counts.rows()}
+    assert got[(0, "shared_expert")] == 0
+    assert got[(1, "shared_expert")] == 2  # units 2 and 0, unit 2 counted once
+    assert got[(1, "language_specific_shared")] == 1  # L1 n0 is en-specific and a shared expert
+    assert got[(0, "language_specific_shared")] == 0
+    _, counts = language_neuron_tables(
+        active, langs, offsets, quantile=2 / 6, min_prob=0.05, shared_experts=shared.clear()
+    )
+    assert counts.filter(pl.col("kind") == "shared_expert")["n"].to_list() == [0, 0]
+
+
+def test_layer_numbering_single_language_and_bad_offsets():
+    active, langs, offsets = _toy()
+    neurons, counts = language_neuron_tables(
+        active, langs, offsets, quantile=2 / 6, min_prob=0.05, layers=[5, 9]
+    )
+    assert neurons["layer"].to_list() == [5, 9]
+    assert counts["layer"].to_list() == [5, 9]
+    neurons, counts = language_neuron_tables(active, ["de"] * 6, offsets, quantile=0.5, min_prob=0.0)
+    assert neurons.height == 0 and counts["n"].to_list() == [0, 0]
+    with pytest.raises(ValueError, match="layer_offsets"):
+        language_neuron_tables(active, langs, [0, 3, 5], quantile=0.1, min_prob=0.0)
+
+
+def test_float16_input():
+    active, langs, offsets = _toy()
+    a, _ = language_neuron_tables(active, langs, offsets, quantile=2 / 6, min_prob=0.05)
+    b, _ = language_neuron_tables(active.half(), langs, offsets, quantile=2 / 6, min_prob=0.05)
+    assert a.select("layer", "unit").rows() == b.select("layer", "unit").rows()
