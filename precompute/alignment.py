@@ -101,3 +101,17 @@ def shared_experts(result: ExpertResult, layer_offsets: list[int], min_langs: in
         },
         schema=schema,
     )
+
+
+def expert_sharing(top: pl.DataFrame, shared: pl.DataFrame) -> pl.DataFrame:
+    """Per (lang, concept): the number of top-K experts, and how many of them are shared experts."""
+    shared_units = shared.select("concept_id", "layer", "unit").with_columns(pl.lit(1).alias("is_shared"))
+    return (
+        top.join(shared_units, on=["concept_id", "layer", "unit"], how="left")
+        .group_by(["lang", "concept_id"])
+        .agg(
+            pl.len().cast(pl.Int32).alias("n_experts"),
+            pl.col("is_shared").fill_null(0).sum().cast(pl.Int32).alias("n_shared"),
+        )
+        .sort(["lang", "concept_id"])
+    )

@@ -8,6 +8,7 @@ from typing import Annotated, NoReturn
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from precompute.cldr import DEFAULT_CONTEXTS, DEFAULT_LANGUAGES
@@ -24,9 +25,12 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, details: list[str] | None = None) -> NoReturn:
-    _err.print(f"[bold red]error:[/] [red]{message}[/]", highlight=False, soft_wrap=True)
+    # Messages quote the file's own text: print it as text, never as rich markup.
+    from precompute.store import printable
+
+    _err.print(f"[bold red]error:[/] [red]{escape(printable(message))}[/]", highlight=False, soft_wrap=True)
     for line in (details or [])[1:51]:
-        _err.print(f"  [dim]{line}[/]", highlight=False, soft_wrap=True)
+        _err.print(f"  [dim]{escape(printable(line))}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -45,7 +49,7 @@ def _summary(cs: ConceptSet, title: str) -> Table:
     joined = cs.languages.join(per, on="lang", how="left").sort("lang")
     for row in joined.iter_rows(named=True):
         table.add_row(
-            row["lang"], row["name"] or "", row["script"] or "", str(row["concepts"]), str(row["contexts"]),
+            escape(row["lang"]), row["name"] or "", row["script"] or "", str(row["concepts"]), str(row["contexts"]),
             str(row["min"]),
         )
     return table
@@ -61,7 +65,7 @@ def _categories(cs: ConceptSet) -> Table:
     ).sort("category")
     for cat, ids in cats.iter_rows():
         shown = ", ".join(ids[:12]) + (", ..." if len(ids) > 12 else "")
-        table.add_row(cat, str(len(ids)), shown)
+        table.add_row(escape(cat), str(len(ids)), escape(shown))
     return table
 
 
@@ -121,5 +125,5 @@ def check(
     if cs.provenance:
         for key in ("babel_version", "cldr_version", "license", "command"):
             if key in cs.provenance:
-                _out.print(f"{key}: {cs.provenance[key]}", highlight=False)
+                _out.print(f"{key}: {escape(str(cs.provenance[key]))}", highlight=False)
     _out.print("[green]ok[/]")

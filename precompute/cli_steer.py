@@ -13,13 +13,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 _err = Console(stderr=True)
 _out = Console()
 
 
 def _fail(message: str) -> None:
-    _err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    from precompute.store import printable
+
+    _err.print(f"[red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -100,7 +105,7 @@ def steer(
             maintain_order=True,
         ).agg(pl_langs())
         for row in grouped.iter_rows():
-            table.add_row(*[str(x) for x in row[:5]], f"{row[5]:.0%}", row[6])
+            table.add_row(*[Text(str(x)) for x in row[:5]], f"{row[5]:.0%}", Text(str(row[6])))
     _out.print(table)
 
 

@@ -154,7 +154,7 @@ class ConceptSet:
             unknown = [lang for lang in languages if lang not in have]
             if unknown:
                 raise ConceptSetError(
-                    f"{where}: unknown language(s) {', '.join(map(repr, unknown))} "
+                    f"{where}: unknown language(s) {_listing(unknown)} "
                     f"(available: {', '.join(sorted(have))})"
                 )
             frame = frame.filter(pl.col("lang").is_in(list(languages)))
@@ -165,7 +165,7 @@ class ConceptSet:
                 shown = sorted(have)
                 more = f", ... ({len(shown)} in all)" if len(shown) > 20 else ""
                 raise ConceptSetError(
-                    f"{where}: unknown concept(s) {', '.join(map(repr, unknown))} "
+                    f"{where}: unknown concept(s) {_listing(unknown)} "
                     f"(available: {', '.join(shown[:20])}{more})"
                 )
             frame = frame.filter(pl.col("concept_id").is_in(list(concept_ids)))
@@ -177,6 +177,17 @@ class ConceptSet:
         if n_concepts < 2:
             raise ConceptSetError(
                 f"{where}: the subset has {n_concepts} concept(s); at least 2 are needed (negatives for AP)"
+            )
+        # Every language scores its concepts against its other concepts: one concept alone gives AP = 1.
+        lonely = (
+            frame.group_by("lang").agg(pl.col("concept_id").unique().sort())
+            .filter(pl.col("concept_id").list.len() < 2).sort("lang")
+        )
+        if lonely.height:
+            lang, only = lonely.row(0)
+            raise ConceptSetError(
+                f"{where}: in the chosen subset, language {lang!r} has only concept {only[0]!r}; every "
+                "language needs at least 2 concepts (negatives for AP): add concepts it has, or drop it"
             )
         frame = frame.sort("sentence_id").with_columns(
             pl.int_range(pl.len(), dtype=pl.Int64).alias("sentence_id")
@@ -214,6 +225,12 @@ class ConceptSet:
             "max_contexts": int(per_pair.max() or 0),
             "with_span": int(self.sentences["span_start"].is_not_null().sum()),
         }
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    """``'a', 'b', ... (N in all)``: a list of names short enough for a one-line message."""
+    shown = ", ".join(repr(x[:40] + "..." if len(x) > 40 else x) for x in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def content_sha256(sentences: pl.DataFrame, concepts: pl.DataFrame) -> str:

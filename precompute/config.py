@@ -103,7 +103,7 @@ class ProbeSpec:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     test_size: float = 0.25
     C: float = 1.0
-    max_iter: int = 300
+    max_iter: int = 100
     max_train: int = 4000
 
 
@@ -208,6 +208,11 @@ class RunConfig:
             raise ConfigError(f"{where}: [steering] value_mode must be 'median' or 'zero', got {self.steering.value_mode!r}")
         if not 0 < self.steering.top_p <= 1 or self.steering.temperature <= 0 or self.steering.top_k < 0:
             raise ConfigError(f"{where}: [steering] needs 0 < top_p <= 1, temperature > 0 and top_k >= 0")
+        for key, values in (("languages", self.data.languages), ("concept_ids", self.data.concept_ids)):
+            seen: set[str] = set()
+            repeated = sorted({v for v in values if v in seen or seen.add(v)})
+            if repeated:
+                raise ConfigError(f"{where}: [data] {key} lists {repeated[0]!r} more than once")
         names = [c.name for c in self.checkpoints]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})

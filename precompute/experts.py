@@ -16,6 +16,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from precompute.faults import maybe_fail
+
 
 @dataclass
 class SortedScores:
@@ -174,6 +176,7 @@ def score_experts(
         )
         if progress is not None:
             progress()
+        maybe_fail("experts.lang")
     return ExpertResult(top=pl.concat(frames), full_ap=full, concept_ids=concepts)
 
 

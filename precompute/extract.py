@@ -10,13 +10,17 @@ tensors survive a batch.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from precompute.faults import maybe_fail
 from precompute.models import LoadedModel, MLPSite, find_mlp_sites
 
 
@@ -83,13 +87,22 @@ def max_positions(model, requested: int) -> int:
     return min(requested, limit) if limit else requested
 
 
-def token_budget_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Group contexts by length (longest first) so that batch_size * padded_length <= batch_tokens."""
+def token_budget_batches(
+    lengths: np.ndarray, batch_tokens: int, max_padding: float = 0.2
+) -> list[np.ndarray]:
+    """Group contexts by length (longest first) so that batch_size * padded_length <= batch_tokens.
+
+    Length buckets: a batch also closes before a context shorter than ``(1 - max_padding)`` times the batch's
+    longest, so no context carries more than that fraction of padding (a few long contexts would otherwise
+    pad a whole batch of short ones to their length).
+    """
     order = np.argsort(-lengths, kind="stable")
     batches, current, current_max = [], [], 0
     for idx in order:
         longest = max(current_max, int(lengths[idx]))
-        if current and longest * (len(current) + 1) > batch_tokens:
+        if current and (
+            longest * (len(current) + 1) > batch_tokens or int(lengths[idx]) < (1 - max_padding) * longest
+        ):
             batches.append(np.array(current))
             current, longest = [], int(lengths[idx])
         current.append(idx)
@@ -105,6 +118,50 @@ def sample_token_positions(lengths: np.ndarray, seed: int) -> np.ndarray:
     return np.floor(rng.random(len(lengths)) * lengths).astype(np.int64)
 
 
+def pooled_nbytes(
+    loaded: LoadedModel, n_contexts: int, layers: Sequence[int] = (), storage_dtype: torch.dtype = torch.float32
+) -> int:
+    """Host memory `extract` needs for its pooled arrays: 3 x contexts x neurons (``storage_dtype``) plus
+    2 x (layers + 1) x contexts x hidden (float32). A 7B model (30 layers x 16,384 neurons, d = 4,096) over
+    12,960 contexts in float16: 38 GB + 13 GB."""
+    sites = [s for s in find_mlp_sites(loaded.model) if not layers or s.layer in set(layers)]
+    n_neurons = sum(s.n_neurons for s in sites)
+    item = torch.empty((), dtype=storage_dtype).element_size()
+    return 3 * n_contexts * n_neurons * item + 2 * (loaded.n_layers + 1) * n_contexts * loaded.hidden_size * 4
+
+
+def available_ram_bytes() -> int:
+    """RAM available to this process now (Linux MemAvailable; else the physical total)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32}
+
+
+def _allocate(shape: tuple[int, ...], dtype: torch.dtype, spill_dir: str | Path | None) -> torch.Tensor:
+    """An uninitialised tensor: in RAM, or backed by a memory-mapped file in ``spill_dir``.
+
+    The file is unlinked as soon as it is mapped, so its disk space returns when the tensor is freed, even if
+    the process is killed.
+    """
+    if spill_dir is None or dtype not in _NUMPY_DTYPES or 0 in shape:
+        return torch.empty(shape, dtype=dtype)
+    Path(spill_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=spill_dir, prefix="crossling-pooled-", suffix=".bin") as handle:
+        array = np.memmap(handle.name, dtype=_NUMPY_DTYPES[dtype], mode="w+", shape=shape)
+    return torch.from_numpy(array)
+
+
 def extract(
     loaded: LoadedModel,
     contexts: TokenizedContexts,
@@ -114,11 +171,13 @@ def extract(
     seed: int = 0,
     storage_dtype: torch.dtype = torch.float32,
     progress: Callable[[int], None] | None = None,
+    spill_dir: str | Path | None = None,
 ) -> Pooled:
     """Run every context through the model in token-budget batches and pool as described above.
 
     ``layers`` restricts the MLP layers hooked (default: all); the residual stream keeps every layer.
     ``progress`` is called with the number of contexts finished after each batch.
+    ``spill_dir``: hold the pooled arrays in memory-mapped files there instead of RAM (see `pooled_nbytes`).
     """
     model, device = loaded.model, loaded.device
     sites = find_mlp_sites(model)
@@ -131,11 +190,11 @@ def extract(
     n, n_neurons = len(contexts.input_ids), offsets[-1]
     n_resid, hidden = loaded.n_layers + 1, loaded.hidden_size
     out = Pooled(
-        mlp_mean=torch.empty((n, n_neurons), dtype=storage_dtype),
-        mlp_span=torch.empty((n, n_neurons), dtype=storage_dtype),
-        mlp_active=torch.empty((n, n_neurons), dtype=storage_dtype),
-        resid_mean=torch.empty((n_resid, n, hidden), dtype=torch.float32),
-        resid_token=torch.empty((n_resid, n, hidden), dtype=torch.float32),
+        mlp_mean=_allocate((n, n_neurons), storage_dtype, spill_dir),
+        mlp_span=_allocate((n, n_neurons), storage_dtype, spill_dir),
+        mlp_active=_allocate((n, n_neurons), storage_dtype, spill_dir),
+        resid_mean=_allocate((n_resid, n, hidden), torch.float32, spill_dir),
+        resid_token=_allocate((n_resid, n, hidden), torch.float32, spill_dir),
         layer_offsets=offsets,
         layer_ids=[s.layer for s in sites],
         token_counts=contexts.lengths,
@@ -148,19 +207,15 @@ def extract(
 
     def make_hook(site: MLPSite, col: int):
         def hook(_module, args):
+            # Sums over tokens as one batched matmul each: (B, 2, T) 0/1 weights (all tokens, span tokens)
+            # x (B, T, n_neurons), then divided by the counts; results stay on the device until the batch ends.
             acts = args[0].float()  # (B, T, n_neurons)
-            mask, span, rows = state["mask"], state["span"], state["rows"]
-            count = mask.sum(1).clamp(min=1)
-            span_count = span.sum(1)
-            mean = (acts * mask).sum(1) / count
-            span_mean = torch.where(
-                span_count > 0, (acts * span).sum(1) / span_count.clamp(min=1), mean
-            )
-            active = ((acts > 0).float() * mask).sum(1) / count
+            weights, divisors, buffer = state["weights"], state["divisors"], state["buffer"]
             cols = slice(col, col + site.n_neurons)
-            out.mlp_mean[rows, cols] = mean.to("cpu", storage_dtype)
-            out.mlp_span[rows, cols] = span_mean.to("cpu", storage_dtype)
-            out.mlp_active[rows, cols] = active.to("cpu", storage_dtype)
+            sums = torch.bmm(weights, acts) / divisors  # (B, 2, n): mean, span mean
+            active = torch.bmm(weights[:, :1], (acts > 0).to(acts.dtype)) / divisors[:, :1]
+            buffer[:, :2, cols] = sums.to(storage_dtype)
+            buffer[:, 2:, cols] = active.to(storage_dtype)
 
         return hook
 
@@ -183,10 +238,16 @@ def extract(
                     mask[row, :length] = 1.0
                     span[row, :length] = torch.from_numpy(contexts.span_masks[idx].astype(np.float32))
                 rows = torch.from_numpy(batch)
+                weights = torch.stack([mask, span], dim=1).to(device)  # (B, 2, T)
+                count = weights[:, :1].sum(2, keepdim=True).clamp(min=1)
+                span_count = weights[:, 1:].sum(2, keepdim=True)
+                # A context without span tokens gets its mean as span mean: weights of all tokens instead.
+                no_span = span_count == 0
+                weights[:, 1:] = torch.where(no_span, weights[:, :1], weights[:, 1:])
                 state.update(
-                    mask=mask.unsqueeze(-1).to(device),
-                    span=span.unsqueeze(-1).to(device),
-                    rows=rows,
+                    weights=weights,
+                    divisors=torch.cat([count, torch.where(no_span, count, span_count)], dim=1),
+                    buffer=torch.empty((len(batch), 3, n_neurons), dtype=storage_dtype, device=device),
                 )
                 result = base(
                     input_ids=ids.to(device),
@@ -194,16 +255,26 @@ def extract(
                     output_hidden_states=True,
                     use_cache=False,
                 )
-                hidden_states = torch.stack(result.hidden_states).float()  # (L+1, B, T, d)
-                m = state["mask"].unsqueeze(0)
-                resid_mean = (hidden_states * m).sum(2) / m.sum(2).clamp(min=1)
+                # Residual stream, layer by layer (no (L+1, B, T, d) float32 copy): mean over tokens and
+                # the sampled token of each context.
                 pos = torch.from_numpy(token_pos[batch]).to(device)
-                picked = hidden_states[:, torch.arange(len(batch), device=device), pos]
-                out.resid_mean[:, rows] = resid_mean.cpu()
-                out.resid_token[:, rows] = picked.cpu()
-                del result, hidden_states
+                batch_idx = torch.arange(len(batch), device=device)
+                resid = torch.stack(
+                    [
+                        torch.cat([torch.bmm(weights[:, :1], h.float()) / count, h[batch_idx, pos].float()[:, None]], 1)
+                        for h in result.hidden_states
+                    ]
+                ).cpu()  # (L+1, B, 2, d)
+                host = state["buffer"].cpu()  # one device -> host copy of the batch's pooled neurons
+                out.mlp_mean[rows] = host[:, 0]
+                out.mlp_span[rows] = host[:, 1]
+                out.mlp_active[rows] = host[:, 2]
+                out.resid_mean[:, rows] = resid[:, :, 0]
+                out.resid_token[:, rows] = resid[:, :, 1]
+                del result, resid, host
                 if progress is not None:
                     progress(len(batch))
+                maybe_fail("extract.batch")
     finally:
         for handle in handles:
             handle.remove()

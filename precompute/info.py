@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from precompute.store import open_readonly, table_counts
+import duckdb
+
+from precompute.store import StoreError, corrupt_reason, open_readonly, table_counts, verify_readable
 
 
 def store_info(path: str | Path) -> dict[str, Any]:
     """A JSON-ready summary of a store (keys: model, checkpoints, languages, concepts, tables, ...)."""
     con = open_readonly(path)
     try:
+        verify_readable(con, path)  # a store cut short on its way here fails now, not half-way through
         runs = con.execute(
             "SELECT run_id, model_id, model_card, device, dtype, concept_set_sha256, packages_json, "
             "started_at, finished_at FROM runs ORDER BY started_at"
@@ -31,6 +34,8 @@ def store_info(path: str | Path) -> dict[str, Any]:
         ).fetchall()
         meta = dict(con.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
         tables = table_counts(con)
+    except duckdb.Error as exc:  # opened, but a block is missing or damaged
+        raise StoreError(f"{path}: {corrupt_reason(exc)}") from None
     finally:
         con.close()
     model = runs[0][1] if runs else None

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
+from rich.markup import escape
 from transformers.utils import logging as hf_logging
 from rich.progress import (
     BarColumn,
@@ -29,13 +30,20 @@ from rich.progress import (
 )
 
 from precompute import __version__
-from precompute.alignment import expert_overlap, shared_experts
+from precompute.alignment import expert_overlap, expert_sharing, shared_experts
 from precompute.concepts import ConceptSet, load_concept_set
 from precompute.config import CheckpointSpec, RunConfig
 from precompute.experts import neuron_summary, score_experts
 from precompute.lape import language_neuron_tables
 from precompute.similarity import convergence_tables
-from precompute.extract import Pooled, extract, max_positions, tokenize_contexts
+from precompute.extract import (
+    Pooled,
+    available_ram_bytes,
+    extract,
+    max_positions,
+    pooled_nbytes,
+    tokenize_contexts,
+)
 from precompute.models import LoadedModel, find_mlp_sites, load_checkpoint
 from precompute.probes import probe_tables
 from precompute.store import CheckpointRows, StoreWriter, json_dumps, utc_now
@@ -87,8 +95,34 @@ def run_id_for(cfg: RunConfig, concept_set: ConceptSet) -> str:
     return f"{name}-{cfg.fingerprint()[:8]}-{concept_set.sha256[:8]}"
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (Linux: VmHWM via /proc/self/clear_refs); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float | None:
+    """Peak resident memory of this process since the last reset (VmHWM), in MiB; None where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class StageTimer:
-    """Wall time, throughput and peak device memory of each stage of one checkpoint."""
+    """Wall time, throughput and peak memory of each stage of one checkpoint.
+
+    Peak memory is the device's: CUDA memory allocated by torch on a GPU; on the CPU, the process's peak
+    resident memory during the stage (Linux; None elsewhere).
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -96,16 +130,16 @@ class StageTimer:
 
     @contextmanager
     def stage(self, name: str, tokens: int | None = None) -> Iterator[None]:
+        host = self.device.type == "cpu" and _reset_peak_rss()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         yield
         seconds = time.perf_counter() - start
-        peak = (
-            torch.cuda.max_memory_allocated(self.device) / 2**20
-            if self.device.type == "cuda"
-            else None
-        )
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = _peak_rss_mib() if host else None
         self.rows.append(
             {
                 "stage": name,
@@ -120,6 +154,27 @@ class StageTimer:
             self.rows,
             schema={"stage": pl.Utf8, "seconds": pl.Float64, "tokens_per_s": pl.Float64, "peak_mem_mb": pl.Float64},
         )
+
+
+def spill_directory(cfg: RunConfig, nbytes: int, progress: Progress | None = None) -> str | None:
+    """Where to memory-map the pooled activations, or None to keep them in RAM.
+
+    They spill when they need more than ``[extract] ram_budget_gb`` (0: half the RAM available now), into
+    ``[extract] spill_dir`` (default: the system's temporary folder).
+    """
+    budget = cfg.extract.ram_budget_gb * 2**30 if cfg.extract.ram_budget_gb > 0 else available_ram_bytes() / 2
+    if nbytes <= budget:
+        return None
+    import tempfile
+
+    where = str(cfg.resolve(cfg.extract.spill_dir)) if cfg.extract.spill_dir else tempfile.gettempdir()
+    if progress is not None:
+        progress.console.print(
+            f"  pooled activations need {nbytes / 2**30:.1f} GB > RAM budget {budget / 2**30:.1f} GB: "
+            f"memory-mapped in {where}",
+            soft_wrap=True,
+        )
+    return where
 
 
 def analyse_checkpoint(
@@ -150,6 +205,7 @@ def analyse_checkpoint(
     )
     n_tokens = int(contexts.lengths.sum())
     storage = torch.float16 if loaded.dtype in (torch.float16, torch.bfloat16) else torch.float32
+    spill_dir = spill_directory(cfg, pooled_nbytes(loaded, sentences.height, cfg.extract.layers, storage), progress)
     with timer.stage("extract", tokens=n_tokens):
         pooled = extract(
             loaded,
@@ -158,6 +214,7 @@ def analyse_checkpoint(
             layers=cfg.extract.layers,
             storage_dtype=storage,
             progress=task("  extract", sentences.height),
+            spill_dir=spill_dir,
         )
     representations = {
         "mean": pooled.resid_mean,
@@ -199,6 +256,7 @@ def analyse_checkpoint(
         "neuron_summary": summary,
         "expert_overlap": overlap,
         "shared_experts": shared,
+        "expert_sharing": expert_sharing(experts.top, shared),
     }
     with timer.stage("analysis"):
         tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared, loaded.device))
@@ -272,7 +330,11 @@ def run(
         cfg.data.languages or None, cfg.data.concept_ids or None, cfg.data.max_contexts
     )
     run_id = run_id_for(cfg, concept_set)
-    todo_specs = checkpoints if checkpoints is not None else cfg.checkpoints
+    if checkpoints is None:  # every checkpoint of the config ([[checkpoints]] and [checkpoint_set])
+        from precompute.checkpoints import resolve_checkpoints
+
+        checkpoints = resolve_checkpoints(cfg)
+    todo_specs = checkpoints
     summary = RunSummary(store=store, run_id=run_id)
     with StoreWriter(store) as writer:
         finished = set() if force else writer.finished_checkpoints(run_id)
@@ -280,7 +342,7 @@ def run(
         summary.skipped = [c.name for c in todo_specs if c.name in finished]
         if not todo:
             console.print(
-                f"[green]{store}: all {len(todo_specs)} checkpoints already done; nothing to do",
+                f"[green]{escape(str(store))}: all {len(todo_specs)} checkpoints already done; nothing to do",
                 soft_wrap=True,
             )
             summary.seconds = time.perf_counter() - started
@@ -290,7 +352,9 @@ def run(
             overall = progress.add_task(f"checkpoints of {run_id}", total=len(todo))
             for spec in todo:
                 source, revision = checkpoint_source(cfg, spec)
-                progress.console.print(f"[bold]checkpoint {spec.name}[/] ({source}{'@' + revision if revision else ''})")
+                progress.console.print(
+                    f"[bold]checkpoint {escape(spec.name)}[/] ({escape(source)}{'@' + escape(revision) if revision else ''})"
+                )
                 load_start = time.perf_counter()
                 loaded = load_checkpoint(
                     source, revision, device=cfg.model.device, dtype=cfg.model.dtype

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from precompute.store import open_readonly
+from precompute.store import open_readonly, printable
 
 
 def _fmt_row(values: list[float], width: int = 6) -> str:
@@ -80,6 +80,6 @@ def headline_report(path: str | Path) -> str:
             lines += ["", "Steering (share of outputs expressing the concept; most frequent output language):"]
             for ck, n_neurons, n, share, lang in steer:
                 lines.append(f"  {ck} N={n_neurons}: {share:.2f} of {n} outputs, mostly {lang}")
-        return "\n".join(lines)
+        return printable("\n".join(lines))  # store strings are data, not terminal control codes
     finally:
         con.close()

@@ -10,6 +10,7 @@ A second writer on the same store is refused through an exclusive lock file (``S
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -22,6 +23,8 @@ from typing import Any
 
 import duckdb
 import polars as pl
+
+from precompute.faults import maybe_fail
 
 SCHEMA_VERSION = 1
 
@@ -168,6 +171,17 @@ DDL: dict[str, str] = {
             min_ap DOUBLE NOT NULL,
             mean_ap DOUBLE NOT NULL
         )""",
+    # Pre-aggregated for the explorer: per (checkpoint, lang, concept) how many of the top-K experts
+    # are shared experts of that concept (top-K in >= min_langs languages).
+    "expert_sharing": """
+        CREATE TABLE IF NOT EXISTS expert_sharing (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            n_experts INTEGER NOT NULL,
+            n_shared INTEGER NOT NULL
+        )""",
     # Representation convergence: metric in ('matched_cosine', 'mismatched_cosine', 'cka', ...).
     "similarity": """
         CREATE TABLE IF NOT EXISTS similarity (
@@ -238,6 +252,7 @@ CHECKPOINT_TABLES = [
     "neuron_summary",
     "expert_overlap",
     "shared_experts",
+    "expert_sharing",
     "similarity",
     "compression",
     "language_neurons",
@@ -272,10 +287,10 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The schema version a store declares, or None where it has no meta table."""
     try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     except duckdb.CatalogException:
         return None
-    return int(row[0]) if row else None
+    return int(rows[0][0]) if rows else None
 
 
 def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
@@ -287,9 +302,23 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"{path}: is a directory, not a DuckDB store")
     try:
         con = duckdb.connect(str(path), read_only=True)
+        # A store is data from someone else: SQL in it (views, macros) must not reach files or the network.
+        con.execute("SET enable_external_access = false")
     except duckdb.Error as exc:
         raise StoreError(f"{path}: not a readable DuckDB file ({_first_line(exc)})") from None
-    version = schema_version(con)
+    try:
+        code = stored_code(con)
+        version = schema_version(con)
+    except (duckdb.Error, ValueError) as exc:
+        con.close()
+        raise StoreError(f"{path}: {corrupt_reason(exc)}") from None
+    if code:
+        con.close()
+        raise StoreError(
+            f"{path}: not a crossling store: it defines {code[0]}"
+            f"{f' (and {len(code) - 1} more)' if len(code) > 1 else ''}; a store holds only tables of "
+            "data, and crossling runs no SQL that comes from a file"
+        )
     if version is None:
         con.close()
         raise StoreError(f"{path}: not a crossling store (no meta table)")
@@ -299,6 +328,57 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
             f"{path}: store schema version {version}, this crossling reads version {SCHEMA_VERSION}"
         )
     return con
+
+
+def corrupt_reason(exc: BaseException) -> str:
+    """The one-line reason for a store that opened but cannot be read (cut short, damaged, foreign)."""
+    if isinstance(exc, ValueError):
+        return f"not a crossling store (unreadable schema version: {_first_line(exc)})"
+    return f"truncated or corrupt store ({_first_line(exc)})"
+
+
+def verify_readable(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    """Read every block of every table once (a writer's check before it extends a store).
+
+    Opening a DuckDB file reads only its catalog; a file cut short (a copy interrupted on its way from a
+    colleague) opens and fails later. A writer pays one full read up front instead of failing mid-run.
+    """
+    try:
+        present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        for table in DDL:
+            if table in present:
+                con.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {table}").fetchall()
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: {corrupt_reason(exc)}") from None
+
+
+def stored_code(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """SQL kept in the store's file that a query could run: views, macros, computed column defaults.
+
+    crossling writes none of these; a shared store that has them is refused by :func:`open_readonly`.
+    """
+    db = "current_database()"
+    found = [
+        f"view {r[0]!r}"
+        for r in con.execute(
+            f"SELECT view_name FROM duckdb_views() WHERE NOT internal AND database_name = {db} ORDER BY 1"
+        ).fetchall()
+    ]
+    found += [
+        f"macro {r[0]!r}"
+        for r in con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            f"WHERE function_type IN ('macro', 'table_macro') AND database_name = {db} ORDER BY 1"
+        ).fetchall()
+    ]
+    found += [
+        f"computed column {r[0]}.{r[1]}"
+        for r in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            f"WHERE column_default IS NOT NULL AND database_name = {db} ORDER BY 1, 2"
+        ).fetchall()
+    ]
+    return found
 
 
 def _first_line(exc: BaseException) -> str:
@@ -332,20 +412,53 @@ class StoreWriter:
         self._lock_fd: int | None = None
 
     def __enter__(self) -> StoreWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreLockedError(
-                f"{self.path}: another precompute is writing this store (lock {self.lock_path})"
-            ) from None
-        self._lock_fd = fd
-        if self.path.exists():
-            # Validates that what we are about to extend is a store of our schema.
-            open_readonly(self.path).close()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._acquire_lock()
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot lock the store for writing ({_os_reason(exc)})") from None
+        try:
+            if self.path.exists():
+                # Validates that what we are about to extend is a whole store of our schema.
+                con = open_readonly(self.path)
+                try:
+                    verify_readable(con, self.path)
+                finally:
+                    con.close()
+            self._remove_stale_copies()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    def _acquire_lock(self) -> int:
+        """An exclusive, non-blocking flock on ``STORE.lock`` (released by the kernel if we die)."""
+        for _ in range(10):
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StoreLockedError(
+                    f"{self.path}: another precompute is writing this store (lock {self.lock_path})"
+                ) from None
+            # The previous holder unlinks the lock file on exit: a lock on an unlinked file locks nothing.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+        raise StoreLockedError(f"{self.path}: the lock file {self.lock_path} keeps changing; another precompute is starting")
+
+    def _remove_stale_copies(self) -> None:
+        """Delete private copies (``STORE.tmp-<pid>``) left by writers that were killed: we hold the lock."""
+        prefix = f"{self.path.name}.tmp-"
+        for stale in self.path.parent.glob(f"{glob_escape(prefix)}*"):
+            pid = stale.name[len(prefix):].removesuffix(".wal")
+            if pid.isdigit():
+                stale.unlink(missing_ok=True)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._lock_fd is not None:
@@ -366,6 +479,7 @@ class StoreWriter:
         try:
             if self.path.exists():
                 shutil.copyfile(self.path, tmp)
+            maybe_fail("store.copied")
             con = duckdb.connect(str(tmp))
             try:
                 create_schema(con)
@@ -380,8 +494,15 @@ class StoreWriter:
             finally:
                 con.close()
             _fsync_file(tmp)
+            maybe_fail("store.committed")
             os.replace(tmp, self.path)
+            maybe_fail("store.published")
             _fsync_dir(self.path.parent)
+        except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
+            # A full disk, a read-only folder, ...: the published store is still the previous one.
+            raise StoreError(
+                f"{self.path}: cannot write the store ({_os_reason(exc)}); the published store is unchanged"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
@@ -423,7 +544,7 @@ class StoreWriter:
             if ids:
                 raise StoreError(
                     f"{self.path}: holds another run ({', '.join(sorted(ids))}) with a different "
-                    "model, config or concept set; write to a new store or use --force"
+                    "model, config or concept set; write to a new store"
                 )
         with self.transaction() as con:
             for key, value in meta.items():
@@ -455,6 +576,7 @@ class StoreWriter:
                     pl.lit(run_id).alias("run_id"), pl.lit(rows.checkpoint).alias("checkpoint")
                 )
                 insert_rows(con, table, frame)
+                maybe_fail("store.insert")
             con.execute(
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -502,10 +624,34 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row count of every schema table present in the store."""
     present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     return {
-        name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        name: con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
         for name in DDL
         if name in present
     }
+
+
+def printable(text: str) -> str:
+    """A store's string made safe for a terminal: control characters (ESC, ...) shown as ``\\xNN``.
+
+    A store from someone else is data: its strings must not move the cursor, retitle the terminal or
+    plant hyperlinks when ``precompute info`` or ``report`` prints them.
+    """
+    return "".join(
+        ch if ch == "\n" or not (ord(ch) < 32 or 127 <= ord(ch) < 160) else f"\\x{ord(ch):02x}" for ch in text
+    )
+
+
+def _os_reason(exc: BaseException) -> str:
+    """``No space left on device`` rather than ``[Errno 28] No space left on device: '/x/y'``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    nospace = os.strerror(errno.ENOSPC)
+    return nospace if nospace in str(exc) else _first_line(exc)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters made literal."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in text)
 
 
 def _fsync_file(path: Path) -> None:

@@ -87,3 +87,13 @@ def test_fit_probe_respects_max_train_and_is_deterministic():
     b = fit_probe(x, y, seed=3, test_size=0.25, max_train=50)
     assert a["n_train"] == 50 and a["n_test"] == 50
     assert a == b
+
+
+def test_expert_sharing_counts_shared_units_per_language():
+    from precompute.alignment import expert_sharing
+
+    result = _result()
+    shared = shared_experts(result, layer_offsets=[0, 3, 6], min_langs=3)  # only unit (0, 0)
+    counts = {(r["lang"], r["concept_id"]): (r["n_experts"], r["n_shared"])
+              for r in expert_sharing(result.top, shared).iter_rows(named=True)}
+    assert counts == {("de", "x"): (2, 1), ("en", "x"): (2, 1), ("fr", "x"): (2, 1)}

@@ -131,6 +131,7 @@ def test_tiny_checkpoints_load_with_auto_classes(tiny_run):
     model = AutoModelForCausalLM.from_pretrained(last.path)
     assert tok.bos_token == "<s>" and tok.eos_token == "</s>" and tok.pad_token == "<pad>"
     assert model.config.n_layer == TINY_SPEC.n_layer
+    assert tok.model_max_length == TINY_SPEC.n_ctx == model.config.n_positions
     assert sum(p.numel() for p in model.parameters()) == count_parameters(TINY_SPEC)
 
     for text in ("2021年3月14日星期日 · 法国", "الأحد، 14 مارس 2021 · فرنسا", "Sonntag, 14. März 2021"):
@@ -171,9 +172,11 @@ def test_rerun_skips_training_and_settings_change_retrains(tiny_run, tmp_path):
         (c.step, c.tokens_seen, c.train_loss, c.eval_loss) for c in ckpts
     ]
     # other settings in the same directory: retrained and the old checkpoints replaced
-    changed = tiny_test_model(tmp_path / "again", steps=8, checkpoint_steps=[2, 8])
-    assert [c.step for c in changed] == [2, 8]
-    assert sorted(p.name for p in (tmp_path / "again").glob("step_*")) == ["step_000002", "step_000008"]
+    changed = tiny_test_model(tmp_path / "again", steps=8, checkpoint_steps=[0, 2, 8])
+    assert [c.step for c in changed] == [0, 2, 8]
+    assert changed[0].tokens_seen == 0 and changed[0].eval_loss == changed[0].train_loss
+    assert sorted(p.name for p in (tmp_path / "again").glob("step_*")) == [
+        "step_000000", "step_000002", "step_000008"]
 
 
 def test_bad_arguments(tmp_path):
@@ -181,5 +184,7 @@ def test_bad_arguments(tmp_path):
         train_demo_model(tmp_path, steps=0, spec=TINY_SPEC)
     with pytest.raises(ValueError):
         train_demo_model(tmp_path, steps=4, checkpoint_steps=[5], spec=TINY_SPEC)
+    with pytest.raises(ValueError):
+        train_demo_model(tmp_path, steps=4, checkpoint_steps=[-1, 4], spec=TINY_SPEC)
     with pytest.raises(ValueError):
         train_demo_model(tmp_path, steps=4, languages=[], spec=TINY_SPEC)

@@ -18,7 +18,7 @@ from precompute.demo.train import DemoCheckpoint, train_demo_model
 # Settings of the demo run: the paper's method, sized for 2 CPU cores.
 DEMO_SETTINGS = {
     "extract": {"batch_tokens": 4096, "max_length": 64, "pooling": "span"},
-    "probes": {"representations": ["mean", "token"], "seeds": [0, 1, 2], "max_train": 3000, "max_iter": 200},
+    "probes": {"representations": ["mean", "token"], "seeds": [0, 1, 2], "max_train": 3000},
     "experts": {"top_k": 50, "min_langs": 3},
 }
 

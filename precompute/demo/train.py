@@ -23,7 +23,9 @@ evaluation loss.
 
 The tokenizer is a byte-level BPE trained with `tokenizers` on the training lines, wrapped as a
 `transformers.PreTrainedTokenizerFast`; it prepends ``<s>`` when ``add_special_tokens=True`` (the default)
-and returns character offsets (``return_offsets_mapping=True``) for every script, Chinese and Arabic included.
+and returns character offsets (``return_offsets_mapping=True``) for every script, Chinese and Arabic included
+(a token that is only a space gets an empty span; the byte pieces of one multi-byte character all point at
+that character). Its ``model_max_length`` is the model's context (``n_ctx``, 64 for the demo).
 
 Everything is seeded; on CPU with a fixed thread count the run is bit-for-bit repeatable.
 """
@@ -62,7 +64,7 @@ CHECKPOINT_FILE = "crossling_checkpoint.json"
 LOG_FILE = "training_log.json"
 CARD_FILE = "MODEL_CARD.md"
 #: Bumped whenever the training recipe changes in a way the settings below do not capture.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class DemoSpec:
     max_eval_blocks: int = 64
 
 
-#: The demo's settings: ~1.1 M parameters, 3,000 lines per language (~2.4 MB of text in 12 languages).
+#: The demo's settings: 1.31 M parameters, 3,000 lines per language (~2.4 MB of text in 12 languages).
 DEFAULT_SPEC = DemoSpec()
 #: A model small enough for unit tests (trains in seconds).
 TINY_SPEC = DemoSpec(n_layer=2, n_embd=32, n_head=2, n_inner=64, n_ctx=48, vocab_size=500,
@@ -169,7 +171,7 @@ DEMO_MODEL_CARD: str = _model_card()
 # --------------------------------------------------------------------------------------------------------
 # tokenizer
 
-def _train_tokenizer(texts: Sequence[str], vocab_size: int):
+def _train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -200,7 +202,7 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int):
         eos_token=EOS,
         pad_token=PAD,
         unk_token=UNK,
-        model_max_length=None,
+        model_max_length=max_length,
         padding_side="right",
         clean_up_tokenization_spaces=False,
     )
@@ -229,7 +231,9 @@ def _pack_all(train_lines, eval_lines, tokenizer, spec: DemoSpec):
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
 
     def pack(lines):
-        enc = tokenizer([t for _, t in lines], add_special_tokens=False)["input_ids"]
+        # the raw `tokenizers` object: no special tokens, no "longer than model_max_length" warning
+        enc = [e.ids for e in tokenizer.backend_tokenizer.encode_batch([t for _, t in lines],
+                                                                       add_special_tokens=False)]
         blocks: list[list[int]] = []
         cur: list[int] = []
         n_truncated = 0
@@ -351,6 +355,12 @@ def _save_checkpoint(out_dir: Path, model, tokenizer, ckpt: DemoCheckpoint) -> N
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    # transformers 5 writes its new class name; the pre-5 name loads in both 4.x and 5.x (where it is an alias)
+    tok_cfg_path = tmp / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text())
+    if tok_cfg.get("tokenizer_class") == "TokenizersBackend":
+        tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
     meta = {"step": ckpt.step, "tokens_seen": ckpt.tokens_seen, "train_loss": ckpt.train_loss,
             "eval_loss": ckpt.eval_loss}
     (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -381,12 +391,13 @@ class _Progress:
         self._p = None
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
         self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                           TimeRemainingColumn())
+                           TimeRemainingColumn(), console=Console(stderr=True))
         self._p.start()
         self._task = self._p.add_task(description, total=total, loss="-")
 
@@ -437,7 +448,8 @@ def train_demo_model(
     If ``out_dir`` already holds a complete run with the same settings (``training_config.json``), nothing is
     trained and the saved checkpoints are returned (``force=True`` retrains). A run with other settings, or an
     interrupted one, is replaced. ``checkpoint_steps`` defaults to `default_checkpoint_steps(steps)`; every
-    entry must lie in ``1..steps``. ``num_threads`` sets torch's intra-op threads for the run (restored after;
+    entry must lie in ``0..steps`` (0 saves the random initialisation, with its evaluation loss as
+    ``train_loss``; otherwise ``train_loss`` is the mean training loss since the previous checkpoint). ``num_threads`` sets torch's intra-op threads for the run (restored after;
     ``None`` leaves them alone).
     """
     out_dir = Path(out_dir)
@@ -447,8 +459,8 @@ def train_demo_model(
     if steps < 1:
         raise ValueError(f"train_demo_model: steps must be >= 1, got {steps}")
     ckpt_steps = sorted(set(default_checkpoint_steps(steps) if checkpoint_steps is None else checkpoint_steps))
-    if not ckpt_steps or ckpt_steps[0] < 1 or ckpt_steps[-1] > steps:
-        raise ValueError(f"train_demo_model: checkpoint_steps must lie in 1..{steps}, got {ckpt_steps}")
+    if not ckpt_steps or ckpt_steps[0] < 0 or ckpt_steps[-1] > steps:
+        raise ValueError(f"train_demo_model: checkpoint_steps must lie in 0..{steps}, got {ckpt_steps}")
     if spec.n_embd % spec.n_head:
         raise ValueError(f"train_demo_model: n_embd {spec.n_embd} is not divisible by n_head {spec.n_head}")
     settings = _settings(spec, languages, steps, ckpt_steps, seed)
@@ -478,7 +490,7 @@ def train_demo_model(
         n_langs = len(languages)
         n_records = len(corpus) // n_langs
         train_lines, eval_lines = _split(corpus, spec, n_langs, seed)
-        tokenizer = _train_tokenizer([t for _, t in train_lines], spec.vocab_size)
+        tokenizer = _train_tokenizer([t for _, t in train_lines], spec.vocab_size, spec.n_ctx)
         train_x, eval_x, data_info = _pack_all(train_lines, eval_lines, tokenizer, spec)
         t_tok = time.perf_counter() - t1
         pad_id = tokenizer.pad_token_id
@@ -500,8 +512,8 @@ def train_demo_model(
             pad_token_id=pad_id,
             tie_word_embeddings=True,
         )
-        config.loss_type = "ForCausalLM"
         model = GPT2LMHeadModel(config)
+        model.loss_type = "ForCausalLM"  # GPT-2's class name does not map to a loss in transformers 5: say it
         model.generation_config.bos_token_id = tokenizer.bos_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = pad_id
@@ -518,6 +530,12 @@ def train_demo_model(
 
         log: list[dict] = []
         ckpts: list[DemoCheckpoint] = []
+        if 0 in ckpt_steps:
+            ck0 = DemoCheckpoint(name=_ckpt_name(0), path=out_dir / _ckpt_name(0), step=0, tokens_seen=0,
+                                 train_loss=_round(initial_eval) if initial_eval is not None else math.nan,
+                                 eval_loss=_round(initial_eval))
+            _save_checkpoint(out_dir, model, tokenizer, ck0)
+            ckpts.append(ck0)
         ckpt_set = set(ckpt_steps)
         tokens_seen = 0
         window: list[float] = []
@@ -607,10 +625,12 @@ def _round(x: float | None) -> float | None:
 
 def tiny_test_model(out_dir: Path, steps: int = 24, *, languages: Sequence[str] = DEMO_LANGUAGES,
                     seed: int = 0, progress: bool = False,
-                    checkpoint_steps: Sequence[int] | None = None) -> list[DemoCheckpoint]:
-    """A very small demo run for tests (`TINY_SPEC`; a few seconds on CPU): checkpoints at steps/4, steps/2, steps."""
+                    checkpoint_steps: Sequence[int] | None = None, num_threads: int | None = 1,
+                    force: bool = False) -> list[DemoCheckpoint]:
+    """A very small demo run for tests (`TINY_SPEC`, ~35 k parameters; seconds on one CPU thread), with
+    checkpoints at steps/4, steps/2 and steps unless ``checkpoint_steps`` says otherwise."""
     if checkpoint_steps is None:
         checkpoint_steps = sorted({max(1, steps // 4), max(1, steps // 2), steps})
     return train_demo_model(out_dir, languages=languages, steps=steps, checkpoint_steps=checkpoint_steps,
-                            seed=seed, progress=progress, spec=TINY_SPEC)
+                            seed=seed, progress=progress, spec=TINY_SPEC, num_threads=num_threads, force=force)
 

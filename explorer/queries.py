@@ -1,0 +1,641 @@
+"""Every SQL read the explorer makes, parameterised, one function per question.
+
+Each function takes a DuckDB connection (read-only) and plain values, and returns a polars frame.
+Nothing here knows about Streamlit: the app wraps these in ``st.cache_data`` (keyed by the store's
+path and modification time, see ``explorer.common``), the tests call them on a small store, and
+``benchmarks/bench_explorer_queries.py`` times them on a paper-scale one.
+
+Conventions the store guarantees (``precompute.store``): checkpoints order by ``step`` (nullable,
+then by name); ``probe_results.layer`` 0 is the embedding output and i the output of block i;
+``neuron_ap`` holds the top-K rows per (checkpoint, lang, concept) with rank 1 the best;
+``expert_overlap`` holds each unordered language pair once (it is mirrored here for heatmaps);
+``shared_experts.langs`` is a comma-separated language list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from precompute import store as store_module
+from precompute.store import DDL, StoreError, open_readonly
+
+# Join that attaches a checkpoint's step and orders rows by training progress.
+_CKPT_JOIN = "JOIN checkpoints c ON c.run_id = t.run_id AND c.checkpoint = t.checkpoint"
+_CKPT_ORDER = "c.step NULLS LAST, c.checkpoint"
+_T_ORDER = "c.step NULLS LAST, t.checkpoint"  # the same order, for queries that join t to c
+
+
+class StoreConnection:
+    """A read-only connection to one version of a published store file.
+
+    DuckDB shares one database instance per file path within a process, so a plain
+    ``duckdb.connect(path)`` made while an older connection is still open returns the *old* file
+    after a precompute has replaced it by atomic rename. Attaching the file to a private in-memory
+    instance always reads the file the path names now. ``cursor()`` gives a thread-safe cursor whose
+    default database is the store, so every query function works on this and on a plain connection.
+    """
+
+    ALIAS = "crossling_store"
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        open_readonly(path).close()  # the store's own checks and messages (missing, not DuckDB, schema, code)
+        con = duckdb.connect()
+        try:
+            con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {self.ALIAS} (READ_ONLY)")
+            con.execute(f"USE {self.ALIAS}")
+            # As open_readonly does: SQL kept in a shared file must not reach files or the network.
+            con.execute("SET enable_external_access = false")
+            # The file attached may be a newer one than the file checked (a publish in between): check it too.
+            code = store_module.stored_code(con)
+            version = store_module.schema_version(con)
+        except (duckdb.Error, ValueError) as exc:
+            con.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"{path}: not a readable DuckDB file ({first})") from None
+        if code or version != store_module.SCHEMA_VERSION:
+            con.close()
+            open_readonly(path).close()  # raises with the store's own message
+            raise StoreError(f"{path}: changed while it was being opened; reload")
+        self._con = con
+        self.path = path
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self._con.cursor()
+        cur.execute(f"USE {self.ALIAS}")
+        return cur
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def frame(con: duckdb.DuckDBPyConnection | StoreConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+    """Run one read on a fresh cursor (thread-safe on a shared connection) and return a polars frame."""
+    with con.cursor() as cur:
+        return cur.sql(sql, params=list(params) if params else None).pl()
+
+
+# --- the store and its run --------------------------------------------------------------------
+
+
+def meta(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """key, value: schema version, crossling version, creation time, ..."""
+    return frame(con, "SELECT key, value FROM meta ORDER BY key")
+
+
+def present_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the tables in the store's main schema."""
+    df = frame(
+        con,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1",
+    )
+    return df["table_name"].to_list()
+
+
+def missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Schema tables the store lacks (an incomplete or foreign file)."""
+    present = set(present_tables(con))
+    return [name for name in DDL if name not in present]
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """table, rows for every schema table."""
+    present = set(present_tables(con))
+    names = [n for n in DDL if n in present]
+    if not names:
+        return pl.DataFrame(schema={"table": pl.Utf8, "rows": pl.Int64})
+    sql = " UNION ALL ".join(f"SELECT '{n}' AS table, count(*)::BIGINT AS rows FROM {n}" for n in names)
+    order = {n: i for i, n in enumerate(names)}
+    return frame(con, sql).sort(pl.col("table").replace_strict(order, return_dtype=pl.Int32))
+
+
+def runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every run in the store, oldest first."""
+    return frame(
+        con,
+        """SELECT run_id, model_id, model_card, device, dtype, started_at, finished_at,
+                  concept_set_sha256, config_json, packages_json
+           FROM runs ORDER BY started_at NULLS LAST, run_id""",
+    )
+
+
+def run_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The settings the pages need: top_k (K of neuron_ap) and min_langs (of shared_experts)."""
+    df = frame(con, "SELECT config_json FROM runs WHERE run_id = ?", [run_id])
+    config: dict[str, Any] = {}
+    if df.height:
+        try:
+            config = json.loads(df["config_json"][0] or "{}")
+        except (json.JSONDecodeError, TypeError):
+            config = {}
+    experts = config.get("experts", {}) if isinstance(config, dict) else {}
+    top_k = experts.get("top_k") if isinstance(experts, dict) else None
+    min_langs = experts.get("min_langs") if isinstance(experts, dict) else None
+    if not isinstance(top_k, int) or top_k < 1:
+        got = frame(con, "SELECT max(k) AS k FROM expert_overlap WHERE run_id = ?", [run_id])["k"][0]
+        top_k = int(got) if got is not None else None
+    if not isinstance(min_langs, int):
+        got = frame(
+            con, "SELECT min(n_langs_topk) AS m FROM shared_experts WHERE run_id = ?", [run_id]
+        )["m"][0]
+        min_langs = int(got) if got is not None else 2
+    return {"top_k": top_k, "min_langs": min_langs, "config": config}
+
+
+def checkpoints(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """The run's completed checkpoints in training order, with their position 0..n-1."""
+    return frame(
+        con,
+        f"""SELECT checkpoint, step, tokens_seen, revision, source, completed_at,
+                   (row_number() OVER (ORDER BY {_CKPT_ORDER}) - 1)::INTEGER AS position
+            FROM checkpoints c WHERE run_id = ? ORDER BY {_CKPT_ORDER}""",
+        [run_id],
+    )
+
+
+def languages(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """lang, name, script, family."""
+    return frame(con, "SELECT lang, name, script, family FROM languages ORDER BY lang")
+
+
+def concepts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """concept_id, label, category, and how many input sentences each has."""
+    return frame(
+        con,
+        """SELECT c.concept_id, c.label, c.category, count(s.sentence_id)::INTEGER AS n_sentences
+           FROM concepts c LEFT JOIN sentences s USING (concept_id)
+           GROUP BY ALL ORDER BY c.concept_id""",
+    )
+
+
+def layers(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """layer, n_neurons, hidden_size, module_path of the run's model."""
+    return frame(
+        con,
+        "SELECT layer, n_neurons, hidden_size, module_path FROM layers WHERE run_id = ? ORDER BY layer",
+        [run_id],
+    )
+
+
+def sentence_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """lang, n_sentences, n_concepts: the inputs the store carries."""
+    return frame(
+        con,
+        """SELECT lang, count(*)::INTEGER AS n_sentences, count(DISTINCT concept_id)::INTEGER AS n_concepts
+           FROM sentences GROUP BY lang ORDER BY lang""",
+    )
+
+
+def concept_sentences(
+    con: duckdb.DuckDBPyConnection, concept_id: str, lang: str | None = None, limit: int = 5
+) -> pl.DataFrame:
+    """A few input sentences of one concept (per language when ``lang`` is None)."""
+    return frame(
+        con,
+        """SELECT lang, sentence_id, text FROM sentences
+           WHERE concept_id = ? AND (? IS NULL OR lang = ?)
+           QUALIFY row_number() OVER (PARTITION BY lang ORDER BY sentence_id) <= ?
+           ORDER BY lang, sentence_id""",
+        [concept_id, lang, lang, limit],
+    )
+
+
+def stage_timings(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Seconds per stage, summed over checkpoints."""
+    return frame(
+        con,
+        """SELECT stage, sum(seconds) AS seconds, count(*)::INTEGER AS n_checkpoints,
+                  max(peak_mem_mb) AS peak_mem_mb
+           FROM stage_timings WHERE run_id = ? GROUP BY stage ORDER BY seconds DESC""",
+        [run_id],
+    )
+
+
+# --- language-identification probes ---------------------------------------------------------------
+
+
+def representations(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """Representations probed in this run ('mean' first)."""
+    df = frame(
+        con,
+        "SELECT DISTINCT representation FROM probe_results WHERE run_id = ? ORDER BY representation",
+        [run_id],
+    )
+    reps = df["representation"].to_list()
+    return sorted(reps, key=lambda r: (r != "mean", r))
+
+
+def probe_grid(con: duckdb.DuckDBPyConnection, run_id: str, representation: str) -> pl.DataFrame:
+    """LID probe accuracy per (checkpoint, layer): the layer x checkpoint heatmap."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, t.accuracy, t.accuracy_std, t.macro_f1,
+                   t.n_train, t.n_test, t.n_seeds
+            FROM probe_results t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.representation = ?
+            ORDER BY {_T_ORDER}, t.layer""",
+        [run_id, representation],
+    )
+
+
+def probe_languages(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    representation: str,
+    checkpoint: str | None = None,
+    layer: int | None = None,
+) -> pl.DataFrame:
+    """Per-language F1 of the LID probe, for one checkpoint (across layers) and/or one layer."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, t.lang, t.f1
+            FROM probe_per_language t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.representation = ?
+              AND (?::VARCHAR IS NULL OR t.checkpoint = ?)
+              AND (?::INTEGER IS NULL OR t.layer = ?)
+            ORDER BY {_T_ORDER}, t.layer, t.lang""",
+        [run_id, representation, checkpoint, checkpoint, layer, layer],
+    )
+
+
+# --- cross-lingual expert overlap -----------------------------------------------------------------
+
+
+def overlap_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Mean cross-lingual expert overlap (over concepts and language pairs) per checkpoint."""
+    return frame(
+        con,
+        f"""WITH t AS (
+                SELECT run_id, checkpoint, avg(jaccard) AS mean_jaccard, avg(spearman_ap) AS mean_spearman_ap,
+                       count(DISTINCT concept_id)::INTEGER AS n_concepts, max(k)::INTEGER AS k
+                FROM expert_overlap WHERE run_id = ? AND lang_a <> lang_b GROUP BY run_id, checkpoint)
+            SELECT t.checkpoint, c.step, t.mean_jaccard, t.mean_spearman_ap, t.n_concepts, t.k
+            FROM t {_CKPT_JOIN} ORDER BY {_T_ORDER}""",
+        [run_id],
+    )
+
+
+def concept_overlap_matrix(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, concept_id: str
+) -> pl.DataFrame:
+    """Language x language overlap of one concept's experts at one checkpoint, mirrored, diagonal 1."""
+    return frame(
+        con,
+        """WITH o AS (
+               SELECT lang_a, lang_b, jaccard, spearman_ap FROM expert_overlap
+               WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND lang_a <> lang_b),
+           m AS (
+               SELECT lang_a, lang_b, jaccard, spearman_ap FROM o
+               UNION ALL SELECT lang_b, lang_a, jaccard, spearman_ap FROM o
+               UNION ALL SELECT l, l, 1.0, 1.0 FROM (SELECT lang_a AS l FROM o UNION SELECT lang_b FROM o))
+           SELECT lang_a, lang_b, avg(jaccard) AS jaccard, avg(spearman_ap) AS spearman_ap
+           FROM m GROUP BY lang_a, lang_b ORDER BY lang_a, lang_b""",
+        [run_id, checkpoint, concept_id],
+    )
+
+
+def concept_overlap_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str
+) -> pl.DataFrame:
+    """One concept's pairwise overlap at every checkpoint (each unordered pair once)."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, least(t.lang_a, t.lang_b) AS lang_a,
+                   greatest(t.lang_a, t.lang_b) AS lang_b,
+                   least(t.lang_a, t.lang_b) || '-' || greatest(t.lang_a, t.lang_b) AS pair,
+                   avg(t.jaccard) AS jaccard, avg(t.spearman_ap) AS spearman_ap
+            FROM expert_overlap t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.concept_id = ? AND t.lang_a <> t.lang_b
+            GROUP BY ALL ORDER BY {_T_ORDER}, lang_a, lang_b""",
+        [run_id, concept_id],
+    )
+
+
+def concept_overlap_ranking(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str
+) -> pl.DataFrame:
+    """Every concept's mean pairwise overlap at one checkpoint, most shared first."""
+    return frame(
+        con,
+        """SELECT concept_id, avg(jaccard) AS mean_jaccard, avg(spearman_ap) AS mean_spearman_ap
+           FROM expert_overlap WHERE run_id = ? AND checkpoint = ? AND lang_a <> lang_b
+           GROUP BY concept_id ORDER BY mean_jaccard DESC, concept_id""",
+        [run_id, checkpoint],
+    )
+
+
+# --- concepts: top-K units and shared experts -----------------------------------------------------
+
+
+def top_units(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, concept_id: str, k: int
+) -> pl.DataFrame:
+    """Per language, the concept's top-``k`` units at one checkpoint (rank 1 = best AP)."""
+    return frame(
+        con,
+        """SELECT lang, rank, layer, unit, ap, median_pos_act FROM neuron_ap
+           WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND rank <= ?
+           ORDER BY lang, rank""",
+        [run_id, checkpoint, concept_id, k],
+    )
+
+
+def shared_experts(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    checkpoint: str,
+    concept_id: str,
+    min_langs: int = 1,
+    limit: int = 500,
+) -> pl.DataFrame:
+    """Units in the top-K of one concept in at least ``min_langs`` languages, most shared first."""
+    return frame(
+        con,
+        """SELECT layer, unit, n_langs_topk, langs, min_ap, mean_ap FROM shared_experts
+           WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND n_langs_topk >= ?
+           ORDER BY n_langs_topk DESC, mean_ap DESC, layer, unit LIMIT ?""",
+        [run_id, checkpoint, concept_id, min_langs, limit],
+    )
+
+
+def shared_expert_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str
+) -> pl.DataFrame:
+    """Per checkpoint: how many units are shared experts of one concept, and the most languages any has."""
+    return frame(
+        con,
+        f"""SELECT c.checkpoint, c.step, count(t.unit)::INTEGER AS n_shared,
+                   coalesce(max(t.n_langs_topk), 0)::INTEGER AS max_langs
+            FROM checkpoints c LEFT JOIN shared_experts t
+              ON t.run_id = c.run_id AND t.checkpoint = c.checkpoint AND t.concept_id = ?
+            WHERE c.run_id = ?
+            GROUP BY c.checkpoint, c.step ORDER BY {_CKPT_ORDER}""",
+        [concept_id, run_id],
+    )
+
+
+def compare_checkpoints(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    concept_id: str,
+    checkpoint_a: str,
+    checkpoint_b: str,
+    k: int,
+) -> pl.DataFrame:
+    """Per language, the top-``k`` units of a concept at two checkpoints: which stayed, entered, left."""
+    return frame(
+        con,
+        """WITH a AS (SELECT lang, layer, unit, rank, ap FROM neuron_ap
+                     WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND rank <= ?),
+                b AS (SELECT lang, layer, unit, rank, ap FROM neuron_ap
+                     WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND rank <= ?)
+           SELECT coalesce(a.lang, b.lang) AS lang, coalesce(a.layer, b.layer) AS layer,
+                  coalesce(a.unit, b.unit) AS unit, a.rank AS rank_a, b.rank AS rank_b,
+                  a.ap AS ap_a, b.ap AS ap_b,
+                  CASE WHEN a.unit IS NULL THEN 'entered' WHEN b.unit IS NULL THEN 'left'
+                       ELSE 'stayed' END AS status
+           FROM a FULL OUTER JOIN b ON a.lang = b.lang AND a.layer = b.layer AND a.unit = b.unit
+           ORDER BY lang, status, coalesce(b.rank, a.rank)""",
+        [run_id, checkpoint_a, concept_id, k, run_id, checkpoint_b, concept_id, k],
+    )
+
+
+# --- one neuron --------------------------------------------------------------------------------------
+
+
+def neuron_ap_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """Every (checkpoint, lang, concept) where the unit is a top-K expert, with its AP and rank."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.lang, t.concept_id, t.ap, t.rank
+            FROM neuron_ap t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.layer = ? AND t.unit = ?
+            ORDER BY {_T_ORDER}, t.concept_id, t.lang""",
+        [run_id, layer, unit],
+    )
+
+
+def neuron_summary_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's AP summary (over all concepts and languages) at every checkpoint."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.mean_ap, t.max_ap, t.best_concept_id, t.best_lang
+            FROM neuron_summary t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.layer = ? AND t.unit = ?
+            ORDER BY {_T_ORDER}""",
+        [run_id, layer, unit],
+    )
+
+
+def neuron_shared_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """Checkpoints and concepts for which the unit is a shared expert (top-K in many languages)."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.concept_id, t.n_langs_topk, t.langs, t.min_ap, t.mean_ap
+            FROM shared_experts t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.layer = ? AND t.unit = ?
+            ORDER BY {_T_ORDER}, t.n_langs_topk DESC, t.concept_id""",
+        [run_id, layer, unit],
+    )
+
+
+def top_shared_neurons(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 20
+) -> pl.DataFrame:
+    """The most cross-lingual units at one checkpoint: most languages, then most concepts."""
+    return frame(
+        con,
+        """SELECT layer, unit, max(n_langs_topk)::INTEGER AS max_langs,
+                  count(*)::INTEGER AS n_concepts, arg_max(concept_id, n_langs_topk) AS top_concept,
+                  max(mean_ap) AS best_mean_ap
+           FROM shared_experts WHERE run_id = ? AND checkpoint = ?
+           GROUP BY layer, unit
+           ORDER BY max_langs DESC, n_concepts DESC, best_mean_ap DESC, layer, unit LIMIT ?""",
+        [run_id, checkpoint, limit],
+    )
+
+
+# --- one language ------------------------------------------------------------------------------------
+
+
+def language_experts(
+    con: duckdb.DuckDBPyConnection, run_id: str, lang: str, checkpoint: str, k: int
+) -> pl.DataFrame:
+    """One language's top-``k`` experts of every concept at one checkpoint, with how many languages
+    share each (``n_langs_topk`` is null where fewer than the run's ``min_langs`` do)."""
+    return frame(
+        con,
+        """WITH a AS (SELECT concept_id, rank, layer, unit, ap FROM neuron_ap
+                     WHERE run_id = ? AND checkpoint = ? AND lang = ? AND rank <= ?),
+                s AS (SELECT concept_id, layer, unit, n_langs_topk, langs FROM shared_experts
+                     WHERE run_id = ? AND checkpoint = ? AND contains(langs, ?))
+           SELECT a.concept_id, a.rank, a.layer, a.unit, a.ap, s.n_langs_topk, s.langs
+           FROM a LEFT JOIN s USING (concept_id, layer, unit)
+           ORDER BY a.concept_id, a.rank""",
+        [run_id, checkpoint, lang, k, run_id, checkpoint, lang],
+    )
+
+
+def language_sharing(con: duckdb.DuckDBPyConnection, run_id: str, lang: str) -> pl.DataFrame:
+    """Per checkpoint and concept: how many of the language's top-K experts are shared experts
+    (top-K in at least the run's ``min_langs`` languages, this one included); pre-aggregated by
+    precompute in ``expert_sharing``."""
+    return frame(
+        con,
+        f"""SELECT c.checkpoint, c.step, k.concept_id, coalesce(s.n_shared, 0)::INTEGER AS n_shared
+            FROM checkpoints c CROSS JOIN (SELECT concept_id FROM concepts) k
+            LEFT JOIN expert_sharing s ON s.run_id = c.run_id AND s.checkpoint = c.checkpoint
+                 AND s.concept_id = k.concept_id AND s.lang = ?
+            WHERE c.run_id = ?
+            ORDER BY {_CKPT_ORDER}, k.concept_id""",
+        [lang, run_id],
+    )
+
+
+def language_probe_f1(con: duckdb.DuckDBPyConnection, run_id: str, lang: str) -> pl.DataFrame:
+    """One language's LID F1 per (checkpoint, layer) for every representation."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, t.representation, t.f1
+            FROM probe_per_language t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.lang = ?
+            ORDER BY {_T_ORDER}, t.representation, t.layer""",
+        [run_id, lang],
+    )
+
+
+# --- the rest of the paper: compression, language neurons, steering ---------------------------------
+
+
+def similarity_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """Metrics present in the similarity table."""
+    return frame(
+        con, "SELECT DISTINCT metric FROM similarity WHERE run_id = ? ORDER BY metric", [run_id]
+    )["metric"].to_list()
+
+
+def similarity_by_layer(con: duckdb.DuckDBPyConnection, run_id: str, metric: str) -> pl.DataFrame:
+    """Mean cross-language similarity per (checkpoint, layer) for one metric."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, avg(t.value) AS value,
+                   count(*)::INTEGER AS n_pairs
+            FROM similarity t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.metric = ? AND t.lang_a <> t.lang_b
+            GROUP BY t.checkpoint, c.step, t.layer ORDER BY {_T_ORDER}, t.layer""",
+        [run_id, metric],
+    )
+
+
+def similarity_pairs(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, metric: str
+) -> pl.DataFrame:
+    """Language x language similarity at one checkpoint and layer (mirrored)."""
+    return frame(
+        con,
+        """WITH o AS (SELECT lang_a, lang_b, value FROM similarity
+                     WHERE run_id = ? AND checkpoint = ? AND layer = ? AND metric = ?)
+           SELECT lang_a, lang_b, avg(value) AS value FROM (
+               SELECT lang_a, lang_b, value FROM o
+               UNION ALL SELECT lang_b, lang_a, value FROM o WHERE lang_a <> lang_b)
+           GROUP BY lang_a, lang_b ORDER BY lang_a, lang_b""",
+        [run_id, checkpoint, layer, metric],
+    )
+
+
+def compression(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Every compression measurement (checkpoint, layer, scope, metric, value)."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, t.scope, t.metric, t.value
+            FROM compression t {_CKPT_JOIN} WHERE t.run_id = ?
+            ORDER BY {_T_ORDER}, t.metric, t.scope, t.layer""",
+        [run_id],
+    )
+
+
+def neuron_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """How many neurons of each kind per checkpoint and layer."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, t.kind, t.n
+            FROM neuron_counts t {_CKPT_JOIN} WHERE t.run_id = ?
+            ORDER BY {_T_ORDER}, t.kind, t.layer""",
+        [run_id],
+    )
+
+
+def language_neuron_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Language-specific (LAPE) neurons per checkpoint and language."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.top_lang, count(*)::INTEGER AS n
+            FROM language_neurons t {_CKPT_JOIN} WHERE t.run_id = ?
+            GROUP BY t.checkpoint, c.step, t.top_lang ORDER BY {_T_ORDER}, t.top_lang""",
+        [run_id],
+    )
+
+
+def language_neurons(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 1000
+) -> pl.DataFrame:
+    """The most language-specific neurons at one checkpoint (lowest LAPE first)."""
+    return frame(
+        con,
+        """SELECT layer, unit, top_lang, top_prob, lape FROM language_neurons
+           WHERE run_id = ? AND checkpoint = ? ORDER BY lape, layer, unit LIMIT ?""",
+        [run_id, checkpoint, limit],
+    )
+
+
+def steering(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Every steering generation."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.concept_id, t.source_lang, t.n_neurons, t.value_mode,
+                   t.seed, t.prompt, t.output_text, t.output_lang, t.expresses_concept, t.concept_lang
+            FROM steering t {_CKPT_JOIN} WHERE t.run_id = ?
+            ORDER BY {_T_ORDER}, t.concept_id, t.source_lang, t.n_neurons, t.seed""",
+        [run_id],
+    )
+
+
+def steering_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per (checkpoint, concept, source language, n_neurons): share of outputs on the concept and
+    the language they are written in."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.concept_id, t.source_lang, t.n_neurons,
+                   count(*)::INTEGER AS n_outputs,
+                   avg(CASE WHEN t.expresses_concept THEN 1.0 ELSE 0.0 END) AS concept_rate,
+                   mode(t.output_lang) AS main_output_lang,
+                   avg(CASE WHEN t.output_lang = t.source_lang THEN 1.0 ELSE 0.0 END) AS source_lang_rate
+            FROM steering t {_CKPT_JOIN} WHERE t.run_id = ?
+            GROUP BY ALL ORDER BY {_T_ORDER}, t.concept_id, t.source_lang, t.n_neurons""",
+        [run_id],
+    )
+
+
+# Every function the pages call, for the benchmark and the tests.
+PAGE_QUERIES = [
+    meta, table_counts, runs, run_settings, checkpoints, languages, concepts, layers,
+    sentence_counts, concept_sentences, stage_timings, representations, probe_grid,
+    probe_languages, overlap_summary, concept_overlap_matrix, concept_overlap_history,
+    concept_overlap_ranking, top_units, shared_experts, shared_expert_history, compare_checkpoints,
+    neuron_ap_history, neuron_summary_history, neuron_shared_history, top_shared_neurons,
+    language_experts, language_sharing, language_probe_f1, similarity_metrics,
+    similarity_by_layer, similarity_pairs, compression, neuron_counts, language_neuron_counts,
+    language_neurons, steering, steering_summary, missing_tables,
+]

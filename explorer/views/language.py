@@ -1,0 +1,77 @@
+"""Language: one language's concept experts, and how many it shares with other languages over training."""
+
+import polars as pl
+import streamlit as st
+
+from explorer import charts, common
+from explorer import queries as Q
+
+c = common.ctx()
+order = common.checkpoint_order()
+fmt_concept = common.concept_label_func()
+fmt_lang = common.language_label_func()
+
+st.title("Language")
+top = st.columns([2, 4, 1])
+lang = common.pick_language(key="language.lang", where=top[0])
+ckpt = common.pick_checkpoint(key="language.ckpt", where=top[1])
+k = common.pick_k(key="language.k", default=5, where=top[2])
+
+sharing = common.q(Q.language_sharing, c.run_id, lang)
+experts = common.q(Q.language_experts, c.run_id, lang, ckpt, k)
+top_k = c.top_k
+
+st.subheader(f"How many of {fmt_lang(lang)}'s experts are shared, over training")
+st.caption(f"Per concept: how many of its top-{top_k} experts in {lang} are shared experts, i.e. also top-{top_k} "
+           f"in at least {c.min_langs - 1} other language(s).")
+if sharing.height:
+    per_ck = (sharing.group_by(["checkpoint", "step"])
+              .agg((pl.col("n_shared").mean() / top_k).alias("mean_share"),
+                   pl.col("n_shared").mean().alias("mean_n_shared"),
+                   (pl.col("n_shared") > 0).sum().alias("concepts_with_shared"))
+              .sort(["step", "checkpoint"], nulls_last=True))
+    left, right = st.columns([2, 3])
+    with left:
+        common.chart(
+            charts.lines_over_checkpoints(per_ck, order, "mean_share", y_title=f"share of the top-{top_k}",
+                                          title="Mean share of experts that are shared", domain=(0.0, 1.0),
+                                          tooltip=["mean_n_shared:Q", "concepts_with_shared:Q"]),
+            per_ck, f"language_{lang}_sharing_mean",
+        )
+    with right:
+        rows = (sharing.group_by("concept_id").agg(pl.col("n_shared").sum())
+                .sort("n_shared", descending=True)["concept_id"].to_list())
+        shown = rows[:50]
+        common.chart(
+            charts.concept_checkpoint_grid(sharing.filter(pl.col("concept_id").is_in(shown)), order,
+                                           value="n_shared", rows=shown, max_value=top_k,
+                                           title="shared experts per concept"),
+            sharing, f"language_{lang}_sharing_by_concept",
+        )
+        if len(rows) > 50:
+            st.caption(f"The 50 concepts with the most sharing of {len(rows)}; the download has all.")
+else:
+    common.empty("No sharing data for this language.")
+
+st.subheader(f"Top-{k} experts per concept in {lang} at {common.checkpoint_label(ckpt)}")
+if experts.height:
+    view = common.with_neuron_links(experts)
+    common.table(view, f"language_{lang}_experts_{ckpt}_k{k}", height=420,
+                 column_config={**common.LINK_CONFIG,
+                                "n_langs_topk": st.column_config.NumberColumn(
+                                    "languages", help=f"in how many languages it is top-{top_k} "
+                                    f"(empty = fewer than {c.min_langs})"),
+                                "langs": st.column_config.TextColumn("shared with")})
+else:
+    common.empty(f"No experts stored for {lang} at {ckpt}.")
+
+with st.expander(f"Language identification of {lang} (probe F1 per layer and checkpoint)"):
+    f1 = common.q(Q.language_probe_f1, c.run_id, lang)
+    if f1.height:
+        rep = sorted(set(f1["representation"].to_list()), key=lambda r: (r != "mean", r))[0]
+        one = f1.filter(pl.col("representation") == rep)
+        common.chart(charts.layer_checkpoint_heatmap(one, order, value="f1",
+                                                     title=f"F1 for {lang} ({rep} representation)"),
+                     f1, f"language_{lang}_probe_f1")
+    else:
+        common.empty("No probe results for this language.")

@@ -1,0 +1,107 @@
+"""``precompute checkpoints``, ``precompute merge`` and ``precompute tiny-checkpoints`` (mounted by cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def checkpoints(
+    model: Annotated[str, typer.Argument(
+        help="A hub model id (lists its branches), a local folder of checkpoint directories, or a run config "
+        "(.toml: lists the checkpoints it resolves to).")],
+    pattern: Annotated[str | None, typer.Option(
+        help="Keep names matching this glob (e.g. 'global_step*'), or a regex after 're:'.")] = None,
+    shard: Annotated[str | None, typer.Option(help="With a config: show only shard I/N (e.g. 0/4).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """List the checkpoints of MODEL: name, training step, and hub revision (commit) or local path."""
+    from precompute.checkpoints import parse_shard, resolve_checkpoints, resolve_model_checkpoints, select_shard
+
+    rows: list[dict] = []
+    if model.endswith(".toml"):
+        from precompute.config import load_config
+
+        cfg = load_config(model)
+        specs = resolve_checkpoints(cfg, where=model)
+        if pattern:
+            from precompute.checkpoints import match_names
+
+            keep = set(match_names([c.name for c in specs], pattern))
+            specs = [c for c in specs if c.name in keep]
+        if shard:
+            specs = select_shard(specs, parse_shard(shard))
+        title = f"{cfg.model.id}: {len(specs)} checkpoints" + (f" (shard {shard})" if shard else "")
+        for c in specs:
+            where = str(cfg.resolve(c.path)) if c.path else f"{cfg.model.id}@{c.revision}"
+            rows.append({"checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen, "source": where})
+    else:
+        if shard:
+            raise typer.BadParameter("--shard needs a run config (.toml)")
+        listed = resolve_model_checkpoints(model, pattern=pattern)
+        title = f"{model}: {len(listed)} checkpoints"
+        for spec, commit in listed:
+            rows.append({
+                "checkpoint": spec.name,
+                "step": spec.step,
+                "tokens_seen": spec.tokens_seen,
+                "source": spec.path if spec.path else f"{model}@{spec.revision}",
+                **({"commit": commit} if commit else {}),
+            })
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("checkpoint", "step", "tokens seen", "revision / path", title=escape(title))
+    for r in rows:
+        source = escape(r["source"] + (f"  ({r['commit'][:10]})" if r.get("commit") else ""))
+        table.add_row(escape(r["checkpoint"]), "" if r["step"] is None else f"{r['step']:,}",
+                      "" if r["tokens_seen"] is None else f"{r['tokens_seen']:,}", source)
+    console.print(table)
+
+
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Stores of one run's shards (.duckdb).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Merged store to create, or to extend if it holds the same run.")],
+) -> None:
+    """Merge shard stores of one run into OUT; refuses stores of different models, configs or concept sets."""
+    from precompute.merge import merge_stores
+
+    summary = merge_stores(list(inputs), out, console=err_console)
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+    for path, names in summary.added.items():
+        err_console.print(escape(f"  {path}: {len(names)} checkpoint(s) {', '.join(names)}"), soft_wrap=True,
+                          highlight=False)
+    for name, path in summary.duplicates:
+        err_console.print(escape(f"  {path}: {name} already merged with identical rows; kept once"),
+                          soft_wrap=True, highlight=False)
+    typer.echo(
+        f"{out}: run {summary.run_id}, {summary.n_added} checkpoint(s) added"
+        + (f", {len(summary.duplicates)} duplicate(s) skipped" if summary.duplicates else "")
+    )
+
+
+def tiny_checkpoints(
+    out: Annotated[Path, typer.Argument(help="Folder for the checkpoints (e.g. data/tiny-local).")] = Path(
+        "data/tiny-local"),
+    steps: Annotated[int, typer.Option(help="Optimiser steps (checkpoints at steps/4, steps/2, steps).")] = 12,
+) -> None:
+    """Train a tiny GPT-2 on the demo corpus (seconds on a CPU) and save 3 checkpoints into OUT.
+
+    They are what configs/tiny-local.toml runs on: try shards and merge without downloading anything.
+    """
+    from precompute.demo.train import tiny_test_model
+
+    saved = tiny_test_model(out, steps=steps)
+    for ck in saved:
+        err_console.print(escape(f"  {ck.path}  step {ck.step}  tokens seen {ck.tokens_seen:,}"), highlight=False)
+    typer.echo(f"{out}: {len(saved)} checkpoints ready")

@@ -1,0 +1,390 @@
+"""``precompute merge A B ... --out ALL``: combine the stores of a run's shards into one store.
+
+Every input must hold the same run: the same model, concept set (sha256), settings (the config without its
+checkpoint list and device, i.e. the run's fingerprint), dtype and MLP layout. Otherwise merge refuses with
+one line naming the two files and what differs. ``ALL`` may already exist: if it holds the same run, the
+inputs' new checkpoints are added to it; if it holds another run, merge refuses.
+
+A checkpoint is never duplicated. When two inputs (or an input and ``ALL``) hold the same checkpoint, their
+rows are compared table by table, ignoring only timings (``stage_timings``, ``checkpoints.completed_at``) and
+where the checkpoint was loaded from (``checkpoints.source``, a path that differs between machines): identical
+rows are kept once (from ``ALL``, else from the first input that has it); different rows are refused.
+
+What merge keeps of the run-level rows: the ``runs`` row of ``ALL`` or of the first input, with
+``started_at`` the earliest and ``finished_at`` the latest of all inputs, and ``device`` the distinct devices
+of all inputs (``"cuda:0"`` or ``"cpu, cuda:0"``); ``meta`` keys of ``ALL`` or the first input, with
+``created_at`` the earliest. ``languages``, ``concepts`` and ``sentences`` (equal, since the concept set is)
+are copied once. Every other table with ``run_id`` and ``checkpoint`` columns (``precompute.store``'s
+checkpoint tables, ``steering``, and tables added later) is copied per checkpoint.
+
+The inputs are opened read-only (DuckDB ``ATTACH ... (READ_ONLY)``); the output is written through
+`precompute.store.StoreWriter`, so it is published atomically and a second writer is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from rich.console import Console
+from rich.markup import escape
+
+from precompute.store import DDL, StoreError, StoreWriter, open_readonly, verify_readable
+
+__all__ = ["MergeError", "MergeSummary", "merge_stores", "config_difference"]
+
+
+class MergeError(StoreError):
+    """Stores that cannot be merged; the message is one line naming the files and what differs."""
+
+
+# Columns that record when or where something ran, not what it computed.
+VOLATILE_COLUMNS: dict[str, set[str]] = {
+    "stage_timings": {"seconds", "tokens_per_s", "peak_mem_mb"},
+    "checkpoints": {"completed_at", "source"},
+    "runs": {"started_at", "finished_at", "device", "packages_json"},
+}
+# Tables skipped when comparing a duplicated checkpoint (all of its columns are timings).
+NOT_COMPARED = {"stage_timings"}
+# Config keys that do not change what a run computes (as RunConfig.fingerprint).
+_CONFIG_IGNORED = [("checkpoints",), ("checkpoint_set",), ("model", "device"),
+                   ("extract", "ram_budget_gb"), ("extract", "spill_dir")]
+
+
+@dataclass
+class _Input:
+    path: Path
+    alias: str
+    run: dict
+    checkpoints: dict[str, dict]  # checkpoint -> its checkpoints row
+    layers: list[tuple]
+
+
+@dataclass
+class MergeSummary:
+    """What a merge did."""
+
+    out: Path
+    run_id: str
+    added: dict[str, list[str]] = field(default_factory=dict)  # input path -> checkpoints taken from it
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint, input it was skipped in)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_added(self) -> int:
+        return sum(len(v) for v in self.added.values())
+
+
+def _q(database: str, table: str) -> str:
+    """A fully qualified table name in an attached database."""
+    return f'"{database}".main.{table}'
+
+
+def _describe_columns(con: duckdb.DuckDBPyConnection, table: str, database: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = 'main' "
+        "AND table_name = ? ORDER BY column_index",
+        [database, table],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _read_input(path: Path, alias: str) -> _Input:
+    con = open_readonly(path)
+    try:
+        verify_readable(con, path)  # a store cut short fails here, in one line, not mid-merge
+        cols = [d[0] for d in con.execute("SELECT * FROM runs LIMIT 0").description]
+        runs = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM runs").fetchall()]
+        if not runs:
+            raise MergeError(f"{path}: holds no run (an empty store); nothing to merge")
+        if len(runs) > 1:
+            ids = ", ".join(sorted(r["run_id"] for r in runs))
+            raise MergeError(f"{path}: holds several runs ({ids}); merge stores of one run each")
+        run = runs[0]
+        ck_cols = [d[0] for d in con.execute("SELECT * FROM checkpoints LIMIT 0").description]
+        checkpoints = {
+            r[ck_cols.index("checkpoint")]: dict(zip(ck_cols, r))
+            for r in con.execute("SELECT * FROM checkpoints WHERE run_id = ?", [run["run_id"]]).fetchall()
+        }
+        layers = con.execute(
+            "SELECT layer, n_neurons, hidden_size, module_path FROM layers WHERE run_id = ? ORDER BY layer",
+            [run["run_id"]],
+        ).fetchall()
+    finally:
+        con.close()
+    return _Input(path=path, alias=alias, run=run, checkpoints=checkpoints, layers=layers)
+
+
+def _comparable_config(config_json: str) -> dict:
+    data = json.loads(config_json)
+    for key_path in _CONFIG_IGNORED:
+        node = data
+        for key in key_path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(key_path[-1], None)
+    concepts = data.get("data", {}).get("concepts")
+    if isinstance(concepts, str):
+        data["data"]["concepts"] = Path(concepts).name
+    return data
+
+
+def config_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    """The first key (dotted) where two config dicts differ, with both values; None when equal."""
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if key not in a or key not in b:
+            return f"{name} ({'absent' if key not in a else json.dumps(a[key])} vs "\
+                   f"{'absent' if key not in b else json.dumps(b[key])})"
+        va, vb = a[key], b[key]
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diff = config_difference(va, vb, name + ".")
+            if diff:
+                return diff
+        elif va != vb:
+            return f"{name} ({json.dumps(va, ensure_ascii=False)} vs {json.dumps(vb, ensure_ascii=False)})"
+    return None
+
+
+def _check_same_run(ref: _Input, other: _Input) -> None:
+    """Refuse (one line naming both files) when two stores do not hold the same analysis."""
+    a, b = ref.run, other.run
+    where = f"{other.path} cannot be merged with {ref.path}"
+    if a["model_id"] != b["model_id"]:
+        raise MergeError(f"{where}: different models ({b['model_id']} vs {a['model_id']})")
+    if a["concept_set_sha256"] != b["concept_set_sha256"]:
+        raise MergeError(
+            f"{where}: different concept sets (sha256 {b['concept_set_sha256'][:12]} vs "
+            f"{a['concept_set_sha256'][:12]})"
+        )
+    diff = config_difference(_comparable_config(b["config_json"]), _comparable_config(a["config_json"]))
+    if diff:
+        raise MergeError(f"{where}: different configs at {diff}")
+    if a["run_id"] != b["run_id"]:
+        raise MergeError(f"{where}: different run ids ({b['run_id']} vs {a['run_id']})")
+    if (a.get("dtype") or "") != (b.get("dtype") or ""):
+        raise MergeError(f"{where}: computed in different dtypes ({b['dtype']} vs {a['dtype']})")
+    if ref.layers and other.layers and ref.layers != other.layers:
+        raise MergeError(f"{where}: different MLP layers recorded (table layers)")
+
+
+def _checkpoint_tables(con: duckdb.DuckDBPyConnection, out_db: str) -> list[str]:
+    """Tables of the output with run_id and checkpoint columns (checkpoints first)."""
+    tables = []
+    for name in DDL:
+        cols = _describe_columns(con, name, out_db)
+        if "run_id" in cols and "checkpoint" in cols:
+            tables.append(name)
+    return sorted(tables, key=lambda t: t != "checkpoints")
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, database: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [database, table]
+        ).fetchone()[0]
+    )
+
+
+def _rows_differ(
+    con: duckdb.DuckDBPyConnection, out_db: str, table: str, cols: list[str], a: str, b: str,
+    run_id: str, checkpoint: str,
+) -> bool:
+    has_a, has_b = _table_exists(con, a, table), _table_exists(con, b, table)
+    if not has_a and not has_b:
+        return False
+    select = ", ".join(cols)
+
+    def side(db: str, present: bool) -> str:
+        if present:
+            return f"SELECT {select} FROM {_q(db, table)} WHERE run_id = $run AND checkpoint = $ck"
+        return f"SELECT {select} FROM {_q(out_db, table)} WHERE false"
+
+    sql = (
+        f"SELECT (SELECT count(*) FROM ({side(a, has_a)} EXCEPT ALL {side(b, has_b)})) + "
+        f"(SELECT count(*) FROM ({side(b, has_b)} EXCEPT ALL {side(a, has_a)}))"
+    )
+    return con.execute(sql, {"run": run_id, "ck": checkpoint}).fetchone()[0] > 0
+
+
+def _writer_active(path: Path) -> bool:
+    """Whether a precompute process holds the store's write lock right now."""
+    lock = path.with_name(path.name + ".lock")
+    if not lock.exists():
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = None) -> MergeSummary:
+    """Merge the stores ``inputs`` (shards of one run) into ``out`` (created, or extended if it holds the run)."""
+    console = console or Console(stderr=True)
+    out = Path(out)
+    if not inputs:
+        raise MergeError("merge: name at least one input store")
+    paths: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise MergeError(f"{path}: no such store")
+        if out.exists() and os.path.samefile(path, out):
+            continue  # ALL is already the base of the merge
+        if any(os.path.samefile(path, p) for p in paths):
+            raise MergeError(f"{path}: named twice")
+        paths.append(path)
+    items = [_read_input(p, f"s{i}") for i, p in enumerate(paths)]
+    base = _read_input(out, "main") if out.exists() else None
+    ref = base or (items[0] if items else None)
+    if ref is None:
+        raise MergeError(f"merge: the only input is the output {out}; nothing to merge")
+    for item in items:
+        if item is not ref:
+            _check_same_run(ref, item)
+        if _writer_active(item.path):
+            console.print(
+                f"[yellow]warning:[/] {escape(str(item.path))} is still being written; merging the checkpoints it "
+                "has published",
+                soft_wrap=True,
+            )
+    run_id = ref.run["run_id"]
+    summary = MergeSummary(out=out, run_id=run_id)
+    packages = {i.run.get("packages_json") for i in items + ([base] if base else [])}
+    if len(packages) > 1:
+        summary.warnings.append(
+            "the inputs were computed with different package versions (runs.packages_json); "
+            f"keeping those of {ref.path}"
+        )
+
+    # Which input provides each checkpoint; duplicates are checked against their first holder.
+    holder: dict[str, _Input] = {}
+    if base:
+        for name in base.checkpoints:
+            holder[name] = base
+    taken: dict[str, list[str]] = {str(i.path): [] for i in items}
+    duplicates: list[tuple[str, _Input, _Input]] = []
+    for item in items:
+        for name in item.checkpoints:
+            if name in holder:
+                duplicates.append((name, holder[name], item))
+            else:
+                holder[name] = item
+                taken[str(item.path)].append(name)
+
+    with StoreWriter(out) as writer, writer.transaction() as con:
+        out_db = con.execute("SELECT current_database()").fetchone()[0]
+        if base is not None:
+            base.alias = out_db
+        for item in items:
+            con.execute(f"ATTACH '{_sql_str(item.path.resolve())}' AS {item.alias} (READ_ONLY)")
+        tables = _checkpoint_tables(con, out_db)
+        # 1. duplicates: identical rows or refuse.
+        for name, first, second in duplicates:
+            a, b = first.alias, second.alias
+            for key in ("step", "revision", "tokens_seen"):
+                if first.checkpoints[name].get(key) != second.checkpoints[name].get(key):
+                    raise MergeError(
+                        f"checkpoint {name!r} is in {first.path} and {second.path} with different {key} "
+                        f"({first.checkpoints[name].get(key)} vs {second.checkpoints[name].get(key)}); "
+                        "remove it from one of them"
+                    )
+            for table in tables:
+                if table in NOT_COMPARED or table == "checkpoints":
+                    continue
+                cols = [
+                    c for c in _describe_columns(con, table, out_db) if c not in VOLATILE_COLUMNS.get(table, set())
+                ]
+                if _rows_differ(con, out_db, table, cols, a, b, run_id, name):
+                    raise MergeError(
+                        f"checkpoint {name!r} is in {first.path} and {second.path} with different rows "
+                        f"(table {table}); remove it from one of them"
+                    )
+            summary.duplicates.append((name, str(second.path)))
+
+        # 2. run-level rows (once).
+        for item in items:
+            _copy_global(con, out_db, item.alias)
+        if base is None:
+            a = items[0].alias
+            for table in ("runs", "layers"):
+                cols = _common_columns(con, out_db, table, a)
+                con.execute(
+                    f"INSERT INTO {_q(out_db, table)} ({cols}) SELECT {cols} FROM {_q(a, table)} WHERE run_id = ?",
+                    [run_id],
+                )
+        _merge_run_row(con, out_db, run_id, items + ([base] if base else []))
+        _merge_created_at(con, out_db, items)
+
+        # 3. checkpoints, table by table, from the input that holds each.
+        for item in items:
+            names = taken[str(item.path)]
+            if not names:
+                continue
+            for table in tables:
+                if not _table_exists(con, item.alias, table):
+                    continue
+                cols = _common_columns(con, out_db, table, item.alias)
+                con.execute(
+                    f"INSERT INTO {_q(out_db, table)} ({cols}) SELECT {cols} FROM {_q(item.alias, table)} "
+                    "WHERE run_id = ? AND list_contains(?, checkpoint)",
+                    [run_id, names],
+                )
+    summary.added = {k: v for k, v in taken.items()}
+    return summary
+
+
+def _sql_str(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _common_columns(con: duckdb.DuckDBPyConnection, out_db: str, table: str, alias: str) -> str:
+    out_cols = _describe_columns(con, table, out_db)
+    in_cols = set(_describe_columns(con, table, alias))
+    return ", ".join(c for c in out_cols if c in in_cols)
+
+
+def _copy_global(con: duckdb.DuckDBPyConnection, out_db: str, alias: str) -> None:
+    """meta (keys not yet present), languages, concepts, sentences (rows whose key is not yet present)."""
+    keys = {"meta": "key", "languages": "lang", "concepts": "concept_id", "sentences": "sentence_id"}
+    for table, key in keys.items():
+        if not _table_exists(con, alias, table):
+            continue
+        cols = _common_columns(con, out_db, table, alias)
+        con.execute(
+            f"INSERT INTO {_q(out_db, table)} ({cols}) SELECT {cols} FROM {_q(alias, table)} AS src "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {_q(out_db, table)} AS dst WHERE dst.{key} = src.{key})"
+        )
+
+
+def _merge_run_row(con: duckdb.DuckDBPyConnection, out_db: str, run_id: str, stores: list[_Input]) -> None:
+    started = [s.run.get("started_at") for s in stores if s.run.get("started_at") is not None]
+    finished = [s.run.get("finished_at") for s in stores if s.run.get("finished_at") is not None]
+    devices = sorted({s.run.get("device") for s in stores if s.run.get("device")})
+    con.execute(
+        f"UPDATE {_q(out_db, 'runs')} SET started_at = ?, finished_at = ?, device = ? WHERE run_id = ?",
+        [min(started) if started else None, max(finished) if finished else None,
+         ", ".join(devices) if devices else None, run_id],
+    )
+
+
+def _merge_created_at(con: duckdb.DuckDBPyConnection, out_db: str, items: list[_Input]) -> None:
+    values = []
+    for db in [out_db] + [item.alias for item in items]:
+        if _table_exists(con, db, "meta"):
+            values += [
+                r[0] for r in con.execute(f"SELECT value FROM {_q(db, 'meta')} WHERE key = 'created_at'").fetchall()
+            ]
+    if values:
+        con.execute(f"INSERT OR REPLACE INTO {_q(out_db, 'meta')} VALUES ('created_at', ?)", [min(values)])
