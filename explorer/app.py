@@ -43,7 +43,7 @@ try:
 except common.StoreProblem as problem:
     st.title("crossling explorer")
     common.show_problem(problem)
-    st.caption(f"Store path: `{common.store_path()}`")
+    st.caption(f"Store path: {common.md_code(str(common.store_path()))}")
     st.stop()
 except Exception as exc:  # noqa: BLE001 - the user gets one line, not a traceback
     st.title("crossling explorer")

@@ -90,6 +90,35 @@ def _raw(path: Path, version: tuple[int, int, int], fn: Callable[..., Any], *arg
     return _cached(str(path), version, fn.__name__, tuple(args))
 
 
+# --- text from the store is data, not markdown ------------------------------------------------------------
+#
+# A store comes from someone else: its strings (model card, ids, names, labels, ...) must not become
+# links, images (remote beacons), HTML or formatting when a page shows them. Every store string that
+# reaches a markdown-rendering call (st.markdown/caption/title/subheader/info/error, metric and widget
+# labels and help, expander labels) goes through md_escape, or md_code inside a code span; free text
+# of several lines (the model card) is shown with st.text.
+
+# Markdown's special characters, plus ':' '@' '.' (which GFM needs for autolinks such as http://x,
+# www.x, a@b.c, and Streamlit for :directives[]) and '&' (entities); escaped, each shows literally.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#!|~$&:@.])")
+_MD_LEADING = re.compile(r"^(\s*)([+\-=])")
+
+
+def md_escape(text: Any) -> str:
+    """``text`` (from the store) as markdown that renders literally: one line, every special escaped."""
+    flat = " ".join(str(text).splitlines())
+    return _MD_LEADING.sub(r"\1\\\2", _MD_SPECIAL.sub(r"\\\1", flat))
+
+
+def md_code(text: Any) -> str:
+    """``text`` (from the store) as an inline code span: shown literally, in a fence it cannot close."""
+    flat = " ".join(str(text).splitlines())
+    runs = re.findall(r"`+", flat)
+    fence = "`" * (max(map(len, runs), default=0) + 1)
+    pad = " " if runs else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
+
+
 # --- opening the store, with one clear message for each way it can fail -----------------------------
 
 
@@ -139,30 +168,31 @@ def open_context() -> Ctx:
     path = store_path()
     if not path.exists():
         origin = f"${ENV_STORE}" if os.environ.get(ENV_STORE) else "the default demo store"
-        raise StoreProblem(f"No store at `{path}` ({origin}).", BUILD_HINT)
+        raise StoreProblem(f"No store at {md_code(path)} ({origin}).", BUILD_HINT)
     if path.is_dir():
-        raise StoreProblem(f"`{path}` is a directory, not a store file.", BUILD_HINT)
+        raise StoreProblem(f"{md_code(path)} is a directory, not a store file.", BUILD_HINT)
     try:
         version = store_version(path)
         _connection(str(path), version)
     except StoreError as exc:
-        raise StoreProblem(f"Cannot open the store: {exc}", _hint_for(str(exc))) from None
+        raise StoreProblem(f"Cannot open the store: {md_escape(exc)}", _hint_for(str(exc))) from None
     except OSError as exc:
-        raise StoreProblem(f"Cannot read `{path}`: {exc.strerror or exc}", BUILD_HINT) from None
+        raise StoreProblem(f"Cannot read {md_code(path)}: {md_escape(exc.strerror or exc)}", BUILD_HINT) from None
     try:
         missing = _raw(path, version, Q.missing_tables)
         if missing:
             raise StoreProblem(
-                f"`{path.name}` is incomplete: it lacks the tables {', '.join(missing)}.",
+                f"{md_code(path.name)} is incomplete: it lacks the tables {', '.join(missing)}.",
                 "It may be a half-written or hand-made file. Rebuild it with `precompute run`, or open "
                 "the published store (not a `.tmp-*` copy).",
             )
         runs = _raw(path, version, Q.runs)
     except duckdb.Error as exc:
-        raise StoreProblem(f"Cannot read `{path.name}`: {_first_line(exc)}", "Rebuild it with `precompute run`.") from None
+        raise StoreProblem(f"Cannot read {md_code(path.name)}: {md_escape(_first_line(exc))}",
+                           "Rebuild it with `precompute run`.") from None
     if runs.height == 0:
         raise StoreProblem(
-            f"`{path.name}` holds no run yet.",
+            f"{md_code(path.name)} holds no run yet.",
             "A precompute may still be starting: the store fills in one checkpoint at a time. "
             "Reload this page when it has published its first checkpoint (`precompute info STORE` "
             "shows progress).",
@@ -177,7 +207,7 @@ def open_context() -> Ctx:
     checkpoints = _raw(path, version, Q.checkpoints, run_id)
     if checkpoints.height == 0:
         raise StoreProblem(
-            f"Run `{run_id}` in `{path.name}` has no completed checkpoint yet.",
+            f"Run {md_code(run_id)} in {md_code(path.name)} has no completed checkpoint yet.",
             "The precompute is probably still working on its first checkpoint. Reload this page when "
             "it has published one.",
         )
@@ -202,14 +232,14 @@ def show_unexpected(exc: BaseException) -> None:
     """An error no page expected: one line, what to do, no traceback."""
     if isinstance(exc, duckdb.Error):
         st.error(
-            f"**The store could not answer this view:** {_first_line(exc)}\n\n"
+            f"**The store could not answer this view:** {md_escape(_first_line(exc))}\n\n"
             "The file may be incomplete or from another crossling version. Reload the page; if it "
             "persists, rebuild the store with `precompute run`.",
             icon=":material/error:",
         )
     else:
         st.error(
-            f"**Something went wrong in this view:** {type(exc).__name__}: {_first_line(exc)}\n\n"
+            f"**Something went wrong in this view:** {type(exc).__name__}: {md_escape(_first_line(exc))}\n\n"
             "Reload the page or pick other settings; if it persists, please report it with the link "
             "to this view.",
             icon=":material/error:",
@@ -227,17 +257,17 @@ def sidebar(c: Ctx) -> None:
     ck = q(Q.checkpoints, c.run_id)
     size_mb = c.version[1] / 1e6
     with st.sidebar:
-        st.markdown(f"**Store** `{c.name}`")
-        st.caption(f"{c.path}  \n{size_mb:,.1f} MB · opened read-only")
-        st.markdown(f"**Model** `{run['model_id']}`")
+        st.markdown(f"**Store** {md_code(c.name)}")
+        st.caption(f"{md_escape(c.path)}  \n{size_mb:,.1f} MB · opened read-only")
+        st.markdown(f"**Model** {md_code(run['model_id'])}")
         first, last = ck.row(0, named=True), ck.row(-1, named=True)
         st.caption(
-            f"{ck.height} checkpoint{'s' if ck.height != 1 else ''}: `{first['checkpoint']}` … "
-            f"`{last['checkpoint']}`  \ntop-K = {c.top_k} · shared = top-K in ≥ {c.min_langs} languages"
+            f"{ck.height} checkpoint{'s' if ck.height != 1 else ''}: {md_code(first['checkpoint'])} … "
+            f"{md_code(last['checkpoint'])}  \ntop-K = {c.top_k} · shared = top-K in ≥ {c.min_langs} languages"
         )
         with st.expander("Provenance"):
             if run.get("model_card"):
-                st.markdown(f"_{run['model_card']}_")
+                st.text(run["model_card"])
             rows = {
                 "run": c.run_id,
                 "crossling": meta.get("crossling_version", "?"),
@@ -248,7 +278,7 @@ def sidebar(c: Ctx) -> None:
                 "device / dtype": f"{run.get('device') or '?'} / {run.get('dtype') or '?'}",
                 "concept set sha256": (run.get("concept_set_sha256") or "?")[:16] + "…",
             }
-            st.markdown("\n".join(f"- **{k}**: `{v}`" for k, v in rows.items()))
+            st.markdown("\n".join(f"- **{k}**: {md_code(v)}" for k, v in rows.items()))
             with contextlib.suppress(json.JSONDecodeError, TypeError):
                 st.caption("Run config")
                 st.json(json.loads(run["config_json"]), expanded=False)
@@ -262,7 +292,7 @@ def sidebar(c: Ctx) -> None:
 
 def _note_bad_link(what: str, raw: str, fallback: Any, where_hint: str = "", missing: str = "which is not in this store") -> None:
     st.error(
-        f"**This link asks for {what} `{raw}`, {missing}.** Showing `{fallback}` "
+        f"**This link asks for {what} {md_code(raw)}, {missing}.** Showing {md_code(fallback)} "
         f"instead; pick another {what} below.{where_hint} Links reproduce a view only with the store "
         "they were made from.",
         icon=":material/link_off:",

@@ -3,6 +3,7 @@ URL state, and every kind of bad input (which must give one clear message, never
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -376,6 +377,63 @@ def test_store_with_several_runs_offers_a_selector(monkeypatch, tmp_path, store)
     at = run_app(monkeypatch, two, "overview", run="b-run")
     assert_clean(at)
     assert {m.label: m.value for m in at.metric}["Checkpoints"] == "1"
+
+
+
+# --- a store is someone else's data: its strings are shown, never rendered as markdown -------------------
+
+BEACON = "![x](http://127.0.0.1:9/beacon.png) [click](http://evil)"
+_MARKDOWN_BODIES = {"markdown", "caption", "title", "header", "subheader", "error", "info", "warning", "success"}
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`).*?(?<!`)\1(?!`)", re.S)
+_LIVE_MARKUP = re.compile(r"(?<!\\)\]\(|(?<!\\)!\[|(?<!\\)<[A-Za-z/!]|(?<!\\)\*\*bold")
+
+
+def _markdown_texts(at: AppTest) -> list[str]:
+    """Every string the page hands to a markdown renderer: bodies, and labels and help of any element."""
+    texts = []
+    for node in [*at.main, *at.sidebar]:
+        proto = getattr(node, "proto", None)
+        if node.type in _MARKDOWN_BODIES:
+            texts.append(node.proto.body)
+        fields = proto.DESCRIPTOR.fields_by_name if proto is not None and hasattr(proto, "DESCRIPTOR") else {}
+        texts += [getattr(proto, f) for f in ("label", "help") if f in fields and isinstance(getattr(proto, f), str)]
+    return texts
+
+
+def test_store_strings_are_never_rendered_as_markdown(monkeypatch, tmp_path, store):
+    hostile = tmp_path / "hostile.duckdb"
+    shutil.copyfile(store, hostile)
+    run_id = "r`](http://127.0.0.1:9/run.png)"
+    ckpt = "ck_[c](http://127.0.0.1:9/ck.png)"
+    with duckdb.connect(str(hostile)) as con:
+        last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
+        for column, old, new in (("checkpoint", last, ckpt), ("run_id", RUN_ID, run_id)):
+            tables = [t for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.columns WHERE column_name = ?", [column]).fetchall()]
+            for table in tables:
+                con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [new, old])
+        con.execute("UPDATE runs SET model_card = ?, model_id = ?, device = ?",
+                    [BEACON + "\n# not a heading", "![m](http://127.0.0.1:9/model.png)", "cpu`` [d](http://evil)"])
+        con.execute("UPDATE meta SET value = '<img src=http://127.0.0.1:9/m.png>' WHERE key = 'created_at'")
+        con.execute("UPDATE concepts SET label = '**bold** [a](http://evil/c)'")
+        con.execute("UPDATE languages SET name = '[lang](http://127.0.0.1:9/l.png)'")
+
+    seen = []
+    for page in ("overview", "concepts", "language"):
+        at = run_app(monkeypatch, hostile, page)
+        assert_clean(at)
+        texts = _markdown_texts(at)
+        seen += texts
+        for text in texts:
+            assert not _LIVE_MARKUP.search(_CODE_SPAN.sub("", text)), (page, text)
+        if page == "overview":
+            # The model card is free text: shown as written, not as markdown.
+            assert any(t.value == BEACON + "\n# not a heading" for t in at.text)
+            assert not any("beacon" in t for t in texts)
+    joined = "\n".join(seen)
+    assert r"\*\*bold\*\* \[a\]\(http\:" in joined  # the concept label, shown literally
+    assert r"ck\_\[c\]\(http\:" in joined  # the checkpoint name, shown literally
+    assert f"`` {run_id} ``" in joined and "![m](http://127.0.0.1:9/model.png)`" in joined  # inside code spans
 
 
 def test_app_never_imports_torch(store):

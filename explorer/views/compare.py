@@ -23,7 +23,7 @@ k = common.pick_k(key="compare.k", where=top[3])
 
 diff = common.q(Q.compare_checkpoints, c.run_id, concept, ckpt_a, ckpt_b, k)
 if diff.height == 0:
-    common.empty(f"No experts stored for {fmt_concept(concept)} at either checkpoint.")
+    common.empty(f"No experts stored for {common.md_escape(fmt_concept(concept))} at either checkpoint.")
     st.stop()
 
 counts = (diff.group_by(["lang", "status"]).len("n")
@@ -55,7 +55,7 @@ for col, name, mat in ((ha, ckpt_a, ma), (hb, ckpt_b, mb)):
             common.chart(charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {name}"), mat,
                          f"overlap_matrix_{concept}_{name}")
         else:
-            common.empty(f"No overlap stored at {name}.")
+            common.empty(f"No overlap stored at {common.md_escape(name)}.")
 
 st.subheader("Units that entered or left")
 langs = sorted(diff["lang"].unique().to_list())

@@ -31,9 +31,9 @@ m[1].metric("Mean Jaccard overlap", f"{pairs['jaccard'].mean():.3f}" if pairs.he
 m[2].metric(f"Shared experts (≥ {c.min_langs} languages)", shared_all.height)
 m[3].metric("Most languages for one unit", int(shared_all["n_langs_topk"].max()) if shared_all.height else 0)
 
-st.subheader(f"Top-{k} units per language at {common.checkpoint_label(ckpt)}")
+st.subheader(f"Top-{k} units per language at {common.md_escape(common.checkpoint_label(ckpt))}")
 if units.height == 0:
-    common.empty(f"No experts stored for {fmt_concept(concept)} at {ckpt}.")
+    common.empty(f"No experts stored for {common.md_escape(fmt_concept(concept))} at {common.md_escape(ckpt)}.")
 else:
     grid_tab, table_tab = st.tabs(["By rank", "Table with links"])
     with grid_tab:
@@ -81,7 +81,8 @@ with right:
         common.empty("No overlap stored for this concept.")
 
 st.subheader("Shared experts")
-st.caption(f"Units in the top-K of {fmt_concept(concept)} in many languages at {ckpt}. min/mean AP are over "
+st.caption(f"Units in the top-K of {common.md_escape(fmt_concept(concept))} in many languages at "
+           f"{common.md_escape(ckpt)}. min/mean AP are over "
            "every language, so a high min AP marks a reliable predictor everywhere.")
 n_langs = max(c.min_langs, units["lang"].n_unique() if units.height else c.min_langs)
 s_left, s_right = st.columns([3, 2])
@@ -99,7 +100,8 @@ with s_left:
                 common.neuron_link(row["layer"], row["unit"],
                                    f"L{row['layer']} · U{row['unit']} ({row['n_langs_topk']} langs)", concept)
     else:
-        common.empty(f"No unit is in the top-K of this concept in at least {min_langs} languages at {ckpt}.")
+        common.empty(f"No unit is in the top-K of this concept in at least {min_langs} languages at "
+                     f"{common.md_escape(ckpt)}.")
 with s_right:
     sh = common.q(Q.shared_expert_history, c.run_id, concept)
     common.chart(

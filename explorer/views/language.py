@@ -21,9 +21,9 @@ sharing = common.q(Q.language_sharing, c.run_id, lang)
 experts = common.q(Q.language_experts, c.run_id, lang, ckpt, k)
 top_k = c.top_k
 
-st.subheader(f"How many of {fmt_lang(lang)}'s experts are shared, over training")
-st.caption(f"Per concept: how many of its top-{top_k} experts in {lang} are shared experts, i.e. also top-{top_k} "
-           f"in at least {c.min_langs - 1} other language(s).")
+st.subheader(f"How many of {common.md_escape(fmt_lang(lang))}'s experts are shared, over training")
+st.caption(f"Per concept: how many of its top-{top_k} experts in {common.md_escape(lang)} are shared experts, "
+           f"i.e. also top-{top_k} in at least {c.min_langs - 1} other language(s).")
 if sharing.height:
     per_ck = (sharing.group_by(["checkpoint", "step"])
               .agg((pl.col("n_shared").mean() / top_k).alias("mean_share"),
@@ -53,7 +53,8 @@ if sharing.height:
 else:
     common.empty("No sharing data for this language.")
 
-st.subheader(f"Top-{k} experts per concept in {lang} at {common.checkpoint_label(ckpt)}")
+st.subheader(f"Top-{k} experts per concept in {common.md_escape(lang)} at "
+             f"{common.md_escape(common.checkpoint_label(ckpt))}")
 if experts.height:
     view = common.with_neuron_links(experts)
     common.table(view, f"language_{lang}_experts_{ckpt}_k{k}", height=420,
@@ -63,9 +64,9 @@ if experts.height:
                                     f"(empty = fewer than {c.min_langs})"),
                                 "langs": st.column_config.TextColumn("shared with")})
 else:
-    common.empty(f"No experts stored for {lang} at {ckpt}.")
+    common.empty(f"No experts stored for {common.md_escape(lang)} at {common.md_escape(ckpt)}.")
 
-with st.expander(f"Language identification of {lang} (probe F1 per layer and checkpoint)"):
+with st.expander(f"Language identification of {common.md_escape(lang)} (probe F1 per layer and checkpoint)"):
     f1 = common.q(Q.language_probe_f1, c.run_id, lang)
     if f1.height:
         rep = sorted(set(f1["representation"].to_list()), key=lambda r: (r != "mean", r))[0]

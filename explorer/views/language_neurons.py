@@ -52,4 +52,4 @@ if rows.height:
     common.table(common.with_neuron_links(rows), f"language_neurons_{ckpt}", column_config=common.LINK_CONFIG,
                  height=400)
 else:
-    common.empty(f"No language-specific units at {ckpt}.")
+    common.empty(f"No language-specific units at {common.md_escape(ckpt)}.")

@@ -54,7 +54,8 @@ m = st.columns(4)
 if last.height:
     row = last.row(0, named=True)
     m[0].metric("Mean AP (last checkpoint)", f"{row['mean_ap']:.3f}", help="Over every concept x language.")
-    m[1].metric("Max AP", f"{row['max_ap']:.3f}", help=f"for {row['best_concept_id']} in {row['best_lang']}")
+    m[1].metric("Max AP", f"{row['max_ap']:.3f}",
+                help=f"for {common.md_escape(row['best_concept_id'])} in {common.md_escape(row['best_lang'])}")
 at_last = ap.filter(pl.col("checkpoint") == order[-1])
 m[2].metric("Top-K expert for (last checkpoint)", f"{at_last['concept_id'].n_unique()} concept(s)",
             help="Concepts for which this unit is among the top-K in at least one language.")

@@ -15,9 +15,10 @@ concepts = common.q(Q.concepts)
 layers = common.q(Q.layers, c.run_id)
 
 st.title("Overview")
-st.caption(f"Run `{c.run_id}` of `{run['model_id']}` in `{c.name}`")
+st.caption(f"Run {common.md_code(c.run_id)} of {common.md_code(run['model_id'])} in {common.md_code(c.name)}")
 if run.get("model_card"):
-    st.info(run["model_card"], icon=":material/description:")
+    with st.container(border=True):
+        st.text(run["model_card"])  # free text from the store: shown as written, never as markdown
 
 cols = st.columns(5)
 cols[0].metric("Checkpoints", ck.height)

@@ -25,7 +25,7 @@ metric = common.url_select("Measure", ["accuracy", "macro_f1"], param="metric", 
 
 grid = common.q(Q.probe_grid, c.run_id, rep)
 if grid.height == 0:
-    common.empty(f"No probe results for representation '{rep}'.")
+    common.empty(f"No probe results for representation '{common.md_escape(rep)}'.")
     st.stop()
 common.chart(charts.probe_heatmap(grid, order, metric), grid, f"probe_{metric}_{rep}")
 

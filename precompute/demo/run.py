@@ -22,6 +22,9 @@ DEMO_SETTINGS = {
     "experts": {"top_k": 50, "min_langs": 3},
 }
 
+# The paper steers with Spanish concept experts and looks at the language of what comes out.
+DEMO_STEERING_SOURCE = ("es",)
+
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):
@@ -69,6 +72,7 @@ def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | N
     """Train (or reuse) the demo checkpoints, write the config, and build the demo store."""
     from precompute.demo.train import DEMO_MODEL_CARD
     from precompute.pipeline import run
+    from precompute.steering import run_steering
 
     console = console or Console(stderr=True)
     work = Path(work)
@@ -80,4 +84,6 @@ def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | N
     console.print(f"[bold]2/2 running the pipeline[/] ({config_path} -> {out})")
     cfg = load_config(config_path)
     run(cfg, Path(out), force=force, console=console)
+    console.print("[bold]steering[/] (Spanish experts fixed during generation, as in the paper)")
+    run_steering(Path(out), source_langs=DEMO_STEERING_SOURCE, n_neurons=(0, 50), console=console)
     return Path(out)
