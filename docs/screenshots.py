@@ -1,0 +1,56 @@
+"""Screenshots of the explorer on the demo store for the README (run by hand after `make demo`).
+
+    .venv/bin/python docs/screenshots.py [STORE]
+
+Starts `explorer STORE --no-browser` on a free port, drives Debian's headless Chromium with the same
+checks as the browser test, and writes docs/img/concepts.png and docs/img/neuron.png.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.test_explorer_browser import ARGS, CHROMIUM, _check_page, _free_port, _wait_healthy  # noqa: E402
+
+OUT = ROOT / "docs" / "img"
+
+
+def main() -> None:
+    store = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "data" / "demo.duckdb")
+    with duckdb.connect(str(store), read_only=True) as con:
+        last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
+        concept, layer, unit = con.execute(
+            "SELECT concept_id, layer, unit FROM shared_experts WHERE checkpoint = ? "
+            "ORDER BY n_langs_topk DESC, mean_ap DESC LIMIT 1", [last]).fetchone()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
+        cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, timeout=60)
+        OUT.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            _check_page(page, f"{url}/concepts?concept={concept}&ckpt={last}&k=10", "Concepts", OUT / "concepts.png")
+            _check_page(page, f"{url}/neuron?layer={layer}&unit={unit}", "Neuron", OUT / "neuron.png")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(f"wrote {OUT / 'concepts.png'} and {OUT / 'neuron.png'} ({concept}, L{layer} U{unit}, {last})")
+
+
+if __name__ == "__main__":
+    main()
