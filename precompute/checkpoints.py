@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.config import CheckpointSpec, ConfigError, RunConfig
+from precompute.hub import hub_offline
 
 __all__ = [
     "CheckpointError",
@@ -80,19 +81,6 @@ def parse_step(name: str) -> int | None:
 # --------------------------------------------------------------------------------------------------------------
 # the hub
 
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def _offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE as set now (huggingface_hub reads them only at import)."""
-    if any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover - huggingface_hub is a dependency
-        return False
 
 
 def _chain(exc: BaseException):
@@ -114,7 +102,7 @@ def list_hub_branches(repo_id: str) -> list[tuple[str, str]]:
     Raises `CheckpointError` (one line naming the model) offline, for a missing, private or gated repository,
     and when the hub cannot be reached.
     """
-    if _offline():
+    if hub_offline():
         raise CheckpointError(
             f"{repo_id}: cannot list its branches offline (HF_HUB_OFFLINE is set); name the revisions "
             "explicitly ([checkpoint_set] revisions = [...]) to use checkpoints in the local cache"

@@ -46,11 +46,12 @@ from babel.dates import format_date, format_interval, format_skeleton, format_ti
 from babel.numbers import format_decimal
 from babel.units import format_unit
 
+from precompute.concepts import PROVENANCE_KEY
+
 DEFAULT_LANGUAGES: list[str] = ["en", "de", "fr", "es", "it", "ru", "zh", "ja", "ar", "hi", "fi", "tr"]
 DEFAULT_CONTEXTS = 24
 MIN_CONTEXTS = 20
 CLDR_LICENSE = "Unicode License v3 (Unicode CLDR data, https://www.unicode.org/license.txt)"
-PROVENANCE_KEY = "crossling_provenance"
 
 # Columns of the built file (the loader keeps concept_id, lang, text, span_*, category, label).
 COLUMNS: dict[str, pl.DataType] = {

@@ -57,13 +57,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from precompute.hub import hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -198,18 +199,6 @@ _TOKENIZER_FILES = (
     "vocab.txt",
     "tekken.json",
 )
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def _offline_from_env() -> bool:
-    if any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover - huggingface_hub always installed with transformers
-        return False
 
 
 def _looks_like_path(source: str) -> bool:
@@ -343,7 +332,7 @@ def load_checkpoint(
         parent = local.parent
         if _looks_like_path(source) or (str(parent) not in ("", ".") and parent.is_dir()):
             raise ModelLoadError(f"{label}: no such directory")
-        offline = _offline_from_env() if local_files_only is None else bool(local_files_only)
+        offline = hub_offline() if local_files_only is None else bool(local_files_only)
         revision_kw = {"revision": revision} if revision else {}
         where = source
     common = dict(trust_remote_code=False, local_files_only=offline, **revision_kw)
@@ -403,7 +392,7 @@ def load_checkpoint(
             tok_where, tok_common = str(tok_path), dict(trust_remote_code=False, local_files_only=True)
         else:
             tok_where = tokenizer
-            tok_offline = _offline_from_env() if local_files_only is None else bool(local_files_only)
+            tok_offline = hub_offline() if local_files_only is None else bool(local_files_only)
             tok_common = dict(trust_remote_code=False, local_files_only=tok_offline)
     elif is_local and not _has_tokenizer_files(local):
         raise ModelLoadError(
