@@ -95,6 +95,7 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
         ("shared_expert_history", lambda: Q.shared_expert_history(con, run, c())),
         ("compare_checkpoints", lambda: Q.compare_checkpoints(con, run, c(), k(), k(), 100)),
         ("neuron_ap_history", lambda: Q.neuron_ap_history(con, run, *neuron())),
+        ("neuron_language_history", lambda: Q.neuron_language_history(con, run, *neuron())),
         ("neuron_summary_history", lambda: Q.neuron_summary_history(con, run, *neuron())),
         ("neuron_shared_history", lambda: Q.neuron_shared_history(con, run, *neuron())),
         ("top_shared_neurons", lambda: Q.top_shared_neurons(con, run, ck[-1], 15)),

@@ -600,6 +600,20 @@ def language_neurons(
     )
 
 
+def neuron_language_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The checkpoints at which one unit is language-specific (LAPE), with its language."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.top_lang, t.top_prob, t.lape
+            FROM language_neurons t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.layer = ? AND t.unit = ?
+            ORDER BY {_T_ORDER}""",
+        [run_id, layer, unit],
+    )
+
+
 def steering(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     """Every steering generation."""
     return frame(

@@ -492,3 +492,20 @@ def test_polars_roundtrip_of_downloads(store, tmp_path):
     df = pl.DataFrame({"lang": ["de", "en"], "layer": [1, 2], "ap": [0.5, 0.25]})
     assert pl.read_parquet(_parquet_bytes(df)).equals(df)
     assert pl.read_csv(df.write_csv().encode()).equals(df)
+
+
+def test_neuron_page_shows_its_language_profile(monkeypatch, store):
+    con = db(store)
+    layer, unit, lang, n = con.execute(
+        "SELECT layer, unit, lang, count(DISTINCT concept_id) AS n FROM neuron_ap "
+        "WHERE checkpoint = (SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1) "
+        "GROUP BY ALL ORDER BY n DESC, layer, unit, lang LIMIT 1").fetchone()
+    specific = con.execute("SELECT layer, unit, checkpoint, top_lang FROM language_neurons LIMIT 1").fetchone()
+    con.close()
+    at = run_app(monkeypatch, store, "neuron", layer=str(layer), unit=str(unit))
+    assert_clean(at)
+    assert any("Language profile" in m.value for m in at.markdown)
+    assert len(charts(at)) >= 5  # + the language profile grid
+    at = run_app(monkeypatch, store, "neuron", layer=str(specific[0]), unit=str(specific[1]))
+    assert_clean(at)
+    assert any("Language-specific (LAPE" in c.value and specific[3] in c.value for c in at.caption)

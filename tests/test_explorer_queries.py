@@ -290,3 +290,13 @@ def test_store_connection_rejects_bad_files(tmp_path):
 def test_page_queries_listed():
     assert all(callable(f) and f.__module__ == "explorer.queries" for f in Q.PAGE_QUERIES)
     assert len({f.__name__ for f in Q.PAGE_QUERIES}) == len(Q.PAGE_QUERIES)
+
+
+def test_neuron_language_history(con, raw):
+    ln = raw("language_neurons")
+    row = ln.row(0, named=True)
+    got = Q.neuron_language_history(con, RUN_ID, row["layer"], row["unit"])
+    expected = ln.filter((pl.col("layer") == row["layer"]) & (pl.col("unit") == row["unit"]))
+    assert got.height == expected.height
+    assert set(got["checkpoint"]) == set(expected["checkpoint"])
+    assert got["step"].is_sorted()

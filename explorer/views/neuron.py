@@ -104,6 +104,27 @@ else:
                      one, f"neuron_L{layer}_U{unit}_rank_{concept}")
     st.caption(f"Points exist only where the unit is among the stored top-{c.top_k}; a gap means it dropped out.")
 
+st.markdown("**Language profile: how many concepts it is a top-K expert for, per language**")
+lape_rows = common.q(Q.neuron_language_history, c.run_id, layer, unit)
+if ap.height:
+    profile = (
+        ap.group_by(["checkpoint", "step", "lang"])
+        .agg(pl.col("concept_id").n_unique().alias("n_concepts"))
+        .sort(["step", "checkpoint", "lang"], nulls_last=True)
+    )
+    common.chart(
+        charts.concept_checkpoint_grid(profile, order, value="n_concepts", rows=sorted(profile["lang"].unique()),
+                                       title="concepts for which the unit is top-K, per language",
+                                       row_field="lang"),
+        profile, f"neuron_L{layer}_U{unit}_language_profile",
+    )
+if lape_rows.height:
+    st.caption("Language-specific (LAPE, lowest entropy of activation probability over languages) at "
+               + ", ".join(f"{common.md_escape(r['checkpoint'])} ({common.md_escape(r['top_lang'])}, "
+                           f"p = {r['top_prob']:.2f})" for r in lape_rows.iter_rows(named=True)) + ".")
+else:
+    st.caption("Never among the language-specific neurons (LAPE) of any checkpoint.")
+
 st.markdown("**AP over every concept and language (summary), over training**")
 if summary.height:
     long = summary.unpivot(index=["checkpoint", "step"], on=["mean_ap", "max_ap"], variable_name="measure",
