@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.config import CheckpointSpec, ConfigError, RunConfig
-from precompute.hub import hub_offline
+from precompute.hub import exception_chain, hub_offline
 
 __all__ = [
     "CheckpointError",
@@ -82,15 +82,6 @@ def parse_step(name: str) -> int | None:
 # the hub
 
 
-
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0].strip()
@@ -112,8 +103,8 @@ def list_hub_branches(repo_id: str) -> list[tuple[str, str]]:
     try:
         refs = huggingface_hub.list_repo_refs(repo_id)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-        names = {type(e).__name__ for e in _chain(exc)}
-        text = " ".join(str(e) for e in _chain(exc)).lower()
+        names = {type(e).__name__ for e in exception_chain(exc)}
+        text = " ".join(str(e) for e in exception_chain(exc)).lower()
         if "GatedRepoError" in names or "gated" in text:
             reason = "gated repository (accept its terms on the hub, then log in with `hf auth login`)"
         elif "RepositoryNotFoundError" in names or "404" in text:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -17,3 +18,12 @@ def hub_offline() -> bool:
         return bool(constants.HF_HUB_OFFLINE)
     except Exception:  # pragma: no cover - huggingface_hub is a dependency
         return False
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """An exception and its causes/contexts, each once (hub errors arrive wrapped several layers deep)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__

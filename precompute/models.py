@@ -64,7 +64,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from precompute.hub import hub_offline
+from precompute.hub import exception_chain, hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -213,18 +213,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip()
 
 
-def _exception_chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def _hub_reason(exc: BaseException, revision: str | None, offline: bool) -> str | None:
     """Translate a hub/transformers failure into a short reason, or None when it is not a hub problem."""
-    names = {type(e).__name__ for e in _exception_chain(exc)}
-    text = " ".join(str(e) for e in _exception_chain(exc)).lower()
+    names = {type(e).__name__ for e in exception_chain(exc)}
+    text = " ".join(str(e) for e in exception_chain(exc)).lower()
     if "RevisionNotFoundError" in names or "is not a valid git identifier" in text or "invalid rev id" in text:
         return f"unknown revision {revision!r} (no such branch, tag or commit on the hub)"
     if "GatedRepoError" in names or "gated repo" in text:
@@ -366,7 +358,7 @@ def load_checkpoint(
             where, config=config, output_loading_info=True, **kwargs, **common
         )
     except Exception as exc:  # noqa: BLE001
-        names = {type(e).__name__ for e in _exception_chain(exc)}
+        names = {type(e).__name__ for e in exception_chain(exc)}
         if "SafetensorError" in names or "HeaderTooLarge" in str(exc):
             raise ModelLoadError(f"{label}: weights file is truncated or corrupt ({_first_line(exc)})") from None
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
