@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from precompute.experts import average_precision, average_precision_multi
+from precompute.analysis.experts import average_precision, average_precision_multi
 
 
 def main() -> None:

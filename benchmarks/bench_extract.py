@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.concepts import DEFAULT_CONCEPT_SET, load_concept_set
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET, load_concept_set
 from precompute.extract import extract, token_budget_batches, tokenize_contexts
-from precompute.models import LoadedModel, resolve_device, resolve_dtype
+from precompute.model import LoadedModel, resolve_device, resolve_dtype
 
 BLOOM_560M = dict(vocab_size=250_880, hidden_size=1024, n_layer=24, n_head=16)
 BLOOM_LANGS = ["ar", "en", "es", "fr", "hi", "zh"]

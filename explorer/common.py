@@ -30,6 +30,7 @@ import streamlit as st
 from explorer import queries as Q
 from explorer.paths import BUILD_HINT, ENV_STORE, store_path
 from precompute.store import SCHEMA_VERSION, StoreError
+from precompute.store import first_line as _first_line
 
 _CTX_KEY = "_crossling_ctx"
 
@@ -218,10 +219,6 @@ def open_context() -> Ctx:
         top_k=int(top_k), min_langs=int(settings["min_langs"] or 2),
     )
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def show_problem(problem: StoreProblem) -> None:

@@ -45,7 +45,7 @@ class CheckpointSpec:
 
 @dataclass
 class CheckpointSetSpec:
-    """Many checkpoints named at once; ``precompute.checkpoints.resolve_checkpoints`` turns it into a list.
+    """Many checkpoints named at once; ``precompute.checkpoints.resolve.resolve_checkpoints`` turns it into a list.
 
     One source: ``revisions`` (hub revisions of ``model.id``), ``template`` (e.g. ``global_step{step}``, with
     ``steps`` or ``start``/``stop``/``every``), ``pattern`` (hub branches of ``model.id`` matching a glob, or a

@@ -1,7 +1,7 @@
 """Batched forward passes that keep only pooled activations.
 
 For every context of the concept set, and every MLP neuron of every layer (the input of the MLP's
-down projection, see ``precompute.models``), we keep: the mean over the context's tokens, the mean
+down projection, see ``precompute.model.load``), we keep: the mean over the context's tokens, the mean
 over the tokens of the concept's span, and the fraction of tokens on which the neuron is > 0 (for
 LAPE). For the residual stream (``hidden_states``: embeddings + each block's output) we keep the
 mean over tokens and one sampled token per context (token-level language probes). No full token
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from precompute.faults import maybe_fail
-from precompute.models import LoadedModel, MLPSite, find_mlp_sites
+from precompute.model import LoadedModel, MLPSite, find_mlp_sites
 
 
 @dataclass

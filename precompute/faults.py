@@ -17,7 +17,7 @@ Each fault announces itself first with one line on stderr, ``crossling fault: AC
 Points (where the code calls :func:`maybe_fail`):
 
 ``extract.batch``      after each batch of forward passes (``precompute.extract``)
-``experts.lang``       after each language's AP scoring (``precompute.experts``)
+``experts.lang``       after each language's AP scoring (``precompute.analysis.experts``)
 ``store.copied``       a store write made its private copy, before its transaction (``precompute.store``)
 ``store.insert``       a checkpoint's transaction inserted one more table, not yet committed
 ``store.committed``    the private copy is committed and synced, not yet renamed over the store
@@ -32,6 +32,8 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 ENV = "CROSSLING_FAULT"
 ACTIONS = ("kill", "stop", "enospc")
@@ -91,3 +93,14 @@ def maybe_fail(point: str) -> None:
 def reset() -> None:
     """Forget the arrival counts (for in-process tests)."""
     _counts.clear()
+
+
+def with_fault_point(callback: Callable[..., None], point: str) -> Callable[..., None]:
+    """``callback`` followed by :func:`maybe_fail` at ``point``: how the pipeline puts a kill point into a pure
+    analysis (through its progress callback) without the analysis importing this module."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        callback(*args, **kwargs)
+        maybe_fail(point)
+
+    return wrapped

@@ -19,7 +19,6 @@ import polars as pl
 import torch
 from rich.console import Console
 from rich.markup import escape
-from transformers.utils import logging as hf_logging
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,14 +27,15 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from transformers.utils import logging as hf_logging
 
 from precompute import __version__
-from precompute.alignment import expert_overlap, expert_sharing, shared_experts
-from precompute.concepts import ConceptSet, load_concept_set
+from precompute.analysis.alignment import expert_overlap, expert_sharing, shared_experts
+from precompute.analysis.experts import neuron_summary, score_experts
+from precompute.analysis.lape import language_neuron_tables
+from precompute.analysis.probes import probe_tables
+from precompute.analysis.similarity import convergence_tables
 from precompute.config import CheckpointSpec, RunConfig
-from precompute.experts import neuron_summary, score_experts
-from precompute.lape import language_neuron_tables
-from precompute.similarity import convergence_tables
 from precompute.extract import (
     Pooled,
     available_ram_bytes,
@@ -44,8 +44,9 @@ from precompute.extract import (
     pooled_nbytes,
     tokenize_contexts,
 )
-from precompute.models import LoadedModel, find_mlp_sites, load_checkpoint
-from precompute.probes import probe_tables
+from precompute.faults import with_fault_point
+from precompute.inputs.concepts import ConceptSet, load_concept_set
+from precompute.model import LoadedModel, find_mlp_sites, load_checkpoint
 from precompute.store import CheckpointRows, StoreWriter, json_dumps, utc_now
 
 PROVENANCE_PACKAGES = [
@@ -243,7 +244,7 @@ def analyse_checkpoint(
             top_k=cfg.experts.top_k,
             chunk_neurons=cfg.experts.chunk_neurons,
             device=loaded.device,
-            progress=task("  experts", len(set(langs.tolist()))),
+            progress=with_fault_point(task("  experts", len(set(langs.tolist()))), "experts.lang"),
         )
         summary = neuron_summary(experts, pooled.layer_offsets)
     with timer.stage("alignment"):

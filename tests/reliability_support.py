@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 from typer.testing import CliRunner
 
-from precompute.concepts import DEFAULT_CONCEPT_SET
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 from precompute.store import CHECKPOINT_TABLES, DDL, open_readonly
 
 LANGS = ["en", "de", "ru"]

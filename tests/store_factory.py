@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from precompute.alignment import expert_sharing
+from precompute.analysis.alignment import expert_sharing
 from precompute.store import CheckpointRows, StoreWriter, json_dumps
 
 RUN_ID = "synthetic-run"

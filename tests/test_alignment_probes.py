@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from precompute.alignment import expert_overlap, jaccard, shared_experts, spearman_rows
-from precompute.experts import ExpertResult
-from precompute.probes import fit_probe, probe_tables
+from precompute.analysis.alignment import expert_overlap, jaccard, shared_experts, spearman_rows
+from precompute.analysis.experts import ExpertResult
+from precompute.analysis.probes import fit_probe, probe_tables
 
 
 def test_jaccard():
@@ -90,7 +90,7 @@ def test_fit_probe_respects_max_train_and_is_deterministic():
 
 
 def test_expert_sharing_counts_shared_units_per_language():
-    from precompute.alignment import expert_sharing
+    from precompute.analysis.alignment import expert_sharing
 
     result = _result()
     shared = shared_experts(result, layer_offsets=[0, 3, 6], min_langs=3)  # only unit (0, 0)

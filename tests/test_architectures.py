@@ -1,4 +1,4 @@
-"""precompute.models: one loading path for every causal LM, and its MLP neurons found without a table.
+"""precompute.model.load: one loading path for every causal LM, and its MLP neurons found without a table.
 
 Each architecture is a tiny random model built from its transformers config, saved with a fast tokenizer to a
 local directory (tests/tiny_models.py) and loaded through `load_checkpoint`, the same call a hub checkpoint takes.
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from precompute.models import (
+from precompute.model import (
     DeviceError,
     LoadedModel,
     ModelLoadError,
@@ -364,7 +364,7 @@ def test_unknown_hub_id_offline(tmp_path, monkeypatch):
 )
 def test_hub_failures_become_one_reason(error, offline, reason):
     """The hub is unreachable from tests, so the translation of its failures is checked on their messages."""
-    from precompute.models import _hub_reason
+    from precompute.model.load import _hub_reason
 
     got = _hub_reason(error, "global_step99", offline)
     assert got == reason if reason is None else got.startswith(reason)

@@ -23,7 +23,8 @@ from precompute.checkpoints import (
     select_shard,
     shard_from_env,
 )
-from precompute.cli import _parse_layers, app
+from precompute.cli import app
+from precompute.cli.run import _parse_layers
 from precompute.config import ConfigError, config_from_dict, load_config
 
 runner = CliRunner()

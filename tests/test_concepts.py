@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from precompute.cldr import (
+from precompute.inputs.cldr import (
     CATEGORIES,
     DEFAULT_LANGUAGES,
     build_concept_set,
@@ -20,8 +20,8 @@ from precompute.cldr import (
     provenance,
     write_concept_set,
 )
-from precompute.cli_concepts import concepts_app
-from precompute.concepts import (
+from precompute.cli.concepts import concepts_app
+from precompute.inputs.concepts import (
     DEFAULT_CONCEPT_SET,
     ConceptSet,
     ConceptSetError,

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from precompute.cli import app
-from precompute.concepts import DEFAULT_CONCEPT_SET
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 from precompute.demo.train import tiny_test_model
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from precompute.experts import (
+from precompute.analysis.experts import (
     average_precision,
     average_precision_multi,
     neuron_summary,

@@ -31,7 +31,7 @@ def test_long_tail_does_not_pad_short_contexts():
 
 def test_pooled_activations_do_not_depend_on_batching(tmp_path):
     from tests.tiny_models import save_tiny_model
-    from precompute.models import load_checkpoint
+    from precompute.model import load_checkpoint
 
     save_tiny_model("gpt2", tmp_path / "m")
     loaded = load_checkpoint(str(tmp_path / "m"), device="cpu", dtype="float32")

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from precompute.lape import activation_probs, language_neuron_tables, lape
+from precompute.analysis.lape import activation_probs, language_neuron_tables, lape
 
 
 def test_lape_minimal_for_one_language_and_maximal_for_uniform():

@@ -19,7 +19,7 @@ import pytest
 
 from explorer import queries as Q
 from explorer.queries import StoreConnection
-from precompute import store as store_module
+from precompute.store import writer as store_module
 from precompute.cli import app
 from precompute.store import StoreLockedError, StoreWriter
 from tests.reliability_support import (

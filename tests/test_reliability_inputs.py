@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from precompute import faults
-from precompute import store as store_module
+from precompute.store import writer as store_module
 from precompute.cli import app
-from precompute.concepts import ConceptSetError, concept_set_from_frame
+from precompute.inputs.concepts import ConceptSetError, concept_set_from_frame
 from precompute.config import ConfigError, config_from_dict
 from tests.reliability_support import (
     CONCEPTS,

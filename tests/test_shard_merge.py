@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from precompute.cli import app
-from precompute.concepts import DEFAULT_CONCEPT_SET
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 from precompute.store import DDL
 
 pytestmark = pytest.mark.slow
@@ -205,7 +205,7 @@ def test_spilled_pooled_activations_equal_in_memory(layout, tmp_path):
 
     from precompute.config import load_config
     from precompute.extract import extract, pooled_nbytes, tokenize_contexts
-    from precompute.models import load_checkpoint
+    from precompute.model import load_checkpoint
     from precompute.pipeline import spill_directory
 
     cfg = load_config(layout / "configs" / "tiny-local.toml")

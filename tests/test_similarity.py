@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from precompute.similarity import convergence_tables, linear_cka, participation_ratio
+from precompute.analysis.similarity import convergence_tables, linear_cka, participation_ratio
 
 
 def _random_orthogonal(d: int, seed: int) -> torch.Tensor:

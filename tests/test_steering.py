@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 import torch
 
-from precompute.models import find_mlp_sites, load_checkpoint
-from precompute.steering import (
+from precompute.model import find_mlp_sites, load_checkpoint
+from precompute.steering.stage import (
     LanguageLabeler,
     expresses_concept,
     fixed_unit_hooks,
@@ -280,7 +280,7 @@ def test_cli_errors_are_one_red_line(tmp_path, tiny_dir, loaded):
 
     import typer
 
-    from precompute.cli_steer import steer
+    from precompute.cli.steer import steer
 
     app = typer.Typer()
     app.command()(steer)

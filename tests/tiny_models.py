@@ -3,7 +3,7 @@
 `save_tiny_model(arch, out_dir)` builds a randomly initialised model of the given architecture from its
 transformers config (2 layers, hidden size 32, MLP intermediate size 64, or 128 for BLOOM whose MLP is fixed
 at 4 x hidden), trains a tiny byte-level BPE tokenizer on a few multilingual sentences, and saves both into
-`out_dir` exactly as `save_pretrained` would for a hub checkpoint, so `precompute.models.load_checkpoint(str(out_dir))`
+`out_dir` exactly as `save_pretrained` would for a hub checkpoint, so `precompute.model.load.load_checkpoint(str(out_dir))`
 goes through the same code path as `bigscience/bloom-560m-intermediate@global_stepN`.
 
 Nothing is downloaded. Building one takes well under a second on a CPU.

@@ -18,7 +18,7 @@ field (CLDR uses no-break and narrow no-break spaces) is normalised to plain spa
 The lines of different languages are shuffled together by the trainer (`precompute.demo.train`), so parallel
 lines never sit next to each other in a training context: the model is not told which lines are translations.
 
-Overlap in kind with the concept set built in `precompute.cldr` (weekdays, months, territory and language names,
+Overlap in kind with the concept set built in `precompute.inputs.cldr` (weekdays, months, territory and language names,
 unit expressions) is intended: those are the concepts the demo's neurons can learn. Exact concept-set texts
 are not reproduced on purpose; the random values and the combination of several fields per line make verbatim
 collisions rare.

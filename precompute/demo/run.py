@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from precompute.concepts import DEFAULT_CONCEPT_SET
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 from precompute.config import load_config
 from precompute.demo.train import DemoCheckpoint, train_demo_model
 
@@ -72,7 +72,7 @@ def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | N
     """Train (or reuse) the demo checkpoints, write the config, and build the demo store."""
     from precompute.demo.train import DEMO_MODEL_CARD
     from precompute.pipeline import run
-    from precompute.steering import run_steering
+    from precompute.steering.stage import run_steering
 
     console = console or Console(stderr=True)
     work = Path(work)

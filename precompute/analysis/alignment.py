@@ -14,7 +14,7 @@ import polars as pl
 import torch
 from scipy.stats import rankdata
 
-from precompute.experts import ExpertResult
+from precompute.analysis.experts import ExpertResult
 
 
 def jaccard(a: set, b: set) -> float:

@@ -16,8 +16,6 @@ import numpy as np
 import polars as pl
 import torch
 
-from precompute.faults import maybe_fail
-
 
 @dataclass
 class SortedScores:
@@ -180,7 +178,6 @@ def score_experts(
         )
         if progress is not None:
             progress()
-        maybe_fail("experts.lang")
     return ExpertResult(top=pl.concat(frames), full_ap=full, concept_ids=concepts)
 
 

@@ -1,6 +1,6 @@
-"""``precompute steer STORE``: steer generation with concept neurons (see ``precompute.steering``).
+"""``precompute steer STORE``: steer generation with concept neurons (see ``precompute.steering.stage``).
 
-Registered by ``precompute.cli`` as ``app.command(name="steer")(friendly_errors(steer))``. Every bad
+Mounted by ``precompute.cli`` through the one error path (``friendly_errors``). Every bad
 input (missing store, unknown concept, language or checkpoint, malformed list) ends in one red line
 on stderr and exit status 1.
 """
@@ -15,17 +15,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-_err = Console(stderr=True)
+from precompute.cli.errors import err_console as _err
+from precompute.cli.errors import fail
+
 _out = Console()
 
 
-def _fail(message: str) -> None:
-    from rich.markup import escape
-
-    from precompute.store import printable
-
-    _err.print(f"[red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _split(text: str | None, sep: str = ",") -> list[str] | None:
@@ -39,9 +34,9 @@ def _ints(text: str, what: str) -> list[int]:
     try:
         values = [int(x) for x in (_split(text) or [])]
     except ValueError:
-        _fail(f"--{what}: expected comma-separated integers, got {text!r}")
+        fail(f"--{what}: expected comma-separated integers, got {text!r}")
     if not values or min(values) < 0:
-        _fail(f"--{what}: expected non-negative integers, got {text!r}")
+        fail(f"--{what}: expected non-negative integers, got {text!r}")
     return values
 
 
@@ -67,20 +62,20 @@ def steer(
     """Fix a concept's top expert units during generation and record what the model writes, per checkpoint."""
     import polars as pl
 
-    from precompute.steering import VALUE_MODES, SteeringError, run_steering
+    from precompute.steering.stage import VALUE_MODES, SteeringError, run_steering
     from precompute.store import StoreError
 
     if not store.exists():
-        _fail(f"{store}: no such store")
+        fail(f"{store}: no such store")
     if store.is_dir():
-        _fail(f"{store}: is a directory, not a DuckDB store")
+        fail(f"{store}: is a directory, not a DuckDB store")
     n_list = _ints(n_neurons, "n-neurons")
     if seeds < 1:
-        _fail(f"--seeds: need at least 1, got {seeds}")
+        fail(f"--seeds: need at least 1, got {seeds}")
     if max_new_tokens < 1:
-        _fail(f"--max-new-tokens: need at least 1, got {max_new_tokens}")
+        fail(f"--max-new-tokens: need at least 1, got {max_new_tokens}")
     if value_mode not in VALUE_MODES:
-        _fail(f"--value-mode: expected one of {', '.join(VALUE_MODES)}, got {value_mode!r}")
+        fail(f"--value-mode: expected one of {', '.join(VALUE_MODES)}, got {value_mode!r}")
     prompt_list = [p.strip() for p in prompts.split("|")] if prompts is not None else [""]
     try:
         summary = run_steering(
@@ -97,7 +92,7 @@ def steer(
             console=_err,
         )
     except (SteeringError, StoreError) as exc:
-        _fail(str(exc).strip().splitlines()[0])
+        fail(str(exc).strip().splitlines()[0])
     table = Table("checkpoint", "concept", "source", "N", "outputs", "concept share", "output languages")
     if summary.height:
         grouped = summary.filter(pl.col("share_outputs") > 0).group_by(

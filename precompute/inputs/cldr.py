@@ -46,7 +46,7 @@ from babel.dates import format_date, format_interval, format_skeleton, format_ti
 from babel.numbers import format_decimal
 from babel.units import format_unit
 
-from precompute.concepts import PROVENANCE_KEY
+from precompute.inputs.concepts import PROVENANCE_KEY
 
 DEFAULT_LANGUAGES: list[str] = ["en", "de", "fr", "es", "it", "ru", "zh", "ja", "ar", "hi", "fi", "tr"]
 DEFAULT_CONTEXTS = 24

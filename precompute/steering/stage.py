@@ -3,7 +3,7 @@
 For a concept c, a source language s and a checkpoint, the intervention takes the top-N expert units
 of c found in s (rows of ``neuron_ap``, by rank: the highest average precision over all layers) and
 **fixes** each unit's activation -- the input of its layer's MLP down projection, see
-``precompute.models`` -- to a value at every position of the sequence (prompt and generated tokens),
+``precompute.model.load`` -- to a value at every position of the sequence (prompt and generated tokens),
 as Suau et al.'s ``force_units_hooks`` does by default. ``value_mode='median'`` fixes a unit to its
 median pooled activation on c's contexts in s (``neuron_ap.median_pos_act``, pooling as configured
 for the run); ``'zero'`` silences the units instead (an ablation).
@@ -83,7 +83,7 @@ class SteeringError(ValueError):
 def fixed_unit_hooks(sites: Sequence[Any], units: Sequence[tuple[int, int, float]]) -> Iterator[None]:
     """Within the block, fix MLP units to values: ``units`` are (layer, unit, value) triples.
 
-    ``sites`` are ``precompute.models.MLPSite`` objects (``layer``, ``module``, ``n_neurons``); a
+    ``sites`` are ``precompute.model.load.MLPSite`` objects (``layer``, ``module``, ``n_neurons``); a
     forward pre-hook on each involved site module replaces ``args[0][..., unit]`` by the value at every
     position (out of place, in the activation's dtype). With no units, nothing is hooked at all.
     Hooks are removed on exit, also after an exception.
@@ -155,16 +155,16 @@ def generate(
 ) -> list[dict[str, Any]]:
     """Sample one continuation per (prompt, seed), with ``units`` fixed (none: plain generation).
 
-    ``loaded``: a ``precompute.models.LoadedModel`` (model, tokenizer, device). Returns dicts with
+    ``loaded``: a ``precompute.model.load.LoadedModel`` (model, tokenizer, device). Returns dicts with
     prompt, seed, output_text (the new tokens only, special tokens dropped) and n_new_tokens, in the
-    order prompts x seeds. ``sites`` defaults to ``precompute.models.find_mlp_sites(model)``.
+    order prompts x seeds. ``sites`` defaults to ``precompute.model.load.find_mlp_sites(model)``.
     """
     if max_new_tokens < 1:
         raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     model, tok = loaded.model, loaded.tokenizer
     device = getattr(loaded, "device", None) or next(model.parameters()).device
     if units and sites is None:
-        from precompute.models import find_mlp_sites
+        from precompute.model import find_mlp_sites
 
         sites = find_mlp_sites(model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -563,7 +563,7 @@ def run_steering(
     """Steer every chosen checkpoint of the store's run and write table ``steering``; returns ``summarise``.
 
     Reads the run's checkpoints (source = local dir or hub id, revision), experts (neuron_ap) and
-    sentences (surface forms) read-only; loads each checkpoint with ``precompute.models.load_checkpoint``
+    sentences (surface forms) read-only; loads each checkpoint with ``precompute.model.load.load_checkpoint``
     (``load`` overrides it, for tests); publishes each checkpoint's rows in one transaction. Concepts
     default to the run config's ``[steering] concepts``, else the 3 with most shared experts at the last
     checkpoint; source languages to ``[steering] source_langs``, else the first non-English language;
@@ -613,7 +613,7 @@ def run_steering(
     if dtype is None:
         dtype = (info["config"].get("model") or {}).get("dtype") or "auto"
     if load is None:
-        from precompute.models import load_checkpoint as load
+        from precompute.model import load_checkpoint as load
 
     forms = surface_forms_from_store(store_path, concepts)
     matchers = {c: ConceptMatcher(forms.get(c, {})) for c in concepts}
@@ -641,7 +641,7 @@ def run_steering(
         for checkpoint, _step, revision, source in ck.iter_rows():
             bar.update(task, description=checkpoint)
             loaded = load(source, revision, device=device, dtype=dtype)
-            from precompute.models import find_mlp_sites
+            from precompute.model import find_mlp_sites
 
             sites = find_mlp_sites(loaded.model)
             parts = []

@@ -20,14 +20,11 @@ list, by the training step parsed from each name (`parse_step`: ``global_step100
 ``[[checkpoints]]`` tables in their written order. ``tokens_seen`` comes from the checkpoint's own metadata,
 else ``step * tokens_per_step`` when the set gives it.
 
-Offline (``HF_HUB_OFFLINE=1`` at call time, as `precompute.models` reads it) or without access, listing a
+Offline (``HF_HUB_OFFLINE=1`` at call time, as `precompute.model.load` reads it) or without access, listing a
 repository's branches fails with one `CheckpointError` line naming the model; explicit revisions need no
 listing, so they run offline from the local cache.
 
-Shards: `parse_shard` reads ``i/n`` (0-based), `shard_from_env` reads a SLURM job array
-(``SLURM_ARRAY_TASK_ID`` with ``SLURM_ARRAY_TASK_COUNT``, or ``SLURM_ARRAY_TASK_MIN``/``MAX``/``STEP``), and
-`select_shard` deals the resolved list round-robin (shard i gets checkpoints i, i+n, i+2n, ...), so every
-shard gets early and late checkpoints and the shards of one list never overlap.
+Shards of the resolved list: `precompute.checkpoints.shards`.
 """
 
 from __future__ import annotations
@@ -35,26 +32,21 @@ from __future__ import annotations
 import fnmatch
 import glob
 import json
-import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
+from precompute.checkpoints.hub import exception_chain, hub_offline
 from precompute.config import CheckpointSpec, ConfigError, RunConfig
-from precompute.hub import exception_chain, hub_offline
+from precompute.text import first_line as _first_line
 
 __all__ = [
     "CheckpointError",
-    "Shard",
     "parse_step",
     "list_hub_branches",
     "match_names",
     "resolve_checkpoints",
     "resolve_model_checkpoints",
-    "parse_shard",
-    "shard_from_env",
-    "select_shard",
 ]
 
 
@@ -76,15 +68,6 @@ def parse_step(name: str) -> int | None:
     if found:
         return int(found[-1])
     return int(base) if base.isdigit() else None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the hub
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0].strip()
 
 
 def list_hub_branches(repo_id: str) -> list[tuple[str, str]]:
@@ -133,10 +116,6 @@ def match_names(names: Sequence[str], pattern: str) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
-# --------------------------------------------------------------------------------------------------------------
-# local directories
-
-
 def _local_metadata(path: Path) -> tuple[int | None, int | None]:
     """(step, tokens_seen) recorded inside a checkpoint directory, where it records them."""
     ours = path / "crossling_checkpoint.json"
@@ -165,10 +144,6 @@ def _local_spec(path: Path, name: str | None = None) -> CheckpointSpec:
     if step is None:
         step = parse_step(path.name)
     return CheckpointSpec(name=name or path.name, path=str(path), step=step, tokens_seen=tokens)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# resolution
 
 
 def _filtered(specs: list[CheckpointSpec], cfg: RunConfig) -> list[CheckpointSpec]:
@@ -308,84 +283,3 @@ def resolve_model_checkpoints(
         specs = [(CheckpointSpec(name=n, revision=n, step=parse_step(n)), commits[n]) for n in names]
     specs.sort(key=lambda item: (item[0].step is None, item[0].step or 0, item[0].name))
     return specs
-
-
-# --------------------------------------------------------------------------------------------------------------
-# shards
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` (0-based) of ``count``; ``origin`` says where it came from (for messages)."""
-
-    index: int
-    count: int
-    origin: str = "--shard"
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def parse_shard(text: str) -> Shard:
-    """``"i/n"`` with 0 <= i < n, e.g. ``0/2`` and ``1/2``; anything else is a `CheckpointError` line."""
-    raw = str(text).strip()
-    match = re.fullmatch(r"(\d+)\s*/\s*(\d+)", raw)
-    if not match:
-        raise CheckpointError(f"--shard {raw!r}: expected i/n with whole numbers, 0 <= i < n (e.g. 0/4)")
-    index, count = int(match.group(1)), int(match.group(2))
-    if count < 1:
-        raise CheckpointError(f"--shard {raw!r}: the number of shards must be >= 1")
-    if index >= count:
-        raise CheckpointError(f"--shard {raw!r}: shard index {index} is out of range; shards are 0..{count - 1}")
-    return Shard(index, count)
-
-
-def shard_from_env(env: Mapping[str, str] | None = None) -> Shard | None:
-    """The shard of a SLURM job array task, or None outside a job array.
-
-    ``SLURM_ARRAY_TASK_ID`` minus ``SLURM_ARRAY_TASK_MIN`` (0 if unset), divided by ``SLURM_ARRAY_TASK_STEP``
-    (1 if unset), of ``SLURM_ARRAY_TASK_COUNT`` tasks (or (MAX - MIN) / STEP + 1), so ``--array=0-3`` and
-    ``--array=1-4`` both give shards 0/4 .. 3/4.
-    """
-    env = os.environ if env is None else env
-    if "SLURM_ARRAY_TASK_ID" not in env:
-        return None
-
-    def number(key: str) -> int | None:
-        value = env.get(key)
-        if value is None or value == "":
-            return None
-        if not value.strip().isdigit():
-            raise CheckpointError(f"{key}={value!r}: expected a whole number")
-        return int(value)
-
-    task = number("SLURM_ARRAY_TASK_ID")
-    low = number("SLURM_ARRAY_TASK_MIN") or 0
-    step = number("SLURM_ARRAY_TASK_STEP") or 1
-    count = number("SLURM_ARRAY_TASK_COUNT")
-    high = number("SLURM_ARRAY_TASK_MAX")
-    if count is None:
-        if high is None:
-            raise CheckpointError(
-                "SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX; "
-                "pass --shard i/n"
-            )
-        count = (high - low) // step + 1
-    if (task - low) % step or task < low:
-        raise CheckpointError(
-            f"SLURM_ARRAY_TASK_ID={task} is not on the array's grid (min {low}, step {step}); pass --shard i/n"
-        )
-    index = (task - low) // step
-    if index >= count:
-        raise CheckpointError(
-            f"SLURM_ARRAY_TASK_ID={task} gives shard {index} of {count}; the array must be contiguous "
-            "(e.g. --array=0-3), or pass --shard i/n"
-        )
-    return Shard(index, count, origin=f"SLURM_ARRAY_TASK_ID={task} of {count} tasks")
-
-
-def select_shard(specs: Sequence[CheckpointSpec], shard: Shard | None) -> list[CheckpointSpec]:
-    """The checkpoints of one shard: every n-th of the list, starting at the shard's index."""
-    if shard is None:
-        return list(specs)
-    return list(specs)[shard.index :: shard.count]

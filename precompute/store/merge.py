@@ -33,7 +33,13 @@ import duckdb
 from rich.console import Console
 from rich.markup import escape
 
-from precompute.store import DDL, StoreError, StoreWriter, open_readonly, verify_readable
+from precompute.store import (
+    DDL,
+    StoreError,
+    StoreWriter,
+    open_readonly,
+    verify_readable,
+)
 
 __all__ = ["MergeError", "MergeSummary", "merge_stores", "config_difference"]
 

@@ -29,7 +29,7 @@ layer and kind, zeros included:
 
 - ``language_specific``: selected neurons in the layer;
 - ``shared_expert`` (only when ``shared_experts`` is given): distinct units of the layer that are a
-  shared expert (see ``precompute.alignment``) of at least one concept;
+  shared expert (see ``precompute.analysis.alignment``) of at least one concept;
 - ``language_specific_shared`` (idem): units that are both: few, if the two notions are distinct.
 
 Layers are numbered by position in ``layer_offsets`` (0 = the first hooked MLP layer), as in

@@ -8,7 +8,13 @@ from typing import Any
 
 import duckdb
 
-from precompute.store import StoreError, corrupt_reason, open_readonly, table_counts, verify_readable
+from precompute.store import (
+    StoreError,
+    corrupt_reason,
+    open_readonly,
+    table_counts,
+    verify_readable,
+)
 
 
 def store_info(path: str | Path) -> dict[str, Any]:

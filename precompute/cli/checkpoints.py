@@ -1,4 +1,4 @@
-"""``precompute checkpoints``, ``precompute merge`` and ``precompute tiny-checkpoints`` (mounted by cli.py)."""
+"""``precompute checkpoints`` (list what a model or a config resolves to) and ``precompute tiny-checkpoints``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from precompute.cli.errors import err_console
+
 console = Console()
-err_console = Console(stderr=True)
 
 
 def checkpoints(
@@ -25,7 +26,12 @@ def checkpoints(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
     """List the checkpoints of MODEL: name, training step, and hub revision (commit) or local path."""
-    from precompute.checkpoints import parse_shard, resolve_checkpoints, resolve_model_checkpoints, select_shard
+    from precompute.checkpoints import (
+        parse_shard,
+        resolve_checkpoints,
+        resolve_model_checkpoints,
+        select_shard,
+    )
 
     rows: list[dict] = []
     if model.endswith(".toml"):
@@ -66,28 +72,6 @@ def checkpoints(
         table.add_row(escape(r["checkpoint"]), "" if r["step"] is None else f"{r['step']:,}",
                       "" if r["tokens_seen"] is None else f"{r['tokens_seen']:,}", source)
     console.print(table)
-
-
-def merge(
-    inputs: Annotated[list[Path], typer.Argument(help="Stores of one run's shards (.duckdb).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Merged store to create, or to extend if it holds the same run.")],
-) -> None:
-    """Merge shard stores of one run into OUT; refuses stores of different models, configs or concept sets."""
-    from precompute.merge import merge_stores
-
-    summary = merge_stores(list(inputs), out, console=err_console)
-    for warning in summary.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
-    for path, names in summary.added.items():
-        err_console.print(escape(f"  {path}: {len(names)} checkpoint(s) {', '.join(names)}"), soft_wrap=True,
-                          highlight=False)
-    for name, path in summary.duplicates:
-        err_console.print(escape(f"  {path}: {name} already merged with identical rows; kept once"),
-                          soft_wrap=True, highlight=False)
-    typer.echo(
-        f"{out}: run {summary.run_id}, {summary.n_added} checkpoint(s) added"
-        + (f", {len(summary.duplicates)} duplicate(s) skipped" if summary.duplicates else "")
-    )
 
 
 def tiny_checkpoints(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import polars as pl
 import typer
@@ -11,8 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from precompute.cldr import DEFAULT_CONTEXTS, DEFAULT_LANGUAGES
-from precompute.concepts import DEFAULT_CONCEPT_SET, ConceptSet, ConceptSetError, load_concept_set
+from precompute.cli.errors import fail, friendly_errors
+from precompute.inputs.cldr import DEFAULT_CONTEXTS, DEFAULT_LANGUAGES
+from precompute.inputs.concepts import (
+    DEFAULT_CONCEPT_SET,
+    ConceptSet,
+    ConceptSetError,
+    load_concept_set,
+)
 
 concepts_app = typer.Typer(
     help="Build the built-in multilingual concept set from CLDR, or validate your own concept set.",
@@ -21,17 +27,8 @@ concepts_app = typer.Typer(
 )
 
 _out = Console()
-_err = Console(stderr=True)
 
 
-def _fail(message: str, details: list[str] | None = None) -> NoReturn:
-    # Messages quote the file's own text: print it as text, never as rich markup.
-    from precompute.store import printable
-
-    _err.print(f"[bold red]error:[/] [red]{escape(printable(message))}[/]", highlight=False, soft_wrap=True)
-    for line in (details or [])[1:51]:
-        _err.print(f"  [dim]{escape(printable(line))}[/]", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _summary(cs: ConceptSet, title: str) -> Table:
@@ -81,6 +78,7 @@ def _print_counts(cs: ConceptSet) -> None:
 
 
 @concepts_app.command("build")
+@friendly_errors
 def build(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")] = DEFAULT_CONCEPT_SET,
     languages: Annotated[
@@ -92,18 +90,18 @@ def build(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic sampling.")] = 0,
 ) -> None:
     """Regenerate the concept set from babel's CLDR data (deterministic: same inputs, same bytes)."""
-    from precompute.cldr import build_concept_set, provenance, write_concept_set
+    from precompute.inputs.cldr import build_concept_set, provenance, write_concept_set
 
     langs = [x.strip() for x in languages.split(",") if x.strip()]
     try:
         frame = build_concept_set(langs, contexts_per_pair=contexts, seed=seed)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     write_concept_set(frame, out, provenance(langs, contexts, seed))
     try:
         cs = load_concept_set(out)
     except ConceptSetError as exc:  # the builder wrote something the loader refuses: a bug
-        _fail(str(exc), exc.problems)
+        fail(str(exc), exc.problems)
     _out.print(_categories(cs))
     _out.print(_summary(cs, f"{out}"))
     _print_counts(cs)
@@ -111,6 +109,7 @@ def build(
 
 
 @concepts_app.command("check")
+@friendly_errors
 def check(
     file: Annotated[Path, typer.Argument(help="Concept set: .parquet, .tsv or .csv.")],
 ) -> None:
@@ -118,7 +117,7 @@ def check(
     try:
         cs = load_concept_set(file)
     except ConceptSetError as exc:
-        _fail(str(exc), exc.problems)
+        fail(str(exc), exc.problems)
     _out.print(_categories(cs))
     _out.print(_summary(cs, str(file)))
     _print_counts(cs)

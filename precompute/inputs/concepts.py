@@ -3,7 +3,7 @@
 A concept set is a table with one row per context: ``concept_id``, ``lang``, ``text`` and, optionally,
 ``span_start``/``span_end`` (character offsets of the concept word in ``text``, as Python string
 offsets, i.e. Unicode code points), ``category`` and ``label``. Parquet, TSV or CSV (by extension).
-The built-in set (``data/concepts.parquet``) is built from CLDR by :mod:`precompute.cldr`.
+The built-in set (``data/concepts.parquet``) is built from CLDR by :mod:`precompute.inputs.cldr`.
 
 Every problem is reported as a :class:`ConceptSetError` whose message is one line naming the file and,
 where it applies, the 1-based data row (the header is not counted) and the column; all row problems
@@ -21,7 +21,9 @@ from typing import Any
 
 import polars as pl
 
-DEFAULT_CONCEPT_SET = Path(__file__).resolve().parent.parent / "data" / "concepts.parquet"
+from precompute.text import first_line as _first_line
+
+DEFAULT_CONCEPT_SET = Path(__file__).resolve().parents[2] / "data" / "concepts.parquet"
 
 REQUIRED_COLUMNS = ("concept_id", "lang", "text")
 OPTIONAL_COLUMNS = ("span_start", "span_end", "category", "label")
@@ -246,10 +248,6 @@ def content_sha256(sentences: pl.DataFrame, concepts: pl.DataFrame) -> str:
         h.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
     return h.hexdigest()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _read_table(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:

@@ -1,0 +1,94 @@
+"""``precompute run`` and ``precompute demo``: every stage for every checkpoint of a run, into one store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from precompute.cli.errors import err_console, fail
+
+DEMO_STORE = Path("data/demo.duckdb")  # relative: the demo is built in the folder the command runs in
+DEMO_WORK = Path("data/demo_run")
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config (TOML).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store to create or extend.")],
+    force: Annotated[bool, typer.Option(help="Recompute checkpoints already in the store.")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps (overrides config).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16 (overrides config).")] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Run only shard I/N of the checkpoints (0-based, round-robin), e.g. 0/4; default: the SLURM job "
+        "array task (SLURM_ARRAY_TASK_ID/COUNT) when set. '{shard}' in --out becomes I.")] = None,
+    layers: Annotated[str | None, typer.Option(
+        help="MLP layers to hook, e.g. '0-5,12' (overrides the config's extract.layers; part of the run's identity).")] = None,
+) -> None:
+    """Run every stage for every checkpoint of CONFIG not yet in the store OUT."""
+    from precompute.checkpoints import (
+        parse_shard,
+        resolve_checkpoints,
+        select_shard,
+        shard_from_env,
+    )
+    from precompute.config import load_config
+    from precompute.pipeline import run as run_pipeline
+
+    cfg = load_config(config)
+    if device:
+        cfg.model.device = device
+    if dtype:
+        cfg.model.dtype = dtype
+        cfg.validate(str(config))
+    if layers is not None:
+        cfg.extract.layers = _parse_layers(layers)
+    specs = resolve_checkpoints(cfg, where=str(config))
+    if not specs:
+        fail(f"{config}: no checkpoints listed ([[checkpoints]] tables or a [checkpoint_set])")
+    part = parse_shard(shard) if shard is not None else shard_from_env()
+    if "{shard}" in str(out):
+        if part is None:
+            fail(f"--out {out}: contains {{shard}} but no shard is given (--shard I/N or a SLURM job array)")
+        out = Path(str(out).replace("{shard}", str(part.index)))
+    if part is not None:
+        chosen = select_shard(specs, part)
+        names = ", ".join(c.name for c in chosen) or "none"
+        err_console.print(
+            f"shard {part} ({part.origin}): {len(chosen)} of {len(specs)} checkpoints: {names}", soft_wrap=True
+        )
+        if not chosen:
+            typer.echo(f"shard {part}: no checkpoints (the run has {len(specs)}); nothing to do")
+            return
+        specs = chosen
+    summary = run_pipeline(cfg, out, force=force, console=err_console, checkpoints=specs)
+    typer.echo(
+        f"{summary.store}: {len(summary.done)} checkpoint(s) written, "
+        f"{len(summary.skipped)} already present, {summary.seconds:.1f} s"
+    )
+
+
+def _parse_layers(text: str) -> list[int]:
+    """'0-5,12' -> [0, 1, 2, 3, 4, 5, 12]; one red line for anything else."""
+    layers: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        bounds = part.split("-")
+        if not part or len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+            fail(f"--layers {text!r}: expected layer numbers and ranges such as 0-5,12")
+        low, high = int(bounds[0]), int(bounds[-1])
+        if low > high:
+            fail(f"--layers {text!r}: range {part} runs backwards")
+        layers.update(range(low, high + 1))
+    return sorted(layers)
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Demo store to write.")] = DEMO_STORE,
+    work: Annotated[Path, typer.Option(help="Folder for the demo's checkpoints and config.")] = DEMO_WORK,
+    force: Annotated[bool, typer.Option(help="Retrain and recompute everything.")] = False,
+) -> None:
+    """Train the tiny multilingual demo model (checkpoints) and run the whole pipeline on it."""
+    from precompute.demo.run import run_demo
+
+    store = run_demo(out=out, work=work, force=force, console=err_console)
+    typer.echo(f"demo store ready: {store}  (open it with: explorer {store})")

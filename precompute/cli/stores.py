@@ -1,0 +1,91 @@
+"""``precompute info``, ``report`` and ``merge``: what a store holds, its headline figures, and shard merging."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from precompute.cli.errors import err_console
+
+console = Console()
+
+
+def info(
+    store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What a store holds: model, checkpoints, languages, concepts, tables and row counts."""
+    from precompute.store.read import store_info
+
+    data = store_info(store)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        return
+    from rich.markup import escape
+
+    from precompute.store import printable
+
+    def e(text: str) -> str:  # a store's strings are data: shown as text, never as markup or control codes
+        return escape(printable(text))
+
+    console.print(f"[bold]{e(data['store'])}[/] (schema v{data['schema_version']})")
+    for r in data["runs"]:
+        console.print(f"model: [bold]{e(r['model_id'])}[/]  run {e(r['run_id'])}  device {e(str(r['device']))} {e(str(r['dtype']))}")
+        if r["model_card"]:
+            console.print(f"  {e(r['model_card'].splitlines()[0])}")
+    ck = Table("checkpoint", "step", "tokens seen", title="checkpoints")
+    for c in data["checkpoints"]:
+        ck.add_row(e(c["checkpoint"]), str(c["step"]), str(c["tokens_seen"]))
+    console.print(ck)
+    console.print(f"languages ({len(data['languages'])}): {e(', '.join(data['languages']))}")
+    console.print(f"concepts ({len(data['concepts'])}): {e(', '.join(data['concepts']))}")
+    tables = Table("table", "rows", title="tables")
+    for name, n in data["tables"].items():
+        tables.add_row(name, f"{n:,}")
+    console.print(tables)
+    if data["stage_timings"]:
+        timings = Table("stage", "seconds (all checkpoints)", "tokens/s", "peak MiB", title="stage timings")
+        for t in data["stage_timings"]:
+            timings.add_row(
+                e(t["stage"]), f"{t['seconds']:.1f}",
+                f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "",
+                f"{t['peak_mem_mb']:,.0f}" if t["peak_mem_mb"] else "",
+            )
+        console.print(timings)
+
+
+def report(
+    store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb).")],
+) -> None:
+    """The headline figures of a store, first vs last checkpoint (the numbers the README quotes)."""
+    from precompute.store.report import headline_report
+
+    typer.echo(headline_report(store))
+
+
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Stores of one run's shards (.duckdb).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Merged store to create, or to extend if it holds the same run.")],
+) -> None:
+    """Merge shard stores of one run into OUT; refuses stores of different models, configs or concept sets."""
+    from precompute.store.merge import merge_stores
+
+    summary = merge_stores(list(inputs), out, console=err_console)
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+    for path, names in summary.added.items():
+        err_console.print(escape(f"  {path}: {len(names)} checkpoint(s) {', '.join(names)}"), soft_wrap=True,
+                          highlight=False)
+    for name, path in summary.duplicates:
+        err_console.print(escape(f"  {path}: {name} already merged with identical rows; kept once"),
+                          soft_wrap=True, highlight=False)
+    typer.echo(
+        f"{out}: run {summary.run_id}, {summary.n_added} checkpoint(s) added"
+        + (f", {len(summary.duplicates)} duplicate(s) skipped" if summary.duplicates else "")
+    )

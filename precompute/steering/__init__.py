@@ -1,0 +1,1 @@
+"""Steering: fix a concept's expert units during generation and label what the model writes."""

@@ -1,0 +1,264 @@
+"""The store's schema: DDL of every table, indexes, the schema version and the table lists.
+
+One module owns what a crossling store contains; writers, readers, the merge and the explorer all ask it.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+
+# Tables in dependency order. Every statement is idempotent (IF NOT EXISTS).
+DDL: dict[str, str] = {
+    "meta": """
+        CREATE TABLE IF NOT EXISTS meta (
+            key VARCHAR PRIMARY KEY,
+            value VARCHAR NOT NULL
+        )""",
+    "runs": """
+        CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR PRIMARY KEY,
+            model_id VARCHAR NOT NULL,
+            model_card VARCHAR,
+            config_json VARCHAR NOT NULL,
+            concept_set_sha256 VARCHAR NOT NULL,
+            packages_json VARCHAR NOT NULL,
+            device VARCHAR,
+            dtype VARCHAR,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP
+        )""",
+    "checkpoints": """
+        CREATE TABLE IF NOT EXISTS checkpoints (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            step BIGINT,
+            revision VARCHAR,
+            source VARCHAR NOT NULL,
+            tokens_seen BIGINT,
+            completed_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, checkpoint)
+        )""",
+    "stage_timings": """
+        CREATE TABLE IF NOT EXISTS stage_timings (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            stage VARCHAR NOT NULL,
+            seconds DOUBLE NOT NULL,
+            tokens_per_s DOUBLE,
+            peak_mem_mb DOUBLE
+        )""",
+    "languages": """
+        CREATE TABLE IF NOT EXISTS languages (
+            lang VARCHAR PRIMARY KEY,
+            name VARCHAR,
+            script VARCHAR,
+            family VARCHAR
+        )""",
+    "concepts": """
+        CREATE TABLE IF NOT EXISTS concepts (
+            concept_id VARCHAR PRIMARY KEY,
+            label VARCHAR,
+            category VARCHAR
+        )""",
+    "sentences": """
+        CREATE TABLE IF NOT EXISTS sentences (
+            sentence_id BIGINT PRIMARY KEY,
+            concept_id VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            span_start INTEGER,
+            span_end INTEGER
+        )""",
+    "layers": """
+        CREATE TABLE IF NOT EXISTS layers (
+            run_id VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            n_neurons INTEGER NOT NULL,
+            hidden_size INTEGER NOT NULL,
+            module_path VARCHAR NOT NULL,
+            PRIMARY KEY (run_id, layer)
+        )""",
+    # representation: 'mean' (sentence-pooled residual) or 'token' (sampled single tokens).
+    # layer 0 is the embedding output; layer i the output of block i.
+    "probe_results": """
+        CREATE TABLE IF NOT EXISTS probe_results (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            representation VARCHAR NOT NULL,
+            accuracy DOUBLE NOT NULL,
+            accuracy_std DOUBLE NOT NULL,
+            macro_f1 DOUBLE NOT NULL,
+            n_train INTEGER NOT NULL,
+            n_test INTEGER NOT NULL,
+            n_seeds INTEGER NOT NULL
+        )""",
+    "probe_per_language": """
+        CREATE TABLE IF NOT EXISTS probe_per_language (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            representation VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            f1 DOUBLE NOT NULL
+        )""",
+    # Top-K expert units per (checkpoint, lang, concept); layer indexes MLP blocks from 0.
+    "neuron_ap": """
+        CREATE TABLE IF NOT EXISTS neuron_ap (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            ap DOUBLE NOT NULL,
+            rank INTEGER NOT NULL,
+            median_pos_act DOUBLE NOT NULL
+        )""",
+    # Every neuron, every checkpoint: AP summarised over all (lang, concept) pairs.
+    "neuron_summary": """
+        CREATE TABLE IF NOT EXISTS neuron_summary (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            mean_ap DOUBLE NOT NULL,
+            max_ap DOUBLE NOT NULL,
+            best_concept_id VARCHAR NOT NULL,
+            best_lang VARCHAR NOT NULL
+        )""",
+    "expert_overlap": """
+        CREATE TABLE IF NOT EXISTS expert_overlap (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            lang_a VARCHAR NOT NULL,
+            lang_b VARCHAR NOT NULL,
+            k INTEGER NOT NULL,
+            jaccard DOUBLE NOT NULL,
+            spearman_ap DOUBLE NOT NULL
+        )""",
+    "shared_experts": """
+        CREATE TABLE IF NOT EXISTS shared_experts (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            n_langs_topk INTEGER NOT NULL,
+            langs VARCHAR NOT NULL,
+            min_ap DOUBLE NOT NULL,
+            mean_ap DOUBLE NOT NULL
+        )""",
+    # Pre-aggregated for the explorer: per (checkpoint, lang, concept) how many of the top-K experts
+    # are shared experts of that concept (top-K in >= min_langs languages).
+    "expert_sharing": """
+        CREATE TABLE IF NOT EXISTS expert_sharing (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            n_experts INTEGER NOT NULL,
+            n_shared INTEGER NOT NULL
+        )""",
+    # Representation convergence: metric in ('matched_cosine', 'mismatched_cosine', 'cka', ...).
+    "similarity": """
+        CREATE TABLE IF NOT EXISTS similarity (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            lang_a VARCHAR NOT NULL,
+            lang_b VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE NOT NULL
+        )""",
+    # Effective dimensionality; scope is 'all' (pooled over languages) or a language code.
+    "compression": """
+        CREATE TABLE IF NOT EXISTS compression (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            scope VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE NOT NULL
+        )""",
+    # Language selectivity of MLP neurons (LAPE, Tang et al. 2024): only the language-specific ones.
+    "language_neurons": """
+        CREATE TABLE IF NOT EXISTS language_neurons (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            lape DOUBLE NOT NULL,
+            top_lang VARCHAR NOT NULL,
+            top_prob DOUBLE NOT NULL
+        )""",
+    # Per checkpoint and layer: how many neurons are of each kind ('language_specific', 'shared_expert').
+    "neuron_counts": """
+        CREATE TABLE IF NOT EXISTS neuron_counts (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            n INTEGER NOT NULL
+        )""",
+    "steering": """
+        CREATE TABLE IF NOT EXISTS steering (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            source_lang VARCHAR NOT NULL,
+            prompt VARCHAR NOT NULL,
+            seed INTEGER NOT NULL,
+            n_neurons INTEGER NOT NULL,
+            value_mode VARCHAR NOT NULL,
+            output_text VARCHAR NOT NULL,
+            output_lang VARCHAR,
+            expresses_concept BOOLEAN NOT NULL,
+            concept_lang VARCHAR
+        )""",
+}
+
+
+# Indexes that make the explorer's drill-downs fast on paper-scale stores.
+INDEXES: list[str] = []
+
+
+# Tables whose rows belong to one (run_id, checkpoint): written together in one transaction.
+CHECKPOINT_TABLES = [
+    "stage_timings",
+    "probe_results",
+    "probe_per_language",
+    "neuron_ap",
+    "neuron_summary",
+    "expert_overlap",
+    "shared_experts",
+    "expert_sharing",
+    "similarity",
+    "compression",
+    "language_neurons",
+    "neuron_counts",
+]
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table (idempotent) and record the schema version."""
+    for ddl in DDL.values():
+        con.execute(ddl)
+    for index in INDEXES:
+        con.execute(index)
+    con.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+    )
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version a store declares, or None where it has no meta table."""
+    try:
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.CatalogException:
+        return None
+    return int(rows[0][0]) if rows else None

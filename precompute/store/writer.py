@@ -1,0 +1,303 @@
+"""The one owner of the DuckDB store: schema (DDL), schema version, provenance and writes.
+
+A store is one self-describing DuckDB file. Long-format tables, keys first. Writers never modify the
+published file in place: each checkpoint is written into a private copy (``STORE.tmp-<pid>``) inside one
+transaction and then published by an atomic ``os.replace``. Readers (the explorer, ``precompute info``)
+therefore always see the last complete state, and a killed writer leaves the published store untouched.
+A second writer on the same store is refused through an exclusive lock file (``STORE.lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from precompute.faults import maybe_fail
+from precompute.store.errors import StoreError, StoreLockedError
+from precompute.store.open import _first_line, open_readonly, verify_readable
+from precompute.store.schema import CHECKPOINT_TABLES, DDL, create_schema
+
+
+def utc_now() -> datetime:
+    """Naive UTC timestamp (DuckDB TIMESTAMP)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class CheckpointRows:
+    """Everything one checkpoint contributes, keyed by table name (frames without run_id/checkpoint)."""
+
+    checkpoint: str
+    step: int | None
+    revision: str | None
+    source: str
+    tokens_seen: int | None
+    tables: dict[str, pl.DataFrame]
+
+
+class StoreWriter:
+    """Exclusive writer for one store path. Use as a context manager.
+
+    ``with StoreWriter(path) as w: w.ensure_run(...); w.write_checkpoint(...)`` -- each call that
+    changes the store copies the published file, applies the change in one transaction and publishes
+    the copy by atomic rename.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> StoreWriter:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._acquire_lock()
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot lock the store for writing ({_os_reason(exc)})") from None
+        try:
+            if self.path.exists():
+                # Validates that what we are about to extend is a whole store of our schema.
+                con = open_readonly(self.path)
+                try:
+                    verify_readable(con, self.path)
+                finally:
+                    con.close()
+            self._remove_stale_copies()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _acquire_lock(self) -> int:
+        """An exclusive, non-blocking flock on ``STORE.lock`` (released by the kernel if we die)."""
+        for _ in range(10):
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StoreLockedError(
+                    f"{self.path}: another precompute is writing this store (lock {self.lock_path})"
+                ) from None
+            # The previous holder unlinks the lock file on exit: a lock on an unlinked file locks nothing.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+        raise StoreLockedError(f"{self.path}: the lock file {self.lock_path} keeps changing; another precompute is starting")
+
+    def _remove_stale_copies(self) -> None:
+        """Delete private copies (``STORE.tmp-<pid>``) left by writers that were killed: we hold the lock."""
+        prefix = f"{self.path.name}.tmp-"
+        for stale in self.path.parent.glob(f"{glob_escape(prefix)}*"):
+            pid = stale.name[len(prefix):].removesuffix(".wal")
+            if pid.isdigit():
+                stale.unlink(missing_ok=True)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            with contextlib.suppress(FileNotFoundError):
+                self.lock_path.unlink()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection on a private copy; committed and published atomically on normal exit."""
+        if self._lock_fd is None:
+            raise StoreError("StoreWriter used outside its 'with' block")
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
+            stale.unlink(missing_ok=True)
+        try:
+            if self.path.exists():
+                shutil.copyfile(self.path, tmp)
+            maybe_fail("store.copied")
+            con = duckdb.connect(str(tmp))
+            try:
+                create_schema(con)
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+                con.execute("CHECKPOINT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()
+            _fsync_file(tmp)
+            maybe_fail("store.committed")
+            os.replace(tmp, self.path)
+            maybe_fail("store.published")
+            _fsync_dir(self.path.parent)
+        except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
+            # A full disk, a read-only folder, ...: the published store is still the previous one.
+            raise StoreError(
+                f"{self.path}: cannot write the store ({_os_reason(exc)}); the published store is unchanged"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+    def finished_checkpoints(self, run_id: str) -> set[str]:
+        """Checkpoints of this run already published."""
+        if not self.path.exists():
+            return set()
+        con = open_readonly(self.path)
+        try:
+            rows = con.execute(
+                "SELECT checkpoint FROM checkpoints WHERE run_id = ?", [run_id]
+            ).fetchall()
+        finally:
+            con.close()
+        return {r[0] for r in rows}
+
+    def ensure_run(
+        self,
+        *,
+        run: dict[str, Any],
+        languages: pl.DataFrame,
+        concepts: pl.DataFrame,
+        sentences: pl.DataFrame,
+        layers: pl.DataFrame,
+        meta: dict[str, str],
+    ) -> None:
+        """Record the run, its inputs and its model layout once; refuse a store of another run."""
+        run_id = run["run_id"]
+        if self.path.exists():
+            con = open_readonly(self.path)
+            try:
+                existing = con.execute("SELECT run_id, config_json FROM runs").fetchall()
+            finally:
+                con.close()
+            ids = {r[0] for r in existing}
+            if run_id in ids:
+                return
+            if ids:
+                raise StoreError(
+                    f"{self.path}: holds another run ({', '.join(sorted(ids))}) with a different "
+                    "model, config or concept set; write to a new store"
+                )
+        with self.transaction() as con:
+            for key, value in meta.items():
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+            insert_rows(con, "runs", pl.DataFrame([run]))
+            insert_rows(con, "languages", languages)
+            insert_rows(con, "concepts", concepts)
+            insert_rows(con, "sentences", sentences)
+            insert_rows(con, "layers", layers.with_columns(pl.lit(run_id).alias("run_id")))
+
+    def write_checkpoint(self, run_id: str, rows: CheckpointRows) -> None:
+        """Publish all rows of one checkpoint in one transaction (replacing any earlier rows)."""
+        with self.transaction() as con:
+            con.execute(
+                "DELETE FROM checkpoints WHERE run_id = ? AND checkpoint = ?",
+                [run_id, rows.checkpoint],
+            )
+            for table in CHECKPOINT_TABLES:
+                con.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND checkpoint = ?",
+                    [run_id, rows.checkpoint],
+                )
+            for table, frame in rows.tables.items():
+                if table not in CHECKPOINT_TABLES:
+                    raise StoreError(f"unknown checkpoint table {table!r}")
+                if frame.height == 0:
+                    continue
+                frame = frame.with_columns(
+                    pl.lit(run_id).alias("run_id"), pl.lit(rows.checkpoint).alias("checkpoint")
+                )
+                insert_rows(con, table, frame)
+                maybe_fail("store.insert")
+            con.execute(
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    rows.checkpoint,
+                    rows.step,
+                    rows.revision,
+                    rows.source,
+                    rows.tokens_seen,
+                    utc_now(),
+                ],
+            )
+
+    def append_rows(self, table: str, frame: pl.DataFrame, *, replace_where: dict[str, Any]) -> None:
+        """Replace the rows matching ``replace_where`` in ``table`` by ``frame``, in one transaction."""
+        if table not in DDL:
+            raise StoreError(f"unknown table {table!r}")
+        with self.transaction() as con:
+            if replace_where:
+                cond = " AND ".join(f"{col} = ?" for col in replace_where)
+                con.execute(f"DELETE FROM {table} WHERE {cond}", list(replace_where.values()))
+            if frame.height:
+                insert_rows(con, table, frame)
+
+    def finish_run(self, run_id: str) -> None:
+        """Stamp the run's finish time."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Insert a polars frame into ``table`` matching columns by name (missing columns become NULL)."""
+    columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    unknown = set(frame.columns) - set(columns)
+    if unknown:
+        raise StoreError(f"table {table}: unknown columns {sorted(unknown)}")
+    present = [c for c in columns if c in frame.columns]
+    arrow = frame.select(present).to_arrow()  # noqa: F841  (referenced by name in SQL below)
+    con.execute(
+        f"INSERT INTO {table} ({', '.join(present)}) SELECT {', '.join(present)} FROM arrow"
+    )
+
+
+def _os_reason(exc: BaseException) -> str:
+    """``No space left on device`` rather than ``[Errno 28] No space left on device: '/x/y'``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    nospace = os.strerror(errno.ENOSPC)
+    return nospace if nospace in str(exc) else _first_line(exc)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters made literal."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in text)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def json_dumps(obj: Any) -> str:
+    """Stable JSON for provenance columns."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
