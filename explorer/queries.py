@@ -23,11 +23,11 @@ import duckdb
 import polars as pl
 
 from precompute import store as store_module
-from precompute.store import DDL, StoreError, open_readonly
+from precompute.store import DDL, StoreError, checkpoint_order, open_readonly
 
 # Join that attaches a checkpoint's step and orders rows by training progress.
 _CKPT_JOIN = "JOIN checkpoints c ON c.run_id = t.run_id AND c.checkpoint = t.checkpoint"
-_CKPT_ORDER = "c.step NULLS LAST, c.checkpoint"
+_CKPT_ORDER = checkpoint_order("c")
 _T_ORDER = "c.step NULLS LAST, t.checkpoint"  # the same order, for queries that join t to c
 
 

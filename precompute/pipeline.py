@@ -47,7 +47,13 @@ from precompute.extract import (
 from precompute.faults import with_fault_point
 from precompute.inputs.concepts import ConceptSet, load_concept_set
 from precompute.model import LoadedModel, find_mlp_sites, load_checkpoint
-from precompute.store import CheckpointRows, StoreWriter, json_dumps, utc_now
+from precompute.store import (
+    MLP_LAYER_TABLES,
+    CheckpointRows,
+    StoreWriter,
+    json_dumps,
+    utc_now,
+)
 
 PROVENANCE_PACKAGES = [
     "torch", "transformers", "tokenizers", "duckdb", "polars", "scikit-learn", "numpy", "babel",
@@ -274,7 +280,6 @@ def analyse_checkpoint(
 
 
 # Tables whose `layer` indexes MLP blocks (the others index the residual stream, 0 = embeddings).
-MLP_LAYER_TABLES = ["neuron_ap", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts"]
 
 
 def analysis_tables(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 from precompute.config import load_config
 from precompute.demo.train import DemoCheckpoint, train_demo_model
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 
 # Settings of the demo run: the paper's method, sized for 2 CPU cores.
 DEMO_SETTINGS = {
@@ -44,7 +44,7 @@ def demo_config_text(checkpoints: list[DemoCheckpoint], work: Path, model_card: 
     lines = [
         "# Written by `precompute demo`: the tiny multilingual demo model's run config.",
         "[model]",
-        f'id = "crossling-demo"',
+        'id = "crossling-demo"',
         f"card = {_toml_value(model_card)}",
         "",
         "[data]",

@@ -42,7 +42,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from precompute.demo.corpus import CORPUS_VERSION, DEMO_LANGUAGES, build_corpus, corpus_sha256, corpus_stats
+from precompute.demo.corpus import (
+    CORPUS_VERSION,
+    DEMO_LANGUAGES,
+    build_corpus,
+    corpus_sha256,
+    corpus_stats,
+)
 
 __all__ = [
     "DemoSpec",
@@ -172,7 +178,14 @@ DEMO_MODEL_CARD: str = _model_card()
 # tokenizer
 
 def _train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -392,8 +405,14 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),

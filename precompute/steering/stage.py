@@ -412,7 +412,7 @@ def _query(con: Any, sql: str, params: list, schema: Mapping[str, Any]) -> pl.Da
 
 
 def _read_store(store_path: Path) -> dict[str, Any]:
-    from precompute.store import StoreError, open_readonly
+    from precompute.store import StoreError, checkpoint_order, open_readonly
 
     con = open_readonly(store_path)
     try:
@@ -425,7 +425,7 @@ def _read_store(store_path: Path) -> dict[str, Any]:
         checkpoints = _query(
             con,
             "SELECT checkpoint, step, revision, source FROM checkpoints WHERE run_id = ? "
-            "ORDER BY step NULLS LAST, checkpoint",
+            f"ORDER BY {checkpoint_order()}",
             [run_id],
             {"checkpoint": pl.Utf8, "step": pl.Int64, "revision": pl.Utf8, "source": pl.Utf8},
         )
@@ -571,7 +571,13 @@ def run_steering(
     else Suau et al.'s values.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from precompute.store import StoreError, StoreWriter
 

@@ -46,7 +46,7 @@ from precompute.text import first_line, printable
 
 __all__ = [
     "CHECKPOINT_TABLES", "DDL", "HalfWrittenStoreError", "NotCrosslingStoreError", "NotDuckDBError",
-    "SchemaVersionError", "StoreMissingError", "UnsafeStoreError", "INDEXES", "SCHEMA_VERSION", "CheckpointRows", "StoreError", "StoreLockedError",
+    "SchemaVersionError", "StoreMissingError", "UnsafeStoreError", "INDEXES", "MLP_LAYER_TABLES", "SCHEMA_VERSION", "checkpoint_order", "CheckpointRows", "StoreError", "StoreLockedError",
     "StoreWriter", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps", "open_readonly",
     "printable", "schema_version", "stored_code", "table_counts", "utc_now", "verify_readable",
 ]

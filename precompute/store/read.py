@@ -10,6 +10,7 @@ import duckdb
 
 from precompute.store import (
     StoreError,
+    checkpoint_order,
     corrupt_reason,
     open_readonly,
     table_counts,
@@ -28,7 +29,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         ).fetchall()
         checkpoints = con.execute(
             "SELECT checkpoint, step, revision, tokens_seen FROM checkpoints "
-            "ORDER BY step NULLS LAST, checkpoint"
+            f"ORDER BY {checkpoint_order()}"
         ).fetchall()
         languages = [r[0] for r in con.execute("SELECT lang FROM languages ORDER BY lang").fetchall()]
         concepts = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from precompute.store import open_readonly, printable
+from precompute.store import checkpoint_order, open_readonly, printable
 
 
 def _fmt_row(values: list[float], width: int = 6) -> str:
@@ -16,7 +16,7 @@ def headline_report(path: str | Path) -> str:
     con = open_readonly(path)
     try:
         cks = con.execute(
-            "SELECT checkpoint, step FROM checkpoints ORDER BY step NULLS LAST, checkpoint"
+            f"SELECT checkpoint, step FROM checkpoints ORDER BY {checkpoint_order()}"
         ).fetchall()
         if not cks:
             return f"{path}: no finished checkpoint yet"

@@ -262,3 +262,17 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     except duckdb.CatalogException:
         return None
     return int(rows[0][0]) if rows else None
+
+
+# Tables with an MLP ``layer`` column: their layer ids are the model's, kept when a run hooks only some layers.
+MLP_LAYER_TABLES = ["neuron_ap", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts"]
+
+
+def checkpoint_order(alias: str = "") -> str:
+    """The ORDER BY expression for training order: by step (unknown steps last), then by name.
+
+    Every reader that lists checkpoints (info, report, steering, merge, the explorer) orders them with this,
+    so that "first" and "last" checkpoint mean the same everywhere. ``alias``: the checkpoints table's alias.
+    """
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}step NULLS LAST, {prefix}checkpoint"
