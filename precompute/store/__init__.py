@@ -31,7 +31,9 @@ from precompute.store.schema import (
     CHECKPOINT_TABLES,
     DDL,
     INDEXES,
+    MLP_LAYER_TABLES,
     SCHEMA_VERSION,
+    checkpoint_order,
     create_schema,
     schema_version,
 )
@@ -45,8 +47,9 @@ from precompute.store.writer import (
 from precompute.text import first_line, printable
 
 __all__ = [
-    "CHECKPOINT_TABLES", "DDL", "HalfWrittenStoreError", "NotCrosslingStoreError", "NotDuckDBError",
-    "SchemaVersionError", "StoreMissingError", "UnsafeStoreError", "INDEXES", "MLP_LAYER_TABLES", "SCHEMA_VERSION", "checkpoint_order", "CheckpointRows", "StoreError", "StoreLockedError",
-    "StoreWriter", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps", "open_readonly",
-    "printable", "schema_version", "stored_code", "table_counts", "utc_now", "verify_readable",
+    "CHECKPOINT_TABLES", "DDL", "INDEXES", "MLP_LAYER_TABLES", "SCHEMA_VERSION",
+    "CheckpointRows", "HalfWrittenStoreError", "NotCrosslingStoreError", "NotDuckDBError", "SchemaVersionError",
+    "StoreError", "StoreLockedError", "StoreMissingError", "StoreWriter", "UnsafeStoreError",
+    "checkpoint_order", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps",
+    "open_readonly", "printable", "schema_version", "stored_code", "table_counts", "utc_now", "verify_readable",
 ]
