@@ -12,7 +12,7 @@ DEMO_STORE := data/demo.duckdb
 setup: $(STAMP)
 
 # torch==2.13.0 first: it installs from local disk (CPU build) instead of a multi-GB CUDA download.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet "torch>=2.2,<2.14"
@@ -39,4 +39,4 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache tests/artifacts
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache tests/artifacts

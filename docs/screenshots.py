@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.test_explorer_browser import ARGS, CHROMIUM, _check_page, _free_port, _wait_healthy  # noqa: E402
+from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, check_page, free_port, wait_healthy
 
 OUT = ROOT / "docs" / "img"
 
@@ -30,7 +30,7 @@ def main() -> None:
         concept, layer, unit = con.execute(
             "SELECT concept_id, layer, unit FROM shared_experts WHERE checkpoint = ? "
             "ORDER BY n_langs_topk DESC, mean_ap DESC LIMIT 1", [last]).fetchone()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
         cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -38,13 +38,13 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, timeout=60)
+        wait_healthy(url, proc, timeout=60)
         OUT.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 900})
-            _check_page(page, f"{url}/concepts?concept={concept}&ckpt={last}&k=10", "Concepts", OUT / "concepts.png")
-            _check_page(page, f"{url}/neuron?layer={layer}&unit={unit}", "Neuron", OUT / "neuron.png")
+            check_page(page, f"{url}/concepts?concept={concept}&ckpt={last}&k=10", "Concepts", OUT / "concepts.png")
+            check_page(page, f"{url}/neuron?layer={layer}&unit={unit}", "Neuron", OUT / "neuron.png")
             browser.close()
     finally:
         proc.terminate()

@@ -12,49 +12,57 @@ from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="crossling explorer", page_icon=":material/hub:", layout="wide")
+# Icons are emoji, drawn by the browser: a Material-symbol page icon becomes a favicon that the browser
+# fetches from a public font CDN, and the explorer makes no request off this machine.
+st.set_page_config(page_title="crossling explorer", page_icon="🌐", layout="wide")
 
 if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in sys.path:
     # `streamlit run explorer/app.py` from a checkout that is not pip-installed.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer import common  # noqa: E402
+from explorer import downloads
+from explorer.paths import store_path
+from explorer.problems import StoreProblem, show_problem, show_unexpected
+from explorer.sidebar import sidebar
+from explorer.store_context import open_context, set_ctx
+from explorer.text import md_code
 
 PAGES = {
     "Explore": [
-        st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-        st.Page("views/probes.py", title="Language probes", icon=":material/translate:"),
-        st.Page("views/concepts.py", title="Concepts", icon=":material/lightbulb:"),
-        st.Page("views/neuron.py", title="Neuron", icon=":material/neurology:"),
-        st.Page("views/language.py", title="Language", icon=":material/language:"),
-        st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("views/overview.py", title="Overview", icon="📊", default=True),
+        st.Page("views/probes.py", title="Language probes", icon="🔤"),
+        st.Page("views/concepts.py", title="Concepts", icon="💡"),
+        st.Page("views/neuron.py", title="Neuron", icon="🧠"),
+        st.Page("views/language.py", title="Language", icon="🗣️"),
+        st.Page("views/compare.py", title="Compare", icon="↔️"),
     ],
     "The rest of the paper": [
-        st.Page("views/compression.py", title="Compression", icon=":material/compress:"),
-        st.Page("views/language_neurons.py", title="Language neurons", icon=":material/record_voice_over:"),
-        st.Page("views/steering.py", title="Steering", icon=":material/explore:"),
+        st.Page("views/compression.py", title="Compression", icon="🗜️"),
+        st.Page("views/language_neurons.py", title="Language neurons", icon="🏷️"),
+        st.Page("views/steering.py", title="Steering", icon="🧭"),
     ],
 }
 
 page = st.navigation(PAGES)
 
 try:
-    ctx = common.open_context()
-except common.StoreProblem as problem:
+    ctx = open_context()
+except StoreProblem as problem:
     st.title("crossling explorer")
-    common.show_problem(problem)
-    st.caption(f"Store path: {common.md_code(str(common.store_path()))}")
+    show_problem(problem)
+    st.caption(f"Store path: {md_code(str(store_path()))}")
     st.stop()
 except Exception as exc:  # noqa: BLE001 - the user gets one line, not a traceback
     st.title("crossling explorer")
-    common.show_unexpected(exc)
+    show_unexpected(exc)
     st.stop()
 
-st.session_state[common._CTX_KEY] = ctx
+set_ctx(ctx)
+downloads.start_rerun()
 try:
-    common.sidebar(ctx)
+    sidebar(ctx)
     page.run()
-except common.StoreProblem as problem:
-    common.show_problem(problem)
+except StoreProblem as problem:
+    show_problem(problem)
 except Exception as exc:  # noqa: BLE001
-    common.show_unexpected(exc)
+    show_unexpected(exc)

@@ -1,5 +1,6 @@
 """Altair chart builders. Each takes a polars frame (as the queries return it) and the checkpoint
-order, and returns a chart; the pages render them with ``common.chart`` (which adds downloads).
+order, and returns a chart; the pages render them with ``explorer.downloads.chart`` (which adds downloads).
+Every title goes through :func:`explorer.text.plain` (titles are built from store strings).
 
 Checkpoints are an ordinal axis in training order (their names, sorted by step), so uneven
 schedules (0, 1000, 2000, 4000, ...) stay readable.
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 
 import altair as alt
 import polars as pl
+
+from explorer.text import plain
 
 HEIGHT = 360
 SEQ_SCHEME = "viridis"
@@ -84,7 +87,7 @@ def lines_over_checkpoints(
             opacity=alt.condition(alt.datum[color] == highlight, alt.value(1.0), alt.value(0.35)),
             strokeWidth=alt.condition(alt.datum[color] == highlight, alt.value(3), alt.value(1.5)),
         )
-    return base.properties(height=height, title=title)
+    return base.properties(height=height, title=plain(title))
 
 
 def lines_over_layers(
@@ -101,7 +104,7 @@ def lines_over_layers(
             color=alt.Color(f"{color}:N", title=color),
             tooltip=[f"{color}:N", "layer:O", alt.Tooltip(f"{y}:Q", format=".3f")],
         )
-        .properties(height=HEIGHT, title=title)
+        .properties(height=HEIGHT, title=plain(title))
     )
 
 
@@ -129,7 +132,7 @@ def lang_heatmap(
                                     alt.value("black"), alt.value("white")),
             )
         )
-    return alt.layer(*parts).properties(height=HEIGHT, title=title)
+    return alt.layer(*parts).properties(height=HEIGHT, title=plain(title))
 
 
 def rank_lines(df: pl.DataFrame, order: Sequence[str], *, color: str = "lang", title: str = "", k: int | None = None) -> alt.Chart:
@@ -144,7 +147,7 @@ def rank_lines(df: pl.DataFrame, order: Sequence[str], *, color: str = "lang", t
             color=alt.Color(f"{color}:N"),
             tooltip=["checkpoint:N", f"{color}:N", "rank:Q", alt.Tooltip("ap:Q", format=".3f")],
         )
-        .properties(height=HEIGHT, title=title)
+        .properties(height=HEIGHT, title=plain(title))
     )
 
 
@@ -164,7 +167,7 @@ def concept_checkpoint_grid(
                             scale=alt.Scale(domain=domain, range=["#c6dbef", "#08306b"])),
             tooltip=[f"{c}:{'Q' if df[c].dtype.is_numeric() else 'N'}" for c in df.columns if c != "step"],
         )
-        .properties(height=alt.Step(18 if len(rows) > 8 else 26), title=title)
+        .properties(height=alt.Step(18 if len(rows) > 8 else 26), title=plain(title))
     )
 
 
@@ -181,7 +184,7 @@ def status_bars(df: pl.DataFrame, *, title: str) -> alt.Chart:
             xOffset=alt.XOffset("status:N", sort=["stayed", "entered", "left"]),
             tooltip=["lang:N", "status:N", "n:Q"],
         )
-        .properties(height=HEIGHT, title=title)
+        .properties(height=HEIGHT, title=plain(title))
     )
 
 
@@ -195,7 +198,7 @@ def stacked_counts(df: pl.DataFrame, order: Sequence[str], *, y: str, color: str
             color=alt.Color(f"{color}:N", title=color),
             tooltip=["checkpoint:N", f"{color}:N", f"{y}:Q"],
         )
-        .properties(height=HEIGHT, title=title)
+        .properties(height=HEIGHT, title=plain(title))
     )
 
 
@@ -211,5 +214,5 @@ def layer_checkpoint_heatmap(
             color=alt.Color(f"{value}:Q", title=value, scale=alt.Scale(scheme=scheme)),
             tooltip=["checkpoint:N", "layer:O", alt.Tooltip(f"{value}:Q", format=".3f")],
         )
-        .properties(height=_row_step(df["layer"].n_unique() if df.height else 1), title=title)
+        .properties(height=_row_step(df["layer"].n_unique() if df.height else 1), title=plain(title))
     )

@@ -1,8 +1,9 @@
 """``explorer [STORE] [--port N] [--host H] [--no-browser]``: open a crossling store in the browser.
 
-Runs ``streamlit run explorer/app.py`` in this process with the store passed through
-$CROSSLING_STORE, bound to 127.0.0.1 unless ``--host`` says otherwise. With no STORE it opens the
-demo store ``data/demo.duckdb`` and says how to build it when it is missing.
+Runs ``streamlit run`` on the package's own ``app.py`` (package data of an installed explorer) in this process,
+with the store passed through $CROSSLING_STORE, bound to 127.0.0.1 unless ``--host`` says otherwise. With no
+STORE it opens the demo store ``data/demo.duckdb`` of the current folder and says how to build it when it is
+missing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="explorer",
         description="Explore a crossling store (a DuckDB file written by `precompute`) in the browser.",
     )
-    p.add_argument("store", nargs="?", help="the store to open (default: data/demo.duckdb)")
+    p.add_argument("store", nargs="?", help="the store to open (default: data/demo.duckdb in the current folder)")
     p.add_argument("--port", type=int, default=None, help="port to serve on (default: 8501, or the next free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window (headless server)")
@@ -80,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explorer: warning: {exc}; the app will say what to do.", file=sys.stderr)
 
     os.environ["CROSSLING_STORE"] = str(store)
-    repo = str(APP.parents[1])
-    os.environ["PYTHONPATH"] = repo + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
+    # The app imports ``explorer`` from wherever this launcher was imported (a checkout or site-packages).
+    home = str(APP.parents[1])
+    os.environ["PYTHONPATH"] = home + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    if home not in sys.path:
+        sys.path.insert(0, home)
     where = f"http://{'localhost' if args.host in ('127.0.0.1', 'localhost') else args.host}:{args.port or 8501}"
     print(f"explorer: serving {store} at {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
 

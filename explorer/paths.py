@@ -1,4 +1,8 @@
-"""Where the store comes from (kept free of Streamlit so ``explorer.launch`` imports it cheaply)."""
+"""Where the store comes from (kept free of Streamlit so ``explorer.launch`` imports it cheaply).
+
+Only from the command line, $CROSSLING_STORE or the current folder: an installed explorer has no source tree
+to look in, and a checkout's location says nothing about which store the user means.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from pathlib import Path
 
 ENV_STORE = "CROSSLING_STORE"
 DEMO_STORE = Path("data") / "demo.duckdb"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_HINT = (
     "Build the demo store with `make demo` (or `precompute demo --out data/demo.duckdb`), "
     "or open your own store: `explorer PATH/TO/STORE.duckdb`."
@@ -15,12 +18,8 @@ BUILD_HINT = (
 
 
 def default_store() -> Path:
-    """The demo store, looked up in the working directory first, then in the source checkout."""
-    here = Path.cwd() / DEMO_STORE
-    if here.exists():
-        return here
-    repo = REPO_ROOT / DEMO_STORE
-    return repo if repo.exists() else here
+    """The demo store of the current folder (``data/demo.duckdb``, where ``make demo`` builds it)."""
+    return Path.cwd() / DEMO_STORE
 
 
 def store_path() -> Path:

@@ -2,7 +2,7 @@
 
 Each function takes a DuckDB connection (read-only) and plain values, and returns a polars frame.
 Nothing here knows about Streamlit: the app wraps these in ``st.cache_data`` (keyed by the store's
-path and modification time, see ``explorer.common``), the tests call them on a small store, and
+path and modification time, see ``explorer.store_context``), the tests call them on a small store, and
 ``benchmarks/bench_explorer_queries.py`` times them on a paper-scale one.
 
 Conventions the store guarantees (``precompute.store``): checkpoints order by ``step`` (nullable,
@@ -46,12 +46,12 @@ class StoreConnection:
     def __init__(self, path: str | Path):
         path = Path(path)
         open_readonly(path).close()  # the store's own checks and messages (missing, not DuckDB, schema, code)
-        con = duckdb.connect()
         try:
-            con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {self.ALIAS} (READ_ONLY)")
-            con.execute(f"USE {self.ALIAS}")
-            # As open_readonly does: SQL kept in a shared file must not reach files or the network.
-            con.execute("SET enable_external_access = false")
+            # Extensions and external access are off before the file is attached (as for every connection).
+            con = store_module.connect_attached({self.ALIAS: path}, use=self.ALIAS)
+        except duckdb.Error as exc:
+            raise StoreError(f"{path}: not a readable DuckDB file ({store_module.first_line(exc)})") from None
+        try:
             # The file attached may be a newer one than the file checked (a publish in between): check it too.
             code = store_module.stored_code(con)
             version = store_module.schema_version(con)
@@ -619,7 +619,8 @@ def steering(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     return frame(
         con,
         f"""SELECT t.checkpoint, c.step, t.concept_id, t.source_lang, t.n_neurons, t.value_mode,
-                   t.seed, t.prompt, t.output_text, t.output_lang, t.expresses_concept, t.concept_lang
+                   t.seed, t.prompt, t.output_text, t.output_lang, t.output_lang_confidence,
+                   t.expresses_concept, t.concept_lang, t.top_k, t.top_p, t.temperature, t.max_new_tokens
             FROM steering t {_CKPT_JOIN} WHERE t.run_id = ?
             ORDER BY {_T_ORDER}, t.concept_id, t.source_lang, t.n_neurons, t.seed""",
         [run_id],
@@ -642,6 +643,41 @@ def steering_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFram
     )
 
 
+
+def steering_language_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per (checkpoint, concept, source language, n_neurons): the share of outputs in the source language,
+    in English, in another language, and undetermined (``und`` or unlabelled), by primary language subtag.
+
+    ``language`` is one of 'source language', 'English', 'other', 'undetermined'; every group has all four
+    rows (share 0 where none), so lines over training do not break."""
+    return frame(
+        con,
+        f"""WITH labelled AS (
+                SELECT t.checkpoint, c.step, t.concept_id, t.source_lang, t.n_neurons,
+                       CASE WHEN t.output_lang IS NULL OR t.output_lang = 'und' THEN 'undetermined'
+                            WHEN split_part(lower(t.output_lang), '-', 1) = split_part(lower(t.source_lang), '-', 1)
+                                THEN 'source language'
+                            WHEN split_part(lower(t.output_lang), '-', 1) = 'en' THEN 'English'
+                            ELSE 'other' END AS language
+                FROM steering t {_CKPT_JOIN} WHERE t.run_id = ?),
+            groups AS (
+                SELECT checkpoint, step, concept_id, source_lang, n_neurons, count(*)::INTEGER AS n_outputs
+                FROM labelled GROUP BY ALL),
+            kinds AS (SELECT unnest(['source language', 'English', 'other', 'undetermined']) AS language),
+            counts AS (
+                SELECT checkpoint, concept_id, source_lang, n_neurons, language, count(*)::INTEGER AS n
+                FROM labelled GROUP BY ALL)
+            SELECT g.checkpoint, g.step, g.concept_id, g.source_lang, g.n_neurons, k.language,
+                   coalesce(n.n, 0)::INTEGER AS n, g.n_outputs, coalesce(n.n, 0) / g.n_outputs AS share
+            FROM groups g CROSS JOIN kinds k
+            LEFT JOIN counts n ON n.checkpoint = g.checkpoint AND n.concept_id = g.concept_id
+                 AND n.source_lang = g.source_lang AND n.n_neurons = g.n_neurons AND n.language = k.language
+            ORDER BY g.step NULLS LAST, g.checkpoint, g.concept_id, g.source_lang, g.n_neurons,
+                     list_position(['source language', 'English', 'other', 'undetermined'], k.language)""",
+        [run_id],
+    )
+
+
 # Every function the pages call, for the benchmark and the tests.
 PAGE_QUERIES = [
     meta, table_counts, runs, run_settings, checkpoints, languages, concepts, layers,
@@ -651,5 +687,5 @@ PAGE_QUERIES = [
     neuron_ap_history, neuron_summary_history, neuron_shared_history, top_shared_neurons,
     language_experts, language_sharing, language_probe_f1, similarity_metrics,
     similarity_by_layer, similarity_pairs, compression, neuron_counts, language_neuron_counts,
-    language_neurons, steering, steering_summary, missing_tables,
+    language_neurons, steering, steering_summary, steering_language_shares, missing_tables,
 ]

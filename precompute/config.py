@@ -1,34 +1,167 @@
 """A run spec: model, checkpoints, concept set, and the settings of every stage, loadable from TOML.
 
-Every setting has the paper's value (or the closest CPU-friendly one) as default. Unknown keys and
-wrong types are rejected with one line naming the file, the key and what was expected.
+Every setting has the paper's value (or the closest CPU-friendly one) as default, and declares what it may
+hold next to it (``top_k: int = setting(100, ge=1)``: a :class:`Rule` of range, allowed values, uniqueness,
+normalisation), read by one generic checker, :func:`check_settings`. Unknown keys, wrong types and values
+outside their rule are rejected with one line naming the file, the key and what was expected. What needs the
+concept set or the model's shape (``top_k`` against the units, ``min_langs`` against the languages, layers
+that exist) is checked by :mod:`precompute.validate` before any compute.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from precompute.inputs.langcodes import canonical_language
 
 
 class ConfigError(Exception):
     """A run config that cannot be used, with a one-line reason naming the file and key."""
 
 
+# --- declared settings: each field states what it may hold; one generic checker reads the declarations ---
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting may hold, declared next to it (``setting(...)``) and checked by :func:`check_settings`.
+
+    Bounds (``ge``/``gt``/``le``/``lt``) and ``choices`` apply to the value, or to each item of a list;
+    ``unique`` and ``min_items`` to a list; ``required`` asks for a non-empty string; ``normalize`` rewrites
+    the value (each item of a list) before it is checked, e.g. language codes to one spelling. ``None`` (an
+    optional setting left unset) always passes. ``hint`` says what a refused value should have been.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    unique: bool = False
+    min_items: int = 0
+    normalize: Callable[[Any], Any] | None = None
+    hint: str = ""
+
+    def normalized(self, value: Any) -> Any:
+        if self.normalize is None or value is None:
+            return value
+        if isinstance(value, list):
+            return [self.normalize(v) for v in value]
+        return self.normalize(value)
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is refused (the text after the key), or None."""
+        hint = f" ({self.hint})" if self.hint else ""
+        if value is None:
+            return None
+        if self.required and value in ("", []):
+            return f"is required{hint}"
+        if isinstance(value, list):
+            if len(value) < self.min_items:
+                return f"must list at least {self.min_items} value(s), got {len(value)}{hint}"
+            if self.unique:
+                seen: list[Any] = []
+                for item in value:
+                    if item in seen:
+                        return f"lists {item!r} more than once"
+                    seen.append(item)
+            return next((p for p in map(self._item_problem, value) if p), None)
+        return self._item_problem(value)
+
+    def _item_problem(self, value: Any) -> str | None:
+        hint = f" ({self.hint})" if self.hint else ""
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not self._in_range(value):
+            return f"must be {self._range_text()}, got {value!r}{hint}"
+        return None
+
+    def _in_range(self, x: float) -> bool:
+        return not (
+            (self.ge is not None and not x >= self.ge)
+            or (self.gt is not None and not x > self.gt)
+            or (self.le is not None and not x <= self.le)
+            or (self.lt is not None and not x < self.lt)
+        )
+
+    def _range_text(self) -> str:
+        low = f"[{self.ge}" if self.ge is not None else f"({self.gt}" if self.gt is not None else None
+        high = f"{self.le}]" if self.le is not None else f"{self.lt})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f">= {self.ge}" if self.ge is not None else f"> {self.gt}"
+        return f"<= {self.le}" if self.le is not None else f"< {self.lt}"
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
+    """A dataclass field with its :class:`Rule`: ``top_k: int = setting(100, ge=1)``."""
+    metadata = {"rule": Rule(**rule)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _label(path: tuple[str | int, ...]) -> str:
+    """('experts', 'top_k') -> '[experts] top_k'; ('checkpoints', 1, 'step') -> '[[checkpoints]] #2 step'."""
+    if not path:
+        return ""
+    head, rest = str(path[0]), list(path[1:])
+    section = f"[{head}]"
+    if rest and isinstance(rest[0], int):
+        section = f"[[{head}]] #{rest.pop(0) + 1}"
+    return " ".join([section, ".".join(map(str, rest))]) if rest else section
+
+
+def check_settings(
+    obj: Any, where: str, path: tuple[str | int, ...] = (), overridden: dict[str, str] | None = None
+) -> None:
+    """Normalise and check every declared setting of a (nested) settings dataclass, then its ``check``.
+
+    Raises :class:`ConfigError` with one line: ``WHERE: [section] key must be ..., got ...``. A key that a
+    command-line option set (``overridden``, dotted key -> the option as typed) is named by that option.
+    """
+    overridden = overridden or {}
+    for f in dataclasses.fields(obj):
+        here = (*path, f.name)
+        value = getattr(obj, f.name)
+        rule = f.metadata.get("rule")
+        if rule is not None:
+            value = rule.normalized(value)
+            setattr(obj, f.name, value)
+            problem = rule.problem(value)
+            if problem:
+                dotted = ".".join(map(str, here))
+                label = overridden.get(dotted)
+                raise ConfigError(f"{label}: {problem}" if label else f"{where}: {_label(here)} {problem}")
+        if dataclasses.is_dataclass(value):
+            check_settings(value, where, here, overridden)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    check_settings(item, where, (*here, i), overridden)
+    extra = getattr(obj, "check", None)
+    if extra is not None:
+        for message in extra(_label(path)):
+            raise ConfigError(f"{where}: {message}")
+
+
 @dataclass
 class ModelSpec:
     """Which model: a hub id or a local directory, with defaults for loading."""
 
-    id: str = ""
+    id: str = setting("", required=True, hint="a hub id or a local directory")
     revision: str | None = None
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = setting("auto", choices=("auto", "float32", "bfloat16", "float16"))
     card: str = ""
 
 
@@ -36,11 +169,15 @@ class ModelSpec:
 class CheckpointSpec:
     """One checkpoint: a local directory (``path``) or a hub revision of ``model.id``."""
 
-    name: str = ""
+    name: str = setting("", required=True, hint="every checkpoint needs a name")
     path: str | None = None
     revision: str | None = None
-    step: int | None = None
-    tokens_seen: int | None = None
+    step: int | None = setting(None, ge=0)
+    tokens_seen: int | None = setting(None, ge=0)
+
+    def check(self, label: str) -> Iterator[str]:
+        if self.path is None and self.revision is None:
+            yield f"{label}: checkpoint {self.name!r} needs a path or a revision"
 
 
 @dataclass
@@ -59,39 +196,59 @@ class CheckpointSetSpec:
     pattern: str = ""
     paths: list[str] = field(default_factory=list)
     local: str = ""
-    steps: list[int] = field(default_factory=list)
-    start: int | None = None
-    stop: int | None = None
-    every: int | None = None
-    tokens_per_step: int | None = None
+    steps: list[int] = setting(factory=list, ge=0)
+    start: int | None = setting(None, ge=0)
+    stop: int | None = setting(None, ge=0)
+    every: int | None = setting(None, ge=1)
+    tokens_per_step: int | None = setting(None, ge=1)
 
     def sources(self) -> list[str]:
         """The source keys that are set (valid configs set at most one)."""
         return [k for k in ("revisions", "template", "pattern", "paths", "local") if getattr(self, k)]
+
+    def check(self, label: str) -> Iterator[str]:
+        """How the keys combine: one source; start before stop; a template with its steps."""
+        sources = self.sources()
+        if len(sources) > 1:
+            yield f"{label} names several sources ({', '.join(sources)}); use one"
+        if self.start is not None and self.stop is not None and self.start > self.stop:
+            yield f"{label} start {self.start} is after stop {self.stop}"
+        if self.template:
+            if "{step" not in self.template:
+                yield f"{label} template {self.template!r} needs a {{step}} field, e.g. 'global_step{{step}}'"
+            if not self.steps and (self.stop is None or self.every is None):
+                yield f"{label} template needs steps = [...] or stop and every (start defaults to every)"
+        elif not sources and (self.steps or self.start is not None or self.stop is not None or self.every):
+            yield f"{label} steps/start/stop/every need a source (revisions, template, pattern, paths or local)"
 
 
 @dataclass
 class DataSpec:
     """The concept set and which part of it to use."""
 
-    concepts: str = "data/concepts.parquet"
-    languages: list[str] = field(default_factory=list)
-    concept_ids: list[str] = field(default_factory=list)
-    max_contexts: int = 0
+    concepts: str = setting("builtin", required=True, hint="'builtin' or a concept-set file")
+    languages: list[str] = setting(factory=list, unique=True, normalize=canonical_language)
+    concept_ids: list[str] = setting(factory=list, unique=True)
+    max_contexts: int = setting(0, ge=0, hint="0: all")
 
 
 @dataclass
 class ExtractSpec:
     """Forward passes and pooling."""
 
-    batch_tokens: int = 4096
-    max_length: int = 64
-    layers: list[int] = field(default_factory=list)
-    pooling: str = "span"
+    batch_tokens: int = setting(4096, ge=1)
+    max_length: int = setting(64, ge=2)
+    layers: list[int] = setting(factory=list, ge=0, unique=True, hint="MLP block indices; empty: all")
+    # A unit's response to a context: "max" over its real tokens (the paper's, apple/ml-selfcond pool_responses),
+    # "mean" over them or "span" (mean over the concept's tokens): crossling's choices. See precompute.extract.
+    pooling: str = setting("max", choices=("max", "mean", "span"))
+    # Contexts whose concept span max_length cuts off: "error" refuses the run naming them (crossling's choice),
+    # "drop" leaves them out of every analysis (they are counted and reported per concept and language).
+    on_truncated_span: str = setting("error", choices=("error", "drop"))
     # Operational (not part of the run's fingerprint): pooled activations larger than this many GB
     # (0: half of the RAM available when the run starts) are memory-mapped to files in spill_dir
     # (default: the system's temporary folder) instead of being held in RAM.
-    ram_budget_gb: float = 0.0
+    ram_budget_gb: float = setting(0.0, ge=0, hint="0: half the available RAM")
     spill_dir: str = ""
 
 
@@ -99,49 +256,62 @@ class ExtractSpec:
 class ProbeSpec:
     """Language-identification probes (logistic regression per layer)."""
 
-    representations: list[str] = field(default_factory=lambda: ["mean", "token"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    test_size: float = 0.25
-    C: float = 1.0
-    max_iter: int = 100
-    max_train: int = 4000
+    representations: list[str] = setting(factory=lambda: ["mean", "token"], choices=("mean", "token"), unique=True)
+    seeds: list[int] = setting(factory=lambda: [0, 1, 2], min_items=1, unique=True, ge=0, le=2**32 - 1)
+    test_size: float = setting(0.25, gt=0, lt=1)
+    C: float = setting(1.0, gt=0, hint="inverse regularisation strength")
+    max_iter: int = setting(100, ge=1)
+    max_train: int = setting(4000, ge=0, hint="0: no cap")
 
 
 @dataclass
 class ExpertSpec:
     """Expert units (Suau et al.): AP scoring and cross-lingual alignment."""
 
-    top_k: int = 100
-    min_langs: int = 3
-    chunk_neurons: int = 8192
+    top_k: int = setting(100, ge=1)
+    min_langs: int = setting(3, ge=2)
+    chunk_neurons: int = setting(8192, ge=1)
 
 
 @dataclass
 class AnalysisSpec:
     """Compression and language-specific neurons (issue: the rest of the paper)."""
 
-    lape_quantile: float = 0.01
-    lape_min_prob: float = 0.05
-    # If set, language-specific = normalised LAPE (LAPE / log L) <= this, instead of the lowest
-    # lape_quantile of all neurons (Tang et al.), so the count itself can change over training.
-    lape_max: float | None = None
+    # Language-specific neurons (precompute.analysis.lape). "tang": Tang et al.'s identify.py (the paper's):
+    # keep units with some p > the lape_filter_rate quantile of all probabilities, take the lape_quantile
+    # (their top_rate) share of all units with the lowest entropy, assign each to every language whose p
+    # exceeds the lape_bar_ratio quantile. "threshold": crossling's earlier rule (absolute lape_min_prob,
+    # one language per unit; lape_max for a cut on LAPE / log L).
+    lape_selection: str = setting("tang", choices=("tang", "threshold"))
+    lape_quantile: float = setting(0.01, gt=0, le=1)
+    lape_filter_rate: float = setting(0.95, ge=0, le=1)
+    lape_bar_ratio: float = setting(0.95, ge=0, le=1)
+    lape_min_prob: float = setting(0.05, ge=0, le=1)
+    # "threshold" only: if set, language-specific = normalised LAPE (LAPE / log L) <= this, instead of the
+    # lowest lape_quantile of all neurons, so the count itself can change over training.
+    lape_max: float | None = setting(None, ge=0, le=1)
 
 
 @dataclass
 class SteeringSpec:
-    """Steering by concept neurons (Suau et al.'s self-conditioning)."""
+    """Steering by concept neurons (Suau et al.'s self-conditioning); see ``precompute.steering.stage``.
 
-    concepts: list[str] = field(default_factory=list)
-    source_langs: list[str] = field(default_factory=list)
-    n_neurons: list[int] = field(default_factory=lambda: [0, 50])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    prompts: list[str] = field(default_factory=lambda: [""])
-    max_new_tokens: int = 24
-    value_mode: str = "median"
+    ``precompute run`` steers each checkpoint when ``enabled``; ``precompute steer STORE`` reads this section
+    back from the store (``runs.config_json``) and lets its options override only what they name.
+    """
+
+    enabled: bool = setting(False)
+    concepts: list[str] = setting(factory=list, unique=True)
+    source_langs: list[str] = setting(factory=list, unique=True, normalize=canonical_language)
+    n_neurons: list[int] = setting(factory=lambda: [0, 50], ge=0, min_items=1, unique=True)
+    seeds: list[int] = setting(factory=lambda: [0, 1, 2], min_items=1, unique=True, ge=0, le=2**32 - 1)
+    prompts: list[str] = setting(factory=lambda: [""], min_items=1)
+    max_new_tokens: int = setting(24, ge=1)
+    value_mode: str = setting("median", choices=("median", "zero"))
     # Sampling, as Suau et al.'s generate_seq: nucleus 0.9, no top-k cut, temperature 0.8.
-    top_k: int = 0
-    top_p: float = 0.9
-    temperature: float = 0.8
+    top_k: int = setting(0, ge=0, hint="0: no top-k cut")
+    top_p: float = setting(0.9, gt=0, le=1)
+    temperature: float = setting(0.8, gt=0)
 
 
 @dataclass
@@ -157,106 +327,46 @@ class RunConfig:
     experts: ExpertSpec = field(default_factory=ExpertSpec)
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
     steering: SteeringSpec = field(default_factory=SteeringSpec)
-    base_dir: str = "."
+    # Not settings (never read from TOML, never stored): where the config came from, for messages.
+    base_dir: str = "."  # the config file's folder: relative paths are resolved against it
+    where: str = "config"  # the config file, as every message names it
+    overridden: dict[str, str] = field(default_factory=dict)  # dotted key -> the command-line option that set it
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for provenance), without the base_dir used to resolve paths."""
+        """Plain dict (for provenance), without base_dir, where and overridden (they say where, not what)."""
         data = dataclasses.asdict(self)
-        data.pop("base_dir")
+        for name in _NOT_SETTINGS:
+            data.pop(name)
         return data
 
     def fingerprint(self) -> str:
-        """What makes two runs the same analysis: every setting but the checkpoint list and device."""
-        data = self.to_dict()
-        data.pop("checkpoints")
-        data.pop("checkpoint_set", None)
-        data["model"].pop("device")
-        for operational in ("ram_budget_gb", "spill_dir"):
-            data["extract"].pop(operational, None)
-        data["data"]["concepts"] = Path(data["data"]["concepts"]).name
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        """What makes two runs the same analysis: every setting but the checkpoint list and device.
+
+        The rule (which keys count) is the store's, shared with the writer and the merge.
+        """
+        from precompute.inputs.concepts import concept_set_path
+        from precompute.store.identity import config_fingerprint
+
+        # the file name only (where it lies is not the analysis); 'builtin' counts as the built-in file's name
+        return config_fingerprint(self.to_dict(), concepts_name=lambda name: concept_set_path(name).name)
 
     def resolve(self, path: str) -> Path:
         """A path from the config, relative to the config file's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
-    def validate(self, where: str = "config") -> None:
-        """Semantic checks that types alone do not catch."""
-        if not self.model.id:
-            raise ConfigError(f"{where}: [model] id is required (a hub id or a local directory)")
-        if self.extract.pooling not in ("span", "mean"):
-            raise ConfigError(f"{where}: [extract] pooling must be 'span' or 'mean', got {self.extract.pooling!r}")
-        for rep in self.probes.representations:
-            if rep not in ("mean", "token"):
-                raise ConfigError(f"{where}: [probes] representations: unknown {rep!r} (use 'mean', 'token')")
-        if not 0 < self.probes.test_size < 1:
-            raise ConfigError(f"{where}: [probes] test_size must be in (0, 1), got {self.probes.test_size}")
-        if self.experts.top_k < 1:
-            raise ConfigError(f"{where}: [experts] top_k must be >= 1, got {self.experts.top_k}")
-        if self.experts.min_langs < 2:
-            raise ConfigError(f"{where}: [experts] min_langs must be >= 2, got {self.experts.min_langs}")
-        if self.extract.batch_tokens < 1 or self.extract.max_length < 2:
-            raise ConfigError(f"{where}: [extract] batch_tokens and max_length must be positive")
-        if self.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(f"{where}: [model] dtype must be auto, float32, bfloat16 or float16")
-        if not 0 < self.analysis.lape_quantile <= 1:
-            raise ConfigError(f"{where}: [analysis] lape_quantile must be in (0, 1], got {self.analysis.lape_quantile}")
-        if self.analysis.lape_max is not None and not 0 <= self.analysis.lape_max <= 1:
-            raise ConfigError(f"{where}: [analysis] lape_max must be in [0, 1], got {self.analysis.lape_max}")
-        if self.steering.value_mode not in ("median", "zero"):
-            raise ConfigError(f"{where}: [steering] value_mode must be 'median' or 'zero', got {self.steering.value_mode!r}")
-        if not 0 < self.steering.top_p <= 1 or self.steering.temperature <= 0 or self.steering.top_k < 0:
-            raise ConfigError(f"{where}: [steering] needs 0 < top_p <= 1, temperature > 0 and top_k >= 0")
-        for key, values in (("languages", self.data.languages), ("concept_ids", self.data.concept_ids)):
-            seen: set[str] = set()
-            repeated = sorted({v for v in values if v in seen or seen.add(v)})
-            if repeated:
-                raise ConfigError(f"{where}: [data] {key} lists {repeated[0]!r} more than once")
+    def validate(self, where: str | None = None) -> None:
+        """Normalise and check every declared setting (after a command-line option changed one, too)."""
+        check_settings(self, where or self.where, overridden=self.overridden)
+
+    def check(self, label: str) -> Iterator[str]:
+        """What no single setting can say: checkpoint names are unique."""
         names = [c.name for c in self.checkpoints]
         if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ConfigError(f"{where}: [[checkpoints]] duplicate names {dup}")
-        for c in self.checkpoints:
-            if not c.name:
-                raise ConfigError(f"{where}: [[checkpoints]] every checkpoint needs a name")
-            if c.path is None and c.revision is None:
-                raise ConfigError(f"{where}: checkpoint {c.name!r} needs a path or a revision")
-        self._validate_checkpoint_set(where)
+            yield f"[[checkpoints]] duplicate names {sorted({n for n in names if names.count(n) > 1})}"
 
-    def _validate_checkpoint_set(self, where: str) -> None:
-        s = self.checkpoint_set
-        sources = s.sources()
-        if len(sources) > 1:
-            raise ConfigError(
-                f"{where}: [checkpoint_set] names several sources ({', '.join(sources)}); use one"
-            )
-        if s.every is not None and s.every < 1:
-            raise ConfigError(f"{where}: [checkpoint_set] every must be >= 1, got {s.every}")
-        if s.start is not None and s.stop is not None and s.start > s.stop:
-            raise ConfigError(f"{where}: [checkpoint_set] start {s.start} is after stop {s.stop}")
-        if any(step < 0 for step in s.steps) or (s.start is not None and s.start < 0):
-            raise ConfigError(f"{where}: [checkpoint_set] steps must be >= 0")
-        if s.tokens_per_step is not None and s.tokens_per_step < 1:
-            raise ConfigError(f"{where}: [checkpoint_set] tokens_per_step must be >= 1")
-        if s.template:
-            if "{step" not in s.template:
-                raise ConfigError(
-                    f"{where}: [checkpoint_set] template {s.template!r} needs a {{step}} field, "
-                    "e.g. 'global_step{step}'"
-                )
-            if not s.steps and (s.stop is None or s.every is None):
-                raise ConfigError(
-                    f"{where}: [checkpoint_set] template needs steps = [...] or stop and every "
-                    "(start defaults to every)"
-                )
-        elif not sources and (s.steps or s.start is not None or s.stop is not None or s.every):
-            raise ConfigError(
-                f"{where}: [checkpoint_set] steps/start/stop/every need a source "
-                "(revisions, template, pattern, paths or local)"
-            )
-        if self.extract.ram_budget_gb < 0:
-            raise ConfigError(f"{where}: [extract] ram_budget_gb must be >= 0 (0: half the available RAM)")
+
+_NOT_SETTINGS = ("base_dir", "where", "overridden")
 
 
 def _type_name(tp: Any) -> str:
@@ -292,7 +402,7 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str, where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    known = {f.name for f in dataclasses.fields(cls) if f.name not in _NOT_SETTINGS}
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
@@ -308,7 +418,8 @@ def config_from_dict(data: dict[str, Any], *, base_dir: str | Path = ".", where:
     """Build and validate a RunConfig from a plain dict (as parsed from TOML)."""
     cfg = _from_dict(RunConfig, data, "", where)
     cfg.base_dir = str(base_dir)
-    cfg.validate(where)
+    cfg.where = where
+    cfg.validate()
     return cfg
 
 
@@ -317,10 +428,14 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file (give the run's .toml file)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or type(exc).__name__})") from None
     return config_from_dict(data, base_dir=path.parent.resolve(), where=str(path))

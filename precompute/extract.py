@@ -1,11 +1,23 @@
 """Batched forward passes that keep only pooled activations.
 
-For every context of the concept set, and every MLP neuron of every layer (the input of the MLP's
-down projection, see ``precompute.model.load``), we keep: the mean over the context's tokens, the mean
-over the tokens of the concept's span, and the fraction of tokens on which the neuron is > 0 (for
-LAPE). For the residual stream (``hidden_states``: embeddings + each block's output) we keep the
-mean over tokens and one sampled token per context (token-level language probes). No full token
-tensors survive a batch.
+For every context of the concept set, and every MLP unit of every layer (the input of the MLP's down
+projection, see ``precompute.model.sites``), we keep the unit's **response** to the context under each
+requested pooling (``POOLINGS``):
+
+- ``max``: the maximum over the context's tokens (Suau et al.'s reference code, apple/ml-selfcond
+  ``pool_responses(pooling_type="max")``, and the paper: the paper's setting);
+- ``mean``: the mean over the context's tokens (crossling's choice);
+- ``span``: the mean over the tokens that overlap the concept's character span (crossling's choice);
+
+plus the fraction of tokens on which the unit is active (for LAPE): the down projection's input > 0, or, in
+gated MLPs, act(gate) > 0 (Tang et al.'s activation event). For the residual stream (``hidden_states``:
+embeddings + each block's output) we keep the mean over tokens and, for every token-probe seed, the hidden
+state at one token position drawn with that seed. No full token tensors survive a batch.
+
+"The context's tokens" are its **real** tokens: padding and the special tokens the tokenizer adds itself (a
+start token such as XGLM's ``</s>`` or Llama's ``<s>``; an end token where a tokenizer appends one) are fed to
+the model, so it sees the input it was trained on, but never pooled, counted or sampled (crossling's choice:
+they carry no text of the context).
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,56 +35,120 @@ import torch
 from precompute.faults import maybe_fail
 from precompute.model import LoadedModel, MLPSite, find_mlp_sites
 
+#: Unit responses ``extract`` can pool; ``[extract] pooling`` picks the one the analyses use.
+POOLINGS = ("max", "mean", "span")
+
 
 @dataclass
 class TokenizedContexts:
-    """Token ids of every context with its span mask (True on tokens overlapping the concept span)."""
+    """Token ids of every context with its masks.
+
+    span_masks: True on tokens overlapping the concept span; real_masks: True on the context's real tokens
+    (not padding, not tokenizer-added specials; all True when not given); span_cut: (n,) True where the
+    concept's span was given but lies (partly) beyond ``max_length``, i.e. the truncation cut it off.
+    """
 
     input_ids: list[list[int]]
     span_masks: list[np.ndarray]
+    real_masks: list[np.ndarray] | None = None
+    span_cut: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.real_masks is None:
+            self.real_masks = [np.ones(len(ids), dtype=bool) for ids in self.input_ids]
+        if self.span_cut is None:
+            self.span_cut = np.zeros(len(self.input_ids), dtype=bool)
 
     @property
     def lengths(self) -> np.ndarray:
+        """(n,) tokens fed to the model per context (real tokens plus tokenizer-added specials)."""
         return np.array([len(ids) for ids in self.input_ids])
+
+    @property
+    def real_lengths(self) -> np.ndarray:
+        """(n,) real tokens per context: what pooling, LAPE's token weights and token probes count."""
+        return np.array([int(m.sum()) for m in self.real_masks])
+
+    def subset(self, keep: np.ndarray) -> TokenizedContexts:
+        """The contexts at the (sorted) indices ``keep``."""
+        keep = np.asarray(keep, dtype=np.int64)
+        return TokenizedContexts(
+            input_ids=[self.input_ids[i] for i in keep],
+            span_masks=[self.span_masks[i] for i in keep],
+            real_masks=[self.real_masks[i] for i in keep],
+            span_cut=self.span_cut[keep],
+        )
 
 
 @dataclass
 class Pooled:
     """Pooled activations of one checkpoint over n contexts (CPU tensors)."""
 
-    mlp_mean: torch.Tensor  # (n, N) all layers' neurons concatenated
-    mlp_span: torch.Tensor  # (n, N)
-    mlp_active: torch.Tensor  # (n, N) fraction of tokens with activation > 0
-    resid_mean: torch.Tensor  # (L + 1, n, d)
-    resid_token: torch.Tensor  # (L + 1, n, d)
+    mlp: dict[str, torch.Tensor]  # pooling -> (n, N) responses, all layers' units concatenated
+    mlp_active: torch.Tensor  # (n, N) fraction of real tokens with an activation event (> 0; gated: act(gate) > 0)
+    resid_mean: torch.Tensor  # (L + 1, n, d) mean over real tokens
+    resid_token: torch.Tensor  # (S, L + 1, n, d) one real token per context, drawn with token_seeds[s]
     layer_offsets: list[int]  # column ranges of each layer in the neuron axis (length n_layers + 1)
     layer_ids: list[int]  # the model's block index of each hooked layer (all layers unless restricted)
-    token_counts: np.ndarray  # (n,) tokens per context
-    n_tokens: int
+    token_counts: np.ndarray  # (n,) real tokens per context
+    n_tokens: int  # tokens fed to the model (padding excluded, tokenizer-added specials included)
     seconds: float
+    token_seeds: list[int] = field(default_factory=lambda: [0])
+
+    def responses(self, pooling: str) -> torch.Tensor:
+        """(n, N) unit responses under ``pooling`` (one of ``POOLINGS`` that `extract` was asked for)."""
+        if pooling not in self.mlp:
+            raise ValueError(f"pooling {pooling!r} was not extracted (have: {', '.join(self.mlp) or 'none'})")
+        return self.mlp[pooling]
+
+    @property
+    def mlp_max(self) -> torch.Tensor:
+        return self.responses("max")
+
+    @property
+    def mlp_mean(self) -> torch.Tensor:
+        return self.responses("mean")
+
+    @property
+    def mlp_span(self) -> torch.Tensor:
+        return self.responses("span")
 
 
 def tokenize_contexts(
     tokenizer, texts: Sequence[str], spans: Sequence[tuple[int | None, int | None]], max_length: int
 ) -> TokenizedContexts:
-    """Tokenize once with offsets; mark the tokens that overlap each context's character span."""
+    """Tokenize once with offsets; mark each context's span tokens, real tokens and whether truncation cut its span.
+
+    Truncation keeps the first ``max_length`` tokens (specials included, as the tokenizer does it). A span is
+    cut off when the encoding was truncated to ``max_length`` and the span ends after the last real token kept.
+    """
     enc = tokenizer(
-        list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
     )
-    masks = []
-    for offsets, (start, end) in zip(enc["offset_mapping"], spans):
+    masks, reals, cut = [], [], np.zeros(len(texts), dtype=bool)
+    for i, (offsets, special, (start, end)) in enumerate(
+        zip(enc["offset_mapping"], enc["special_tokens_mask"], spans)
+    ):
         offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        real = ~np.asarray(special, dtype=bool).reshape(-1)
         if start is None or end is None:
             mask = np.zeros(len(offs), dtype=bool)
         else:
             # Special tokens carry (0, 0) offsets and never overlap a non-empty span.
-            mask = (offs[:, 0] < end) & (offs[:, 1] > start) & (offs[:, 1] > offs[:, 0])
+            mask = (offs[:, 0] < end) & (offs[:, 1] > start) & (offs[:, 1] > offs[:, 0]) & real
+            last_end = int(offs[real, 1].max()) if real.any() else 0
+            cut[i] = len(offs) >= max_length and end > last_end
         masks.append(mask)
+        reals.append(real)
     ids = [list(x) for x in enc["input_ids"]]
-    empty = [i for i, x in enumerate(ids) if not x]
+    empty = [i for i, r in enumerate(reals) if not r.any()]
     if empty:
-        raise ValueError(f"context {empty[0]} tokenizes to no tokens: {texts[empty[0]]!r}")
-    return TokenizedContexts(input_ids=ids, span_masks=masks)
+        raise ValueError(f"context {empty[0]} tokenizes to no tokens of its text: {texts[empty[0]]!r}")
+    return TokenizedContexts(input_ids=ids, span_masks=masks, real_masks=reals, span_cut=cut)
 
 
 def max_positions(model, requested: int) -> int:
@@ -112,22 +188,38 @@ def token_budget_batches(
     return batches
 
 
-def sample_token_positions(lengths: np.ndarray, seed: int) -> np.ndarray:
-    """One token position per context, uniformly at random (deterministic in ``seed``)."""
+def sample_token_positions(real_masks: Sequence[np.ndarray], seed: int) -> np.ndarray:
+    """One real token position per context, uniformly among its real tokens (deterministic in ``seed``).
+
+    real_masks: per context, (T_i,) bool, True on real tokens (padding and tokenizer-added specials excluded).
+    Returns (n,) int64 positions into each context's token ids. Each seed draws its own positions, so token
+    probes over several seeds see different tokens, not only different splits.
+    """
     rng = np.random.default_rng(seed)
-    return np.floor(rng.random(len(lengths)) * lengths).astype(np.int64)
+    u = rng.random(len(real_masks))
+    positions = np.empty(len(real_masks), dtype=np.int64)
+    for i, mask in enumerate(real_masks):  # one per context; contexts are short
+        real = np.flatnonzero(mask)
+        positions[i] = real[min(int(u[i] * len(real)), len(real) - 1)]
+    return positions
 
 
 def pooled_nbytes(
-    loaded: LoadedModel, n_contexts: int, layers: Sequence[int] = (), storage_dtype: torch.dtype = torch.float32
+    loaded: LoadedModel,
+    n_contexts: int,
+    layers: Sequence[int] = (),
+    storage_dtype: torch.dtype = torch.float32,
+    poolings: Sequence[str] = POOLINGS,
+    n_token_seeds: int = 1,
 ) -> int:
-    """Host memory `extract` needs for its pooled arrays: 3 x contexts x neurons (``storage_dtype``) plus
-    2 x (layers + 1) x contexts x hidden (float32). A 7B model (30 layers x 16,384 neurons, d = 4,096) over
-    12,960 contexts in float16: 38 GB + 13 GB."""
+    """Host memory `extract` needs for its pooled arrays: (poolings + 1) x contexts x neurons (``storage_dtype``)
+    plus (1 + token seeds) x (layers + 1) x contexts x hidden (float32). A 7B model (30 layers x 16,384 neurons,
+    d = 4,096) over 12,960 contexts in float16 with one pooling and 3 token seeds: 25 GB + 26 GB."""
     sites = [s for s in find_mlp_sites(loaded.model) if not layers or s.layer in set(layers)]
     n_neurons = sum(s.n_neurons for s in sites)
     item = torch.empty((), dtype=storage_dtype).element_size()
-    return 3 * n_contexts * n_neurons * item + 2 * (loaded.n_layers + 1) * n_contexts * loaded.hidden_size * 4
+    resid = (1 + n_token_seeds) * (loaded.n_layers + 1) * n_contexts * loaded.hidden_size * 4
+    return (len(poolings) + 1) * n_contexts * n_neurons * item + resid
 
 
 def available_ram_bytes() -> int:
@@ -168,7 +260,8 @@ def extract(
     *,
     batch_tokens: int,
     layers: Sequence[int] = (),
-    seed: int = 0,
+    poolings: Sequence[str] = POOLINGS,
+    token_seeds: Sequence[int] = (0,),
     storage_dtype: torch.dtype = torch.float32,
     progress: Callable[[int], None] | None = None,
     spill_dir: str | Path | None = None,
@@ -176,9 +269,17 @@ def extract(
     """Run every context through the model in token-budget batches and pool as described above.
 
     ``layers`` restricts the MLP layers hooked (default: all); the residual stream keeps every layer.
+    ``poolings``: which unit responses to keep (a run keeps only the one it analyses: each costs contexts x
+    neurons of host memory). ``token_seeds``: one sampled token per context and seed for token-level probes.
+    A ``span`` response of a context without span tokens is its ``mean`` (a concept set without spans);
+    ``precompute.pipeline`` refuses or drops contexts whose span was cut off before they get here.
     ``progress`` is called with the number of contexts finished after each batch.
     ``spill_dir``: hold the pooled arrays in memory-mapped files there instead of RAM (see `pooled_nbytes`).
     """
+    unknown_pooling = [p for p in poolings if p not in POOLINGS]
+    if unknown_pooling or not poolings:
+        raise ValueError(f"poolings must be some of {', '.join(POOLINGS)}, got {list(poolings)}")
+    poolings = list(dict.fromkeys(poolings))
     model, device = loaded.model, loaded.device
     sites = find_mlp_sites(model)
     if layers:
@@ -189,39 +290,76 @@ def extract(
     offsets = np.concatenate([[0], np.cumsum([s.n_neurons for s in sites])]).tolist()
     n, n_neurons = len(contexts.input_ids), offsets[-1]
     n_resid, hidden = loaded.n_layers + 1, loaded.hidden_size
+    seeds = [int(x) for x in token_seeds]
+    real_lengths = contexts.real_lengths
     out = Pooled(
-        mlp_mean=_allocate((n, n_neurons), storage_dtype, spill_dir),
-        mlp_span=_allocate((n, n_neurons), storage_dtype, spill_dir),
+        mlp={p: _allocate((n, n_neurons), storage_dtype, spill_dir) for p in poolings},
         mlp_active=_allocate((n, n_neurons), storage_dtype, spill_dir),
         resid_mean=_allocate((n_resid, n, hidden), torch.float32, spill_dir),
-        resid_token=_allocate((n_resid, n, hidden), torch.float32, spill_dir),
+        resid_token=_allocate((len(seeds), n_resid, n, hidden), torch.float32, spill_dir),
         layer_offsets=offsets,
         layer_ids=[s.layer for s in sites],
-        token_counts=contexts.lengths,
+        token_counts=real_lengths,
         n_tokens=int(contexts.lengths.sum()),
         seconds=0.0,
+        token_seeds=seeds,
     )
-    token_pos = sample_token_positions(contexts.lengths, seed)
+    token_pos = np.stack([sample_token_positions(contexts.real_masks, s) for s in seeds] or [np.zeros((0, n))])
+    token_pos = token_pos.reshape(len(seeds), n).astype(np.int64)  # (S, n)
     pad_id = loaded.tokenizer.pad_token_id or 0
     state: dict[str, torch.Tensor] = {}
+    # Buffer slots per batch: one per pooling, then the activation fraction.
+    slot = {p: i for i, p in enumerate(poolings)}
+    active_slot = len(poolings)
+    means = [p for p in poolings if p in ("mean", "span")]
+    mean_rows = [0 if p == "mean" else 1 for p in means]  # rows of `weights`: 0 real tokens, 1 span tokens
+
+    def store_active(site: MLPSite, col: int, acts: torch.Tensor) -> None:
+        """Fraction of each context's real tokens with acts > 0: (B, 1, T) x (B, T, n) -> (B, 1, n)."""
+        weights, divisors = state["weights"], state["divisors"]
+        active = torch.bmm(weights[:, :1], (acts > 0).to(torch.float32)) / divisors[:, :1]
+        state["buffer"][:, active_slot, col : col + site.n_neurons] = active[:, 0].to(storage_dtype)
 
     def make_hook(site: MLPSite, col: int):
         def hook(_module, args):
-            # Sums over tokens as one batched matmul each: (B, 2, T) 0/1 weights (all tokens, span tokens)
-            # x (B, T, n_neurons), then divided by the counts; results stay on the device until the batch ends.
+            # Means over tokens as one batched matmul: (B, 2, T) 0/1 weights (real tokens, span tokens)
+            # x (B, T, n_neurons), divided by the counts; the max over real tokens with padding and specials
+            # set to -inf. Results stay on the device until the batch ends.
             acts = args[0].float()  # (B, T, n_neurons)
             weights, divisors, buffer = state["weights"], state["divisors"], state["buffer"]
             cols = slice(col, col + site.n_neurons)
-            sums = torch.bmm(weights, acts) / divisors  # (B, 2, n): mean, span mean
-            active = torch.bmm(weights[:, :1], (acts > 0).to(acts.dtype)) / divisors[:, :1]
-            buffer[:, :2, cols] = sums.to(storage_dtype)
-            buffer[:, 2:, cols] = active.to(storage_dtype)
+            if means:
+                sums = torch.bmm(weights[:, mean_rows], acts) / divisors[:, mean_rows]  # (B, len(means), n)
+                for j, p in enumerate(means):
+                    buffer[:, slot[p], cols] = sums[:, j].to(storage_dtype)
+            if "max" in slot:
+                masked = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
+                buffer[:, slot["max"], cols] = masked.amax(dim=1).to(storage_dtype)
+            if site.gate is None:
+                store_active(site, col, acts)
+
+        return hook
+
+    def make_gate_hook(site: MLPSite, col: int):
+        def hook(_module, _args, output):
+            # The gate's activation, act(gate(x)) (or its pre-activation): (B, T, n_neurons).
+            acts = output.float()
+            if acts.dim() == 2:  # a block that flattens tokens
+                acts = acts.view(state["real"].shape[0], -1, acts.shape[-1])
+            if acts.shape[-1] != site.n_neurons:
+                raise RuntimeError(f"{site.gate_path}: output width {acts.shape[-1]}, expected {site.n_neurons}")
+            store_active(site, col, acts)
 
         return hook
 
     handles = [
         site.module.register_forward_pre_hook(make_hook(site, offsets[i]))
         for i, site in enumerate(sites)
+    ]
+    handles += [
+        site.gate.register_forward_hook(make_gate_hook(site, offsets[i]))
+        for i, site in enumerate(sites)
+        if site.gate is not None
     ]
     base = model.base_model
     start = time.perf_counter()
@@ -230,24 +368,27 @@ def extract(
             for batch in token_budget_batches(contexts.lengths, batch_tokens):
                 width = int(contexts.lengths[batch].max())
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.float32)
+                mask = torch.zeros((len(batch), width), dtype=torch.float32)  # attention: every fed token
+                real = torch.zeros((len(batch), width), dtype=torch.float32)  # pooled: the text's tokens
                 span = torch.zeros((len(batch), width), dtype=torch.float32)
                 for row, idx in enumerate(batch):
                     length = len(contexts.input_ids[idx])
                     ids[row, :length] = torch.tensor(contexts.input_ids[idx])
                     mask[row, :length] = 1.0
+                    real[row, :length] = torch.from_numpy(contexts.real_masks[idx].astype(np.float32))
                     span[row, :length] = torch.from_numpy(contexts.span_masks[idx].astype(np.float32))
                 rows = torch.from_numpy(batch)
-                weights = torch.stack([mask, span], dim=1).to(device)  # (B, 2, T)
+                weights = torch.stack([real, span], dim=1).to(device)  # (B, 2, T)
                 count = weights[:, :1].sum(2, keepdim=True).clamp(min=1)
                 span_count = weights[:, 1:].sum(2, keepdim=True)
-                # A context without span tokens gets its mean as span mean: weights of all tokens instead.
+                # A context without span tokens gets its mean as span mean: weights of all real tokens instead.
                 no_span = span_count == 0
                 weights[:, 1:] = torch.where(no_span, weights[:, :1], weights[:, 1:])
                 state.update(
                     weights=weights,
+                    real=weights[:, 0] > 0,  # (B, T) bool
                     divisors=torch.cat([count, torch.where(no_span, count, span_count)], dim=1),
-                    buffer=torch.empty((len(batch), 3, n_neurons), dtype=storage_dtype, device=device),
+                    buffer=torch.empty((len(batch), active_slot + 1, n_neurons), dtype=storage_dtype, device=device),
                 )
                 result = base(
                     input_ids=ids.to(device),
@@ -255,22 +396,27 @@ def extract(
                     output_hidden_states=True,
                     use_cache=False,
                 )
-                # Residual stream, layer by layer (no (L+1, B, T, d) float32 copy): mean over tokens and
-                # the sampled token of each context.
-                pos = torch.from_numpy(token_pos[batch]).to(device)
+                # Residual stream, layer by layer (no (L+1, B, T, d) float32 copy): mean over real tokens and
+                # the sampled token of each context for every seed.
+                pos = torch.from_numpy(token_pos[:, batch]).to(device)  # (S, B)
                 batch_idx = torch.arange(len(batch), device=device)
                 resid = torch.stack(
                     [
-                        torch.cat([torch.bmm(weights[:, :1], h.float()) / count, h[batch_idx, pos].float()[:, None]], 1)
+                        torch.cat(
+                            [torch.bmm(weights[:, :1], h.float()) / count]
+                            + [h[batch_idx, pos[s]].float()[:, None] for s in range(len(seeds))],
+                            1,
+                        )
                         for h in result.hidden_states
                     ]
-                ).cpu()  # (L+1, B, 2, d)
+                ).cpu()  # (L+1, B, 1 + S, d)
                 host = state["buffer"].cpu()  # one device -> host copy of the batch's pooled neurons
-                out.mlp_mean[rows] = host[:, 0]
-                out.mlp_span[rows] = host[:, 1]
-                out.mlp_active[rows] = host[:, 2]
+                for p in poolings:
+                    out.mlp[p][rows] = host[:, slot[p]]
+                out.mlp_active[rows] = host[:, active_slot]
                 out.resid_mean[:, rows] = resid[:, :, 0]
-                out.resid_token[:, rows] = resid[:, :, 1]
+                for s in range(len(seeds)):
+                    out.resid_token[s][:, rows] = resid[:, :, 1 + s]
                 del result, resid, host
                 if progress is not None:
                     progress(len(batch))

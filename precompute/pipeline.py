@@ -35,9 +35,11 @@ from precompute.analysis.experts import neuron_summary, score_experts
 from precompute.analysis.lape import language_neuron_tables
 from precompute.analysis.probes import probe_tables
 from precompute.analysis.similarity import convergence_tables
-from precompute.config import CheckpointSpec, RunConfig
+from precompute.checkpoints.fingerprint import changed_error, fingerprints_differ, source_fingerprint
+from precompute.config import CheckpointSpec, ConfigError, RunConfig
 from precompute.extract import (
     Pooled,
+    TokenizedContexts,
     available_ram_bytes,
     extract,
     max_positions,
@@ -45,8 +47,10 @@ from precompute.extract import (
     tokenize_contexts,
 )
 from precompute.faults import with_fault_point
-from precompute.inputs.concepts import ConceptSet, load_concept_set
+from precompute.inputs.concepts import ConceptSet, concept_set_path, load_concept_set
 from precompute.model import LoadedModel, find_mlp_sites, load_checkpoint
+from precompute.provenance import portable_config, portable_path, recorded_source
+from precompute.steering.stage import SteeringPlan, plan_for_run, steer_checkpoint
 from precompute.store import (
     MLP_LAYER_TABLES,
     CheckpointRows,
@@ -54,6 +58,7 @@ from precompute.store import (
     json_dumps,
     utc_now,
 )
+from precompute.validate import check_finite, shape_from_config, shape_of, validate_run
 
 PROVENANCE_PACKAGES = [
     "torch", "transformers", "tokenizers", "duckdb", "polars", "scikit-learn", "numpy", "babel",
@@ -184,15 +189,89 @@ def spill_directory(cfg: RunConfig, nbytes: int, progress: Progress | None = Non
     return where
 
 
+@dataclass
+class PreparedContexts:
+    """The concept set's contexts tokenized for one checkpoint, and which of them the analyses use.
+
+    keep: (n_kept,) indices into ``concept_set.sentences``; truncated: per (concept_id, lang), how many
+    contexts have their concept span cut off by ``max_length`` (``n_truncated``) of how many (``n_contexts``);
+    empty when none is.
+    """
+
+    contexts: TokenizedContexts
+    keep: np.ndarray
+    truncated: pl.DataFrame
+
+
+def prepare_contexts(
+    cfg: RunConfig, loaded: LoadedModel, concept_set: ConceptSet, console: Console | None = None
+) -> PreparedContexts:
+    """Tokenize every context and apply ``[extract] on_truncated_span`` (issue 12.3: never pool silently otherwise).
+
+    A context whose concept span ``max_length`` cuts off (wholly or partly) would be pooled over other tokens
+    than its concept's: by default (``"error"``) the run refuses in one line naming the affected (concept,
+    language) pairs; with ``"drop"`` they are left out of every analysis and reported on ``console``. Span
+    pooling also refuses contexts that have no span at all (it would fall back to their mean). Cheap (one
+    fast-tokenizer pass), so `run` calls it before writing anything for a checkpoint.
+    """
+    sentences = concept_set.sentences
+    spans = list(zip(sentences["span_start"].to_list(), sentences["span_end"].to_list()))
+    max_length = max_positions(loaded.model, cfg.extract.max_length)
+    contexts = tokenize_contexts(loaded.tokenizer, sentences["text"].to_list(), spans, max_length)
+    if cfg.extract.pooling == "span":
+        no_span = sentences["span_start"].is_null() | sentences["span_end"].is_null()
+        if no_span.any():
+            first = sentences.filter(no_span).row(0, named=True)
+            raise ConfigError(
+                f"[extract] pooling = \"span\" needs the concept's span in every context; {int(no_span.sum())} "
+                f"have none (first: {first['concept_id']}/{first['lang']}); use pooling = \"max\" or add "
+                "span_start/span_end to the concept set"
+            )
+    cut = np.asarray(contexts.span_cut, dtype=bool)
+    frame = sentences.select("concept_id", "lang").with_columns(pl.Series("cut", cut))
+    truncated = (
+        frame.group_by("concept_id", "lang")
+        .agg(pl.col("cut").sum().cast(pl.Int64).alias("n_truncated"), pl.len().cast(pl.Int64).alias("n_contexts"))
+        .filter(pl.col("n_truncated") > 0)
+        .sort("concept_id", "lang")
+    )
+    if truncated.height:
+        pairs = [f"{c}/{lang} {k} of {m}" for c, lang, k, m in truncated.iter_rows()]
+        named = ", ".join(pairs[:8]) + (f" and {len(pairs) - 8} more pairs" if len(pairs) > 8 else "")
+        what = (
+            f"[extract] max_length = {max_length} tokens cuts off the concept span of {int(cut.sum())} "
+            f"context(s) ({named})"
+        )
+        if cfg.extract.on_truncated_span == "error":
+            raise ConfigError(f"{what}; raise max_length or set [extract] on_truncated_span = \"drop\"")
+        if console is not None:
+            console.print(f"  {escape(what)}: dropped (on_truncated_span = \"drop\")", soft_wrap=True)
+    keep = np.flatnonzero(~cut)
+    if len(keep) < len(cut):
+        contexts = contexts.subset(keep)
+    return PreparedContexts(contexts=contexts, keep=keep, truncated=truncated)
+
+
 def analyse_checkpoint(
     cfg: RunConfig,
     loaded: LoadedModel,
     concept_set: ConceptSet,
     *,
     progress: Progress | None = None,
+    prepared: PreparedContexts | None = None,
+    label: str = "",
 ) -> tuple[dict[str, pl.DataFrame], Pooled]:
-    """Every stage for one loaded checkpoint; returns the store rows by table, and the pooled activations."""
+    """Every stage for one loaded checkpoint; returns the store rows by table, and the pooled activations.
+
+    ``prepared``: the result of `prepare_contexts` when the caller already has it. ``label`` names the
+    checkpoint when its activations are refused (NaN or infinite, e.g. from NaN weights).
+    """
+    if prepared is None:
+        prepared = prepare_contexts(cfg, loaded, concept_set, progress.console if progress is not None else None)
     sentences = concept_set.sentences
+    if len(prepared.keep) < sentences.height:  # on_truncated_span = "drop" left some out
+        sentences = sentences[prepared.keep]
+    contexts = prepared.contexts
     timer = StageTimer(loaded.device)
     langs = sentences["lang"].to_numpy()
     concept_ids = sentences["concept_id"].to_numpy()
@@ -203,33 +282,38 @@ def analyse_checkpoint(
         tid = progress.add_task(description, total=total)
         return lambda n=1: progress.advance(tid, n)
 
-    spans = list(zip(sentences["span_start"].to_list(), sentences["span_end"].to_list()))
-    contexts = tokenize_contexts(
-        loaded.tokenizer,
-        sentences["text"].to_list(),
-        spans,
-        max_positions(loaded.model, cfg.extract.max_length),
-    )
     n_tokens = int(contexts.lengths.sum())
     storage = torch.float16 if loaded.dtype in (torch.float16, torch.bfloat16) else torch.float32
-    spill_dir = spill_directory(cfg, pooled_nbytes(loaded, sentences.height, cfg.extract.layers, storage), progress)
+    # Only the configured pooling is kept (each costs contexts x units of host memory); token probes draw
+    # their own token per context for every probe seed.
+    poolings = (cfg.extract.pooling,)
+    token_seeds = cfg.probes.seeds if "token" in cfg.probes.representations else []
+    nbytes = pooled_nbytes(loaded, sentences.height, cfg.extract.layers, storage, poolings, len(token_seeds))
+    spill_dir = spill_directory(cfg, nbytes, progress)
     with timer.stage("extract", tokens=n_tokens):
         pooled = extract(
             loaded,
             contexts,
             batch_tokens=cfg.extract.batch_tokens,
             layers=cfg.extract.layers,
+            poolings=poolings,
+            token_seeds=token_seeds,
             storage_dtype=storage,
             progress=task("  extract", sentences.height),
             spill_dir=spill_dir,
         )
+    check_finite(
+        {**{f"MLP activations ({name} pooling)": t for name, t in pooled.mlp.items()},
+         "residual stream (mean)": pooled.resid_mean, "residual stream (token)": pooled.resid_token},
+        label or "checkpoint", pooled.layer_offsets, pooled.layer_ids,
+    )
     representations = {
         "mean": pooled.resid_mean,
         "token": pooled.resid_token,
     }
     representations = {k: v for k, v in representations.items() if k in cfg.probes.representations}
     with timer.stage("probes"):
-        n_fits = sum(t.shape[0] for t in representations.values())
+        n_fits = sum(t.shape[-3] for t in representations.values())  # layers
         probe_rows, probe_lang_rows = probe_tables(
             representations,
             langs,
@@ -240,7 +324,7 @@ def analyse_checkpoint(
             max_train=cfg.probes.max_train,
             progress=task("  probes", n_fits),
         )
-    activations = pooled.mlp_span if cfg.extract.pooling == "span" else pooled.mlp_mean
+    activations = pooled.responses(cfg.extract.pooling)  # (contexts, units): AP and the steering value
     with timer.stage("experts"):
         experts = score_experts(
             activations,
@@ -298,11 +382,14 @@ def analysis_tables(
         pooled.mlp_active,
         langs.tolist(),
         pooled.layer_offsets,
+        selection=cfg.analysis.lape_selection,
         quantile=cfg.analysis.lape_quantile,
+        filter_rate=cfg.analysis.lape_filter_rate,
+        bar_ratio=cfg.analysis.lape_bar_ratio,
         min_prob=cfg.analysis.lape_min_prob,
         max_lape=cfg.analysis.lape_max,
         shared_experts=shared,
-        n_tokens=torch.from_numpy(pooled.token_counts),
+        n_tokens=torch.from_numpy(pooled.token_counts),  # real tokens per context: Tang's token-weighted p
         device=device,
     )
     return {
@@ -313,8 +400,28 @@ def analysis_tables(
     }
 
 
+def steering_stage(
+    plan: SteeringPlan, loaded: LoadedModel, tables: dict[str, pl.DataFrame], checkpoint: str, progress: Progress
+) -> None:
+    """Steer one checkpoint with the experts just scored (``tables["neuron_ap"]``, model layer ids).
+
+    Adds table ``steering`` and a ``steering`` row of ``stage_timings`` to ``tables``, so the rows are published
+    in the checkpoint's own transaction.
+    """
+    timer = StageTimer(loaded.device)
+    tid = progress.add_task("  steering", total=plan.n_generations)
+    with timer.stage("steering"):
+        tables["steering"] = steer_checkpoint(
+            loaded, plan, tables["neuron_ap"], checkpoint=checkpoint,
+            progress=lambda n=1: progress.advance(tid, n),
+            note=lambda message: progress.console.print(f"  [yellow]note:[/] {escape(message)}", soft_wrap=True),
+        )
+    tables["stage_timings"] = pl.concat([tables["stage_timings"], timer.frame()], how="vertical")
+
+
 def checkpoint_source(cfg: RunConfig, spec: CheckpointSpec) -> tuple[str, str | None]:
-    """Where a checkpoint loads from: (local dir, None) or (hub id, revision)."""
+    """Where a checkpoint loads from on this machine: (local dir, None) or (hub id, revision). The store
+    records the portable name instead (`precompute.provenance.recorded_source`)."""
     if spec.path is not None:
         return str(cfg.resolve(spec.path)), None
     return cfg.model.id, spec.revision
@@ -332,7 +439,7 @@ def run(
     console = console or Console(stderr=True)
     started = time.perf_counter()
     hf_logging.disable_progress_bar()  # our own progress display covers loading
-    concept_set = load_concept_set(cfg.resolve(cfg.data.concepts)).subset(
+    concept_set = load_concept_set(concept_set_path(cfg.data.concepts, cfg.base_dir)).subset(
         cfg.data.languages or None, cfg.data.concept_ids or None, cfg.data.max_contexts
     )
     run_id = run_id_for(cfg, concept_set)
@@ -340,10 +447,16 @@ def run(
         from precompute.checkpoints import resolve_checkpoints
 
         checkpoints = resolve_checkpoints(cfg)
+    # Every setting checked against the concept set and the model's shape (config.json, no weights) before
+    # the store is opened: a refused run leaves no store behind, and the corrected config can use it.
+    first = checkpoints[0] if checkpoints else None
+    validate_run(cfg, concept_set, shape_from_config(*checkpoint_source(cfg, first), _label(first)) if first else None)
+    # Steering, when [steering] enabled: its concepts and languages are checked before anything is written.
+    steering = plan_for_run(cfg.steering, concept_set, cfg.data.languages, cfg.where) if cfg.steering.enabled else None
     todo_specs = checkpoints
     summary = RunSummary(store=store, run_id=run_id)
     with StoreWriter(store) as writer:
-        finished = set() if force else writer.finished_checkpoints(run_id)
+        finished = set() if force else set(_unchanged_checkpoints(cfg, writer, run_id, todo_specs))
         todo = [c for c in todo_specs if c.name not in finished]
         summary.skipped = [c.name for c in todo_specs if c.name in finished]
         if not todo:
@@ -366,6 +479,9 @@ def run(
                     source, revision, device=cfg.model.device, dtype=cfg.model.dtype
                 )
                 load_seconds = time.perf_counter() - load_start
+                validate_run(cfg, concept_set, shape_of(loaded.model, _label(spec)))  # the exact shape, before writing
+                # Truncated concept spans refuse the run (or are dropped) before anything is written.
+                prepared = prepare_contexts(cfg, loaded, concept_set, progress.console)
                 writer.ensure_run(
                     run=run_record(cfg, run_id, concept_set, loaded, run_started),
                     languages=concept_set.languages,
@@ -376,9 +492,16 @@ def run(
                         "crossling_version": __version__,
                         "created_at": str(run_started),
                         "model_card": cfg.model.card,
+                        # Where the concept set comes from (its files' names and hashes, licence, builder):
+                        # `precompute info` shows it, so a shared store says what its sentences are.
+                        "concept_set_provenance": json_dumps(concept_set.provenance),
                     },
                 )
-                tables, _ = analyse_checkpoint(cfg, loaded, concept_set, progress=progress)
+                tables, _ = analyse_checkpoint(
+                    cfg, loaded, concept_set, progress=progress, label=_label(spec), prepared=prepared
+                )
+                if steering is not None:
+                    steering_stage(steering, loaded, tables, spec.name, progress)
                 tables["stage_timings"] = pl.concat(
                     [
                         pl.DataFrame(
@@ -394,9 +517,10 @@ def run(
                         checkpoint=spec.name,
                         step=spec.step,
                         revision=revision,
-                        source=source,
+                        source=recorded_source(cfg, spec),
                         tokens_seen=spec.tokens_seen,
                         tables=tables,
+                        source_fingerprint=source_fingerprint(source, revision),
                     ),
                 )
                 summary.done.append(spec.name)
@@ -406,6 +530,31 @@ def run(
         writer.finish_run(run_id)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _label(spec: CheckpointSpec) -> str:
+    """How messages name a checkpoint."""
+    return f"checkpoint {spec.name!r}"
+
+
+def _unchanged_checkpoints(
+    cfg: RunConfig, writer: StoreWriter, run_id: str, specs: list[CheckpointSpec]
+) -> list[str]:
+    """The checkpoints of ``specs`` already in the store, computed from the weights they have now.
+
+    A checkpoint whose weights changed under its name (another fingerprint than the one recorded) stops the
+    run with one line: its stored rows describe weights that are no longer there (``--force`` recomputes).
+    """
+    recorded = writer.checkpoint_fingerprints(run_id)
+    done = []
+    for spec in specs:
+        if spec.name not in recorded:
+            continue
+        current = source_fingerprint(*checkpoint_source(cfg, spec))
+        if fingerprints_differ(recorded[spec.name], current):
+            raise changed_error(spec.name, writer.path, recorded[spec.name], current)
+        done.append(spec.name)
+    return done
 
 
 def _drop_finished_tasks(progress: Progress, keep) -> None:
@@ -434,9 +583,9 @@ def run_record(
     """The runs-table row: model, full config, concept-set hash, package versions, device."""
     return {
         "run_id": run_id,
-        "model_id": cfg.model.id,
+        "model_id": portable_path(cfg.model.id, cfg.base_dir),
         "model_card": cfg.model.card,
-        "config_json": json_dumps(cfg.to_dict()),
+        "config_json": json_dumps(portable_config(cfg)),  # no path of this machine: the store travels
         "concept_set_sha256": concept_set.sha256,
         "packages_json": json_dumps(package_versions()),
         "device": str(loaded.device),

@@ -154,8 +154,9 @@ def write_checkpoint_from(reference: str | Path, store: str | Path, checkpoint: 
     con = open_readonly(reference)
     try:
         run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
-        step, revision, source, tokens = con.execute(
-            "SELECT step, revision, source, tokens_seen FROM checkpoints WHERE checkpoint = ?", [checkpoint]
+        step, revision, source, tokens, fingerprint = con.execute(
+            "SELECT step, revision, source, tokens_seen, source_fingerprint FROM checkpoints WHERE checkpoint = ?",
+            [checkpoint],
         ).fetchall()[0]
         tables = {
             t: con.sql(
@@ -166,7 +167,9 @@ def write_checkpoint_from(reference: str | Path, store: str | Path, checkpoint: 
     finally:
         con.close()
     with StoreWriter(store) as writer:
-        writer.write_checkpoint(run_id, CheckpointRows(checkpoint, step, revision, source, tokens, tables))
+        writer.write_checkpoint(
+            run_id, CheckpointRows(checkpoint, step, revision, source, tokens, tables, source_fingerprint=fingerprint)
+        )
 
 
 def killed(proc: subprocess.CompletedProcess | subprocess.Popen) -> bool:

@@ -395,3 +395,102 @@ def test_resolve_device_and_dtype():
     assert resolve_dtype("float16", cpu) == torch.float16
     with pytest.raises(DeviceError, match="unknown dtype 'int8'"):
         resolve_dtype("int8", cpu)
+
+
+# ---- gated MLPs: LAPE's activation event is act(gate) > 0 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", [a for a in TINY_ARCHS if a in ("llama", "mistral", "qwen2", "olmo", "olmo2")])
+def test_gated_sites_hook_the_gate_activation(arch, tiny_dirs):
+    """The gate module of a gated MLP outputs act(gate(x)) (Tang et al.'s activation event), not the gated
+    product the down projection sees; ungated families have no gate."""
+    loaded = load_checkpoint(str(tiny_dirs[arch]))
+    sites = find_mlp_sites(loaded.model)
+    assert all(s.gate is not None and s.gate_path.endswith("mlp.act_fn") for s in sites)
+    block = loaded.model.get_submodule(sites[0].path.removesuffix(".mlp.down_proj"))
+    got, into_mlp = {}, {}
+    handles = [
+        sites[0].gate.register_forward_hook(lambda m, a, o: got.__setitem__("gate", o)),
+        block.mlp.register_forward_pre_hook(lambda m, a: into_mlp.__setitem__("x", a[0])),
+    ]
+    try:
+        with torch.no_grad():
+            loaded.model(input_ids=torch.tensor([[5, 9, 17, 3]]))
+    finally:
+        for h in handles:
+            h.remove()
+    expected = F.silu(F.linear(into_mlp["x"], block.mlp.gate_proj.weight))
+    torch.testing.assert_close(got["gate"], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_ungated_sites_have_no_gate(tiny_dirs):
+    for arch in ("gpt2", "bloom", "gpt_neox", "xglm", "opt"):
+        assert all(s.gate is None for s in find_mlp_sites(load_checkpoint(str(tiny_dirs[arch])).model)), arch
+
+
+# ---- a tiny XGLM through every stage ----------------------------------------------------------------------------
+
+
+def add_start_token(model_dir: Path, token: str = "</s>") -> Path:
+    """Make a saved tiny tokenizer prepend ``token`` to every text, as XGLM's tokenizer prepends ``</s>``."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{token} $A", special_tokens=[(token, tok.convert_tokens_to_ids(token))]
+    )
+    tok.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_tiny_xglm_goes_through_every_stage(tmp_path):
+    """The paper's third model is an XGLM: a tiny one whose tokenizer prepends </s> runs the whole pipeline
+    (max pooling, probes with per-seed tokens, experts, alignment, LAPE) and then steering."""
+    import duckdb
+
+    from precompute.config import config_from_dict
+    from precompute.extract import tokenize_contexts
+    from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
+    from precompute.pipeline import run
+    from precompute.steering.stage import run_steering
+
+    model_dir = add_start_token(save_tiny_model("xglm", tmp_path / "xglm" / "step_000004"))
+    loaded = load_checkpoint(str(model_dir))
+    contexts = tokenize_contexts(loaded.tokenizer, ["El terremoto"], [(3, 12)], 64)
+    assert contexts.input_ids[0][0] == loaded.tokenizer.convert_tokens_to_ids("</s>")
+    assert not contexts.real_masks[0][0] and contexts.real_masks[0][1:].all()
+
+    cfg = config_from_dict(
+        {
+            "model": {"id": str(model_dir), "device": "cpu", "dtype": "float32", "card": "tiny random XGLM"},
+            "checkpoints": [{"name": "step_000004", "path": str(model_dir), "step": 4}],
+            "data": {"concepts": str(DEFAULT_CONCEPT_SET), "languages": ["en", "es", "ru"],
+                     "concept_ids": ["monday", "march", "india"], "max_contexts": 6},
+            "experts": {"top_k": 4, "min_langs": 2},
+            "probes": {"seeds": [0, 1], "max_iter": 50},
+            "analysis": {"lape_quantile": 0.05},
+        },
+        base_dir=tmp_path,
+    )
+    assert cfg.extract.pooling == "max" and cfg.analysis.lape_selection == "tang"
+    store = tmp_path / "xglm.duckdb"
+    summary = run(cfg, store)
+    assert summary.done == ["step_000004"]
+    con = duckdb.connect(str(store), read_only=True)
+    n = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (
+        "probe_results", "neuron_ap", "shared_experts", "expert_overlap", "neuron_counts", "similarity")}
+    assert n["neuron_ap"] == 3 * 3 * 4 and n["probe_results"] == 2 * (N_LAYERS + 1)
+    assert n["expert_overlap"] == 3 * 3 and n["neuron_counts"] >= N_LAYERS
+    assert con.execute("SELECT count(*) FROM neuron_ap WHERE NOT isfinite(median_pos_act)").fetchone()[0] == 0
+    con.close()
+
+    steered = run_steering(
+        store, concepts=["monday"], source_langs=["es"], n_neurons=[0, 2], seeds=[0], prompts=[""],
+        max_new_tokens=4, device="cpu", config_dir=tmp_path,
+    )
+    assert steered.height > 0
+    con = duckdb.connect(str(store), read_only=True)
+    rows = con.execute("SELECT n_neurons, seed FROM steering ORDER BY n_neurons").fetchall()
+    con.close()
+    assert rows == [(0, 0), (2, 0)]

@@ -285,6 +285,13 @@ def test_subset(shipped: ConceptSet) -> None:
     assert shipped.subset(None, None, 0).sentences.equals(shipped.sentences)
 
 
+def test_subset_takes_language_codes_in_any_case(shipped: ConceptSet) -> None:
+    """`DE` and `Ja` name the languages `de` and `ja` (BCP 47 case): the same subset, the same hash."""
+    upper = shipped.subset(["DE", "Ja"], ["monday", "march"], max_contexts=3)
+    lower = shipped.subset(["de", "ja"], ["monday", "march"], max_contexts=3)
+    assert upper.languages["lang"].to_list() == ["de", "ja"] and upper.sha256 == lower.sha256
+
+
 def test_subset_errors(shipped: ConceptSet) -> None:
     with pytest.raises(ConceptSetError, match="unknown language.*'xx'.*'yy'"):
         shipped.subset(["de", "xx", "yy"], None)

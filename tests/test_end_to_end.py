@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from precompute.cli import app
 from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
-from precompute.demo.train import tiny_test_model
 
 runner = CliRunner()
 
@@ -18,10 +17,10 @@ LANGS = ["en", "de", "ru", "zh"]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A config over three checkpoints of a tiny model trained on the demo corpus."""
-    root = tmp_path_factory.mktemp("e2e")
-    checkpoints = tiny_test_model(root / "ckpts", steps=12)
+def tiny_run(tiny_checkpoints) -> Path:
+    """A config over three checkpoints of a tiny model trained on the demo corpus (tests/conftest.py)."""
+    checkpoints = tiny_checkpoints
+    root = checkpoints[0].path.parent.parent
     lines = [
         "[model]", 'id = "tiny"', 'card = "tiny test model"',
         "[data]", f'concepts = "{DEFAULT_CONCEPT_SET}"', f"languages = {json.dumps(LANGS)}",

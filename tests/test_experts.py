@@ -86,9 +86,13 @@ def test_score_experts_finds_planted_units_and_maps_layers():
     assert sorted(top_b["lang"].to_list()) == ["de", "en"]
     assert set(zip(top_b["layer"].to_list(), top_b["unit"].to_list())) == {(1, 2)}
     assert top_b["ap"].to_list() == pytest.approx([1.0, 1.0])
-    # median_pos_act is the median over the concept's positive contexts.
+    # median_pos_act is the interpolated median (ml-selfcond's on_p50) over the concept's contexts: with 10
+    # positives, the mean of the two middle values, not torch.median's lower one.
     de_rows = (langs == "de") & (concepts == "b")
     assert top_b.filter(top_b["lang"] == "de")["median_pos_act"][0] == pytest.approx(
+        float(np.percentile(acts[de_rows, 7], 50)), rel=1e-6
+    )
+    assert top_b.filter(top_b["lang"] == "de")["median_pos_act"][0] != pytest.approx(
         float(torch.from_numpy(acts[de_rows, 7]).median())
     )
     assert result.top.height == 2 * 3 * 3

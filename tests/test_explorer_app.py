@@ -16,8 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer import launch
+from precompute.demo.synthetic_store import RUN_ID, build_synthetic_store
 from precompute.store import create_schema
-from tests.store_factory import RUN_ID, build_synthetic_store
 
 APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
 PAGES = ["overview", "probes", "concepts", "neuron", "language", "compare", "compression",
@@ -28,8 +28,9 @@ TITLES = {"overview": "Overview", "probes": "Language probes", "concepts": "Conc
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_synthetic_store(tmp_path_factory.mktemp("app") / "store.duckdb", checkpoints=4, seed=1)
+def store(synthetic_store) -> Path:
+    """The session's synthetic store (tests/conftest.py: 4 checkpoints, seed 1); tests copy it to change it."""
+    return synthetic_store
 
 
 @pytest.fixture(scope="module")
@@ -363,11 +364,13 @@ def test_store_with_several_runs_offers_a_selector(monkeypatch, tmp_path, store)
     shutil.copyfile(store, two)
     with duckdb.connect(str(two)) as con:
         con.execute(
-            "INSERT INTO runs SELECT 'b-run', model_id, model_card, config_json, concept_set_sha256, "
+            "INSERT INTO runs (run_id, model_id, model_card, config_json, concept_set_sha256, packages_json, "
+            "device, dtype, started_at, finished_at) SELECT 'b-run', model_id, model_card, config_json, concept_set_sha256, "
             "packages_json, device, dtype, started_at + INTERVAL 1 DAY, NULL FROM runs"
         )
         con.execute(
-            "INSERT INTO checkpoints SELECT 'b-run', checkpoint, step, revision, source, tokens_seen, "
+            "INSERT INTO checkpoints (run_id, checkpoint, step, revision, source, tokens_seen, completed_at) "
+            "SELECT 'b-run', checkpoint, step, revision, source, tokens_seen, "
             "completed_at FROM checkpoints WHERE checkpoint = 'global_step0'"
         )
     at = run_app(monkeypatch, two, "overview")
@@ -384,7 +387,7 @@ def test_store_with_several_runs_offers_a_selector(monkeypatch, tmp_path, store)
 
 BEACON = "![x](http://127.0.0.1:9/beacon.png) [click](http://evil)"
 _MARKDOWN_BODIES = {"markdown", "caption", "title", "header", "subheader", "error", "info", "warning", "success"}
-_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`).*?(?<!`)\1(?!`)", re.S)
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
 _LIVE_MARKUP = re.compile(r"(?<!\\)\]\(|(?<!\\)!\[|(?<!\\)<[A-Za-z/!]|(?<!\\)\*\*bold")
 
 
@@ -443,11 +446,11 @@ os.environ["CROSSLING_STORE"] = {str(store)!r}
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()
 assert not at.exception, at.exception
-import explorer.launch, explorer.queries, explorer.charts, explorer.common
+import explorer.launch, explorer.queries, explorer.charts, explorer.store_context, explorer.widgets
 bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))
 print('LOADED', bad)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
                          cwd=str(APP.parents[1]))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LOADED []" in out.stdout
@@ -463,8 +466,7 @@ def test_launch_refuses_a_missing_store(capsys, tmp_path):
 
 
 def test_launch_without_demo_says_how_to_build_it(capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("explorer.paths.REPO_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)  # the demo store is looked up in the current folder only
     assert launch.main([]) == 2
     err = capsys.readouterr().err
     assert "data/demo.duckdb" in err and "make demo" in err and "precompute demo" in err
@@ -487,7 +489,7 @@ def test_no_pages_directory_next_to_the_entrypoint():
 
 def test_polars_roundtrip_of_downloads(store, tmp_path):
     # What the download buttons produce reads back as the same frame.
-    from explorer.common import _parquet_bytes
+    from explorer.downloads import parquet_bytes as _parquet_bytes
 
     df = pl.DataFrame({"lang": ["de", "en"], "layer": [1, 2], "ap": [0.5, 0.25]})
     assert pl.read_parquet(_parquet_bytes(df)).equals(df)
@@ -496,7 +498,7 @@ def test_polars_roundtrip_of_downloads(store, tmp_path):
 
 def test_neuron_page_shows_its_language_profile(monkeypatch, store):
     con = db(store)
-    layer, unit, lang, n = con.execute(
+    layer, unit, _lang, _n = con.execute(
         "SELECT layer, unit, lang, count(DISTINCT concept_id) AS n FROM neuron_ap "
         "WHERE checkpoint = (SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1) "
         "GROUP BY ALL ORDER BY n DESC, layer, unit, lang LIMIT 1").fetchone()
@@ -509,3 +511,92 @@ def test_neuron_page_shows_its_language_profile(monkeypatch, store):
     at = run_app(monkeypatch, store, "neuron", layer=str(specific[0]), unit=str(specific[1]))
     assert_clean(at)
     assert any("Language-specific (LAPE" in c.value and specific[3] in c.value for c in at.caption)
+
+
+# --- issue 12: text is text in every widget; Compare with A = B; hints chosen by type ---------------------
+
+_AUTOLINK = re.compile(r"www\.|https?:|[\w.+-]@[\w-]")
+
+
+def _live(text: str) -> bool:
+    """Markup that would render as a link, image, HTML or autolink (outside code spans)."""
+    bare = _CODE_SPAN.sub("", text)
+    return bool(_LIVE_MARKUP.search(bare) or _AUTOLINK.search(bare))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_hostile_store_strings_reach_every_widget_as_text(monkeypatch, tmp_path, store, page):
+    from tests.hostile_store import LAST_CHECKPOINT, make_hostile_store
+
+    hostile = make_hostile_store(store, tmp_path / "hostile.duckdb")
+    at = run_app(monkeypatch, hostile, page)
+    assert_clean(at)
+    for text in _markdown_texts(at):
+        assert not _live(text), (page, text)
+    # Select-slider option labels are markdown (the thumb and the ticks): escaped.
+    for slider in at.select_slider:
+        for option in slider.options:
+            assert not _live(option), (page, option)
+    # Selectbox options are shown as plain text: the label as it is, on one line, never escaped.
+    for box in [*at.selectbox, *at.sidebar.selectbox]:
+        for option in box.options:
+            assert "\n" not in option and "\\" not in option, (page, option)
+    # Chart titles are drawn as text by vega: the store's string as it is.
+    for spec in (c.proto.spec for c in charts(at)):
+        assert "\\\\[" not in spec and "\\\\(" not in spec, page
+    if page == "concepts":
+        ckpt = at.select_slider(key="concepts.ckpt")
+        assert ckpt.value == LAST_CHECKPOINT
+        # Escaped, and the autolink broken by an invisible word joiner: shown as "www.ck.example", not linked.
+        assert any("www\u2060\\.ck\\.example" in o for o in ckpt.options)
+        concept = at.selectbox(key="concepts.concept")
+        assert any("www.auto.example user@auto.example" in o for o in concept.options)
+
+
+def test_compare_the_same_checkpoint_on_both_sides(monkeypatch, store):
+    with db(store) as con:
+        last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
+    at = run_app(monkeypatch, store, "compare", concept="monday", a=last, b=last, k="6")
+    assert_clean(at)
+    summary = next(d.value for d in at.dataframe if "entered" in d.value.columns)
+    assert (summary["stayed"] == 6).all() and (summary["entered"] == 0).all() and (summary["left"] == 0).all()
+    assert (summary["jaccard_a_b"] == 1.0).all()
+    keys = [b.proto.id for b in at.get("download_button")]
+    assert len(keys) == len(set(keys))
+    assert len([c for c in charts(at) if "Jaccard at" in c.proto.spec]) == 2
+
+
+def test_store_problem_hint_is_chosen_by_type_not_by_message():
+    from explorer import problems
+    from precompute.store import (
+        HalfWrittenStoreError,
+        NotCrosslingStoreError,
+        NotDuckDBError,
+        SchemaVersionError,
+        StoreError,
+        StoreLockedError,
+        StoreMissingError,
+        UnsafeStoreError,
+    )
+
+    # Messages reworded (or borrowed from another reason) keep the hint of their type.
+    cases = {StoreMissingError: "make demo", NotDuckDBError: "right file", HalfWrittenStoreError: "cut short",
+             UnsafeStoreError: "refuses", NotCrosslingStoreError: "not written by crossling",
+             SchemaVersionError: "reads schema version", StoreLockedError: "is writing this store"}
+    for cls, words in cases.items():
+        hint = problems.hint_for(cls("x.duckdb: schema version; not a readable DuckDB; it defines"))
+        assert words in hint, (cls.__name__, hint)
+        assert problems.hint_for(cls("whatever")) == hint
+    assert len({problems.hint_for(cls("m")) for cls in cases}) == len(cases)
+    assert problems.hint_for(StoreError("x.duckdb: not a readable DuckDB file")) == problems.GENERIC_HINT
+
+    class Subtler(SchemaVersionError):
+        pass
+
+    assert problems.hint_for(Subtler("m")) == problems.hint_for(SchemaVersionError("m"))
+
+
+def test_no_page_asks_for_a_material_icon():
+    # Streamlit turns a ":material/...:" page icon into a favicon fetched from a public font CDN.
+    sources = [APP, *sorted((APP.parent / "views").glob("*.py"))]
+    assert not [p.name for p in sources if ":material/" in p.read_text()]

@@ -8,53 +8,31 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.store_factory import build_synthetic_store
+from explorer.browser_check import CHROMIUM
+from explorer.browser_check import CHROMIUM_ARGS as ARGS
+from explorer.browser_check import check_page as _check_page
+from explorer.browser_check import free_port as _free_port
+from explorer.browser_check import wait_healthy as _wait_healthy
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"explorer exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
-                if r.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"explorer did not answer within {timeout} s")
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, synthetic_store):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium: `make browser-deps`)")
     pytest.importorskip("playwright.sync_api", reason="playwright's python package is not installed")
-    store = build_synthetic_store(tmp_path_factory.mktemp("browser") / "store.duckdb", checkpoints=4, seed=2)
+    store = synthetic_store  # tests/conftest.py (read-only here)
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (tmp_path_factory.mktemp("log") / "explorer.log").open("w")
@@ -75,24 +53,6 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
-
-
-def _check_page(page, url: str | None, heading: str, shot: Path | None) -> None:
-    if url is not None:
-        page.goto(url, wait_until="domcontentloaded")
-    page.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=60_000)
-    page.locator("[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg").first.wait_for(
-        timeout=60_000)
-    page.wait_for_timeout(1500)  # let the remaining charts draw
-    assert page.locator("[data-testid='stException']").count() == 0, "an exception box is shown"
-    assert page.locator("[data-testid='stAlertContentError']").count() == 0, "an error box is shown"
-    if shot is not None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        # Checked at laptop size; photographed taller so the picture shows the charts below the fold.
-        page.set_viewport_size({"width": 1440, "height": 2000})
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(shot))
-        page.set_viewport_size({"width": 1440, "height": 900})
 
 
 def test_concepts_and_neuron_pages_in_chromium(server):

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from explorer import queries as Q
+from precompute.demo.synthetic_store import RUN_ID, build_synthetic_store
 from precompute.store import StoreError, open_readonly
-from tests.store_factory import RUN_ID, build_synthetic_store
 
 LANGS = ("en", "de", "fr", "es")
 CONCEPTS = ("monday", "tuesday", "march", "april")
@@ -42,7 +42,8 @@ def con(store):
 @pytest.fixture(scope="module")
 def raw(store):
     """Whole tables as polars frames, for the independent computations."""
-    with duckdb.connect(str(store), read_only=True) as c:
+    # open_readonly, as the `con` fixture: one process holds one file with one configuration.
+    with open_readonly(store) as c:
         def table(name: str) -> pl.DataFrame:
             return c.sql(f"SELECT * FROM {name}").pl()
         yield table
@@ -137,7 +138,7 @@ def test_overlap_matrix_tolerates_both_orderings(store, tmp_path):
     with duckdb.connect(str(copy)) as c:
         c.execute("INSERT INTO expert_overlap SELECT run_id, checkpoint, concept_id, lang_b, lang_a, k, jaccard, "
                   "spearman_ap FROM expert_overlap")
-    with duckdb.connect(str(copy), read_only=True) as c, duckdb.connect(str(store), read_only=True) as o:
+    with duckdb.connect(str(copy), read_only=True) as c, open_readonly(store) as o:
         a = Q.concept_overlap_matrix(c, RUN_ID, CKPTS[1], "monday")
         b = Q.concept_overlap_matrix(o, RUN_ID, CKPTS[1], "monday")
         assert a.equals(b)

@@ -57,16 +57,16 @@ def test_activation_probs_context_mean_and_token_weighted():
 def test_language_specific_selection_and_counts_with_zeros():
     active, langs, offsets = _toy()
     # quantile 2/6 -> the 2 lowest-LAPE neurons among those with max p >= 0.05: de-only (L0 n0), en-only (L1 n0).
-    neurons, counts = language_neuron_tables(active, langs, offsets, quantile=2 / 6, min_prob=0.05)
+    neurons, counts = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05)
     assert neurons.select("layer", "unit", "top_lang").rows() == [(0, 0, "de"), (1, 0, "en")]
     assert neurons["lape"].to_list() == [0.0, 0.0]
     assert neurons["top_prob"].to_list() == pytest.approx([0.8, 0.5])
     assert counts.rows() == [(0, "language_specific", 1), (1, "language_specific", 1)]
     # min_prob excludes the en-only neuron (p = 0.5); the next lowest LAPE is the mostly-fr neuron.
-    neurons, _ = language_neuron_tables(active, langs, offsets, quantile=2 / 6, min_prob=0.6)
+    neurons, _ = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.6)
     assert neurons.select("layer", "unit").rows() == [(0, 0), (1, 1)]
     # Nothing selected: every layer still has a row, with 0.
-    neurons, counts = language_neuron_tables(active, langs, offsets, quantile=0.0, min_prob=0.05)
+    neurons, counts = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=0.0, min_prob=0.05)
     assert neurons.height == 0
     assert counts.rows() == [(0, "language_specific", 0), (1, "language_specific", 0)]
     assert neurons.schema == {
@@ -78,7 +78,7 @@ def test_absolute_threshold_and_never_active_neurons():
     active, langs, offsets = _toy()
     # Normalised LAPE <= 0.6: the single-language neurons (0) and the mostly-fr one (q = .1, .1, .8:
     # 0.639 nats / log 3 = 0.58); never the silent one.
-    neurons, _ = language_neuron_tables(active, langs, offsets, quantile=0.01, min_prob=0.0, max_lape=0.6)
+    neurons, _ = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=0.01, min_prob=0.0, max_lape=0.6)
     assert neurons.select("layer", "unit").rows() == [(0, 0), (1, 0), (1, 1)]
     assert (0, 2) not in neurons.select("layer", "unit").rows()
 
@@ -94,7 +94,7 @@ def test_shared_expert_counts_distinct_units_per_layer_with_zeros():
         }
     )
     _, counts = language_neuron_tables(
-        active, langs, offsets, quantile=2 / 6, min_prob=0.05, shared_experts=shared
+        active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05, shared_experts=shared
     )
     got = {(layer, kind): n for layer, kind, n in counts.rows()}
     assert got[(0, "shared_expert")] == 0
@@ -102,7 +102,7 @@ def test_shared_expert_counts_distinct_units_per_layer_with_zeros():
     assert got[(1, "language_specific_shared")] == 1  # L1 n0 is en-specific and a shared expert
     assert got[(0, "language_specific_shared")] == 0
     _, counts = language_neuron_tables(
-        active, langs, offsets, quantile=2 / 6, min_prob=0.05, shared_experts=shared.clear()
+        active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05, shared_experts=shared.clear()
     )
     assert counts.filter(pl.col("kind") == "shared_expert")["n"].to_list() == [0, 0]
 
@@ -110,11 +110,11 @@ def test_shared_expert_counts_distinct_units_per_layer_with_zeros():
 def test_layer_numbering_single_language_and_bad_offsets():
     active, langs, offsets = _toy()
     neurons, counts = language_neuron_tables(
-        active, langs, offsets, quantile=2 / 6, min_prob=0.05, layers=[5, 9]
+        active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05, layers=[5, 9]
     )
     assert neurons["layer"].to_list() == [5, 9]
     assert counts["layer"].to_list() == [5, 9]
-    neurons, counts = language_neuron_tables(active, ["de"] * 6, offsets, quantile=0.5, min_prob=0.0)
+    neurons, counts = language_neuron_tables(active, ["de"] * 6, offsets, selection="threshold", quantile=0.5, min_prob=0.0)
     assert neurons.height == 0 and counts["n"].to_list() == [0, 0]
     with pytest.raises(ValueError, match="layer_offsets"):
         language_neuron_tables(active, langs, [0, 3, 5], quantile=0.1, min_prob=0.0)
@@ -122,6 +122,43 @@ def test_layer_numbering_single_language_and_bad_offsets():
 
 def test_float16_input():
     active, langs, offsets = _toy()
-    a, _ = language_neuron_tables(active, langs, offsets, quantile=2 / 6, min_prob=0.05)
-    b, _ = language_neuron_tables(active.half(), langs, offsets, quantile=2 / 6, min_prob=0.05)
+    a, _ = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05)
+    b, _ = language_neuron_tables(active.half(), langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05)
     assert a.select("layer", "unit").rows() == b.select("layer", "unit").rows()
+
+
+def test_tang_selection_filters_ranks_by_entropy_and_assigns_every_language_over_the_bar():
+    active, langs, offsets = _toy()
+    # 18 context-mean probabilities; sorted: 7 zeros, 0.02 x3, 0.1 x2, 0.5 x4, 0.8 x2. filter_rate 0.5 ->
+    # the 9th smallest, 0.02: kept are units with some p > 0.02 (not the silent L0 n2, not the flat-low L1 n2).
+    neurons, counts = language_neuron_tables(
+        active, langs, offsets, selection="tang", quantile=2 / 6, filter_rate=0.5, bar_ratio=0.5
+    )
+    assert neurons.select("layer", "unit", "top_lang").rows() == [(0, 0, "de"), (1, 0, "en")]
+    assert counts.rows() == [(0, "language_specific", 1), (1, "language_specific", 1)]
+    # A third unit (mostly fr, LAPE 0.64) is selected with top_rate 3/6, and assigned to every language over
+    # the bar (p = 0.1, 0.1, 0.8 > 0.02): one row per (unit, language), one unit in the counts.
+    neurons, counts = language_neuron_tables(
+        active, langs, offsets, selection="tang", quantile=3 / 6, filter_rate=0.5, bar_ratio=0.5
+    )
+    rows = neurons.select("layer", "unit", "top_lang").rows()
+    assert rows == [(0, 0, "de"), (1, 0, "en"), (1, 1, "de"), (1, 1, "en"), (1, 1, "fr")]
+    assert neurons.filter((pl.col("layer") == 1) & (pl.col("unit") == 1))["top_prob"].to_list() == pytest.approx(
+        [0.1, 0.1, 0.8]
+    )
+    assert counts.rows() == [(0, "language_specific", 1), (1, "language_specific", 2)]
+    # Tang's bar (0.95 quantile = 0.8) is strict: no p exceeds it, so the selected units belong to no language.
+    neurons, counts = language_neuron_tables(active, langs, offsets, quantile=3 / 6, filter_rate=0.5)
+    assert neurons.height == 0 and counts["n"].to_list() == [0, 0]
+
+
+def test_tang_is_the_default_selection():
+    from precompute.analysis.lape import select_language_neurons
+
+    active, langs, offsets = _toy()
+    _, probs = activation_probs(active, langs)
+    expected = select_language_neurons(probs, top_rate=0.5, filter_rate=0.5, bar_ratio=0.5)
+    neurons, _ = language_neuron_tables(active, langs, offsets, quantile=0.5, filter_rate=0.5, bar_ratio=0.5)
+    assert neurons.height == int(expected.sum())
+    with pytest.raises(ValueError, match="selection"):
+        language_neuron_tables(active, langs, offsets, selection="lowest")

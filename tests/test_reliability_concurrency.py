@@ -19,7 +19,7 @@ import pytest
 
 from explorer import queries as Q
 from explorer.queries import StoreConnection
-from precompute.store import writer as store_module
+from precompute.store import lock as store_module  # the module that takes the flock
 from precompute.cli import app
 from precompute.store import StoreLockedError, StoreWriter
 from tests.reliability_support import (
@@ -39,8 +39,8 @@ from tests.reliability_support import (
 
 
 def store_version(path) -> tuple[int, int, int]:
-    """The explorer's cache key for a store (``explorer.common.store_version``)."""
-    from explorer.common import store_version as explorer_store_version
+    """The explorer's cache key for a store (``explorer.store_context.store_version``)."""
+    from explorer.store_context import store_version as explorer_store_version
 
     return explorer_store_version(path)
 

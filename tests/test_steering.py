@@ -10,34 +10,29 @@ import polars as pl
 import pytest
 import torch
 
+from precompute.config import SteeringSpec
 from precompute.model import find_mlp_sites, load_checkpoint
-from precompute.steering.stage import (
-    LanguageLabeler,
-    expresses_concept,
-    fixed_unit_hooks,
-    generate,
-    label_language,
-    run_steering,
-    steering_rows,
-    summarise,
-)
+from precompute.steering.intervene import Sampling, fixed_unit_hooks
+from precompute.steering.intervene import generate as _generate
+from precompute.steering.labels import LanguageLabeler, expresses_concept, label_language
+from precompute.steering.stage import run_steering, steering_rows, summarise
 from precompute.store import CheckpointRows, StoreWriter, json_dumps, open_readonly
-from tests.tiny_models import save_tiny_model
 
 LANGS = ["de", "en", "fr"]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return save_tiny_model("gpt2", tmp_path_factory.mktemp("tiny") / "gpt2", seed=0)
+def generate(loaded, prompts, seeds, max_new_tokens, units=(), **kw):
+    """``intervene.generate`` with the config's default sampling (nucleus 0.9, no top-k, temperature 0.8)."""
+    return _generate(loaded, prompts, seeds, Sampling.from_spec(SteeringSpec(max_new_tokens=max_new_tokens)),
+                     units, **kw)
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_dir):
+def loaded(tiny_gpt2_dir):
     # One thread: a tiny model on a shared CPU is several times faster without thread hand-offs.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield load_checkpoint(str(tiny_dir), device="cpu", dtype="float32")
+    yield load_checkpoint(str(tiny_gpt2_dir), device="cpu", dtype="float32")
     torch.set_num_threads(threads)
 
 
@@ -77,12 +72,10 @@ def test_fixing_units_sets_the_hooked_activation_to_the_value(loaded):
 def test_fixed_unit_hooks_rejects_unknown_layers_and_units(loaded):
     sites = find_mlp_sites(loaded.model)
     before = [len(s.module._forward_pre_hooks) for s in sites]
-    with pytest.raises(ValueError, match="layer 9"):
-        with fixed_unit_hooks(sites, [(9, 0, 1.0)]):
-            pass
-    with pytest.raises(ValueError, match="out of range"):
-        with fixed_unit_hooks(sites, [(0, sites[0].n_neurons, 1.0)]):
-            pass
+    with pytest.raises(ValueError, match="layer 9"), fixed_unit_hooks(sites, [(9, 0, 1.0)]):
+        pass
+    with pytest.raises(ValueError, match="out of range"), fixed_unit_hooks(sites, [(0, sites[0].n_neurons, 1.0)]):
+        pass
     assert [len(s.module._forward_pre_hooks) for s in sites] == before
 
 
@@ -173,7 +166,7 @@ def test_steering_rows_and_summary():
 # ---------------------------------------------------------------- the stage and the CLI
 
 
-def _write_store(path: Path, tiny_dir: Path, sites) -> None:
+def _write_store(path: Path, tiny_gpt2_dir: Path, sites) -> None:
     """A one-checkpoint store whose checkpoint is the tiny model, with experts for two concepts."""
     run_id = "tiny-run"
     now = dt.datetime(2025, 1, 1)
@@ -203,7 +196,7 @@ def _write_store(path: Path, tiny_dir: Path, sites) -> None:
     with StoreWriter(path) as w:
         w.ensure_run(
             run={
-                "run_id": run_id, "model_id": str(tiny_dir), "model_card": "tiny random test model",
+                "run_id": run_id, "model_id": str(tiny_gpt2_dir), "model_card": "tiny random test model",
                 "config_json": json_dumps({"data": {"languages": LANGS}, "model": {"dtype": "float32"}}),
                 "concept_set_sha256": "0" * 64, "packages_json": "{}", "device": "cpu", "dtype": "float32",
                 "started_at": now, "finished_at": None,
@@ -221,7 +214,7 @@ def _write_store(path: Path, tiny_dir: Path, sites) -> None:
         w.write_checkpoint(
             run_id,
             CheckpointRows(
-                checkpoint="final", step=100, revision=None, source=str(tiny_dir), tokens_seen=None,
+                checkpoint="final", step=100, revision=None, source=str(tiny_gpt2_dir), tokens_seen=None,
                 tables={
                     "neuron_ap": experts,
                     "shared_experts": pl.DataFrame(
@@ -244,10 +237,10 @@ def _steering_table(path: Path) -> pl.DataFrame:
         con.close()
 
 
-def test_run_steering_writes_and_replaces(tmp_path, tiny_dir, loaded):
+def test_run_steering_writes_and_replaces(tmp_path, tiny_gpt2_dir, loaded):
     store = tmp_path / "store.duckdb"
-    _write_store(store, tiny_dir, find_mlp_sites(loaded.model))
-    kw = dict(n_neurons=[0, 4], seeds=[0, 1], prompts=[""], max_new_tokens=5, device="cpu")
+    _write_store(store, tiny_gpt2_dir, find_mlp_sites(loaded.model))
+    kw = {"n_neurons": [0, 4], "seeds": [0, 1], "prompts": [""], "max_new_tokens": 5, "device": "cpu"}
     summary = run_steering(store, **kw)  # defaults: concept with most shared experts, first non-English lang
     rows = _steering_table(store)
     assert rows.height == 4
@@ -275,10 +268,9 @@ def test_run_steering_writes_and_replaces(tmp_path, tiny_dir, loaded):
         run_steering(store, source_langs=["xx"], **kw)
 
 
-def test_cli_errors_are_one_red_line(tmp_path, tiny_dir, loaded):
-    from typer.testing import CliRunner
-
+def test_cli_errors_are_one_red_line(tmp_path, tiny_gpt2_dir, loaded):
     import typer
+    from typer.testing import CliRunner
 
     from precompute.cli.steer import steer
 
@@ -289,7 +281,7 @@ def test_cli_errors_are_one_red_line(tmp_path, tiny_dir, loaded):
     missing = runner.invoke(app, ["steer", str(tmp_path / "nope.duckdb")])
     assert missing.exit_code == 1 and "no such store" in missing.output
     store = tmp_path / "store.duckdb"
-    _write_store(store, tiny_dir, find_mlp_sites(loaded.model))
+    _write_store(store, tiny_gpt2_dir, find_mlp_sites(loaded.model))
     bad = runner.invoke(app, ["steer", str(store), "--concepts", "nope"])
     assert bad.exit_code == 1 and "unknown concept 'nope'" in bad.output
     assert "Traceback" not in bad.output

@@ -167,3 +167,67 @@ def test_open_readonly_errors(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="schema version 999"):
         open_readonly(other)
+
+
+def _settings_classes():
+    import dataclasses
+
+    from precompute.config import RunConfig
+
+    seen, todo = [], [RunConfig]
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        for f in dataclasses.fields(cls):
+            for sub in (dataclasses.MISSING if f.default_factory is dataclasses.MISSING else f.default_factory(),):
+                item = sub[0] if isinstance(sub, list) and sub else sub
+                if dataclasses.is_dataclass(item) and type(item) not in seen + todo:
+                    todo.append(type(item))
+    return seen
+
+
+def test_every_numeric_setting_declares_its_range():
+    """Ranges stand next to the settings (issue 10.10): a number without a declared bound is a gap."""
+    import dataclasses
+    import typing
+
+    from precompute.config import CheckpointSpec, Rule
+
+    classes = _settings_classes() + [CheckpointSpec]
+    assert len(classes) >= 10
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            args = set(typing.get_args(tp)) or {tp}
+            if args & {int, float} or (typing.get_origin(tp) is list and args & {int, float}):
+                rule = f.metadata.get("rule")
+                assert isinstance(rule, Rule), f"{cls.__name__}.{f.name} declares no rule"
+                assert any(b is not None for b in (rule.ge, rule.gt, rule.le, rule.lt)), f"{cls.__name__}.{f.name}"
+
+
+def test_no_hand_written_validation_left():
+    """One generic checker reads the declarations; RunConfig.validate only delegates to it."""
+    import inspect
+
+    from precompute.config import RunConfig
+
+    source = inspect.getsource(RunConfig.validate)
+    assert "check_settings" in source and source.count("\n") < 6
+    assert not hasattr(RunConfig, "_validate_checkpoint_set")
+
+
+def test_options_and_config_values_are_checked_by_the_same_rules(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    cfg.model.dtype = "float8"
+    cfg.overridden["model.dtype"] = "--dtype 'float8'"
+    with pytest.raises(ConfigError, match=r"^--dtype 'float8': must be one of 'auto'"):
+        cfg.validate()
+    cfg.overridden.clear()
+    with pytest.raises(ConfigError, match=r"run\.toml: \[model\] dtype must be one of"):
+        cfg.validate()
+
+
+def test_config_path_that_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)

@@ -3,27 +3,41 @@
 import polars as pl
 import streamlit as st
 
-from explorer import charts, common
+from explorer import charts
 from explorer import queries as Q
+from explorer.downloads import chart, table
+from explorer.links import LINK_CONFIG, with_neuron_links
+from explorer.pickers import (
+    checkpoint_label_func,
+    checkpoint_order,
+    concept_label_func,
+    language_label_func,
+    pick_concept,
+    pick_k,
+)
+from explorer.problems import empty
+from explorer.store_context import ctx, q
+from explorer.text import md
+from explorer.widgets import url_select
 
-c = common.ctx()
-order = common.checkpoint_order()
-fmt_concept = common.concept_label_func()
-fmt_ckpt = common.checkpoint_label_func()
-fmt_lang = common.language_label_func()
+c = ctx()
+order = checkpoint_order()
+fmt_concept = concept_label_func()
+fmt_ckpt = checkpoint_label_func()
+fmt_lang = language_label_func()
 
 st.title("Compare checkpoints")
 top = st.columns([2, 2, 2, 1])
-concept = common.pick_concept(key="compare.concept", where=top[0])
-ckpt_a = common.url_select("Checkpoint A (before)", order, param="a", key="compare.a", default=order[0],
-                           what="checkpoint", where=top[1], format_func=fmt_ckpt)
-ckpt_b = common.url_select("Checkpoint B (after)", order, param="b", key="compare.b", default=order[-1],
-                           what="checkpoint", where=top[2], format_func=fmt_ckpt)
-k = common.pick_k(key="compare.k", where=top[3])
+concept = pick_concept(key="compare.concept", where=top[0])
+ckpt_a = url_select("Checkpoint A (before)", order, param="a", key="compare.a", default=order[0],
+                    what="checkpoint", where=top[1], format_func=fmt_ckpt)
+ckpt_b = url_select("Checkpoint B (after)", order, param="b", key="compare.b", default=order[-1],
+                    what="checkpoint", where=top[2], format_func=fmt_ckpt)
+k = pick_k(key="compare.k", where=top[3])
 
-diff = common.q(Q.compare_checkpoints, c.run_id, concept, ckpt_a, ckpt_b, k)
+diff = q(Q.compare_checkpoints, c.run_id, concept, ckpt_a, ckpt_b, k)
 if diff.height == 0:
-    common.empty(f"No experts stored for {common.md_escape(fmt_concept(concept))} at either checkpoint.")
+    empty(f"No experts stored for {md(fmt_concept(concept))} at either checkpoint.")
     st.stop()
 
 counts = (diff.group_by(["lang", "status"]).len("n")
@@ -37,30 +51,31 @@ per_lang = (diff.group_by("lang")
 
 left, right = st.columns([3, 2])
 with left:
-    common.chart(charts.status_bars(counts, title=f"Top-{k} units of {fmt_concept(concept)}: {ckpt_a} → {ckpt_b}"),
-                 counts, f"compare_counts_{concept}_{ckpt_a}_{ckpt_b}_k{k}")
+    chart(charts.status_bars(counts, title=f"Top-{k} units of {fmt_concept(concept)}: {ckpt_a} → {ckpt_b}"),
+          counts, f"compare_counts_{concept}_{ckpt_a}_{ckpt_b}_k{k}")
 with right:
     st.markdown("**Per language**")
-    common.table(per_lang, f"compare_summary_{concept}_{ckpt_a}_{ckpt_b}_k{k}",
-                 column_config={"jaccard_a_b": st.column_config.NumberColumn(
-                     "Jaccard A/B", format="%.2f", help="Overlap of the language's top-K sets at A and at B.")})
+    table(per_lang, f"compare_summary_{concept}_{ckpt_a}_{ckpt_b}_k{k}",
+          column_config={"jaccard_a_b": st.column_config.NumberColumn(
+              "Jaccard A/B", format="%.2f", help="Overlap of the language's top-K sets at A and at B.")})
 
 st.subheader("Side by side: cross-lingual overlap")
-ma = common.q(Q.concept_overlap_matrix, c.run_id, ckpt_a, concept)
-mb = common.q(Q.concept_overlap_matrix, c.run_id, ckpt_b, concept)
+ma = q(Q.concept_overlap_matrix, c.run_id, ckpt_a, concept)
+mb = q(Q.concept_overlap_matrix, c.run_id, ckpt_b, concept)
 ha, hb = st.columns(2)
-for col, name, mat in ((ha, ckpt_a, ma), (hb, ckpt_b, mb)):
+# A and B may be the same checkpoint: each side's download is named by its side, so the keys differ.
+for col, side, name, mat in ((ha, "A", ckpt_a, ma), (hb, "B", ckpt_b, mb)):
     with col:
         if mat.height:
-            common.chart(charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {name}"), mat,
-                         f"overlap_matrix_{concept}_{name}")
+            chart(charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {side}: {name}"), mat,
+                  f"overlap_matrix_{side}_{concept}_{name}")
         else:
-            common.empty(f"No overlap stored at {common.md_escape(name)}.")
+            empty(f"No overlap stored at {side}: {md(name)}.")
 
 st.subheader("Units that entered or left")
 langs = sorted(diff["lang"].unique().to_list())
-lang = common.url_select("Language", ["all", *langs], param="lang", key="compare.lang", what="language",
-                         format_func=lambda v: "all languages" if v == "all" else fmt_lang(v))
+lang = url_select("Language", ["all", *langs], param="lang", key="compare.lang", what="language",
+                  format_func=lambda v: "all languages" if v == "all" else fmt_lang(v))
 view = diff if lang == "all" else diff.filter(pl.col("lang") == lang)
 cols = st.columns(3)
 for col, status, blurb in ((cols[0], "entered", f"in the top-{k} at B, not at A"),
@@ -70,5 +85,5 @@ for col, status, blurb in ((cols[0], "entered", f"in the top-{k} at B, not at A"
     part = view.filter(pl.col("status") == status).drop(drop)
     with col:
         st.markdown(f"**{status.capitalize()}** ({part.height}): {blurb}")
-        common.table(common.with_neuron_links(part.drop("status"), concept), f"compare_{status}_{concept}_{ckpt_a}_{ckpt_b}_{lang}",
-                     column_config=common.LINK_CONFIG, height=320)
+        table(with_neuron_links(part.drop("status"), concept), f"compare_{status}_{concept}_{ckpt_a}_{ckpt_b}_{lang}",
+              column_config=LINK_CONFIG, height=320)

@@ -3,25 +3,39 @@
 import polars as pl
 import streamlit as st
 
-from explorer import charts, common
+from explorer import charts
 from explorer import queries as Q
+from explorer.downloads import chart, downloads, table
+from explorer.links import LINK_CONFIG, neuron_link, with_neuron_links
+from explorer.pickers import (
+    checkpoint_label,
+    checkpoint_order,
+    concept_label_func,
+    pick_checkpoint,
+    pick_concept,
+    pick_k,
+)
+from explorer.problems import empty
+from explorer.store_context import ctx, q
+from explorer.text import md
+from explorer.widgets import url_int, url_select
 
-c = common.ctx()
-order = common.checkpoint_order()
-fmt_concept = common.concept_label_func()
+c = ctx()
+order = checkpoint_order()
+fmt_concept = concept_label_func()
 
 st.title("Concepts")
 st.caption("Expert units (Suau et al.): the units whose activation best predicts, by average precision, "
            "that a sentence expresses the concept, against other concepts' sentences in the same language.")
 
 top = st.columns([2, 4, 1])
-concept = common.pick_concept(key="concepts.concept", where=top[0])
-ckpt = common.pick_checkpoint("Checkpoint (training progress)", key="concepts.ckpt", where=top[1])
-k = common.pick_k(key="concepts.k", where=top[2])
+concept = pick_concept(key="concepts.concept", where=top[0])
+ckpt = pick_checkpoint("Checkpoint (training progress)", key="concepts.ckpt", where=top[1])
+k = pick_k(key="concepts.k", where=top[2])
 
-units = common.q(Q.top_units, c.run_id, ckpt, concept, k)
-matrix = common.q(Q.concept_overlap_matrix, c.run_id, ckpt, concept)
-shared_all = common.q(Q.shared_experts, c.run_id, ckpt, concept, c.min_langs, 500)
+units = q(Q.top_units, c.run_id, ckpt, concept, k)
+matrix = q(Q.concept_overlap_matrix, c.run_id, ckpt, concept)
+shared_all = q(Q.shared_experts, c.run_id, ckpt, concept, c.min_langs, 500)
 
 pairs = matrix.filter(pl.col("lang_a") < pl.col("lang_b"))
 m = st.columns(4)
@@ -31,9 +45,9 @@ m[1].metric("Mean Jaccard overlap", f"{pairs['jaccard'].mean():.3f}" if pairs.he
 m[2].metric(f"Shared experts (≥ {c.min_langs} languages)", shared_all.height)
 m[3].metric("Most languages for one unit", int(shared_all["n_langs_topk"].max()) if shared_all.height else 0)
 
-st.subheader(f"Top-{k} units per language at {common.md_escape(common.checkpoint_label(ckpt))}")
+st.subheader(f"Top-{k} units per language at {md(checkpoint_label(ckpt))}")
 if units.height == 0:
-    common.empty(f"No experts stored for {common.md_escape(fmt_concept(concept))} at {common.md_escape(ckpt)}.")
+    empty(f"No experts stored for {md(fmt_concept(concept))} at {md(ckpt)}.")
 else:
     grid_tab, table_tab = st.tabs(["By rank", "Table with links"])
     with grid_tab:
@@ -43,68 +57,68 @@ else:
         grid = cells.pivot(on="lang", index="rank", values="cell", aggregate_function="first").sort("rank")
         st.dataframe(grid, hide_index=True, width="stretch")
         st.caption("Each cell: layer · unit (AP). The same unit in several columns is a cross-lingual expert.")
-        common.downloads(units, f"top_units_{concept}_{ckpt}_k{k}")
+        downloads(units, f"top_units_{concept}_{ckpt}_k{k}")
     with table_tab:
-        common.table(common.with_neuron_links(units, concept), f"top_units_long_{concept}_{ckpt}_k{k}",
-                     column_config=common.LINK_CONFIG)
+        table(with_neuron_links(units, concept), f"top_units_long_{concept}_{ckpt}_k{k}",
+              column_config=LINK_CONFIG)
 
 left, right = st.columns(2)
 with left:
     st.subheader("Language x language overlap")
-    measure = common.url_select("Measure", ["jaccard", "spearman_ap"], param="ov", key="concepts.ov",
-                                what="overlap measure",
-                                format_func=lambda v: {"jaccard": "Jaccard of top-K sets",
-                                                       "spearman_ap": "Spearman of all units' AP"}[v])
+    measure = url_select("Measure", ["jaccard", "spearman_ap"], param="ov", key="concepts.ov",
+                         what="overlap measure",
+                         format_func=lambda v: {"jaccard": "Jaccard of top-K sets",
+                                                "spearman_ap": "Spearman of all units' AP"}[v])
     if matrix.height:
         lo = min(0.0, float(matrix[measure].min()))
-        common.chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt}",
-                                         domain=(lo, 1.0)),
-                     matrix, f"overlap_matrix_{concept}_{ckpt}")
+        chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt}",
+                                  domain=(lo, 1.0)),
+              matrix, f"overlap_matrix_{concept}_{ckpt}")
     else:
-        common.empty("No overlap stored for this concept and checkpoint.")
+        empty("No overlap stored for this concept and checkpoint.")
 with right:
     st.subheader("Overlap over training")
-    hist = common.q(Q.concept_overlap_history, c.run_id, concept)
+    hist = q(Q.concept_overlap_history, c.run_id, concept)
     if hist.height:
         mean = (hist.group_by(["checkpoint", "step"]).agg(pl.col(measure).mean())
                 .with_columns(pair=pl.lit("mean")))
         both = pl.concat([hist.select("checkpoint", "step", "pair", measure),
                           mean.select("checkpoint", "step", "pair", measure)])
         n_pairs = hist["pair"].n_unique()
-        chart = charts.lines_over_checkpoints(
+        lines = charts.lines_over_checkpoints(
             both if n_pairs <= 28 else mean, order, measure, color="pair",
             title=f"{fmt_concept(concept)}: {measure} per language pair", highlight="mean",
             domain=(min(0.0, float(both[measure].min())), 1.0),
         )
-        common.chart(chart, hist, f"overlap_history_{concept}")
+        chart(lines, hist, f"overlap_history_{concept}")
     else:
-        common.empty("No overlap stored for this concept.")
+        empty("No overlap stored for this concept.")
 
 st.subheader("Shared experts")
-st.caption(f"Units in the top-K of {common.md_escape(fmt_concept(concept))} in many languages at "
-           f"{common.md_escape(ckpt)}. min/mean AP are over "
+st.caption(f"Units in the top-K of {md(fmt_concept(concept))} in many languages at "
+           f"{md(ckpt)}. min/mean AP are over "
            "every language, so a high min AP marks a reliable predictor everywhere.")
 n_langs = max(c.min_langs, units["lang"].n_unique() if units.height else c.min_langs)
 s_left, s_right = st.columns([3, 2])
 with s_left:
-    min_langs = common.url_int("At least this many languages", param="minl", key="concepts.minl",
-                               min_value=c.min_langs, max_value=max(n_langs, c.min_langs),
-                               default=c.min_langs, what="minimum number of languages")
+    min_langs = url_int("At least this many languages", param="minl", key="concepts.minl",
+                        min_value=c.min_langs, max_value=max(n_langs, c.min_langs),
+                        default=c.min_langs, what="minimum number of languages")
     shared = shared_all.filter(pl.col("n_langs_topk") >= min_langs)
     if shared.height:
-        common.table(common.with_neuron_links(shared, concept), f"shared_experts_{concept}_{ckpt}_min{min_langs}",
-                     column_config=common.LINK_CONFIG, height=320)
+        table(with_neuron_links(shared, concept), f"shared_experts_{concept}_{ckpt}_min{min_langs}",
+              column_config=LINK_CONFIG, height=320)
         st.caption("Open a unit's page:")
         with st.container(horizontal=True, gap="small"):
             for row in shared.head(6).iter_rows(named=True):
-                common.neuron_link(row["layer"], row["unit"],
-                                   f"L{row['layer']} · U{row['unit']} ({row['n_langs_topk']} langs)", concept)
+                neuron_link(row["layer"], row["unit"],
+                            f"L{row['layer']} · U{row['unit']} ({row['n_langs_topk']} langs)", concept)
     else:
-        common.empty(f"No unit is in the top-K of this concept in at least {min_langs} languages at "
-                     f"{common.md_escape(ckpt)}.")
+        empty(f"No unit is in the top-K of this concept in at least {min_langs} languages at "
+              f"{md(ckpt)}.")
 with s_right:
-    sh = common.q(Q.shared_expert_history, c.run_id, concept)
-    common.chart(
+    sh = q(Q.shared_expert_history, c.run_id, concept)
+    chart(
         charts.lines_over_checkpoints(sh, order, "n_shared", y_title="shared experts",
                                       title=f"Shared experts (≥ {c.min_langs} languages) over training",
                                       tooltip=["max_langs:Q"], height=280),
@@ -112,8 +126,8 @@ with s_right:
     )
 
 with st.expander("Example input sentences"):
-    sentences = common.q(Q.concept_sentences, concept, None, 3)
+    sentences = q(Q.concept_sentences, concept, None, 3)
     if sentences.height:
-        common.table(sentences, f"sentences_{concept}")
+        table(sentences, f"sentences_{concept}")
     else:
-        common.empty("The store carries no sentences for this concept.")
+        empty("The store carries no sentences for this concept.")

@@ -3,26 +3,40 @@
 import polars as pl
 import streamlit as st
 
-from explorer import charts, common
+from explorer import charts
 from explorer import queries as Q
+from explorer.downloads import chart, table
+from explorer.links import LINK_CONFIG, with_neuron_links
+from explorer.pickers import (
+    checkpoint_label,
+    checkpoint_order,
+    concept_label_func,
+    language_label_func,
+    pick_checkpoint,
+    pick_k,
+    pick_language,
+)
+from explorer.problems import empty
+from explorer.store_context import ctx, q
+from explorer.text import md
 
-c = common.ctx()
-order = common.checkpoint_order()
-fmt_concept = common.concept_label_func()
-fmt_lang = common.language_label_func()
+c = ctx()
+order = checkpoint_order()
+fmt_concept = concept_label_func()
+fmt_lang = language_label_func()
 
 st.title("Language")
 top = st.columns([2, 4, 1])
-lang = common.pick_language(key="language.lang", where=top[0])
-ckpt = common.pick_checkpoint(key="language.ckpt", where=top[1])
-k = common.pick_k(key="language.k", default=5, where=top[2])
+lang = pick_language(key="language.lang", where=top[0])
+ckpt = pick_checkpoint(key="language.ckpt", where=top[1])
+k = pick_k(key="language.k", default=5, where=top[2])
 
-sharing = common.q(Q.language_sharing, c.run_id, lang)
-experts = common.q(Q.language_experts, c.run_id, lang, ckpt, k)
+sharing = q(Q.language_sharing, c.run_id, lang)
+experts = q(Q.language_experts, c.run_id, lang, ckpt, k)
 top_k = c.top_k
 
-st.subheader(f"How many of {common.md_escape(fmt_lang(lang))}'s experts are shared, over training")
-st.caption(f"Per concept: how many of its top-{top_k} experts in {common.md_escape(lang)} are shared experts, "
+st.subheader(f"How many of {md(fmt_lang(lang))}'s experts are shared, over training")
+st.caption(f"Per concept: how many of its top-{top_k} experts in {md(lang)} are shared experts, "
            f"i.e. also top-{top_k} in at least {c.min_langs - 1} other language(s).")
 if sharing.height:
     per_ck = (sharing.group_by(["checkpoint", "step"])
@@ -32,7 +46,7 @@ if sharing.height:
               .sort(["step", "checkpoint"], nulls_last=True))
     left, right = st.columns([2, 3])
     with left:
-        common.chart(
+        chart(
             charts.lines_over_checkpoints(per_ck, order, "mean_share", y_title=f"share of the top-{top_k}",
                                           title="Mean share of experts that are shared", domain=(0.0, 1.0),
                                           tooltip=["mean_n_shared:Q", "concepts_with_shared:Q"]),
@@ -42,7 +56,7 @@ if sharing.height:
         rows = (sharing.group_by("concept_id").agg(pl.col("n_shared").sum())
                 .sort("n_shared", descending=True)["concept_id"].to_list())
         shown = rows[:50]
-        common.chart(
+        chart(
             charts.concept_checkpoint_grid(sharing.filter(pl.col("concept_id").is_in(shown)), order,
                                            value="n_shared", rows=shown, max_value=top_k,
                                            title="shared experts per concept"),
@@ -51,28 +65,28 @@ if sharing.height:
         if len(rows) > 50:
             st.caption(f"The 50 concepts with the most sharing of {len(rows)}; the download has all.")
 else:
-    common.empty("No sharing data for this language.")
+    empty("No sharing data for this language.")
 
-st.subheader(f"Top-{k} experts per concept in {common.md_escape(lang)} at "
-             f"{common.md_escape(common.checkpoint_label(ckpt))}")
+st.subheader(f"Top-{k} experts per concept in {md(lang)} at "
+             f"{md(checkpoint_label(ckpt))}")
 if experts.height:
-    view = common.with_neuron_links(experts)
-    common.table(view, f"language_{lang}_experts_{ckpt}_k{k}", height=420,
-                 column_config={**common.LINK_CONFIG,
-                                "n_langs_topk": st.column_config.NumberColumn(
+    view = with_neuron_links(experts)
+    table(view, f"language_{lang}_experts_{ckpt}_k{k}", height=420,
+          column_config={**LINK_CONFIG,
+                         "n_langs_topk": st.column_config.NumberColumn(
                                     "languages", help=f"in how many languages it is top-{top_k} "
                                     f"(empty = fewer than {c.min_langs})"),
-                                "langs": st.column_config.TextColumn("shared with")})
+                         "langs": st.column_config.TextColumn("shared with")})
 else:
-    common.empty(f"No experts stored for {common.md_escape(lang)} at {common.md_escape(ckpt)}.")
+    empty(f"No experts stored for {md(lang)} at {md(ckpt)}.")
 
-with st.expander(f"Language identification of {common.md_escape(lang)} (probe F1 per layer and checkpoint)"):
-    f1 = common.q(Q.language_probe_f1, c.run_id, lang)
+with st.expander(f"Language identification of {md(lang)} (probe F1 per layer and checkpoint)"):
+    f1 = q(Q.language_probe_f1, c.run_id, lang)
     if f1.height:
-        rep = sorted(set(f1["representation"].to_list()), key=lambda r: (r != "mean", r))[0]
+        rep = min(set(f1["representation"].to_list()), key=lambda r: (r != "mean", r))
         one = f1.filter(pl.col("representation") == rep)
-        common.chart(charts.layer_checkpoint_heatmap(one, order, value="f1",
-                                                     title=f"F1 for {lang} ({rep} representation)"),
-                     f1, f"language_{lang}_probe_f1")
+        chart(charts.layer_checkpoint_heatmap(one, order, value="f1",
+                                              title=f"F1 for {lang} ({rep} representation)"),
+              f1, f"language_{lang}_probe_f1")
     else:
-        common.empty("No probe results for this language.")
+        empty("No probe results for this language.")

@@ -3,19 +3,24 @@
 import polars as pl
 import streamlit as st
 
-from explorer import charts, common
+from explorer import charts
 from explorer import queries as Q
+from explorer.downloads import chart, table
+from explorer.problems import empty
+from explorer.store_context import ctx, q
+from explorer.text import md_code
+from explorer.widgets import url_select
 
-c = common.ctx()
-run = common.q(Q.runs).filter(pl.col("run_id") == c.run_id).row(0, named=True)
-ck = common.q(Q.checkpoints, c.run_id)
+c = ctx()
+run = q(Q.runs).filter(pl.col("run_id") == c.run_id).row(0, named=True)
+ck = q(Q.checkpoints, c.run_id)
 order = ck["checkpoint"].to_list()
-langs = common.q(Q.languages)
-concepts = common.q(Q.concepts)
-layers = common.q(Q.layers, c.run_id)
+langs = q(Q.languages)
+concepts = q(Q.concepts)
+layers = q(Q.layers, c.run_id)
 
 st.title("Overview")
-st.caption(f"Run {common.md_code(c.run_id)} of {common.md_code(run['model_id'])} in {common.md_code(c.name)}")
+st.caption(f"Run {md_code(c.run_id)} of {md_code(run['model_id'])} in {md_code(c.name)}")
 if run.get("model_card"):
     with st.container(border=True):
         st.text(run["model_card"])  # free text from the store: shown as written, never as markdown
@@ -32,23 +37,23 @@ cols[4].metric("Top-K experts", c.top_k, help=f"Shared experts: top-K in at leas
 left, right = st.columns(2)
 with left:
     st.subheader("Language identity by layer")
-    reps = common.q(Q.representations, c.run_id)
+    reps = q(Q.representations, c.run_id)
     if reps:
-        rep = common.url_select("Representation", reps, param="rep", key="overview.rep", what="representation",
-                                help="'mean': sentence-pooled residual stream; 'token': single tokens.")
-        grid = common.q(Q.probe_grid, c.run_id, rep)
-        common.chart(charts.probe_heatmap(grid, order), grid, f"probe_accuracy_{rep}")
+        rep = url_select("Representation", reps, param="rep", key="overview.rep", what="representation",
+                         help="'mean': sentence-pooled residual stream; 'token': single tokens.")
+        grid = q(Q.probe_grid, c.run_id, rep)
+        chart(charts.probe_heatmap(grid, order), grid, f"probe_accuracy_{rep}")
         st.caption("Early in training a linear probe identifies the language in every layer; the paper "
                    "finds that later it fades in the middle layers, where meaning is shared.")
     else:
-        common.empty("No language-identification probes in this store.")
+        empty("No language-identification probes in this store.")
 with right:
     st.subheader("Cross-lingual expert overlap")
-    ov = common.q(Q.overlap_summary, c.run_id)
+    ov = q(Q.overlap_summary, c.run_id)
     if ov.height:
         long = ov.unpivot(index=["checkpoint", "step"], on=["mean_jaccard", "mean_spearman_ap"],
                           variable_name="measure", value_name="value")
-        common.chart(
+        chart(
             charts.lines_over_checkpoints(
                 long, order, "value", color="measure", y_title="mean over concepts and language pairs",
                 title=f"Overlap of top-{int(ov['k'].max())} experts across languages", domain=(0.0, 1.0),
@@ -58,24 +63,24 @@ with right:
         st.caption("Jaccard overlap of the top-K expert sets of every language pair, and the Spearman "
                    "correlation of all units' AP, averaged over concepts. Rising = shared neurons.")
     else:
-        common.empty("No expert overlap in this store yet.")
+        empty("No expert overlap in this store yet.")
 
 st.subheader("What the store holds")
 tabs = st.tabs(["Checkpoints", "Languages", "Concepts", "Layers", "Tables", "Stage timings"])
 with tabs[0]:
-    common.table(ck.drop("position"), "checkpoints",
-                 column_config={"tokens_seen": st.column_config.NumberColumn(format="%,d")})
+    table(ck.drop("position"), "checkpoints",
+          column_config={"tokens_seen": st.column_config.NumberColumn(format="%,d")})
 with tabs[1]:
-    common.table(langs.join(common.q(Q.sentence_counts), on="lang", how="left"), "languages")
+    table(langs.join(q(Q.sentence_counts), on="lang", how="left"), "languages")
 with tabs[2]:
-    common.table(concepts, "concepts")
+    table(concepts, "concepts")
 with tabs[3]:
-    common.table(layers, "layers")
+    table(layers, "layers")
 with tabs[4]:
-    common.table(common.q(Q.table_counts), "table_counts")
+    table(q(Q.table_counts), "table_counts")
 with tabs[5]:
-    timings = common.q(Q.stage_timings, c.run_id)
+    timings = q(Q.stage_timings, c.run_id)
     if timings.height:
-        common.table(timings, "stage_timings")
+        table(timings, "stage_timings")
     else:
-        common.empty("No stage timings recorded.")
+        empty("No stage timings recorded.")

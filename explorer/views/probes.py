@@ -2,61 +2,67 @@
 
 import streamlit as st
 
-from explorer import charts, common
+from explorer import charts
 from explorer import queries as Q
+from explorer.downloads import chart, table
+from explorer.pickers import checkpoint_order, pick_checkpoint
+from explorer.problems import empty
+from explorer.store_context import ctx, q
+from explorer.text import md
+from explorer.widgets import url_select
 
-c = common.ctx()
-order = common.checkpoint_order()
+c = ctx()
+order = checkpoint_order()
 
 st.title("Language probes")
 st.caption("Logistic-regression language identification on hidden states, per layer (0 = embeddings, "
            "i = output of block i) and checkpoint, averaged over seeds.")
 
-reps = common.q(Q.representations, c.run_id)
+reps = q(Q.representations, c.run_id)
 if not reps:
-    common.empty("This store has no probe results (the probe stage did not run).")
+    empty("This store has no probe results (the probe stage did not run).")
     st.stop()
 
 controls = st.columns([1, 1, 3])
-rep = common.url_select("Representation", reps, param="rep", key="probes.rep", what="representation",
-                        where=controls[0])
-metric = common.url_select("Measure", ["accuracy", "macro_f1"], param="metric", key="probes.metric",
-                           what="measure", where=controls[1])
+rep = url_select("Representation", reps, param="rep", key="probes.rep", what="representation",
+                 where=controls[0])
+metric = url_select("Measure", ["accuracy", "macro_f1"], param="metric", key="probes.metric",
+                    what="measure", where=controls[1])
 
-grid = common.q(Q.probe_grid, c.run_id, rep)
+grid = q(Q.probe_grid, c.run_id, rep)
 if grid.height == 0:
-    common.empty(f"No probe results for representation '{common.md_escape(rep)}'.")
+    empty(f"No probe results for representation '{md(rep)}'.")
     st.stop()
-common.chart(charts.probe_heatmap(grid, order, metric), grid, f"probe_{metric}_{rep}")
+chart(charts.probe_heatmap(grid, order, metric), grid, f"probe_{metric}_{rep}")
 
 layers = sorted(set(grid["layer"].to_list()))
 left, right = st.columns(2)
 with left:
     st.subheader("Across layers, at one checkpoint")
-    ckpt = common.pick_checkpoint(key="probes.ckpt")
-    per_lang = common.q(Q.probe_languages, c.run_id, rep, ckpt, None)
+    ckpt = pick_checkpoint(key="probes.ckpt")
+    per_lang = q(Q.probe_languages, c.run_id, rep, ckpt, None)
     if per_lang.height:
-        common.chart(
+        chart(
             charts.lines_over_layers(per_lang, "f1", color="lang", y_title="F1 (per language)",
                                      title=f"Per-language F1 at {ckpt}", domain=(0.0, 1.0)),
             per_lang, f"probe_f1_by_layer_{rep}_{ckpt}",
         )
     else:
-        common.empty("No per-language results at this checkpoint.")
+        empty("No per-language results at this checkpoint.")
 with right:
     st.subheader("Across training, at one layer")
     mid = layers[len(layers) // 2]
-    layer = common.url_select("Layer", layers, param="layer", key="probes.layer", default=mid, what="layer",
-                              slider=True)
-    per_ck = common.q(Q.probe_languages, c.run_id, rep, None, layer)
+    layer = url_select("Layer", layers, param="layer", key="probes.layer", default=mid, what="layer",
+                       slider=True)
+    per_ck = q(Q.probe_languages, c.run_id, rep, None, layer)
     if per_ck.height:
-        common.chart(
+        chart(
             charts.lines_over_checkpoints(per_ck, order, "f1", color="lang", y_title="F1 (per language)",
                                           title=f"Per-language F1 at layer {layer}", domain=(0.0, 1.0)),
             per_ck, f"probe_f1_by_checkpoint_{rep}_layer{layer}",
         )
     else:
-        common.empty("No per-language results at this layer.")
+        empty("No per-language results at this layer.")
 
 with st.expander("All probe results (table)"):
-    common.table(grid, f"probe_results_{rep}")
+    table(grid, f"probe_results_{rep}")

@@ -83,7 +83,7 @@ def average_precision_multi(
     Neurons are processed in chunks of ``chunk_neurons`` columns to bound device memory; each chunk is
     sorted once and scored against every concept.
     """
-    n, n_neurons = scores.shape
+    _, n_neurons = scores.shape
     n_concepts = label_matrix.shape[1]
     out = torch.empty((n_concepts, n_neurons), dtype=torch.float64, device=scores.device)
     label_matrix = label_matrix.to(scores.device).bool()
@@ -110,16 +110,30 @@ def top_k_experts(
     return idx[:, :k], values[:, :k]
 
 
-def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Median (lower, like torch.median) over the rows selected by ``mask``, per column."""
-    return values[mask].median(dim=0).values
+def on_p50(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The steering value of each column: the interpolated median over the rows selected by ``mask``.
+
+    values: (contexts, K) pooled responses of K units; mask: (contexts,) bool, the concept's contexts.
+    Returns (K,) float: ``torch.quantile(q=0.5)`` (linear interpolation between the two middle values for an
+    even count), as apple/ml-selfcond's ``on_p50`` (``np.percentile(q=50)`` of the responses on the concept's
+    sentences): the paper's setting. Not the lower median of ``torch.median``.
+    """
+    selected = values[mask.bool()]
+    if selected.shape[0] == 0:
+        raise ValueError("on_p50 needs at least one selected context")
+    wide = torch.float32 if selected.device.type == "mps" else torch.float64  # MPS has no float64
+    return torch.quantile(selected.to(wide), 0.5, dim=0, interpolation="linear").to(values.dtype)
+
+
+#: The steering value (``neuron_ap.median_pos_act``): the interpolated median, see `on_p50`.
+masked_median = on_p50
 
 
 @dataclass
 class ExpertResult:
     """Per language: the top-K rows, plus the full AP matrix (concepts x neurons) for alignment."""
 
-    top: pl.DataFrame  # lang, concept_id, layer, unit, ap, rank, median_pos_act
+    top: pl.DataFrame  # lang, concept_id, layer, unit, ap, rank, median_pos_act (= on_p50 of the responses)
     full_ap: dict[str, torch.Tensor]  # lang -> (n_concepts, N) float64 (CPU)
     concept_ids: list[str]
 
@@ -137,8 +151,10 @@ def score_experts(
 ) -> ExpertResult:
     """Score every neuron for every (language, concept); keep the top-K per pair.
 
-    activations: (contexts, N) pooled activations of all layers' neurons concatenated;
-    ``layer_offsets[i]`` is the first column of layer i (length n_layers + 1).
+    activations: (contexts, N) pooled responses of all layers' units concatenated (the run's ``[extract]
+    pooling``: the same responses give the AP and the steering value); ``layer_offsets[i]`` is the first column
+    of layer i (length n_layers + 1). ``median_pos_act`` of a top unit is `on_p50` of its responses on the
+    concept's contexts in that language.
     """
     concepts = sorted(set(concept_ids.tolist()))
     offsets = torch.tensor(layer_offsets[:-1])
@@ -153,7 +169,7 @@ def score_experts(
         ap = average_precision_multi(scores, labels, chunk_neurons=chunk_neurons)
         idx, vals = top_k_experts(ap, top_k)
         medians = torch.stack(
-            [masked_median(scores[:, idx[ci]].float(), labels[:, ci].to(device)) for ci in range(len(present))]
+            [on_p50(scores[:, idx[ci]].float(), labels[:, ci].to(device)) for ci in range(len(present))]
         )
         full_ap = torch.full((len(concepts), ap.shape[1]), float("nan"), dtype=torch.float64)
         for ci, c in enumerate(present):

@@ -1,7 +1,10 @@
 """Language-identification probes: per layer, a logistic regression that predicts the input language.
 
 For each layer and representation, the probe is fitted on a stratified split for every seed; accuracy,
-macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept).
+macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept). For the
+token-level representation each seed also has its own sampled token per context (``precompute.extract``
+draws positions per seed, start and padding tokens excluded), so the seeds vary the tokens as well as the
+split (the paper: token-level hidden states, three seeds).
 """
 
 from __future__ import annotations
@@ -69,18 +72,26 @@ def probe_tables(
     max_train: int = 0,
     progress=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Probe every layer of every representation ((layers, contexts, d) tensors).
+    """Probe every layer of every representation.
 
-    Returns (probe_results rows, probe_per_language rows) without run_id/checkpoint.
+    A representation is a (layers, contexts, d) tensor shared by all seeds, or a (len(seeds), layers,
+    contexts, d) tensor whose i-th slice is seed ``seeds[i]``'s features (token probes: one sampled token per
+    context and seed). Returns (probe_results rows, probe_per_language rows) without run_id/checkpoint.
     """
     results, per_language = [], []
     for rep, tensor in representations.items():
-        for layer in range(tensor.shape[0]):
-            features = tensor[layer].float().numpy()
+        if tensor.ndim == 4 and tensor.shape[0] != len(seeds):
+            raise ValueError(f"representation {rep!r} has {tensor.shape[0]} seed slices for {len(seeds)} seeds")
+        if tensor.ndim not in (3, 4):
+            raise ValueError(f"representation {rep!r} must be 3-D or 4-D, got shape {tuple(tensor.shape)}")
+        n_layers = tensor.shape[-3]
+        for layer in range(n_layers):
             fits = [
-                fit_probe(features, langs, seed=s, test_size=test_size, C=C,
-                          max_iter=max_iter, max_train=max_train)
-                for s in seeds
+                fit_probe(
+                    (tensor[i, layer] if tensor.ndim == 4 else tensor[layer]).float().numpy(),
+                    langs, seed=s, test_size=test_size, C=C, max_iter=max_iter, max_train=max_train,
+                )
+                for i, s in enumerate(seeds)
             ]
             acc = np.array([f["accuracy"] for f in fits])
             results.append(

@@ -36,13 +36,16 @@ def run(
     from precompute.pipeline import run as run_pipeline
 
     cfg = load_config(config)
+    # Options override the config; they are checked by the same declared rules, and a refusal names the option.
     if device:
         cfg.model.device = device
     if dtype:
         cfg.model.dtype = dtype
-        cfg.validate(str(config))
+        cfg.overridden["model.dtype"] = f"--dtype {dtype!r}"
     if layers is not None:
         cfg.extract.layers = _parse_layers(layers)
+        cfg.overridden["extract.layers"] = f"--layers {layers!r}"
+    cfg.validate()
     specs = resolve_checkpoints(cfg, where=str(config))
     if not specs:
         fail(f"{config}: no checkpoints listed ([[checkpoints]] tables or a [checkpoint_set])")

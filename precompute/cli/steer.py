@@ -1,14 +1,16 @@
-"""``precompute steer STORE``: steer generation with concept neurons (see ``precompute.steering.stage``).
+"""``precompute steer STORE``: the steering stage on a finished store (see ``precompute.steering.stage``).
 
-Mounted by ``precompute.cli`` through the one error path (``friendly_errors``). Every bad
-input (missing store, unknown concept, language or checkpoint, malformed list) ends in one red line
-on stderr and exit status 1.
+Its settings are the run's own ``[steering]`` section, read back from the store (``runs.config_json``); an
+option overrides only the setting it names, and is checked by the same declared rules as the config key (a
+bad value is refused naming the option). This module only parses: no defaults and no checks of its own.
+Every bad input (missing store, unknown concept, language or checkpoint, malformed list) ends in one red line
+on stderr and exit status 1, through the one error path (``friendly_errors``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,11 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from precompute.cli.errors import err_console as _err
-from precompute.cli.errors import fail
+from precompute.cli.errors import fail, friendly_errors
 
 _out = Console()
-
-
 
 
 def _split(text: str | None, sep: str = ",") -> list[str] | None:
@@ -30,69 +30,82 @@ def _split(text: str | None, sep: str = ",") -> list[str] | None:
     return [x for x in items if x] or None
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _ints(text: str | None, option: str) -> list[int] | None:
+    """'0,50' -> [0, 50]; '0-99' -> 0..99 (ranges inclusive); None stays None (the run's setting)."""
+    if text is None:
+        return None
+    values: list[int] = []
     try:
-        values = [int(x) for x in (_split(text) or [])]
+        for part in _split(text) or []:
+            low, sep, high = part.partition("-") if not part.startswith("-") else (part, "", "")
+            values += list(range(int(low), int(high) + 1)) if sep else [int(part)]
     except ValueError:
-        fail(f"--{what}: expected comma-separated integers, got {text!r}")
-    if not values or min(values) < 0:
-        fail(f"--{what}: expected non-negative integers, got {text!r}")
+        fail(f"{option}: expected comma-separated integers or ranges such as 0-99, got {text!r}")
     return values
 
 
+_HELP_RUN = " (default: the run's [steering] setting)"
+
+
+@friendly_errors
 def steer(
     store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb) with experts (precompute run).")],
     concepts: Annotated[
         str | None,
-        typer.Option(help="Comma-separated concept ids (default: the 3 with most shared experts at the last checkpoint)."),
+        typer.Option(help="Comma-separated concept ids (default: [steering] concepts, else the 3 with most shared "
+                     "experts at the last checkpoint)."),
     ] = None,
     source_langs: Annotated[
-        str | None, typer.Option(help="Comma-separated languages the experts come from (default: first non-English).")
+        str | None,
+        typer.Option(help="Comma-separated languages the experts come from (default: [steering] source_langs, "
+                     "else the first non-English language)."),
     ] = None,
-    n_neurons: Annotated[str, typer.Option(help="Comma-separated numbers of top experts to fix; 0 = unsteered.")] = "0,50",
-    seeds: Annotated[int, typer.Option(help="Seeds 0..SEEDS-1, one sample each per prompt.")] = 3,
+    n_neurons: Annotated[
+        str | None, typer.Option(help="Comma-separated numbers of top experts to fix; 0 = unsteered" + _HELP_RUN + ".")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Sampling seeds, e.g. 7,8 or 0-99, one sample each per prompt" + _HELP_RUN + ".")
+    ] = None,
     prompts: Annotated[
-        str | None, typer.Option(help="Prompts separated by '|' (default: one empty prompt = start from BOS).")
+        str | None,
+        typer.Option(help="Prompts separated by '|'; an empty prompt starts from the start token" + _HELP_RUN + "."),
     ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sample.")] = 24,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate per sample" + _HELP_RUN + ".")] = None,
+    value_mode: Annotated[
+        str | None, typer.Option(help="median (fix to the median response on the concept) or zero" + _HELP_RUN + ".")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="Top-k cut, 0 = none" + _HELP_RUN + ".")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass" + _HELP_RUN + ".")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature" + _HELP_RUN + ".")] = None,
     checkpoints: Annotated[str | None, typer.Option(help="Comma-separated checkpoints (default: all).")] = None,
-    value_mode: Annotated[str, typer.Option(help="median (fix to median activation on the concept) or zero.")] = "median",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps (default: the run's).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16 (default: the run's).")] = None,
+    config_dir: Annotated[Path | None, typer.Option(
+        help="The folder the run's config was in: the store records local checkpoints relative to it "
+        "(default: the current folder).")] = None,
 ) -> None:
     """Fix a concept's top expert units during generation and record what the model writes, per checkpoint."""
     import polars as pl
 
-    from precompute.steering.stage import VALUE_MODES, SteeringError, run_steering
-    from precompute.store import StoreError
+    from precompute.steering.stage import run_steering
 
-    if not store.exists():
-        fail(f"{store}: no such store")
-    if store.is_dir():
-        fail(f"{store}: is a directory, not a DuckDB store")
-    n_list = _ints(n_neurons, "n-neurons")
-    if seeds < 1:
-        fail(f"--seeds: need at least 1, got {seeds}")
-    if max_new_tokens < 1:
-        fail(f"--max-new-tokens: need at least 1, got {max_new_tokens}")
-    if value_mode not in VALUE_MODES:
-        fail(f"--value-mode: expected one of {', '.join(VALUE_MODES)}, got {value_mode!r}")
-    prompt_list = [p.strip() for p in prompts.split("|")] if prompts is not None else [""]
-    try:
-        summary = run_steering(
-            store,
-            concepts=_split(concepts),
-            source_langs=_split(source_langs),
-            n_neurons=n_list,
-            seeds=list(range(seeds)),
-            prompts=prompt_list,
-            max_new_tokens=max_new_tokens,
-            checkpoints=_split(checkpoints),
-            device=device,
-            value_mode=value_mode,
-            console=_err,
-        )
-    except (SteeringError, StoreError) as exc:
-        fail(str(exc).strip().splitlines()[0])
+    overrides: dict[str, Any] = {
+        "concepts": _split(concepts),
+        "source_langs": _split(source_langs),
+        "n_neurons": _ints(n_neurons, "--n-neurons"),
+        "seeds": _ints(seeds, "--seeds"),
+        "prompts": [p.strip() for p in prompts.split("|")] if prompts is not None else None,
+        "max_new_tokens": max_new_tokens,
+        "value_mode": value_mode,
+        "top_k": top_k,
+        "top_p": top_p,
+        "temperature": temperature,
+    }
+    options = {key: "--" + key.replace("_", "-") for key, value in overrides.items() if value is not None}
+    summary = run_steering(
+        store, checkpoints=_split(checkpoints), device=device, dtype=dtype, console=_err, options=options,
+        config_dir=config_dir, **overrides,
+    )
     table = Table("checkpoint", "concept", "source", "N", "outputs", "concept share", "output languages")
     if summary.height:
         grouped = summary.filter(pl.col("share_outputs") > 0).group_by(

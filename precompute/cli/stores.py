@@ -20,7 +20,7 @@ def info(
     store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """What a store holds: model, checkpoints, languages, concepts, tables and row counts."""
+    """What a store holds: model, checkpoints, languages, concepts, tables with rows and size on disk."""
     from precompute.store.read import store_info
 
     data = store_info(store)
@@ -45,9 +45,12 @@ def info(
     console.print(ck)
     console.print(f"languages ({len(data['languages'])}): {e(', '.join(data['languages']))}")
     console.print(f"concepts ({len(data['concepts'])}): {e(', '.join(data['concepts']))}")
-    tables = Table("table", "rows", title="tables")
+    for line in concept_set_lines(data.get("concept_set") or {}):
+        console.print(e(line), highlight=False, soft_wrap=True)
+    sizes = data.get("table_bytes") or {}
+    tables = Table("table", "rows", "on disk (approx.)", title=f"tables (file {_bytes(data.get('file_bytes'))})")
     for name, n in data["tables"].items():
-        tables.add_row(name, f"{n:,}")
+        tables.add_row(name, f"{n:,}", _bytes(sizes.get(name)))
     console.print(tables)
     if data["stage_timings"]:
         timings = Table("stage", "seconds (all checkpoints)", "tokens/s", "peak MiB", title="stage timings")
@@ -58,6 +61,44 @@ def info(
                 f"{t['peak_mem_mb']:,.0f}" if t["peak_mem_mb"] else "",
             )
         console.print(timings)
+
+
+def _bytes(n: int | None) -> str:
+    """``1.2 MiB``: sizes as a person reads them (empty when unknown)."""
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def concept_set_lines(concept_set: dict) -> list[str]:
+    """What `info` says about the concept set: name, licence, the command that built it, files and hashes."""
+    prov = concept_set.get("provenance") or {}
+    sha = concept_set.get("sha256") or ""
+    if not prov:
+        return [f"concept set: sha256 {sha} (no provenance recorded)"] if sha else []
+    lines = [f"concept set: {prov.get('name', '(unnamed)')}, sha256 {sha}"]
+    for key in ("license", "command", "cldr_version"):
+        if prov.get(key):
+            lines.append(f"  {key}: {prov[key]}")
+    for source in prov.get("sources") or []:
+        if isinstance(source, dict):
+            lines.append(
+                f"  source: {source.get('file')} ({source.get('lang')}, {source.get('lines')} lines) "
+                f"sha256 {source.get('sha256')}"
+            )
+    for key in ("keywords", "lexicon"):
+        item = prov.get(key)
+        if isinstance(item, dict):
+            lines.append(f"  {key}: {item.get('file')} sha256 {item.get('sha256')}")
+    subset = prov.get("subset")
+    if isinstance(subset, dict):
+        lines.append(f"  subset of sha256 {subset.get('parent_sha256')}")
+    return lines
 
 
 def report(

@@ -1,6 +1,8 @@
 """``precompute demo``: train the tiny multilingual model, write its run config, run the pipeline.
 
-The config is written next to the checkpoints (``data/demo_run/demo.toml``), so the demo store can be
+Every path is the caller's (``--out``, ``--work``; by default ``data/demo.duckdb`` and ``data/demo_run/`` in the
+current folder), never the source tree's. The config is written next to the checkpoints
+(``data/demo_run/demo.toml``) and names the built-in concept set ``builtin``, so the demo store can be
 reproduced or extended with ``precompute run data/demo_run/demo.toml --out data/demo.duckdb``.
 """
 
@@ -13,7 +15,7 @@ from rich.console import Console
 
 from precompute.config import load_config
 from precompute.demo.train import DemoCheckpoint, train_demo_model
-from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
+from precompute.inputs.concepts import BUILTIN_CONCEPT_SET
 
 # Settings of the demo run: the paper's method, sized for 2 CPU cores.
 DEMO_SETTINGS = {
@@ -39,8 +41,7 @@ def _toml_value(value) -> str:
 
 
 def demo_config_text(checkpoints: list[DemoCheckpoint], work: Path, model_card: str) -> str:
-    """The demo's run config as TOML (paths relative to the config's folder)."""
-    concepts = Path(DEFAULT_CONCEPT_SET).resolve()
+    """The demo's run config as TOML (paths relative to the config's folder; the built-in concept set by name)."""
     lines = [
         "# Written by `precompute demo`: the tiny multilingual demo model's run config.",
         "[model]",
@@ -48,7 +49,7 @@ def demo_config_text(checkpoints: list[DemoCheckpoint], work: Path, model_card: 
         f"card = {_toml_value(model_card)}",
         "",
         "[data]",
-        f"concepts = {_toml_value(str(concepts))}",
+        f"concepts = {_toml_value(BUILTIN_CONCEPT_SET)}",
         "",
     ]
     for section, values in DEMO_SETTINGS.items():
@@ -85,5 +86,5 @@ def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | N
     cfg = load_config(config_path)
     run(cfg, Path(out), force=force, console=console)
     console.print("[bold]steering[/] (Spanish experts fixed during generation, as in the paper)")
-    run_steering(Path(out), source_langs=DEMO_STEERING_SOURCE, n_neurons=(0, 50), console=console)
+    run_steering(Path(out), source_langs=DEMO_STEERING_SOURCE, n_neurons=(0, 50), console=console, config_dir=work)
     return Path(out)

@@ -3,7 +3,8 @@
 A concept set is a table with one row per context: ``concept_id``, ``lang``, ``text`` and, optionally,
 ``span_start``/``span_end`` (character offsets of the concept word in ``text``, as Python string
 offsets, i.e. Unicode code points), ``category`` and ``label``. Parquet, TSV or CSV (by extension).
-The built-in set (``data/concepts.parquet``) is built from CLDR by :mod:`precompute.inputs.cldr`.
+The built-in set (``data/concepts.parquet`` in the source tree, shipped inside the package; named ``builtin`` in
+a run config and on the command line) is built from CLDR by :mod:`precompute.inputs.cldr`.
 
 Every problem is reported as a :class:`ConceptSetError` whose message is one line naming the file and,
 where it applies, the 1-based data row (the header is not counted) and the column; all row problems
@@ -21,9 +22,31 @@ from typing import Any
 
 import polars as pl
 
+from precompute.inputs.langcodes import canonical_language
 from precompute.text import first_line as _first_line
 
-DEFAULT_CONCEPT_SET = Path(__file__).resolve().parents[2] / "data" / "concepts.parquet"
+BUILTIN_CONCEPT_SET = "builtin"  # how a config or the command line names the built-in set
+
+
+def _builtin_concept_set() -> Path:
+    """Where the built-in set is: inside the installed package (a wheel: setup.py copies data/concepts.parquet
+    there), else in the source checkout this module runs from (an editable install), where data/ is its source."""
+    packaged = Path(__file__).resolve().with_name("concepts.parquet")
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "data" / "concepts.parquet"
+
+
+DEFAULT_CONCEPT_SET = _builtin_concept_set()
+
+
+def concept_set_path(name: str | Path, base_dir: str | Path = ".") -> Path:
+    """The file a concept-set name refers to: ``builtin`` is the built-in set; any other name is a path,
+    relative to ``base_dir`` (a run config's folder) unless absolute."""
+    if str(name) == BUILTIN_CONCEPT_SET:
+        return DEFAULT_CONCEPT_SET
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
 
 REQUIRED_COLUMNS = ("concept_id", "lang", "text")
 OPTIONAL_COLUMNS = ("span_start", "span_end", "category", "label")
@@ -152,6 +175,7 @@ class ConceptSet:
         where = self.path or "concept set"
         frame = self.sentences
         if languages:
+            languages = [canonical_language(lang) for lang in languages]
             have = set(self.languages["lang"].to_list())
             unknown = [lang for lang in languages if lang not in have]
             if unknown:
@@ -278,9 +302,16 @@ def _read_table(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     if suffix in (".tsv", ".csv"):
         kind = "TSV" if suffix == ".tsv" else "CSV"
         try:
-            path.read_bytes().decode("utf-8")
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConceptSetError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+        other = _other_separator(text, "\t" if suffix == ".tsv" else ",")
+        if other:
+            raise ConceptSetError(
+                f"{path}: the header is {other}-separated, but a {suffix} file must be "
+                f"{'tab' if suffix == '.tsv' else 'comma'}-separated (save it as such, or rename it to "
+                f"{'.csv' if suffix == '.tsv' else '.tsv'} if it is {'comma' if suffix == '.tsv' else 'tab'}-separated)"
+            )
         try:
             frame = pl.read_csv(
                 path,
@@ -295,6 +326,25 @@ def _read_table(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
         frame = frame.rename({c: c.strip().lstrip("\ufeff").strip() for c in frame.columns})
         return frame, {"format": kind.lower()}
     raise ConceptSetError(f"{path}: unsupported file type {suffix or '(none)'!r} (use .parquet, .tsv or .csv)")
+
+
+_SEPARATORS = {";": "semicolon", "\t": "tab", ",": "comma", "|": "pipe"}
+
+
+def _other_separator(text: str, expected: str) -> str | None:
+    """The name of the separator the header really uses, when it is not ``expected`` (else None).
+
+    A semicolon-separated CSV (what spreadsheets write in many locales) would otherwise read as one column,
+    or fail on a field count, and the message would not say why.
+    """
+    header = text.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
+    names = {c.strip().strip('"') for c in header.split(expected)}
+    if set(REQUIRED_COLUMNS) <= names:
+        return None
+    for sep, name in _SEPARATORS.items():
+        if sep != expected and set(REQUIRED_COLUMNS) <= {c.strip().strip('"') for c in header.split(sep)}:
+            return name
+    return None
 
 
 def _ragged_row(path: Path, tsv: bool) -> str | None:
@@ -379,7 +429,8 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         raise ConceptSetError(f"{where}: {_col(absent)} is missing although {_col(given)} is given")
 
     concept_ids = _as_text(frame, "concept_id", where)
-    langs = _as_text(frame, "lang", where)
+    written = _as_text(frame, "lang", where)
+    langs = [canonical_language(code) if code else code for code in written]  # EN -> en, zh-hans -> zh-Hans
     texts = _as_text(frame, "text", where)
     labels = _as_text(frame, "label", where) if "label" in frame.columns else [None] * frame.height
     cats = _as_text(frame, "category", where) if "category" in frame.columns else [None] * frame.height
@@ -393,9 +444,18 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     bad_spans = {row for row, _ in problems}
 
     seen: dict[tuple[str, str, str], int] = {}
+    spelling: dict[str, tuple[str, int]] = {}  # canonical code -> (first spelling, its row)
     for i in range(frame.height):
         row = i + 1
         cid, lang, text = concept_ids[i], langs[i], texts[i]
+        if lang:
+            first, first_row = spelling.setdefault(lang, (written[i], row))
+            if written[i] != first:
+                message = (
+                    f"{where}: row {row}, {_col('lang')}: {written[i]!r} and {first!r} (row {first_row}) "
+                    f"are one language ({lang!r}) written two ways; use one code"
+                )
+                problems.append((row, message))
         if cid is None or not cid.strip():
             problems.append((row, f"{where}: row {row}, {_col('concept_id')}: empty concept id"))
         if lang is None or not lang.strip():

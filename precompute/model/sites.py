@@ -26,6 +26,12 @@ class MLPSite:
     path: str  # dotted module path of the down projection, e.g. "transformer.h.3.mlp.c_proj"
     module: nn.Module  # register_forward_pre_hook on it; args[0] is (batch, tokens, n_neurons)
     n_neurons: int
+    # Gated MLPs (down(act(gate(x)) * up(x)): Llama, Mistral, Qwen2, OLMo): the module whose forward *output* is
+    # act(gate(x)), (batch, tokens, n_neurons): the MLP's activation module where it is a child module, else the
+    # gate projection itself (its output is the pre-activation; act(g) > 0 iff g > 0 for SiLU, GELU and ReLU).
+    # LAPE's activation event is act(gate) > 0 there (Tang et al., activation.py). None for ungated MLPs.
+    gate: nn.Module | None = None
+    gate_path: str | None = None
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -49,6 +55,15 @@ _INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_siz
 
 
 _DOWN_NAMES = {"down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2", "fc_out", "wo", "proj_out", "dense_out"}
+
+
+_GATE_NAMES = ("gate_proj", "w1", "gate", "wi_0", "fc_gate")
+
+
+_UP_NAMES = ("up_proj", "w3", "up", "wi_1", "fc_up")
+
+
+_ACT_NAMES = ("act_fn", "act", "activation_fn", "activation", "act_func")
 
 
 _MLP_PARENTS = {"mlp", "ffn", "feed_forward", "feedforward", "ff", "ffw", "fc", "mlp_block"}
@@ -220,10 +235,43 @@ def _sites_in(list_path: str, blocks: nn.ModuleList, hidden: int | None, interme
             return None, f"{len(cands)} candidates map to the hidden size and names do not decide: {names}"
         rel, module, n_in = chosen
         rels.add(rel)
-        sites.append(MLPSite(layer=i, path=f"{list_path}.{i}.{rel}", module=module, n_neurons=n_in))
+        gate_rel, gate = _find_gate(block, rel, n_in)
+        sites.append(
+            MLPSite(
+                layer=i,
+                path=f"{list_path}.{i}.{rel}",
+                module=module,
+                n_neurons=n_in,
+                gate=gate,
+                gate_path=f"{list_path}.{i}.{gate_rel}" if gate_rel else None,
+            )
+        )
     if len(rels) > 1:
         return None, f"blocks disagree on the down projection ({', '.join(sorted(rels))})"
     return sites, None
+
+
+def _find_gate(block: nn.Module, down_rel: str, n_neurons: int) -> tuple[str | None, nn.Module | None]:
+    """The module whose output is act(gate) in a gated MLP, as (relative path, module); (None, None) if ungated.
+
+    Gated means: next to the down projection sit a gate and an up projection (named as in ``_GATE_NAMES`` and
+    ``_UP_NAMES``), both mapping to the MLP's ``n_neurons``. The activation module (``act_fn`` ...) is preferred,
+    so that the hook sees act(gate) itself; without one, the gate projection (pre-activation) is returned.
+    """
+    parent_rel = down_rel.rsplit(".", 1)[0] if "." in down_rel else ""
+    parent = block.get_submodule(parent_rel) if parent_rel else block
+    children = dict(parent.named_children())
+
+    def widens(name: str) -> bool:
+        io = _io_features(children[name]) if name in children else None
+        return io is not None and io[1] == n_neurons
+
+    gate_name = next((n for n in _GATE_NAMES if widens(n)), None)
+    if gate_name is None or not any(widens(n) for n in _UP_NAMES if n != gate_name):
+        return None, None
+    act_name = next((n for n in _ACT_NAMES if isinstance(children.get(n), nn.Module)), None)
+    name = act_name or gate_name
+    return (f"{parent_rel}.{name}" if parent_rel else name), children[name]
 
 
 def _keep_token_axis(block: nn.Module, proj: nn.Module) -> None:

@@ -1,61 +1,55 @@
-"""Steering by concept neurons (Suau et al.'s self-conditioning), and labelling what comes out.
+"""The steering stage: choose a concept's experts, fix them during generation, label and keep every output.
 
-For a concept c, a source language s and a checkpoint, the intervention takes the top-N expert units
-of c found in s (rows of ``neuron_ap``, by rank: the highest average precision over all layers) and
-**fixes** each unit's activation -- the input of its layer's MLP down projection, see
-``precompute.model.load`` -- to a value at every position of the sequence (prompt and generated tokens),
-as Suau et al.'s ``force_units_hooks`` does by default. ``value_mode='median'`` fixes a unit to its
-median pooled activation on c's contexts in s (``neuron_ap.median_pos_act``, pooling as configured
-for the run); ``'zero'`` silences the units instead (an ablation).
+For a concept c, a source language s and a checkpoint, the intervention takes the top-N expert units of c
+found in s (rows of ``neuron_ap`` by rank: the highest average precision over all layers) and fixes them
+(``precompute.steering.intervene``). ``value_mode='median'`` fixes a unit to ``neuron_ap.median_pos_act``,
+the median of its pooled response on c's contexts in s (ml-selfcond's ``on_p50``); ``'zero'`` silences the
+units instead (an ablation). N = 0 is the unsteered control: plain generation, which does not depend on the
+concept, so it is generated once per checkpoint and stored under every (concept, source language), each
+labelled for its concept (``precompute.steering.labels``).
 
-Generation samples (``do_sample=True``) with the nucleus settings of Suau et al.'s ``generate_seq``
-(top_p 0.9, no top-k cut, temperature 0.8) unless told otherwise, one sequence at a time with
-``torch.manual_seed(seed)`` before each, so one (prompt, seed) gives the same text with and without
-N = 0 units, and the steered and unsteered outputs differ only by the intervention. An empty prompt
-starts from the beginning-of-sequence token (BOS, else EOS as GPT-2 does); a non-empty prompt is
-prefixed with it too (when the tokenizer has one and did not add it).
+One stage, two ways in, one set of settings (``precompute.config.SteeringSpec``, the run's ``[steering]``):
 
-Each output is labelled with
+- ``precompute run`` with ``[steering] enabled = true``: the pipeline calls :func:`steer_checkpoint` for each
+  checkpoint with the model it has loaded and the experts it has just scored, and the rows go into table
+  ``steering`` in the same transaction as the checkpoint's other tables;
+- ``precompute steer STORE`` (:func:`run_steering`): later, on a finished store. It reads the run's
+  ``[steering]`` back from ``runs.config_json``; an option overrides only what it names. A rerun replaces the
+  rows of the same (checkpoint, concept, source language, n_neurons, value mode, prompt, seed) and keeps
+  every other row.
 
-- ``output_lang``: its language by lingua-language-detector, restricted to the run's languages
-  (None for an empty or letter-less output);
-- ``expresses_concept`` / ``concept_lang``: whether one of the concept's surface forms in any of the
-  run's languages occurs in it, and in which language. Surface forms are the concept's span texts
-  in the concept set (``sentences.text[span_start:span_end]``). A form matches case-sensitively as
-  written, or with its first letter upper-cased (sentence starts); a word-script form must stand
-  between non-letters, a form that starts/ends with a digit must not touch another digit, and forms
-  in scripts written without spaces (Han, kana, Thai, ...) and in Hangul match as substrings. Where forms of
-  several languages match, the output's own language wins, then the longest form. Inflected forms
-  that the concept set never used are not recognised (precision over recall).
-
-``precompute steer STORE`` (``run_steering``) runs this for chosen concepts over the run's
-checkpoints and writes the table ``steering``; a rerun replaces the rows of the same (checkpoint,
-concept, source language, n_neurons, value mode, prompt, seed) and keeps every other row. Unsteered
-outputs (N = 0) do not depend on the concept: they are generated once per checkpoint and stored
-under every (concept, source language) of the run, each labelled for its concept.
+Concepts default to the section's ``concepts``; where it names none, ``run`` steers the first three concepts of
+the run (by id: stable over checkpoints and shards) and ``steer`` the three with most shared experts at the
+last checkpoint (a finished store knows it). Source languages default to the first non-English language.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import re
-import unicodedata
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import torch
 
-DEFAULT_TOP_K = 0
-DEFAULT_TOP_P = 0.9
-DEFAULT_TEMPERATURE = 0.8
-VALUE_MODES = ("median", "zero")
+from precompute.config import SteeringSpec
+from precompute.steering.intervene import Sampling, SteeringError, generate
+from precompute.steering.labels import ConceptMatcher, output_languages, primary
 
-STEERING_SCHEMA = {
+__all__ = [
+    "LABEL_SCHEMA", "REPLACE_KEYS", "STEERING_SCHEMA", "VALUE_MODES", "SteeringError", "SteeringPlan",
+    "default_concepts", "default_source_lang", "plan_for_run", "plan_steering", "run_steering", "settings_from_store",
+    "steer_checkpoint", "steering_rows", "summarise", "surface_forms", "unit_values",
+]
+
+#: The value modes a unit can be fixed with; declared once, in ``SteeringSpec.value_mode``.
+VALUE_MODES: tuple[str, ...] = next(
+    f.metadata["rule"].choices for f in dataclasses.fields(SteeringSpec) if f.name == "value_mode"
+)
+
+#: What :func:`steering_rows` gives for one batch of labelled outputs.
+LABEL_SCHEMA = {
     "checkpoint": pl.Utf8,
     "concept_id": pl.Utf8,
     "source_lang": pl.Utf8,
@@ -68,251 +62,16 @@ STEERING_SCHEMA = {
     "expresses_concept": pl.Boolean,
     "concept_lang": pl.Utf8,
 }
+#: A row of table ``steering`` (without run_id): the labelled output, lingua's confidence, how it was sampled.
+STEERING_SCHEMA = {
+    **LABEL_SCHEMA,
+    "output_lang_confidence": pl.Float64,
+    "top_k": pl.Int32,
+    "top_p": pl.Float64,
+    "temperature": pl.Float64,
+    "max_new_tokens": pl.Int32,
+}
 REPLACE_KEYS = ["concept_id", "source_lang", "n_neurons", "value_mode", "prompt", "seed"]
-
-
-class SteeringError(ValueError):
-    """A steering request that cannot be run, with a one-line reason."""
-
-
-# --------------------------------------------------------------------------------------------------
-# The intervention
-
-
-@contextlib.contextmanager
-def fixed_unit_hooks(sites: Sequence[Any], units: Sequence[tuple[int, int, float]]) -> Iterator[None]:
-    """Within the block, fix MLP units to values: ``units`` are (layer, unit, value) triples.
-
-    ``sites`` are ``precompute.model.load.MLPSite`` objects (``layer``, ``module``, ``n_neurons``); a
-    forward pre-hook on each involved site module replaces ``args[0][..., unit]`` by the value at every
-    position (out of place, in the activation's dtype). With no units, nothing is hooked at all.
-    Hooks are removed on exit, also after an exception.
-    """
-    by_site = {int(s.layer): s for s in sites}
-    per_layer: dict[int, dict[int, float]] = defaultdict(dict)
-    for layer, unit, value in units:
-        layer, unit = int(layer), int(unit)
-        site = by_site.get(layer)
-        if site is None:
-            raise SteeringError(f"layer {layer} has no MLP site (model has layers {sorted(by_site)})")
-        if not 0 <= unit < int(site.n_neurons):
-            raise SteeringError(f"unit {unit} is out of range for layer {layer} ({site.n_neurons} neurons)")
-        per_layer[layer][unit] = float(value)
-
-    handles = []
-    try:
-        for layer, fixed in sorted(per_layer.items()):
-            idx = torch.tensor(sorted(fixed), dtype=torch.long)
-            vals = torch.tensor([fixed[u] for u in sorted(fixed)], dtype=torch.float32)
-            handles.append(by_site[layer].module.register_forward_pre_hook(_fixing_hook(idx, vals)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _fixing_hook(idx: torch.Tensor, vals: torch.Tensor) -> Callable:
-    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hook(_module: torch.nn.Module, args: tuple) -> tuple:
-        x = args[0]
-        key = (x.device, x.dtype)
-        if key not in cache:
-            cache[key] = (idx.to(x.device), vals.to(device=x.device, dtype=x.dtype))
-        i, v = cache[key]
-        x = x.index_copy(-1, i, v.expand(*x.shape[:-1], len(i)))
-        return (x, *args[1:])
-
-    return hook
-
-
-# --------------------------------------------------------------------------------------------------
-# Generation
-
-
-def _start_ids(tokenizer: Any, prompt: str) -> list[int]:
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids = tokenizer(prompt)["input_ids"] if prompt else []
-    if start is not None and (not ids or ids[0] != start):
-        ids = [start] + list(ids)
-    if not ids:
-        raise SteeringError("the tokenizer has neither a BOS nor an EOS token: give a non-empty prompt")
-    return list(ids)
-
-
-def generate(
-    loaded: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    max_new_tokens: int,
-    units: Sequence[tuple[int, int, float]] = (),
-    *,
-    sites: Sequence[Any] | None = None,
-    top_k: int = DEFAULT_TOP_K,
-    top_p: float = DEFAULT_TOP_P,
-    temperature: float = DEFAULT_TEMPERATURE,
-    progress: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Sample one continuation per (prompt, seed), with ``units`` fixed (none: plain generation).
-
-    ``loaded``: a ``precompute.model.load.LoadedModel`` (model, tokenizer, device). Returns dicts with
-    prompt, seed, output_text (the new tokens only, special tokens dropped) and n_new_tokens, in the
-    order prompts x seeds. ``sites`` defaults to ``precompute.model.load.find_mlp_sites(model)``.
-    """
-    if max_new_tokens < 1:
-        raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    model, tok = loaded.model, loaded.tokenizer
-    device = getattr(loaded, "device", None) or next(model.parameters()).device
-    if units and sites is None:
-        from precompute.model import find_mlp_sites
-
-        sites = find_mlp_sites(model)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    settings = dict(
-        do_sample=True,
-        top_k=int(top_k),
-        top_p=float(top_p),
-        temperature=float(temperature),
-        max_new_tokens=int(max_new_tokens),
-        pad_token_id=pad_id,
-    )
-    out: list[dict[str, Any]] = []
-    with fixed_unit_hooks(sites or [], units), torch.inference_mode():
-        for prompt in prompts:
-            ids = torch.tensor([_start_ids(tok, prompt)], dtype=torch.long, device=device)
-            mask = torch.ones_like(ids)
-            for seed in seeds:
-                torch.manual_seed(int(seed))
-                seq = model.generate(input_ids=ids, attention_mask=mask, **settings)
-                new = seq[0, ids.shape[1]:].tolist()
-                out.append(
-                    {
-                        "prompt": prompt,
-                        "seed": int(seed),
-                        "output_text": tok.decode(new, skip_special_tokens=True),
-                        "n_new_tokens": len(new),
-                    }
-                )
-                if progress is not None:
-                    progress(1)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Labelling
-
-
-_LANG_ALIASES = {"no": "nb", "iw": "he", "in": "id", "tl": "tl"}
-
-
-def _primary(code: str) -> str:
-    return re.split(r"[-_]", code.strip())[0].lower()
-
-
-class LanguageLabeler:
-    """lingua-language-detector restricted to a run's languages, built once; labels as the run's codes.
-
-    Codes are matched to lingua by their primary ISO 639-1 subtag ('pt-BR' -> 'pt', 'no' -> 'nb');
-    languages lingua does not know are listed in ``unsupported`` and never returned.
-    """
-
-    def __init__(self, langs: Sequence[str]):
-        from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
-
-        self.to_run: dict[str, str] = {}
-        self.unsupported: list[str] = []
-        chosen = []
-        for code in langs:
-            primary = _LANG_ALIASES.get(_primary(code), _primary(code))
-            try:
-                language = Language.from_iso_code_639_1(IsoCode639_1.from_str(primary))
-            except (ValueError, AttributeError):
-                self.unsupported.append(code)
-                continue
-            key = language.iso_code_639_1.name.lower()
-            if key not in self.to_run:
-                self.to_run[key] = code
-                chosen.append(language)
-        self.detector = LanguageDetectorBuilder.from_languages(*chosen).build() if chosen else None
-
-    def __call__(self, texts: Sequence[str]) -> list[str | None]:
-        results: list[str | None] = [None] * len(texts)
-        todo = [i for i, t in enumerate(texts) if any(ch.isalpha() for ch in t)]
-        if self.detector is None or not todo:
-            return results
-        found = self.detector.detect_languages_in_parallel_of([texts[i] for i in todo])
-        for i, language in zip(todo, found):
-            if language is not None:
-                results[i] = self.to_run.get(language.iso_code_639_1.name.lower())
-        return results
-
-
-@functools.lru_cache(maxsize=8)
-def _labeler(langs: tuple[str, ...]) -> LanguageLabeler:
-    return LanguageLabeler(langs)
-
-
-def label_language(texts: Sequence[str], langs: Sequence[str]) -> list[str | None]:
-    """The language of each text among ``langs`` (codes as given), None where lingua cannot tell."""
-    return _labeler(tuple(langs))(list(texts))
-
-
-# Scripts written without spaces between words, and Hangul, whose particles attach to the noun.
-_NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
-
-
-def _no_space_char(ch: str) -> bool:
-    return unicodedata.name(ch, "").startswith(_NO_SPACE_SCRIPTS)
-
-
-def _edge(ch: str, side: str) -> str:
-    if ch.isdigit():
-        return r"(?<!\d)" if side == "left" else r"(?!\d)"
-    if ch.isalnum() and not _no_space_char(ch):
-        return r"(?<!\w)" if side == "left" else r"(?!\w)"
-    return ""
-
-
-def _form_pattern(form: str) -> str:
-    body = re.escape(form)
-    return _edge(form[0], "left") + body + _edge(form[-1], "right")
-
-
-class ConceptMatcher:
-    """Compiled surface forms of one concept, per language (see the module docstring for the rules)."""
-
-    def __init__(self, surface_forms: Mapping[str, Sequence[str] | set[str]]):
-        self.patterns: list[tuple[str, int, re.Pattern]] = []
-        for lang, forms in surface_forms.items():
-            variants = set()
-            for form in forms:
-                form = form.strip()
-                if not form:
-                    continue
-                variants.add(form)
-                variants.add(form[0].upper() + form[1:])
-            for form in sorted(variants, key=lambda f: (-len(f), f)):
-                self.patterns.append((lang, len(form), re.compile(_form_pattern(form))))
-
-    def __call__(self, text: str, prefer: str | None = None) -> tuple[bool, str | None]:
-        best: tuple[str, int] | None = None
-        for lang, length, pattern in self.patterns:
-            if pattern.search(text):
-                if lang == prefer:
-                    return True, lang
-                if best is None or length > best[1]:
-                    best = (lang, length)
-        return (True, best[0]) if best else (False, None)
-
-
-def expresses_concept(
-    text: str, surface_forms: Mapping[str, Sequence[str] | set[str]], prefer: str | None = None
-) -> tuple[bool, str | None]:
-    """Whether ``text`` contains a surface form of the concept, and the language of the form found.
-
-    ``surface_forms``: {lang: forms}. ``prefer`` (e.g. the text's detected language) wins ties.
-    """
-    return ConceptMatcher(surface_forms)(text, prefer)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,7 +89,7 @@ def steering_rows(
     value_mode: str,
     surface_forms: Mapping[str, Sequence[str] | set[str]] | ConceptMatcher,
 ) -> pl.DataFrame:
-    """Rows of table ``steering`` (without run_id) for one batch of generations and their language labels."""
+    """The labelled outputs of one batch of generations (``LABEL_SCHEMA``); the stage adds the rest."""
     if len(labels) != len(generations):
         raise ValueError(f"{len(generations)} generations but {len(labels)} language labels")
     matcher = surface_forms if isinstance(surface_forms, ConceptMatcher) else ConceptMatcher(surface_forms)
@@ -352,7 +111,7 @@ def steering_rows(
                 "concept_lang": concept_lang,
             }
         )
-    return pl.DataFrame(rows, schema=STEERING_SCHEMA)
+    return pl.DataFrame(rows, schema=LABEL_SCHEMA)
 
 
 def summarise(frame: pl.DataFrame) -> pl.DataFrame:
@@ -368,7 +127,7 @@ def summarise(frame: pl.DataFrame) -> pl.DataFrame:
     if frame.height == 0:
         return pl.DataFrame(
             schema={
-                **{k: STEERING_SCHEMA[k] for k in keys},
+                **{k: LABEL_SCHEMA[k] for k in keys},
                 "n_outputs": pl.UInt32, "share_concept": pl.Float64, "output_lang": pl.Utf8,
                 "share_outputs": pl.Float64, "share_concept_outputs": pl.Float64,
                 "concept_lang_share": pl.Float64,
@@ -402,79 +161,24 @@ def summarise(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage
+# Choosing what to steer
 
 
-def _query(con: Any, sql: str, params: list, schema: Mapping[str, Any]) -> pl.DataFrame:
-    """A query's rows as a polars frame of the given schema (independent of duckdb's arrow/polars API)."""
-    rows = con.execute(sql, params).fetchall()
-    return pl.DataFrame(rows, schema=dict(schema), orient="row")
+def surface_forms(sentences: pl.DataFrame, concept_ids: Sequence[str]) -> dict[str, dict[str, set[str]]]:
+    """{concept: {lang: span texts}} from sentences (concept_id, lang, text, span_start, span_end)."""
+    forms: dict[str, dict[str, set[str]]] = {c: {} for c in concept_ids}
+    wanted = set(concept_ids)
+    for concept, lang, text, start, end in sentences.select(
+        "concept_id", "lang", "text", "span_start", "span_end"
+    ).iter_rows():
+        if concept in wanted and start is not None and end is not None:
+            form = text[start:end].strip()
+            if form:
+                forms[concept].setdefault(lang, set()).add(form)
+    return forms
 
 
-def _read_store(store_path: Path) -> dict[str, Any]:
-    from precompute.store import StoreError, checkpoint_order, open_readonly
-
-    con = open_readonly(store_path)
-    try:
-        runs = con.execute("SELECT run_id, config_json FROM runs ORDER BY run_id").fetchall()
-        if not runs:
-            raise StoreError(f"{store_path}: holds no run yet (run `precompute run` first)")
-        if len(runs) > 1:
-            raise StoreError(f"{store_path}: holds several runs ({', '.join(r[0] for r in runs)})")
-        run_id, config_json = runs[0]
-        checkpoints = _query(
-            con,
-            "SELECT checkpoint, step, revision, source FROM checkpoints WHERE run_id = ? "
-            f"ORDER BY {checkpoint_order()}",
-            [run_id],
-            {"checkpoint": pl.Utf8, "step": pl.Int64, "revision": pl.Utf8, "source": pl.Utf8},
-        )
-        sentence_langs = [r[0] for r in con.execute("SELECT DISTINCT lang FROM sentences ORDER BY lang").fetchall()]
-        concepts = [r[0] for r in con.execute("SELECT concept_id FROM concepts ORDER BY concept_id").fetchall()]
-        shared_counts = _query(
-            con,
-            "SELECT checkpoint, concept_id, count(*) AS n FROM shared_experts WHERE run_id = ? "
-            "GROUP BY checkpoint, concept_id",
-            [run_id],
-            {"checkpoint": pl.Utf8, "concept_id": pl.Utf8, "n": pl.Int64},
-        )
-    finally:
-        con.close()
-    config = json.loads(config_json) if config_json else {}
-    cfg_langs = list((config.get("data") or {}).get("languages") or [])
-    langs = [x for x in cfg_langs if x in sentence_langs] or sentence_langs
-    return {
-        "run_id": run_id,
-        "config": config,
-        "checkpoints": checkpoints,
-        "langs": langs,
-        "concepts": concepts,
-        "shared_counts": shared_counts,
-    }
-
-
-def surface_forms_from_store(store_path: Path, concept_ids: Sequence[str]) -> dict[str, dict[str, set[str]]]:
-    """{concept: {lang: span texts}} from the store's sentences."""
-    from precompute.store import open_readonly
-
-    con = open_readonly(store_path)
-    try:
-        rows = con.execute(
-            "SELECT concept_id, lang, text, span_start, span_end FROM sentences "
-            "WHERE span_start IS NOT NULL AND span_end IS NOT NULL AND list_contains(?, concept_id)",
-            [list(concept_ids)],
-        ).fetchall()
-    finally:
-        con.close()
-    forms: dict[str, dict[str, set[str]]] = {c: defaultdict(set) for c in concept_ids}
-    for concept, lang, text, start, end in rows:
-        form = text[start:end].strip()
-        if form:
-            forms[concept][lang].add(form)
-    return {c: dict(v) for c, v in forms.items()}
-
-
-def default_concepts(info: dict[str, Any], n: int = 3) -> list[str]:
+def default_concepts(info: Mapping[str, Any], n: int = 3) -> list[str]:
     """The n concepts with the most shared experts at the last checkpoint (else the first n)."""
     counts = info["shared_counts"]
     ckpts = info["checkpoints"]["checkpoint"].to_list()
@@ -483,35 +187,89 @@ def default_concepts(info: dict[str, Any], n: int = 3) -> list[str]:
         picked = last["concept_id"].to_list()[:n]
         if picked:
             return picked
-    return info["concepts"][:n]
+    return list(info["concepts"])[:n]
 
 
 def default_source_lang(langs: Sequence[str]) -> str:
     """The first language of the run that is not English."""
     for lang in langs:
-        if _primary(lang) != "en":
+        if primary(lang) != "en":
             return lang
     if not langs:
         raise SteeringError("the store has no languages")
     return langs[0]
 
 
-def _experts(
-    store_path: Path, run_id: str, checkpoint: str, lang: str, concept: str, n: int
-) -> pl.DataFrame:
-    from precompute.store import open_readonly
+@dataclass
+class SteeringPlan:
+    """What one steering pass does at each checkpoint (settings checked, forms compiled)."""
 
-    con = open_readonly(store_path)
-    try:
-        return _query(
-            con,
-            "SELECT layer, unit, median_pos_act, ap, rank FROM neuron_ap WHERE run_id = ? AND checkpoint = ? "
-            "AND lang = ? AND concept_id = ? ORDER BY rank, layer, unit LIMIT ?",
-            [run_id, checkpoint, lang, concept, int(n)],
-            {"layer": pl.Int32, "unit": pl.Int32, "median_pos_act": pl.Float64, "ap": pl.Float64, "rank": pl.Int32},
-        )
-    finally:
-        con.close()
+    concepts: list[str]
+    source_langs: list[str]
+    n_neurons: list[int]  # sorted, unique; 0 = the unsteered control
+    seeds: list[int]
+    prompts: list[str]
+    value_mode: str
+    sampling: Sampling
+    matchers: dict[str, ConceptMatcher]
+
+    @property
+    def steered(self) -> list[int]:
+        return [n for n in self.n_neurons if n > 0]
+
+    @property
+    def n_generations(self) -> int:
+        """Generations per checkpoint (the progress total)."""
+        per = len(self.prompts) * len(self.seeds)
+        return per * ((0 in self.n_neurons) + len(self.steered) * len(self.concepts) * len(self.source_langs))
+
+
+def plan_steering(
+    spec: SteeringSpec,
+    *,
+    known_concepts: Sequence[str],
+    langs: Sequence[str],
+    sentences: pl.DataFrame,
+    default: Sequence[str],
+    where: str,
+) -> SteeringPlan:
+    """The plan for a checked ``SteeringSpec``; refuses concepts and source languages the run does not have.
+
+    ``default``: the concepts to steer when the section names none (see the module docstring).
+    """
+    concepts = list(spec.concepts or default)
+    unknown = [c for c in concepts if c not in set(known_concepts)]
+    if unknown:
+        shown = ", ".join(list(known_concepts)[:8]) + (", ..." if len(known_concepts) > 8 else "")
+        raise SteeringError(f"unknown concept {unknown[0]!r} in {where} (known: {shown})")
+    source_langs = list(spec.source_langs or [default_source_lang(langs)])
+    bad = [x for x in source_langs if x not in set(langs)]
+    if bad:
+        raise SteeringError(f"unknown source language {bad[0]!r} in {where} (run languages: {', '.join(langs)})")
+    forms = surface_forms(sentences, concepts)
+    return SteeringPlan(
+        concepts=concepts,
+        source_langs=source_langs,
+        n_neurons=sorted({int(n) for n in spec.n_neurons}),
+        seeds=[int(s) for s in spec.seeds],
+        prompts=[str(p) for p in spec.prompts],
+        value_mode=spec.value_mode,
+        sampling=Sampling.from_spec(spec),
+        matchers={c: ConceptMatcher(forms.get(c, {})) for c in concepts},
+    )
+
+
+def plan_for_run(spec: SteeringSpec, concept_set: Any, languages: Sequence[str] = (), where: str = "config") -> SteeringPlan:
+    """The plan ``precompute run`` follows at every checkpoint (``concept_set``: the run's ``ConceptSet``).
+
+    ``languages``: the run's ``[data] languages`` (their order decides the default source language).
+    """
+    have = concept_set.languages["lang"].to_list()
+    langs = [x for x in languages if x in have] or have
+    known = sorted(concept_set.concepts["concept_id"].to_list())
+    return plan_steering(
+        spec, known_concepts=known, langs=langs, sentences=concept_set.sentences, default=known[:3], where=where
+    )
 
 
 def unit_values(experts: pl.DataFrame, value_mode: str) -> list[tuple[int, int, float]]:
@@ -522,90 +280,147 @@ def unit_values(experts: pl.DataFrame, value_mode: str) -> list[tuple[int, int, 
     return [(int(a), int(b), float(v)) for a, b, v in zip(experts["layer"], experts["unit"], values)]
 
 
-def _merge_existing(store_path: Path, run_id: str, checkpoint: str, new: pl.DataFrame) -> pl.DataFrame:
-    from precompute.store import open_readonly
+# --------------------------------------------------------------------------------------------------
+# One checkpoint
 
-    con = open_readonly(store_path)
-    try:
-        old = _query(
-            con,
-            f"SELECT {', '.join(STEERING_SCHEMA)} FROM steering WHERE run_id = ? AND checkpoint = ?",
-            [run_id, checkpoint],
-            STEERING_SCHEMA,
-        )
-    finally:
-        con.close()
-    if old.height:
-        old = old.join(new.select(REPLACE_KEYS).unique(), on=REPLACE_KEYS, how="anti", nulls_equal=True)
-        new = pl.concat([old, new], how="vertical")
-    return new
+
+def _rows(generations: list[dict[str, Any]], plan: SteeringPlan, concept: str, **keys: Any) -> pl.DataFrame:
+    labels = output_languages([g["output_text"] for g in generations])
+    frame = steering_rows(
+        generations, [code for code, _ in labels], concept_id=concept, value_mode=plan.value_mode,
+        surface_forms=plan.matchers[concept], **keys,
+    )
+    s = plan.sampling
+    return frame.with_columns(
+        pl.Series("output_lang_confidence", [conf for _, conf in labels], dtype=pl.Float64),
+        pl.lit(s.top_k, dtype=pl.Int32).alias("top_k"),
+        pl.lit(s.top_p, dtype=pl.Float64).alias("top_p"),
+        pl.lit(s.temperature, dtype=pl.Float64).alias("temperature"),
+        pl.lit(s.max_new_tokens, dtype=pl.Int32).alias("max_new_tokens"),
+    ).select(list(STEERING_SCHEMA))
+
+
+def steer_checkpoint(
+    loaded: Any,
+    plan: SteeringPlan,
+    experts: pl.DataFrame,
+    *,
+    checkpoint: str,
+    progress: Callable[[int], None] | None = None,
+    note: Callable[[str], None] | None = None,
+) -> pl.DataFrame:
+    """Every generation of ``plan`` at one loaded checkpoint, as rows of table ``steering`` (``STEERING_SCHEMA``).
+
+    ``experts``: neuron_ap rows of this checkpoint (lang, concept_id, layer, unit, rank, median_pos_act; layer
+    is the model's block index). A (concept, source) without experts is skipped with a note; N larger than
+    the experts stored (``[experts] top_k``) steers with all of them, and the row says how many.
+    """
+    from precompute.model import find_mlp_sites
+
+    note = note or (lambda _message: None)
+    tick = progress or (lambda _n=1: None)
+    sites = find_mlp_sites(loaded.model)
+    per_gen = len(plan.prompts) * len(plan.seeds)
+    parts = []
+    if 0 in plan.n_neurons:
+        plain = generate(loaded, plan.prompts, plan.seeds, plan.sampling, sites=sites, progress=tick)
+        for concept in plan.concepts:
+            for src in plan.source_langs:
+                parts.append(_rows(plain, plan, concept, checkpoint=checkpoint, source_lang=src, n_neurons=0))
+    for concept in plan.concepts:
+        for src in plan.source_langs:
+            if not plan.steered:
+                continue
+            mine = experts.filter((pl.col("concept_id") == concept) & (pl.col("lang") == src))
+            mine = mine.sort(["rank", "layer", "unit"]).head(max(plan.steered))
+            if mine.height == 0:
+                note(f"no experts for {concept!r} in {src!r} at {checkpoint}; skipped")
+                tick(per_gen * len(plan.steered))
+                continue
+            for n in plan.steered:
+                if n > mine.height:
+                    note(
+                        f"{checkpoint}: only {mine.height} experts stored for {concept!r}/{src!r} "
+                        f"([experts] top_k); steering with {mine.height}, not {n}"
+                    )
+                chosen = mine.head(n)
+                outs = generate(
+                    loaded, plan.prompts, plan.seeds, plan.sampling, unit_values(chosen, plan.value_mode),
+                    sites=sites, progress=tick,
+                )
+                parts.append(
+                    _rows(outs, plan, concept, checkpoint=checkpoint, source_lang=src, n_neurons=chosen.height)
+                )
+    new = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=STEERING_SCHEMA)
+    return new.unique(subset=REPLACE_KEYS, keep="last", maintain_order=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# ``precompute steer STORE``: the stage on a finished store
+
+
+def settings_from_store(
+    info: Mapping[str, Any], overrides: Mapping[str, Any], *, where: str, options: Mapping[str, str] | None = None
+) -> SteeringSpec:
+    """The run's ``[steering]`` (from ``runs.config_json``) with ``overrides`` (key -> value) applied, checked.
+
+    Checked by the config's own declared rules, so a bad option fails exactly as a bad config key does;
+    ``options`` (key -> the option as typed, e.g. ``'--n-neurons'``) names the option in the message.
+    """
+    from precompute.config import config_from_dict
+
+    stored = dict((info["config"] or {}).get("steering") or {})
+    model = {"id": info.get("model_id") or "model"}
+    cfg = config_from_dict({"model": model, "steering": stored}, where=f"{where} (runs.config_json)")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg.steering, key, list(value) if isinstance(value, (tuple, range)) else value)
+    cfg.where = where
+    cfg.overridden = {f"steering.{k}": v for k, v in (options or {}).items()}
+    cfg.validate()
+    return cfg.steering
 
 
 def run_steering(
     store_path: str | Path,
     *,
-    concepts: Sequence[str] | None = None,
-    source_langs: Sequence[str] | None = None,
-    n_neurons: Sequence[int] = (0, 50),
-    seeds: Sequence[int] = (0, 1, 2),
-    prompts: Sequence[str] = ("",),
-    max_new_tokens: int = 24,
     checkpoints: Sequence[str] | None = None,
-    device: str = "auto",
+    device: str | None = None,
     dtype: str | None = None,
-    value_mode: str = "median",
-    top_k: int | None = None,
-    top_p: float | None = None,
-    temperature: float | None = None,
     console: Any = None,
     load: Callable[..., Any] | None = None,
+    options: Mapping[str, str] | None = None,
+    config_dir: str | Path | None = None,
+    **overrides: Any,
 ) -> pl.DataFrame:
     """Steer every chosen checkpoint of the store's run and write table ``steering``; returns ``summarise``.
 
-    Reads the run's checkpoints (source = local dir or hub id, revision), experts (neuron_ap) and
-    sentences (surface forms) read-only; loads each checkpoint with ``precompute.model.load.load_checkpoint``
-    (``load`` overrides it, for tests); publishes each checkpoint's rows in one transaction. Concepts
-    default to the run config's ``[steering] concepts``, else the 3 with most shared experts at the last
-    checkpoint; source languages to ``[steering] source_langs``, else the first non-English language;
-    sampling settings (top_k, top_p, temperature) left as None to the run config's ``[steering]``,
-    else Suau et al.'s values.
+    ``overrides``: ``SteeringSpec`` fields (concepts, source_langs, n_neurons, seeds, prompts, max_new_tokens,
+    value_mode, top_k, top_p, temperature); None or absent keeps the run's ``[steering]`` value. Loads each
+    checkpoint with ``precompute.model.load.load_checkpoint`` (``load`` overrides it, for tests) on ``device``
+    (default: the run's ``[model] device``) and publishes each checkpoint's rows in one transaction. The store
+    records local checkpoints relative to the run config's folder (`precompute.provenance`): ``config_dir`` is
+    that folder (default: the current folder).
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
 
+    from precompute.pipeline import make_progress
+    from precompute.provenance import checkpoint_location
     from precompute.store import StoreError, StoreWriter
+    from precompute.store.read import concept_experts, steering_inputs, steering_rows_at, steering_sentences
 
     store_path = Path(store_path)
     console = console or Console(stderr=True)
-    info = _read_store(store_path)
-    run_id, langs = info["run_id"], info["langs"]
-    steer_cfg = info["config"].get("steering") or {}
-
-    concepts = list(concepts or steer_cfg.get("concepts") or default_concepts(info))
-    unknown = [c for c in concepts if c not in info["concepts"]]
+    info = steering_inputs(store_path)
+    unknown = sorted(set(overrides) - ({f.name for f in dataclasses.fields(SteeringSpec)} - {"enabled"}))
     if unknown:
-        shown = ", ".join(info["concepts"][:8]) + (", ..." if len(info["concepts"]) > 8 else "")
-        raise SteeringError(f"unknown concept {unknown[0]!r} in {store_path} (known: {shown})")
-    source_langs = list(source_langs or steer_cfg.get("source_langs") or [default_source_lang(langs)])
-    bad = [x for x in source_langs if x not in langs]
-    if bad:
-        raise SteeringError(f"unknown source language {bad[0]!r} in {store_path} (run languages: {', '.join(langs)})")
-    n_list = sorted({int(x) for x in n_neurons})
-    if not n_list or n_list[0] < 0:
-        raise SteeringError(f"n_neurons must be non-negative integers, got {list(n_neurons)}")
-    seeds, prompts = [int(s) for s in seeds], [str(p) for p in prompts]
-    if not seeds:
-        raise SteeringError("at least one seed is needed")
-    if not prompts:
-        raise SteeringError("at least one prompt is needed (an empty prompt starts from BOS)")
-    if value_mode not in VALUE_MODES:
-        raise SteeringError(f"value mode must be one of {', '.join(VALUE_MODES)}, got {value_mode!r}")
+        raise TypeError(f"run_steering: unknown setting {unknown[0]!r}")
+    spec = settings_from_store(info, overrides, where=str(store_path), options=options)
+    plan = plan_steering(
+        spec, known_concepts=info["concepts"], langs=info["langs"],
+        sentences=steering_sentences(store_path, list(spec.concepts or info["concepts"])),
+        default=default_concepts(info), where=str(store_path),
+    )
     ck = info["checkpoints"]
     if ck.height == 0:
         raise StoreError(f"{store_path}: the run has no finished checkpoint yet")
@@ -616,90 +431,34 @@ def run_steering(
                 f"unknown checkpoint {missing[0]!r} in {store_path} (have: {', '.join(ck['checkpoint'].to_list())})"
             )
         ck = ck.filter(pl.col("checkpoint").is_in(list(checkpoints)))
-    if dtype is None:
-        dtype = (info["config"].get("model") or {}).get("dtype") or "auto"
+    model_cfg = info["config"].get("model") or {}
+    device = device or model_cfg.get("device") or "auto"
+    dtype = dtype or model_cfg.get("dtype") or "auto"
     if load is None:
         from precompute.model import load_checkpoint as load
 
-    forms = surface_forms_from_store(store_path, concepts)
-    matchers = {c: ConceptMatcher(forms.get(c, {})) for c in concepts}
-    labeler = _labeler(tuple(langs))
-    if labeler.unsupported:
-        console.print(f"[yellow]note:[/] lingua cannot label {', '.join(labeler.unsupported)}; never reported")
-    per_gen = len(prompts) * len(seeds)
-    n_steered = sum(1 for n in n_list if n > 0)
-    total = ck.height * per_gen * ((1 if 0 in n_list else 0) + n_steered * len(concepts) * len(source_langs))
-    gen_kw = dict(
-        top_k=int(top_k if top_k is not None else steer_cfg.get("top_k", DEFAULT_TOP_K)),
-        top_p=float(top_p if top_p is not None else steer_cfg.get("top_p", DEFAULT_TOP_P)),
-        temperature=float(
-            temperature if temperature is not None else steer_cfg.get("temperature", DEFAULT_TEMPERATURE)
-        ),
-    )
-
+    run_id = info["run_id"]
     frames = []
-    with Progress(
-        TextColumn("[bold]steer[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
-    ) as bar:
-        task = bar.add_task("", total=total)
-        tick = functools.partial(bar.advance, task)
+    with make_progress(console) as bar:
+        task = bar.add_task("steer", total=ck.height * plan.n_generations)
         for checkpoint, _step, revision, source in ck.iter_rows():
-            bar.update(task, description=checkpoint)
-            loaded = load(source, revision, device=device, dtype=dtype)
-            from precompute.model import find_mlp_sites
-
-            sites = find_mlp_sites(loaded.model)
-            parts = []
-            if 0 in n_list:
-                plain = generate(loaded, prompts, seeds, max_new_tokens, sites=sites, progress=tick, **gen_kw)
-                labels = labeler([g["output_text"] for g in plain])
-                for concept in concepts:
-                    for src in source_langs:
-                        parts.append(
-                            steering_rows(
-                                plain, labels, checkpoint=checkpoint, concept_id=concept, source_lang=src,
-                                n_neurons=0, value_mode=value_mode, surface_forms=matchers[concept],
-                            )
-                        )
-            for concept in concepts:
-                for src in source_langs:
-                    wanted = [n for n in n_list if n > 0]
-                    if not wanted:
-                        continue
-                    experts = _experts(store_path, run_id, checkpoint, src, concept, max(wanted))
-                    if experts.height == 0:
-                        console.print(
-                            f"[yellow]skip:[/] no experts for {concept!r} in {src!r} at {checkpoint}"
-                        )
-                        bar.advance(task, per_gen * len(wanted))
-                        continue
-                    for n in wanted:
-                        if n > experts.height:
-                            console.print(
-                                f"[yellow]note:[/] {checkpoint}: only {experts.height} experts stored for "
-                                f"{concept!r}/{src!r} (top_k); steering with {experts.height}, not {n}"
-                            )
-                        chosen = experts.head(n)
-                        units = unit_values(chosen, value_mode)
-                        outs = generate(
-                            loaded, prompts, seeds, max_new_tokens, units, sites=sites, progress=tick, **gen_kw
-                        )
-                        parts.append(
-                            steering_rows(
-                                outs, labeler([g["output_text"] for g in outs]), checkpoint=checkpoint,
-                                concept_id=concept, source_lang=src, n_neurons=chosen.height,
-                                value_mode=value_mode, surface_forms=matchers[concept],
-                            )
-                        )
-            del loaded, sites
-            new = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=STEERING_SCHEMA)
-            new = new.unique(subset=REPLACE_KEYS, keep="last", maintain_order=True)
+            bar.update(task, description=f"steer {checkpoint}")
+            loaded = load(checkpoint_location(source, revision, config_dir), revision, device=device, dtype=dtype)
+            experts = concept_experts(
+                store_path, run_id, checkpoint, plan.source_langs, plan.concepts, max(plan.steered, default=0)
+            )
+            new = steer_checkpoint(
+                loaded, plan, experts, checkpoint=checkpoint,
+                progress=lambda n=1: bar.advance(task, n),
+                note=lambda message: bar.console.print(f"[yellow]note:[/] {message}", soft_wrap=True),
+            )
+            del loaded
             with StoreWriter(store_path) as writer:
-                merged = _merge_existing(store_path, run_id, checkpoint, new)
+                old = steering_rows_at(store_path, run_id, checkpoint, STEERING_SCHEMA)
+                kept = old.join(new.select(REPLACE_KEYS).unique(), on=REPLACE_KEYS, how="anti", nulls_equal=True)
                 writer.append_rows(
                     "steering",
-                    merged.with_columns(pl.lit(run_id).alias("run_id")),
+                    pl.concat([kept, new], how="vertical").with_columns(pl.lit(run_id).alias("run_id")),
                     replace_where={"run_id": run_id, "checkpoint": checkpoint},
                 )
             frames.append(new)

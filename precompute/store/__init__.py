@@ -4,7 +4,11 @@ Public names (what the pipeline, the CLI, the merge and the explorer use) are re
 
 - schema: :data:`DDL`, :data:`SCHEMA_VERSION`, :data:`CHECKPOINT_TABLES`, :func:`create_schema`
 - errors: :class:`StoreError` and its subclasses (the reason as a type)
-- opening: :func:`open_readonly`, :func:`verify_readable`, :func:`table_counts`
+- opening: :func:`open_readonly`, :func:`verify_readable`, :func:`table_counts`; :func:`connect` and
+  :func:`connect_attached`, the only ways crossling opens a DuckDB file (no extensions, no external access)
+- identity: :func:`config_fingerprint`, :func:`run_difference` (when two runs are the same analysis)
+- the lock: :func:`writer_active`, :func:`real_path`
+- reading: :func:`store_info`, :func:`read_runs`, :func:`read_store_run`, :func:`read_checkpoint_fingerprints`
 - writing: :class:`StoreWriter`, :class:`CheckpointRows`
 
 The explorer imports this package only (it pulls in duckdb and polars, never torch or transformers).
@@ -20,13 +24,21 @@ from precompute.store.errors import (
     StoreMissingError,
     UnsafeStoreError,
 )
+from precompute.store.identity import comparable_config, config_difference, config_fingerprint, run_difference
+from precompute.store.lock import real_path, writer_active
 from precompute.store.open import (
+    LOCKDOWN,
+    check_store,
+    connect,
+    connect_attached,
     corrupt_reason,
     open_readonly,
+    sniff_format,
     stored_code,
     table_counts,
     verify_readable,
 )
+from precompute.store.read import read_checkpoint_fingerprints, read_runs, read_store_run, store_info
 from precompute.store.schema import (
     CHECKPOINT_TABLES,
     DDL,
@@ -47,9 +59,12 @@ from precompute.store.writer import (
 from precompute.text import first_line, printable
 
 __all__ = [
-    "CHECKPOINT_TABLES", "DDL", "INDEXES", "MLP_LAYER_TABLES", "SCHEMA_VERSION",
-    "CheckpointRows", "HalfWrittenStoreError", "NotCrosslingStoreError", "NotDuckDBError", "SchemaVersionError",
-    "StoreError", "StoreLockedError", "StoreMissingError", "StoreWriter", "UnsafeStoreError",
-    "checkpoint_order", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps",
-    "open_readonly", "printable", "schema_version", "stored_code", "table_counts", "utc_now", "verify_readable",
+    "CHECKPOINT_TABLES", "DDL", "INDEXES", "LOCKDOWN", "MLP_LAYER_TABLES", "SCHEMA_VERSION", "CheckpointRows",
+    "HalfWrittenStoreError", "NotCrosslingStoreError", "NotDuckDBError", "SchemaVersionError", "StoreError",
+    "StoreLockedError", "StoreMissingError", "StoreWriter", "UnsafeStoreError", "check_store",
+    "checkpoint_order", "comparable_config", "config_difference", "config_fingerprint", "connect",
+    "connect_attached", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps",
+    "open_readonly", "printable", "read_checkpoint_fingerprints", "read_runs", "read_store_run", "real_path",
+    "run_difference", "schema_version", "sniff_format", "store_info", "stored_code", "table_counts", "utc_now",
+    "verify_readable", "writer_active",
 ]

@@ -23,8 +23,6 @@ The inputs are opened read-only (DuckDB ``ATTACH ... (READ_ONLY)``); the output 
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +31,14 @@ import duckdb
 from rich.console import Console
 from rich.markup import escape
 
-from precompute.store import (
-    DDL,
-    StoreError,
-    StoreWriter,
-    open_readonly,
-    verify_readable,
-)
+from precompute.store.errors import StoreError
+from precompute.store.identity import config_difference, run_difference
+from precompute.store.lock import writer_active
+from precompute.store.read import read_store_run
+from precompute.store.schema import DDL
+from precompute.store.writer import StoreWriter
 
-__all__ = ["MergeError", "MergeSummary", "merge_stores", "config_difference"]
+__all__ = ["MergeError", "MergeSummary", "config_difference", "merge_stores"]
 
 
 class MergeError(StoreError):
@@ -56,10 +53,6 @@ VOLATILE_COLUMNS: dict[str, set[str]] = {
 }
 # Tables skipped when comparing a duplicated checkpoint (all of its columns are timings).
 NOT_COMPARED = {"stage_timings"}
-# Config keys that do not change what a run computes (as RunConfig.fingerprint).
-_CONFIG_IGNORED = [("checkpoints",), ("checkpoint_set",), ("model", "device"),
-                   ("extract", "ram_budget_gb"), ("extract", "spill_dir")]
-
 
 @dataclass
 class _Input:
@@ -100,82 +93,21 @@ def _describe_columns(con: duckdb.DuckDBPyConnection, table: str, database: str)
 
 
 def _read_input(path: Path, alias: str) -> _Input:
-    con = open_readonly(path)
-    try:
-        verify_readable(con, path)  # a store cut short fails here, in one line, not mid-merge
-        cols = [d[0] for d in con.execute("SELECT * FROM runs LIMIT 0").description]
-        runs = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM runs").fetchall()]
-        if not runs:
-            raise MergeError(f"{path}: holds no run (an empty store); nothing to merge")
-        if len(runs) > 1:
-            ids = ", ".join(sorted(r["run_id"] for r in runs))
-            raise MergeError(f"{path}: holds several runs ({ids}); merge stores of one run each")
-        run = runs[0]
-        ck_cols = [d[0] for d in con.execute("SELECT * FROM checkpoints LIMIT 0").description]
-        checkpoints = {
-            r[ck_cols.index("checkpoint")]: dict(zip(ck_cols, r))
-            for r in con.execute("SELECT * FROM checkpoints WHERE run_id = ?", [run["run_id"]]).fetchall()
-        }
-        layers = con.execute(
-            "SELECT layer, n_neurons, hidden_size, module_path FROM layers WHERE run_id = ? ORDER BY layer",
-            [run["run_id"]],
-        ).fetchall()
-    finally:
-        con.close()
-    return _Input(path=path, alias=alias, run=run, checkpoints=checkpoints, layers=layers)
-
-
-def _comparable_config(config_json: str) -> dict:
-    data = json.loads(config_json)
-    for key_path in _CONFIG_IGNORED:
-        node = data
-        for key in key_path[:-1]:
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(key_path[-1], None)
-    concepts = data.get("data", {}).get("concepts")
-    if isinstance(concepts, str):
-        data["data"]["concepts"] = Path(concepts).name
-    return data
-
-
-def config_difference(a: dict, b: dict, prefix: str = "") -> str | None:
-    """The first key (dotted) where two config dicts differ, with both values; None when equal."""
-    for key in sorted(set(a) | set(b)):
-        name = f"{prefix}{key}"
-        if key not in a or key not in b:
-            return f"{name} ({'absent' if key not in a else json.dumps(a[key])} vs "\
-                   f"{'absent' if key not in b else json.dumps(b[key])})"
-        va, vb = a[key], b[key]
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diff = config_difference(va, vb, name + ".")
-            if diff:
-                return diff
-        elif va != vb:
-            return f"{name} ({json.dumps(va, ensure_ascii=False)} vs {json.dumps(vb, ensure_ascii=False)})"
-    return None
+    stored = read_store_run(path)  # a store cut short fails here, in one line, not mid-merge
+    if stored is None:
+        raise MergeError(f"{path}: holds no run (an empty store); nothing to merge")
+    if "run_ids" in stored.run:
+        ids = ", ".join(sorted(stored.run["run_ids"]))
+        raise MergeError(f"{path}: holds several runs ({ids}); merge stores of one run each")
+    return _Input(path=path, alias=alias, run=stored.run, checkpoints=stored.checkpoints, layers=stored.layers)
 
 
 def _check_same_run(ref: _Input, other: _Input) -> None:
-    """Refuse (one line naming both files) when two stores do not hold the same analysis."""
-    a, b = ref.run, other.run
-    where = f"{other.path} cannot be merged with {ref.path}"
-    if a["model_id"] != b["model_id"]:
-        raise MergeError(f"{where}: different models ({b['model_id']} vs {a['model_id']})")
-    if a["concept_set_sha256"] != b["concept_set_sha256"]:
-        raise MergeError(
-            f"{where}: different concept sets (sha256 {b['concept_set_sha256'][:12]} vs "
-            f"{a['concept_set_sha256'][:12]})"
-        )
-    diff = config_difference(_comparable_config(b["config_json"]), _comparable_config(a["config_json"]))
-    if diff:
-        raise MergeError(f"{where}: different configs at {diff}")
-    if a["run_id"] != b["run_id"]:
-        raise MergeError(f"{where}: different run ids ({b['run_id']} vs {a['run_id']})")
-    if (a.get("dtype") or "") != (b.get("dtype") or ""):
-        raise MergeError(f"{where}: computed in different dtypes ({b['dtype']} vs {a['dtype']})")
-    if ref.layers and other.layers and ref.layers != other.layers:
-        raise MergeError(f"{where}: different MLP layers recorded (table layers)")
+    """Refuse (one line naming both files) when two stores do not hold the same analysis (the store's rule)."""
+    why = run_difference(other.run, ref.run, where_a=str(other.path), where_b=str(ref.path),
+                         layers_a=other.layers, layers_b=ref.layers)
+    if why:
+        raise MergeError(f"{other.path} cannot be merged with {ref.path}: {why}")
 
 
 def _checkpoint_tables(con: duckdb.DuckDBPyConnection, out_db: str) -> list[str]:
@@ -217,24 +149,6 @@ def _rows_differ(
     return con.execute(sql, {"run": run_id, "ck": checkpoint}).fetchone()[0] > 0
 
 
-def _writer_active(path: Path) -> bool:
-    """Whether a precompute process holds the store's write lock right now."""
-    lock = path.with_name(path.name + ".lock")
-    if not lock.exists():
-        return False
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = None) -> MergeSummary:
     """Merge the stores ``inputs`` (shards of one run) into ``out`` (created, or extended if it holds the run)."""
     console = console or Console(stderr=True)
@@ -259,7 +173,7 @@ def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = Non
     for item in items:
         if item is not ref:
             _check_same_run(ref, item)
-        if _writer_active(item.path):
+        if writer_active(item.path):
             console.print(
                 f"[yellow]warning:[/] {escape(str(item.path))} is still being written; merging the checkpoints it "
                 "has published",
@@ -289,18 +203,19 @@ def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = Non
                 holder[name] = item
                 taken[str(item.path)].append(name)
 
-    with StoreWriter(out) as writer, writer.transaction() as con:
+    with StoreWriter(out) as writer, writer.transaction(attach={i.alias: i.path for i in items}) as con:
         out_db = con.execute("SELECT current_database()").fetchone()[0]
         if base is not None:
             base.alias = out_db
-        for item in items:
-            con.execute(f"ATTACH '{_sql_str(item.path.resolve())}' AS {item.alias} (READ_ONLY)")
         tables = _checkpoint_tables(con, out_db)
         # 1. duplicates: identical rows or refuse.
         for name, first, second in duplicates:
             a, b = first.alias, second.alias
-            for key in ("step", "revision", "tokens_seen"):
-                if first.checkpoints[name].get(key) != second.checkpoints[name].get(key):
+            for key in ("step", "revision", "tokens_seen", "source_fingerprint"):
+                va, vb = first.checkpoints[name].get(key), second.checkpoints[name].get(key)
+                if key == "source_fingerprint" and (va is None or vb is None):
+                    continue  # a store written before fingerprints were recorded: the rows decide
+                if va != vb:
                     raise MergeError(
                         f"checkpoint {name!r} is in {first.path} and {second.path} with different {key} "
                         f"({first.checkpoints[name].get(key)} vs {second.checkpoints[name].get(key)}); "
@@ -349,10 +264,6 @@ def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = Non
                 )
     summary.added = {k: v for k, v in taken.items()}
     return summary
-
-
-def _sql_str(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _common_columns(con: duckdb.DuckDBPyConnection, out_db: str, table: str, alias: str) -> str:

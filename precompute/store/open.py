@@ -1,8 +1,16 @@
 """Opening a published store read-only and safely: a store is data from someone else, never code.
+
+Every DuckDB connection crossling makes (the CLI, the writer, the merge, the steering stage, the explorer) comes
+from :func:`connect` or :func:`connect_attached`, which switch extension autoloading/autoinstalling and external
+access off *before* any file is opened and lock the configuration, so that no file can make DuckDB download,
+install or load an extension, reach the network or read another local file. Files that are not DuckDB at all
+(a SQLite database, Parquet, CSV, ...) are recognised by their first bytes and refused before DuckDB sees them.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import duckdb
@@ -19,42 +27,174 @@ from precompute.store.errors import (
 from precompute.store.schema import DDL, SCHEMA_VERSION, schema_version
 from precompute.text import first_line as _first_line
 
+# Set before a file is opened, for every connection: no extension is fetched or loaded, no file or URL is read
+# other than the database files themselves, and no statement can switch these back on.
+LOCKDOWN: dict[str, bool] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "enable_external_access": False,
+    "lock_configuration": True,
+}
+# Files DuckDB keeps next to a database file (write-ahead log and its checkpoint): allowed with the file.
+_COMPANIONS = ("", ".wal", ".wal.checkpoint", ".checkpoint.wal")
+# Tables every crossling store has from its first write on (the run, its inputs and its model layout); tables
+# added to the schema later are created by the next write, so an older store may lack them and is still read.
+REQUIRED_TABLES = ("meta", "runs", "checkpoints", "languages", "concepts", "sentences", "layers")
+
+
+def connect(path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection to one database file, with extensions and external access off before it opens.
+
+    DuckDB shares one instance per file within a process and refuses a second connection "with a different
+    configuration": where someone in this process (a notebook) holds the file open with other settings, the
+    file is attached read-only to a private instance instead (:func:`connect_attached`; its default database
+    is the store, though cursors made from it start in the in-memory one).
+    """
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=dict(LOCKDOWN))
+    except duckdb.ConnectionException as exc:
+        if not read_only or "different configuration" not in str(exc):
+            raise
+    return connect_attached({"store": path}, use="store")
+
+
+def connect_attached(
+    databases: Mapping[str, str | Path], *, use: str, writable: Collection[str] = ()
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with ``databases`` (alias -> file) attached, read-only unless in ``writable``.
+
+    For queries across files (the merge) and for reading the file a path names *now* (the explorer). External
+    access is switched off before the first ATTACH; only the named files (and their write-ahead logs) stay
+    reachable, and the configuration is locked.
+    """
+    files = {alias: os.path.abspath(p) for alias, p in databases.items()}
+    con = duckdb.connect(
+        ":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    try:
+        con.execute("SET allowed_paths = ?", [[f + s for f in files.values() for s in _COMPANIONS]])
+        if writable:
+            spill = files[next(iter(writable))] + ".tmp"
+            con.execute("SET temp_directory = ?", [spill])
+            con.execute("SET allowed_directories = ?", [[spill + os.sep]])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        for alias, file in files.items():
+            mode = "" if alias in writable else " (READ_ONLY)"
+            con.execute(f"ATTACH '{_sql_str(file)}' AS {_ident(alias)}{mode}")
+        con.execute(f"USE {_ident(use)}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# First bytes of formats a store is often confused with (a DuckDB file has b"DUCK" at offset 8).
+_MAGIC: list[tuple[int, bytes, str]] = [
+    (0, b"SQLite format 3\x00", "a SQLite database"),
+    (0, b"PAR1", "a Parquet file"),
+    (0, b"\x1f\x8b", "a gzip file"),
+    (0, b"PK\x03\x04", "a zip archive"),
+    (0, b"ARROW1", "an Arrow file"),
+    (0, b"\x89HDF", "an HDF5 file"),
+]
+_DUCKDB_MAGIC_AT = 8
+_DUCKDB_MAGIC = b"DUCK"
+
+
+def sniff_format(path: Path) -> str | None:
+    """None for a file that starts like a DuckDB database, else what it looks like (for the error line)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head[_DUCKDB_MAGIC_AT : _DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC)] == _DUCKDB_MAGIC:
+        return None
+    if not head:
+        return "an empty file"
+    for offset, magic, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the sample is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "a text file (CSV or similar)"
+    if len(head) < _DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC):
+        return "a file shorter than a DuckDB header"
+    return "no DuckDB header"
+
 
 def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """Open a published store read-only, checking that it is a crossling store of our schema."""
+    """Open a published store read-only, checking that it is a crossling store of our schema.
+
+    Raises the :class:`StoreError` subclass that says why not: missing, not DuckDB, not crossling, another
+    schema version, code in the file, or half-written (damaged, or missing tables of the schema).
+    """
     path = Path(path)
     if not path.exists():
         raise StoreMissingError(f"{path}: no such store")
     if path.is_dir():
         raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
     try:
-        con = duckdb.connect(str(path), read_only=True)
-        # A store is data from someone else: SQL in it (views, macros) must not reach files or the network.
-        con.execute("SET enable_external_access = false")
+        looks_like = sniff_format(path)
+    except OSError as exc:
+        raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
+    if looks_like is not None:
+        raise NotDuckDBError(f"{path}: not a readable DuckDB file ({looks_like})")
+    try:
+        con = connect(path, read_only=True)
     except duckdb.Error as exc:
         raise NotDuckDBError(f"{path}: not a readable DuckDB file ({_first_line(exc)})") from None
     try:
+        check_store(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def check_store(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    """Refuse (with the right subclass) a connected database that is not a whole crossling store of our schema.
+
+    Also used by the explorer on the file it attached, which may be newer than the one :func:`open_readonly`
+    checked.
+    """
+    try:
         code = stored_code(con)
         version = schema_version(con)
+        present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                                             "current_database() AND schema_name = 'main'").fetchall()}
     except (duckdb.Error, ValueError) as exc:
-        con.close()
         raise _corrupt_error(exc)(f"{path}: {corrupt_reason(exc)}") from None
     if code:
-        con.close()
         raise UnsafeStoreError(
             f"{path}: not a crossling store: it defines {code[0]}"
             f"{f' (and {len(code) - 1} more)' if len(code) > 1 else ''}; a store holds only tables of "
             "data, and crossling runs no SQL that comes from a file"
         )
     if version is None:
-        con.close()
+        if "meta" in present:
+            raise NotCrosslingStoreError(f"{path}: not a crossling store (its meta table has no schema_version row)")
         raise NotCrosslingStoreError(f"{path}: not a crossling store (no meta table)")
     if version != SCHEMA_VERSION:
-        con.close()
         raise SchemaVersionError(
             f"{path}: store schema version {version}, this crossling reads version {SCHEMA_VERSION}"
         )
-    return con
+    missing = [t for t in REQUIRED_TABLES if t not in present]
+    if missing:
+        raise HalfWrittenStoreError(
+            f"{path}: an incomplete crossling store: no table {', '.join(missing[:3])}"
+            f"{f' (and {len(missing) - 3} more)' if len(missing) > 3 else ''}, which schema version "
+            f"{SCHEMA_VERSION} has; it was edited or damaged, copy or compute it again"
+        )
 
 
 def _corrupt_error(exc: BaseException) -> type[StoreError]:
@@ -113,7 +253,6 @@ def stored_code(con: duckdb.DuckDBPyConnection) -> list[str]:
     return found
 
 
-
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row count of every schema table present in the store."""
     present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
@@ -122,5 +261,3 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         for name in DDL
         if name in present
     }
-
-

@@ -1,28 +1,141 @@
-"""What a store holds: model, checkpoints, languages, concepts, tables with row counts, stage timings."""
+"""The reads that ``info``, ``report``, the writer and the merge need, in one place next to the schema.
+
+Each opens the store read-only through :func:`precompute.store.open.open_readonly` (so every refusal is a typed
+:class:`StoreError` with one line), and turns a damaged value (a provenance column that is not JSON) into one
+line naming the store, never a raw parser error.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from precompute.store import (
-    StoreError,
-    checkpoint_order,
-    corrupt_reason,
-    open_readonly,
-    table_counts,
-    verify_readable,
-)
+from precompute.store.errors import HalfWrittenStoreError
+from precompute.store.open import corrupt_reason, open_readonly, table_counts, verify_readable
+from precompute.store.schema import DDL, checkpoint_order
+
+
+@contextmanager
+def _reading(path: str | Path, *, verify: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A checked read-only connection; a block that turns out damaged mid-read is one typed line too."""
+    con = open_readonly(path)
+    try:
+        if verify:
+            verify_readable(con, path)  # a store cut short on its way here fails now, not half-way through
+        yield con
+    except duckdb.Error as exc:  # opened, but a block is missing or damaged
+        raise HalfWrittenStoreError(f"{path}: {corrupt_reason(exc)}") from None
+    finally:
+        con.close()
+
+
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
+def read_runs(path: str | Path) -> list[dict[str, Any]]:
+    """Every ``runs`` row of a store, as dicts (oldest first)."""
+    with _reading(path) as con:
+        return _dicts(con, "SELECT * FROM runs ORDER BY started_at NULLS LAST, run_id")
+
+
+def read_checkpoint_fingerprints(path: str | Path, run_id: str) -> dict[str, str | None]:
+    """The run's published checkpoints -> the fingerprint of the weights each was computed from (None: unknown,
+    e.g. a store written before fingerprints were recorded)."""
+    with _reading(path) as con:
+        fp = "source_fingerprint" if "source_fingerprint" in _columns(con, "checkpoints") else "NULL"
+        rows = con.execute(f"SELECT checkpoint, {fp} FROM checkpoints WHERE run_id = ?", [run_id]).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+@dataclass
+class StoreRun:
+    """The one run of a store with its checkpoints and MLP layout: what a merge compares."""
+
+    path: Path
+    run: dict[str, Any]
+    checkpoints: dict[str, dict[str, Any]]  # checkpoint -> its checkpoints row
+    layers: list[tuple]
+
+
+def read_store_run(path: str | Path) -> StoreRun | None:
+    """The store's single run (None for a store that holds no run); several runs are refused by the caller."""
+    with _reading(path, verify=True) as con:
+        runs = _dicts(con, "SELECT * FROM runs ORDER BY run_id")
+        if len(runs) != 1:
+            return StoreRun(Path(path), {"run_ids": [r["run_id"] for r in runs]}, {}, []) if runs else None
+        run = runs[0]
+        checkpoints = {
+            r["checkpoint"]: r for r in _dicts(con, "SELECT * FROM checkpoints WHERE run_id = ?", [run["run_id"]])
+        }
+        layers = con.execute(
+            "SELECT layer, n_neurons, hidden_size, module_path FROM layers WHERE run_id = ? ORDER BY layer",
+            [run["run_id"]],
+        ).fetchall()
+    return StoreRun(Path(path), run, checkpoints, layers)
+
+
+def table_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Approximate bytes on disk of each schema table, from DuckDB's storage metadata (no data is read).
+
+    A table's share of the file is its blocks; a block shared by several small tables counts for each a
+    fraction. Tables only in memory (never checkpointed) count 0.
+    """
+    present = [t for t in DDL if t in {r[0] for r in con.execute("SHOW TABLES").fetchall()}]
+    if not present:
+        return {}
+    block_size = con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+    ).fetchone()[0]
+    union = " UNION ALL ".join(
+        f"SELECT '{t}' AS t, block_id AS b FROM pragma_storage_info('{t}') WHERE persistent AND block_id >= 0 "
+        f"UNION ALL SELECT '{t}', unnest(additional_block_ids) FROM pragma_storage_info('{t}') WHERE persistent"
+        for t in present
+    )
+    rows = con.execute(
+        f"WITH used AS (SELECT DISTINCT t, b FROM ({union})), shared AS (SELECT b, count(*) AS n FROM used GROUP BY b) "
+        "SELECT t, sum(1.0 / n) FROM used JOIN shared USING (b) GROUP BY t"
+    ).fetchall()
+    share = dict(rows)
+    return {t: round(share.get(t, 0.0) * block_size) for t in present}
+
+
+def _packages(value: Any, path: str | Path, run_id: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise HalfWrittenStoreError(
+            f"{path}: runs.packages_json of run {run_id} is not valid JSON ({exc}); the store is damaged"
+        ) from None
+    if not isinstance(data, dict):
+        raise HalfWrittenStoreError(f"{path}: runs.packages_json of run {run_id} is not a JSON object; the store is damaged")
+    return data
+
+
+def _json_or_empty(value: str | None) -> dict[str, Any]:
+    """An optional JSON object kept in ``meta`` (absent or unreadable: shown as not recorded, never a failure)."""
+    try:
+        data = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def store_info(path: str | Path) -> dict[str, Any]:
     """A JSON-ready summary of a store (keys: model, checkpoints, languages, concepts, tables, ...)."""
-    con = open_readonly(path)
-    try:
-        verify_readable(con, path)  # a store cut short on its way here fails now, not half-way through
+    with _reading(path, verify=True) as con:
         runs = con.execute(
             "SELECT run_id, model_id, model_card, device, dtype, concept_set_sha256, packages_json, "
             "started_at, finished_at FROM runs ORDER BY started_at"
@@ -41,10 +154,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         ).fetchall()
         meta = dict(con.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
         tables = table_counts(con)
-    except duckdb.Error as exc:  # opened, but a block is missing or damaged
-        raise StoreError(f"{path}: {corrupt_reason(exc)}") from None
-    finally:
-        con.close()
+        sizes = table_sizes(con)
     model = runs[0][1] if runs else None
     return {
         "store": str(path),
@@ -53,7 +163,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "runs": [
             {
                 "run_id": r[0], "model_id": r[1], "model_card": r[2], "device": r[3], "dtype": r[4],
-                "concept_set_sha256": r[5], "packages": json.loads(r[6]),
+                "concept_set_sha256": r[5], "packages": _packages(r[6], path, r[0]),
                 "started_at": str(r[7]), "finished_at": str(r[8]) if r[8] else None,
             }
             for r in runs
@@ -64,9 +174,130 @@ def store_info(path: str | Path) -> dict[str, Any]:
         ],
         "languages": languages,
         "concepts": concepts,
+        "concept_set": {
+            "sha256": runs[0][5] if runs else None,
+            "provenance": _json_or_empty(meta.get("concept_set_provenance")),
+        },
         "tables": tables,
+        "table_bytes": sizes,
+        "file_bytes": Path(path).stat().st_size,
         "stage_timings": [
             {"stage": t[0], "seconds": t[1], "tokens_per_s": t[2], "peak_mem_mb": t[3]}
             for t in timings
         ],
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# What steering reads (``precompute steer STORE``, ``precompute.steering.stage``): the run, its config,
+# checkpoints, experts, the concepts' sentences (surface forms) and the steering rows already stored.
+
+
+def _steering_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list, schema: dict[str, Any]) -> Any:
+    """A query's rows as a polars frame of the given schema (independent of duckdb's arrow/polars API)."""
+    import polars as pl
+
+    return pl.DataFrame(con.execute(sql, params).fetchall(), schema=dict(schema), orient="row")
+
+
+def steering_inputs(path: str | Path) -> dict[str, Any]:
+    """The store's one run as steering needs it.
+
+    Keys: run_id, model_id, config (the run config as a dict, from ``runs.config_json``), checkpoints (a
+    frame: checkpoint, step, revision, source, in training order), langs (the run's languages that have
+    sentences, in config order), concepts (ids, sorted), shared_counts (frame: checkpoint, concept_id, n).
+    """
+    import polars as pl
+
+    from precompute.store.errors import StoreError
+
+    con = open_readonly(path)
+    try:
+        runs = con.execute("SELECT run_id, model_id, config_json FROM runs ORDER BY run_id").fetchall()
+        if not runs:
+            raise StoreError(f"{path}: holds no run yet (run `precompute run` first)")
+        if len(runs) > 1:
+            raise StoreError(f"{path}: holds several runs ({', '.join(r[0] for r in runs)})")
+        run_id, model_id, config_json = runs[0]
+        checkpoints = _steering_frame(
+            con,
+            f"SELECT checkpoint, step, revision, source FROM checkpoints WHERE run_id = ? ORDER BY {checkpoint_order()}",
+            [run_id],
+            {"checkpoint": pl.Utf8, "step": pl.Int64, "revision": pl.Utf8, "source": pl.Utf8},
+        )
+        sentence_langs = [r[0] for r in con.execute("SELECT DISTINCT lang FROM sentences ORDER BY lang").fetchall()]
+        concepts = [r[0] for r in con.execute("SELECT concept_id FROM concepts ORDER BY concept_id").fetchall()]
+        shared_counts = _steering_frame(
+            con,
+            "SELECT checkpoint, concept_id, count(*) AS n FROM shared_experts WHERE run_id = ? "
+            "GROUP BY checkpoint, concept_id",
+            [run_id],
+            {"checkpoint": pl.Utf8, "concept_id": pl.Utf8, "n": pl.Int64},
+        )
+    finally:
+        con.close()
+    config = _json_or_empty(config_json)
+    cfg_langs = list((config.get("data") or {}).get("languages") or [])
+    langs = [x for x in cfg_langs if x in sentence_langs] or sentence_langs
+    return {
+        "run_id": run_id,
+        "model_id": model_id,
+        "config": config,
+        "checkpoints": checkpoints,
+        "langs": langs,
+        "concepts": concepts,
+        "shared_counts": shared_counts,
+    }
+
+
+def steering_sentences(path: str | Path, concept_ids: list[str]) -> Any:
+    """The concepts' sentences with a span (concept_id, lang, text, span_start, span_end): their surface forms."""
+    import polars as pl
+
+    con = open_readonly(path)
+    try:
+        return _steering_frame(
+            con,
+            "SELECT concept_id, lang, text, span_start, span_end FROM sentences "
+            "WHERE span_start IS NOT NULL AND span_end IS NOT NULL AND list_contains(?, concept_id) "
+            "ORDER BY sentence_id",
+            [list(concept_ids)],
+            {"concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8, "span_start": pl.Int32, "span_end": pl.Int32},
+        )
+    finally:
+        con.close()
+
+
+def concept_experts(
+    path: str | Path, run_id: str, checkpoint: str, langs: list[str], concept_ids: list[str], max_rank: int
+) -> Any:
+    """neuron_ap rows (lang, concept_id, layer, unit, ap, rank, median_pos_act) with rank <= max_rank."""
+    import polars as pl
+
+    con = open_readonly(path)
+    try:
+        return _steering_frame(
+            con,
+            "SELECT lang, concept_id, layer, unit, ap, rank, median_pos_act FROM neuron_ap WHERE run_id = ? "
+            "AND checkpoint = ? AND list_contains(?, lang) AND list_contains(?, concept_id) AND rank <= ? "
+            "ORDER BY lang, concept_id, rank, layer, unit",
+            [run_id, checkpoint, list(langs), list(concept_ids), int(max_rank)],
+            {"lang": pl.Utf8, "concept_id": pl.Utf8, "layer": pl.Int32, "unit": pl.Int32, "ap": pl.Float64,
+             "rank": pl.Int32, "median_pos_act": pl.Float64},
+        )
+    finally:
+        con.close()
+
+
+def steering_rows_at(path: str | Path, run_id: str, checkpoint: str, schema: dict[str, Any]) -> Any:
+    """The ``steering`` rows of one checkpoint as a frame of ``schema`` (its columns, polars types)."""
+    con = open_readonly(path)
+    try:
+        return _steering_frame(
+            con,
+            f"SELECT {', '.join(schema)} FROM steering WHERE run_id = ? AND checkpoint = ?",
+            [run_id, checkpoint],
+            schema,
+        )
+    finally:
+        con.close()

@@ -39,6 +39,7 @@ DDL: dict[str, str] = {
             source VARCHAR NOT NULL,
             tokens_seen BIGINT,
             completed_at TIMESTAMP NOT NULL,
+            source_fingerprint VARCHAR,
             PRIMARY KEY (run_id, checkpoint)
         )""",
     "stage_timings": """
@@ -205,6 +206,11 @@ DDL: dict[str, str] = {
             kind VARCHAR NOT NULL,
             n INTEGER NOT NULL
         )""",
+    # One generation per row. output_lang: ISO 639-1 (else 639-3) code among all languages lingua knows,
+    # 'und' where it cannot tell; output_lang_confidence: lingua's confidence in it (NULL for 'und').
+    # concept_lang: the language of the concept form found in the output. top_k ... max_new_tokens: how
+    # the row was sampled. Written with its checkpoint by `precompute run` ([steering] enabled) or later
+    # by `precompute steer`.
     "steering": """
         CREATE TABLE IF NOT EXISTS steering (
             run_id VARCHAR NOT NULL,
@@ -218,9 +224,23 @@ DDL: dict[str, str] = {
             output_text VARCHAR NOT NULL,
             output_lang VARCHAR,
             expresses_concept BOOLEAN NOT NULL,
-            concept_lang VARCHAR
+            concept_lang VARCHAR,
+            output_lang_confidence DOUBLE,
+            top_k INTEGER,
+            top_p DOUBLE,
+            temperature DOUBLE,
+            max_new_tokens INTEGER
         )""",
 }
+
+
+# Columns added to a table after stores of this schema version were written: nullable, so older stores stay
+# readable as they are and gain the column (as NULL) on their next write. (table, column, type)
+ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    # What the checkpoint's weights were when computed: "sha256:..." (local folder), "commit:..." or
+    # "revision:..." (hub); see precompute.checkpoints.fingerprint.
+    ("checkpoints", "source_fingerprint", "VARCHAR"),
+]
 
 
 # Indexes that make the explorer's drill-downs fast on paper-scale stores.
@@ -241,13 +261,16 @@ CHECKPOINT_TABLES = [
     "compression",
     "language_neurons",
     "neuron_counts",
+    "steering",
 ]
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table (idempotent) and record the schema version."""
+    """Create every table and every column added since (idempotent) and record the schema version."""
     for ddl in DDL.values():
         con.execute(ddl)
+    for table, column, sql_type in ADDED_COLUMNS:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
     for index in INDEXES:
         con.execute(index)
     con.execute(

@@ -4,18 +4,20 @@ A store is one self-describing DuckDB file. Long-format tables, keys first. Writ
 published file in place: each checkpoint is written into a private copy (``STORE.tmp-<pid>``) inside one
 transaction and then published by an atomic ``os.replace``. Readers (the explorer, ``precompute info``)
 therefore always see the last complete state, and a killed writer leaves the published store untouched.
-A second writer on the same store is refused through an exclusive lock file (``STORE.lock``).
+A second writer on the same store is refused through an exclusive lock file (``STORE.lock``, see
+:mod:`precompute.store.lock`). The store path is resolved to its real file first: a symlink is followed (the file
+it names is replaced, the link stays), and two writers reaching one file through different names share one lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,8 +27,11 @@ import duckdb
 import polars as pl
 
 from precompute.faults import maybe_fail
-from precompute.store.errors import StoreError, StoreLockedError
-from precompute.store.open import _first_line, open_readonly, verify_readable
+from precompute.store import lock
+from precompute.store.errors import StoreError
+from precompute.store.identity import run_difference
+from precompute.store.open import _first_line, connect, connect_attached, open_readonly, verify_readable
+from precompute.store.read import read_checkpoint_fingerprints, read_runs
 from precompute.store.schema import CHECKPOINT_TABLES, DDL, create_schema
 
 
@@ -45,6 +50,7 @@ class CheckpointRows:
     source: str
     tokens_seen: int | None
     tables: dict[str, pl.DataFrame]
+    source_fingerprint: str | None = None  # what the weights were (precompute.checkpoints.fingerprint)
 
 
 class StoreWriter:
@@ -56,20 +62,21 @@ class StoreWriter:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.path = Path(path)  # as the user named it: every message shows this
+        self.target = lock.real_path(self.path)  # the file itself: locked, copied and replaced
+        self.lock_path = lock.lock_path(self.path)
         self._lock_fd: int | None = None
 
     def __enter__(self) -> StoreWriter:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = self._acquire_lock()
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = lock.acquire(self.target, shown=self.path)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot lock the store for writing ({_os_reason(exc)})") from None
         try:
-            if self.path.exists():
+            if self.target.exists():
                 # Validates that what we are about to extend is a whole store of our schema.
-                con = open_readonly(self.path)
+                con = open_readonly(self.path)  # through a link too: its messages name the path given
                 try:
                     verify_readable(con, self.path)
                 finally:
@@ -80,56 +87,40 @@ class StoreWriter:
             raise
         return self
 
-    def _acquire_lock(self) -> int:
-        """An exclusive, non-blocking flock on ``STORE.lock`` (released by the kernel if we die)."""
-        for _ in range(10):
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise StoreLockedError(
-                    f"{self.path}: another precompute is writing this store (lock {self.lock_path})"
-                ) from None
-            # The previous holder unlinks the lock file on exit: a lock on an unlinked file locks nothing.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-            os.close(fd)
-        raise StoreLockedError(f"{self.path}: the lock file {self.lock_path} keeps changing; another precompute is starting")
-
     def _remove_stale_copies(self) -> None:
         """Delete private copies (``STORE.tmp-<pid>``) left by writers that were killed: we hold the lock."""
-        prefix = f"{self.path.name}.tmp-"
-        for stale in self.path.parent.glob(f"{glob_escape(prefix)}*"):
+        prefix = f"{self.target.name}.tmp-"
+        for stale in self.target.parent.glob(f"{glob_escape(prefix)}*"):
             pid = stale.name[len(prefix):].removesuffix(".wal")
             if pid.isdigit():
                 stale.unlink(missing_ok=True)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            with contextlib.suppress(FileNotFoundError):
-                self.lock_path.unlink()
+            fd, self._lock_fd = self._lock_fd, None
+            lock.release(fd, self.target)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection on a private copy; committed and published atomically on normal exit."""
+    def transaction(self, attach: Mapping[str, str | Path] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection on a private copy; committed and published atomically on normal exit.
+
+        ``attach`` (alias -> store file) attaches other stores read-only, for queries across files (the merge);
+        the private copy is then the connection's default database.
+        """
         if self._lock_fd is None:
             raise StoreError("StoreWriter used outside its 'with' block")
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        tmp = self.target.with_name(f"{self.target.name}.tmp-{os.getpid()}")
         for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
             stale.unlink(missing_ok=True)
         try:
-            if self.path.exists():
-                shutil.copyfile(self.path, tmp)
+            if self.target.exists():
+                shutil.copyfile(self.target, tmp)
             maybe_fail("store.copied")
-            con = duckdb.connect(str(tmp))
+            if attach:
+                alias = _free_alias("crossling_out", attach)
+                con = connect_attached({alias: tmp, **attach}, use=alias, writable=[alias])
+            else:
+                con = connect(tmp, read_only=False)
             try:
                 create_schema(con)
                 con.execute("BEGIN TRANSACTION")
@@ -144,9 +135,9 @@ class StoreWriter:
                 con.close()
             _fsync_file(tmp)
             maybe_fail("store.committed")
-            os.replace(tmp, self.path)
+            os.replace(tmp, self.target)
             maybe_fail("store.published")
-            _fsync_dir(self.path.parent)
+            _fsync_dir(self.target.parent)
         except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
             # A full disk, a read-only folder, ...: the published store is still the previous one.
             raise StoreError(
@@ -158,16 +149,13 @@ class StoreWriter:
 
     def finished_checkpoints(self, run_id: str) -> set[str]:
         """Checkpoints of this run already published."""
-        if not self.path.exists():
-            return set()
-        con = open_readonly(self.path)
-        try:
-            rows = con.execute(
-                "SELECT checkpoint FROM checkpoints WHERE run_id = ?", [run_id]
-            ).fetchall()
-        finally:
-            con.close()
-        return {r[0] for r in rows}
+        return set(self.checkpoint_fingerprints(run_id))
+
+    def checkpoint_fingerprints(self, run_id: str) -> dict[str, str | None]:
+        """Checkpoints of this run already published, with the fingerprint of the weights each was computed from."""
+        if not self.target.exists():
+            return {}
+        return read_checkpoint_fingerprints(self.path, run_id)
 
     def ensure_run(
         self,
@@ -181,19 +169,18 @@ class StoreWriter:
     ) -> None:
         """Record the run, its inputs and its model layout once; refuse a store of another run."""
         run_id = run["run_id"]
-        if self.path.exists():
-            con = open_readonly(self.path)
-            try:
-                existing = con.execute("SELECT run_id, config_json FROM runs").fetchall()
-            finally:
-                con.close()
-            ids = {r[0] for r in existing}
+        if self.target.exists():
+            existing = read_runs(self.path)
+            ids = {r["run_id"] for r in existing}
             if run_id in ids:
                 return
             if ids:
+                why = run_difference(existing[0], run, where_a=str(self.path), where_b="this run") or (
+                    "a different model, config or concept set"
+                )
                 raise StoreError(
-                    f"{self.path}: holds another run ({', '.join(sorted(ids))}) with a different "
-                    "model, config or concept set; write to a new store"
+                    f"{self.path}: holds another run ({', '.join(sorted(ids))}): {why} (the store's vs this "
+                    "run's); write to a new store"
                 )
         with self.transaction() as con:
             for key, value in meta.items():
@@ -227,7 +214,8 @@ class StoreWriter:
                 insert_rows(con, table, frame)
                 maybe_fail("store.insert")
             con.execute(
-                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO checkpoints (run_id, checkpoint, step, revision, source, tokens_seen, completed_at, "
+                "source_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     run_id,
                     rows.checkpoint,
@@ -236,6 +224,7 @@ class StoreWriter:
                     rows.source,
                     rows.tokens_seen,
                     utc_now(),
+                    rows.source_fingerprint,
                 ],
             )
 
@@ -263,10 +252,25 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame)
     if unknown:
         raise StoreError(f"table {table}: unknown columns {sorted(unknown)}")
     present = [c for c in columns if c in frame.columns]
-    arrow = frame.select(present).to_arrow()  # noqa: F841  (referenced by name in SQL below)
-    con.execute(
-        f"INSERT INTO {table} ({', '.join(present)}) SELECT {', '.join(present)} FROM arrow"
-    )
+    # Registered explicitly: connections have external access off, which also turns off replacement scans.
+    view = f"_crossling_insert_{next(_REGISTERED)}"
+    con.register(view, frame.select(present).to_arrow())
+    try:
+        con.execute(f"INSERT INTO {table} ({', '.join(present)}) SELECT {', '.join(present)} FROM {view}")
+    finally:
+        con.unregister(view)
+
+
+_REGISTERED = itertools.count()
+
+
+def _free_alias(base: str, taken: Mapping[str, Any]) -> str:
+    """An alias for the private copy that none of the attached stores uses."""
+    alias, n = base, 0
+    while alias in taken:
+        n += 1
+        alias = f"{base}_{n}"
+    return alias
 
 
 def _os_reason(exc: BaseException) -> str:

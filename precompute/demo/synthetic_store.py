@@ -1,4 +1,7 @@
-"""Synthetic crossling stores for tests and benchmarks, written through the real ``StoreWriter``.
+"""Synthetic crossling stores for tests, benchmarks and screenshots, written through the real ``StoreWriter``.
+
+A module of the package (not a test helper) so that ``benchmarks/bench_explorer_queries.py`` and
+``docs/screenshots.py`` can build a paper-scale store from an installed crossling, without a model.
 
 ``build_synthetic_store`` fills every table of the schema with plausible random rows shaped like a
 real run: LID probes that are near-perfect everywhere early and lose accuracy in the middle layers

@@ -1,0 +1,61 @@
+"""Check a served explorer in a headless Chromium: the one real-browser test and ``docs/screenshots.py``.
+
+Kept in the package (not in the tests) so the screenshot script does not import test code. It imports
+neither Streamlit nor playwright: callers hand in a playwright ``page`` and a ``subprocess.Popen`` of
+``explorer STORE --no-browser``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (`make browser-deps`): no browser download
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
+    """Seconds until the Streamlit server at ``url`` answers its health check; AssertionError if it exits or
+    does not answer within ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"explorer exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
+                if r.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"explorer did not answer within {timeout} s")
+
+
+def check_page(page, url: str | None, heading: str, shot: Path | None) -> None:
+    """Open ``url`` (None: stay), wait for ``heading`` and a drawn chart, assert no exception or error box,
+    and, when ``shot`` is given, save a tall screenshot there."""
+    if url is not None:
+        page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=60_000)
+    page.locator("[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg").first.wait_for(
+        timeout=60_000)
+    page.wait_for_timeout(1500)  # let the remaining charts draw
+    assert page.locator("[data-testid='stException']").count() == 0, "an exception box is shown"
+    assert page.locator("[data-testid='stAlertContentError']").count() == 0, "an error box is shown"
+    if shot is not None:
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        # Checked at laptop size; photographed taller so the picture shows the charts below the fold.
+        page.set_viewport_size({"width": 1440, "height": 2000})
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shot))
+        page.set_viewport_size({"width": 1440, "height": 900})

@@ -1,0 +1,193 @@
+"""The intervention and generation: fix MLP units to values while the model samples, from its start token.
+
+A unit's activation is the input of its layer's MLP down projection (see ``precompute.model.load``);
+``fixed_unit_hooks`` **fixes** chosen units to values at every position of the sequence (prompt and generated
+tokens), as Suau et al.'s ``force_units_hooks`` (apple/ml-selfcond) does by default.
+
+Generation samples (``do_sample=True``) one sequence at a time with ``torch.manual_seed(seed)`` before each,
+so one (prompt, seed) gives the same text with and without the intervention, and steered and unsteered outputs
+differ only by the fixed units. The sampling settings are the run's ``[steering]`` section
+(``precompute.config.SteeringSpec``: nucleus 0.9, no top-k cut, temperature 0.8 as ml-selfcond's
+``generate_seq``); this module has no defaults of its own.
+
+Every sequence starts with the checkpoint's own start token: the token(s) its tokenizer itself prepends to a
+text (XGLM ``</s>``, Llama and OPT ``<s>``/``</s>``), or, for a tokenizer that prepends nothing (GPT-2, BLOOM),
+its BOS token (else EOS, as GPT-2's ``<|endoftext|>``). The prompt is tokenized without special tokens after
+it, so a start token is never doubled. An empty prompt is "generation from the start token".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+class SteeringError(ValueError):
+    """A steering request that cannot be run, with a one-line reason."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How each output is sampled; stored with every steering row (columns of the same names)."""
+
+    top_k: int
+    top_p: float
+    temperature: float
+    max_new_tokens: int
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Sampling:
+        """The sampling of a ``precompute.config.SteeringSpec`` (the one home of the defaults)."""
+        return cls(int(spec.top_k), float(spec.top_p), float(spec.temperature), int(spec.max_new_tokens))
+
+
+# --------------------------------------------------------------------------------------------------
+# The intervention
+
+
+@contextlib.contextmanager
+def fixed_unit_hooks(sites: Sequence[Any], units: Sequence[tuple[int, int, float]]) -> Iterator[None]:
+    """Within the block, fix MLP units to values: ``units`` are (layer, unit, value) triples.
+
+    ``sites`` are ``precompute.model.load.MLPSite`` objects (``layer``, ``module``, ``n_neurons``); a
+    forward pre-hook on each involved site module replaces ``args[0][..., unit]`` (shape (batch, seq,
+    n_neurons)) by the value at every position (out of place, in the activation's dtype). With no units,
+    nothing is hooked at all. Hooks are removed on exit, also after an exception.
+    """
+    by_site = {int(s.layer): s for s in sites}
+    per_layer: dict[int, dict[int, float]] = defaultdict(dict)
+    for layer, unit, value in units:
+        layer, unit = int(layer), int(unit)
+        site = by_site.get(layer)
+        if site is None:
+            raise SteeringError(f"layer {layer} has no MLP site (model has layers {sorted(by_site)})")
+        if not 0 <= unit < int(site.n_neurons):
+            raise SteeringError(f"unit {unit} is out of range for layer {layer} ({site.n_neurons} neurons)")
+        per_layer[layer][unit] = float(value)
+
+    handles = []
+    try:
+        for layer, fixed in sorted(per_layer.items()):
+            idx = torch.tensor(sorted(fixed), dtype=torch.long)
+            vals = torch.tensor([fixed[u] for u in sorted(fixed)], dtype=torch.float32)
+            handles.append(by_site[layer].module.register_forward_pre_hook(_fixing_hook(idx, vals)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _fixing_hook(idx: torch.Tensor, vals: torch.Tensor) -> Callable:
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(_module: torch.nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        key = (x.device, x.dtype)
+        if key not in cache:
+            cache[key] = (idx.to(x.device), vals.to(device=x.device, dtype=x.dtype))
+        i, v = cache[key]
+        x = x.index_copy(-1, i, v.expand(*x.shape[:-1], len(i)))
+        return (x, *args[1:])
+
+    return hook
+
+
+# --------------------------------------------------------------------------------------------------
+# The start token
+
+
+def prepended_ids(tokenizer: Any) -> list[int]:
+    """The token ids the tokenizer itself puts before a text (e.g. XGLM ``[</s>]``, Llama ``[<s>]``; GPT-2 ``[]``).
+
+    Found by tokenizing one probe text with and without special tokens: what comes before the plain ids.
+    """
+    for probe in ("a", "hello", "x y"):
+        plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+        full = list(tokenizer(probe)["input_ids"])
+        if not plain:
+            continue
+        for at in range(len(full) - len(plain) + 1):
+            if full[at:at + len(plain)] == plain:
+                return full[:at]
+    return []
+
+
+def start_ids(tokenizer: Any) -> list[int]:
+    """The start of every generated sequence: the prepended token(s), else BOS, else EOS (never doubled)."""
+    ids = prepended_ids(tokenizer)
+    if ids:
+        return ids
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [int(start)] if start is not None else []
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The start token(s) followed by the prompt's own tokens (no special tokens added a second time)."""
+    ids = start_ids(tokenizer) + (list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else [])
+    if not ids:
+        raise SteeringError("the tokenizer has no start, BOS or EOS token: give a non-empty prompt")
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation
+
+
+def generate(
+    loaded: Any,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    sampling: Sampling,
+    units: Sequence[tuple[int, int, float]] = (),
+    *,
+    sites: Sequence[Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Sample one continuation per (prompt, seed), with ``units`` fixed (none: plain generation).
+
+    ``loaded``: a ``precompute.model.load.LoadedModel`` (model, tokenizer, device). Returns dicts with
+    prompt, seed, output_text (the new tokens only, special tokens dropped) and n_new_tokens, in the
+    order prompts x seeds. ``sites`` defaults to ``precompute.model.load.find_mlp_sites(model)``.
+    """
+    if sampling.max_new_tokens < 1:
+        raise SteeringError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
+    model, tok = loaded.model, loaded.tokenizer
+    device = getattr(loaded, "device", None) or next(model.parameters()).device
+    if units and sites is None:
+        from precompute.model import find_mlp_sites
+
+        sites = find_mlp_sites(model)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    settings = {
+        "do_sample": True,
+        "top_k": int(sampling.top_k),
+        "top_p": float(sampling.top_p),
+        "temperature": float(sampling.temperature),
+        "max_new_tokens": int(sampling.max_new_tokens),
+        "pad_token_id": pad_id,
+    }
+    out: list[dict[str, Any]] = []
+    with fixed_unit_hooks(sites or [], units), torch.inference_mode():
+        for prompt in prompts:
+            ids = torch.tensor([prompt_ids(tok, prompt)], dtype=torch.long, device=device)
+            mask = torch.ones_like(ids)
+            for seed in seeds:
+                torch.manual_seed(int(seed))
+                seq = model.generate(input_ids=ids, attention_mask=mask, **settings)
+                new = seq[0, ids.shape[1]:].tolist()
+                out.append(
+                    {
+                        "prompt": prompt,
+                        "seed": int(seed),
+                        "output_text": tok.decode(new, skip_special_tokens=True),
+                        "n_new_tokens": len(new),
+                    }
+                )
+                if progress is not None:
+                    progress(1)
+    return out
