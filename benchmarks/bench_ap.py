@@ -10,13 +10,14 @@ does for the concepts of one language); the sklearn side loops over neurons x co
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from precompute.analysis.experts import average_precision, average_precision_multi
+from precompute.analysis.experts import _cpu_workers, average_precision, average_precision_multi
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     rng = np.random.default_rng(args.seed)
     # Activations rounded to 3 decimals: realistic ties, as in float16 storage.
     scores = np.round(rng.normal(size=(args.contexts, args.neurons)), 3).astype(np.float32)
@@ -49,7 +51,9 @@ def main() -> None:
     )
     loop = time.perf_counter() - start
 
-    print(f"threads: torch {torch.get_num_threads()}")
+    print(f"threads: AP {min(_cpu_workers(), -(-args.neurons // 1024))} (of {os.cpu_count()} CPUs; "
+          f"CROSSLING_AP_THREADS overrides), torch {torch.get_num_threads()}, sklearn loop 1; "
+          f"load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     print(f"{args.contexts} contexts x {args.neurons} neurons x {args.concepts} concept(s)")
     print(f"sklearn per-neuron loop : {loop:8.3f} s")
     print(f"vectorised (torch, cpu) : {vectorised:8.3f} s")

@@ -33,6 +33,16 @@ from precompute.store import open_readonly, table_counts
 
 GOAL_MS = 100.0
 
+#: BLOOM-7b1 at the paper's data size (issue 15.5): 16 languages x 200 concepts x K = 500 x 40 checkpoints.
+BLOOM_7B1_SCALE = {
+    "n_layers": 30,
+    "n_units": 16384,
+    "checkpoints": 40,
+    "languages": ("en", "de", "fr", "es", "it", "pt", "ru", "ar", "hi", "zh", "ja", "fi", "tr", "vi", "sw", "id"),
+    "concepts": tuple(f"concept_{i:03d}" for i in range(200)),
+    "k": 500,
+}
+
 
 def build(path: Path, *, sort_neuron_ap: bool, scale: dict) -> None:
     if path.exists():
@@ -111,6 +121,14 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
         ("language_neurons", lambda: Q.language_neurons(con, run, k(), 1000)),
         ("steering", lambda: Q.steering(con, run)),
         ("steering_summary", lambda: Q.steering_summary(con, run)),
+        ("probe_chance", lambda: Q.probe_chance(con, run, rng.choice(reps))),
+        ("overlap_chance", lambda: Q.overlap_chance(con, run)),
+        ("headline_intervals", lambda: Q.headline_intervals(con, run)),
+        ("expert_significance", lambda: Q.expert_significance(con, run, k(), c(), 100)),
+        ("concept_chance_history", lambda: Q.concept_chance_history(con, run, c())),
+        ("pair_emergence(concept)", lambda: Q.pair_emergence(con, run, c())),
+        ("unit_emergence(concept)", lambda: Q.unit_emergence(con, run, 3, c())),
+        ("unit_emergence(unit)", lambda: Q.unit_emergence(con, run, 3, None, *neuron())),
     ]
 
 
@@ -128,7 +146,7 @@ def bench(path: Path, repeat: int, seed: int) -> list[tuple[str, float, float, f
             cpu.append((time.process_time() - c0) * 1000)
             n = out.height if hasattr(out, "height") else len(out)
         times.sort()
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
         rows.append((name, statistics.median(times), p95, times[-1], statistics.median(cpu), n))
     con.close()
     return rows
@@ -162,6 +180,10 @@ def main() -> int:
     p.add_argument("--cluster", action="store_true",
                    help="also build and time a store whose neuron_ap rows are written sorted by (layer, unit)")
     p.add_argument("--small", action="store_true", help="a tiny store, to check the script itself")
+    p.add_argument("--bloom7b1", action="store_true",
+                   help="BLOOM-7b1 paper scale: 30 x 16,384 units, 40 checkpoints, 16 languages, 200 concepts, "
+                        "K = 500 (64 M neuron_ap rows); building it takes long (printed), once")
+    p.add_argument("--build-only", action="store_true", help="build the store(s), time nothing")
     p.add_argument("--check", action="store_true", help="exit 1 when a query misses the goal")
     args = p.parse_args()
     scale = dict(PAPER_SCALE)
@@ -169,12 +191,17 @@ def main() -> int:
         scale.update(n_layers=4, n_units=256, checkpoints=3, languages=scale["languages"][:4],
                      concepts=scale["concepts"][:10], k=50)
         args.out = args.out.with_name(args.out.stem + "_small.duckdb")
+    elif args.bloom7b1:
+        scale.update(BLOOM_7B1_SCALE)
+        args.out = args.out.with_name(args.out.stem + "_7b1.duckdb")
     targets = [(args.out, False)]
     if args.cluster:
         targets.append((args.out.with_name(args.out.stem + "_clustered.duckdb"), True))
     ok = True
     for path, clustered in targets:
         build(path, sort_neuron_ap=clustered, scale=scale)
+        if args.build_only:
+            continue
         rows = bench(path, args.repeat, args.seed)
         if clustered:
             print("\n(neuron_ap written sorted by layer, unit: the clustering proposed for StoreWriter)")

@@ -35,6 +35,7 @@ PAGES = {
         st.Page("views/neuron.py", title="Neuron", icon="🧠"),
         st.Page("views/language.py", title="Language", icon="🗣️"),
         st.Page("views/compare.py", title="Compare", icon="↔️"),
+        st.Page("views/search.py", title="Search", icon="🔎"),
     ],
     "The rest of the paper": [
         st.Page("views/compression.py", title="Compression", icon="🗜️"),

@@ -216,3 +216,97 @@ def layer_checkpoint_heatmap(
         )
         .properties(height=_row_step(df["layer"].n_unique() if df.height else 1), title=plain(title))
     )
+
+
+# --- chance levels and intervals (issue 14.5): layered onto the charts above ---------------------------------
+
+CHANCE_COLOR = "#7f7f7f"
+CHANCE_DASH = [5, 4]
+
+
+def chance_lines(
+    df: pl.DataFrame, order: Sequence[str], y: str, *, color: str | None = None, y_title: str | None = None,
+    label: str = "chance",
+) -> alt.Chart:
+    """Dashed reference lines of a chance level over checkpoints (one per ``color`` value, else one grey line).
+
+    df: checkpoint, ``y`` (and ``color``); every point carries ``label`` in its tooltip (the spec names it)."""
+    data = df.with_columns(reference=pl.lit(label))
+    enc: dict = {
+        "x": _ckpt_x(order),
+        "y": alt.Y(f"{y}:Q", title=y_title or y.replace("_", " ")),
+        "tooltip": ["reference:N", "checkpoint:N", alt.Tooltip(f"{y}:Q", format=".4f")] + ([f"{color}:N"] if color else []),
+    }
+    if color:
+        enc["color"] = alt.Color(f"{color}:N", title=color.replace("_", " "))
+        return alt.Chart(_data(data)).mark_line(strokeDash=CHANCE_DASH, strokeWidth=1.5).encode(**enc)
+    return alt.Chart(_data(data)).mark_line(strokeDash=CHANCE_DASH, strokeWidth=1.5, color=CHANCE_COLOR).encode(**enc)
+
+
+def interval_band(
+    df: pl.DataFrame, x: alt.X, lo: str = "lo", hi: str = "hi", *, color: str | None = None,
+    y_title: str | None = None,
+) -> alt.Chart:
+    """A translucent band from ``lo`` to ``hi`` (a bootstrap interval) along ``x``; rows with no bounds are left out."""
+    data = df.filter(pl.col(lo).is_not_null() & pl.col(hi).is_not_null())
+    enc: dict = {
+        "x": x,
+        "y": alt.Y(f"{lo}:Q", title=y_title or lo),
+        "y2": alt.Y2(f"{hi}:Q"),
+        "tooltip": [alt.Tooltip(f"{lo}:Q", format=".4f"), alt.Tooltip(f"{hi}:Q", format=".4f")]
+        + ([f"{color}:N"] if color else []),
+    }
+    if color:
+        enc["color"] = alt.Color(f"{color}:N", title=color.replace("_", " "))
+        return alt.Chart(_data(data)).mark_area(opacity=0.2).encode(**enc)
+    return alt.Chart(_data(data)).mark_area(opacity=0.2, color="#4c78a8").encode(**enc)
+
+
+def ckpt_axis(order: Sequence[str]) -> alt.X:
+    """The checkpoint x axis of every chart over training (for bands layered onto them)."""
+    return _ckpt_x(order)
+
+
+def layer_axis() -> alt.X:
+    """The residual-stream layer x axis of the probe charts (0 = embeddings)."""
+    return alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0))
+
+
+def with_chance(chart: alt.Chart, *, band: alt.Chart | None = None, reference: alt.Chart | None = None) -> alt.LayerChart:
+    """``chart`` with its interval band below and its chance line above (the scales are shared); the title moves
+    to the layer, where Vega-Lite draws it."""
+    title = chart.title
+    chart = chart.copy()
+    chart.title = alt.Undefined
+    layered = alt.layer(*[c for c in (band, chart, reference) if c is not None])
+    return layered if title is alt.Undefined else layered.properties(title=title)
+
+
+def response_histogram(df: pl.DataFrame, *, title: str, color: str = "#4c78a8") -> alt.Chart:
+    """One group's response histogram (bins ``bin_lo``..``bin_hi``, height ``share`` of the group's contexts);
+    `explorer.views.neuron` draws the concept's and the other contexts' side by side on the same bins."""
+    return (
+        alt.Chart(_data(df))
+        .mark_bar(color=color)
+        .encode(
+            x=alt.X("bin_lo:Q", bin="binned", title="pooled response"),
+            x2="bin_hi:Q",
+            y=alt.Y("share:Q", title="share of the contexts", scale=alt.Scale(domain=[0, 1])),
+            tooltip=["bin_lo:Q", "bin_hi:Q", "n:Q", "share:Q"],
+        )
+        .properties(height=220, title=plain(title))
+    )
+
+
+def token_grid(df: pl.DataFrame, order: Sequence[str], *, title: str) -> alt.Chart:
+    """(rank x checkpoint) grid of tokens: each cell the token's text (drawn by vega as text) on a colour of
+    its logit, so a token that keeps its place over training reads as a row of the same word."""
+    data = df.with_columns(pl.col("token").map_elements(plain, return_dtype=pl.Utf8))
+    base = alt.Chart(_data(data)).encode(
+        x=_ckpt_x(order),
+        y=alt.Y("rank:O", title="rank"),
+        tooltip=["checkpoint:N", "rank:Q", "token:N", "token_id:Q", "logit:Q"],
+    )
+    rect = base.mark_rect().encode(color=alt.Color("logit:Q", scale=alt.Scale(scheme="blueorange", domainMid=0)))
+    text = base.mark_text(fontSize=11, limit=110).encode(text="token:N")
+    return (rect + text).properties(height=alt.Step(22), title=plain(title))

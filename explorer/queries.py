@@ -467,6 +467,123 @@ def top_shared_neurons(
     )
 
 
+# --- one neuron: drill-downs (issue 14) --------------------------------------------------------------
+
+
+def unit_top_contexts(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's top contexts per language at one checkpoint: rank, response, the context's text and the
+    character offsets of the token where the unit peaks (split the text there to highlight it)."""
+    return frame(
+        con,
+        """SELECT t.lang, t.rank, t.sentence_id, s.concept_id, s.text, t.response, t.peak_start, t.peak_end,
+                  t.peak_act
+           FROM unit_top_contexts t JOIN sentences s ON s.sentence_id = t.sentence_id
+           WHERE t.run_id = ? AND t.checkpoint = ? AND t.layer = ? AND t.unit = ?
+           ORDER BY t.lang, t.rank""",
+        [run_id, checkpoint, layer, unit],
+    )
+
+
+def unit_response_hist(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's response histograms at one checkpoint, one row per (concept, lang, group, bin): group
+    'concept' (the concept's contexts) or 'other' (the language's other contexts), the bin's edges, its
+    count and its share of the group's contexts (the groups differ in size by far)."""
+    return frame(
+        con,
+        """WITH h AS (
+               SELECT concept_id, lang, lo, hi, len(concept_counts) AS n_bins,
+                      generate_subscripts(concept_counts, 1) AS bin,
+                      unnest(concept_counts) AS n_concept, unnest(other_counts) AS n_other
+               FROM unit_response_hist
+               WHERE run_id = ? AND checkpoint = ? AND layer = ? AND unit = ?),
+           long AS (
+               SELECT concept_id, lang, lo, hi, n_bins, bin, 'concept' AS grp, n_concept AS n FROM h
+               UNION ALL
+               SELECT concept_id, lang, lo, hi, n_bins, bin, 'other' AS grp, n_other AS n FROM h)
+           SELECT concept_id, lang, grp, bin::INTEGER AS bin,
+                  lo + (bin - 1) * (hi - lo) / n_bins AS bin_lo, lo + bin * (hi - lo) / n_bins AS bin_hi,
+                  n::INTEGER AS n,
+                  n / greatest(sum(n) OVER (PARTITION BY concept_id, lang, grp), 1) AS share
+           FROM long ORDER BY concept_id, lang, grp, bin""",
+        [run_id, checkpoint, layer, unit],
+    )
+
+
+def unit_output_tokens(
+    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's top promoted and suppressed output tokens (direct effect on the logits) at every
+    checkpoint, in training order."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.direction, t.rank, t.token_id, t.token, t.logit
+            FROM unit_output_tokens t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.layer = ? AND t.unit = ?
+            ORDER BY {_T_ORDER}, t.direction, t.rank""",
+        [run_id, layer, unit],
+    )
+
+
+def similar_units(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int, limit: int = 10
+) -> pl.DataFrame:
+    """The units whose cross-lingual profile is most like this unit's at one checkpoint: cosine of their AP
+    vectors over (concept, lang), from the stored top-K rows (an AP outside a unit's top-K counts as 0, so
+    units that are experts for none of the same cells are not listed)."""
+    return frame(
+        con,
+        """WITH v AS (SELECT layer, unit, concept_id, lang, ap FROM neuron_ap WHERE run_id = ? AND checkpoint = ?),
+                me AS (SELECT concept_id, lang, ap FROM v WHERE layer = ? AND unit = ?),
+                my_norm AS (SELECT sqrt(sum(ap * ap)) AS norm FROM me),
+                dots AS (SELECT v.layer, v.unit, sum(v.ap * me.ap) AS dot, count(*)::INTEGER AS n_shared_cells
+                         FROM v JOIN me ON v.concept_id = me.concept_id AND v.lang = me.lang
+                         WHERE NOT (v.layer = ? AND v.unit = ?) GROUP BY v.layer, v.unit),
+                norms AS (SELECT layer, unit, sqrt(sum(ap * ap)) AS norm, count(*)::INTEGER AS n_cells FROM v
+                          WHERE (layer, unit) IN (SELECT (layer, unit) FROM dots) GROUP BY layer, unit)
+           SELECT d.layer, d.unit, d.dot / (n.norm * m.norm) AS cosine, d.n_shared_cells, n.n_cells
+           FROM dots d JOIN norms n ON n.layer = d.layer AND n.unit = d.unit, my_norm m
+           ORDER BY cosine DESC, d.n_shared_cells DESC, d.layer, d.unit LIMIT ?""",
+        [run_id, checkpoint, layer, unit, layer, unit, limit],
+    )
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+def search_concepts(con: duckdb.DuckDBPyConnection, word: str, limit: int = 50) -> pl.DataFrame:
+    """The concepts whose contexts contain ``word`` (case-insensitive substring, any language or script):
+    how many contexts, in which languages, and one of them."""
+    return frame(
+        con,
+        """SELECT s.concept_id, any_value(c.label) AS label, count(*)::INTEGER AS n_contexts,
+                  string_agg(DISTINCT s.lang, ',' ORDER BY s.lang) AS langs, min(s.text) AS example
+           FROM sentences s LEFT JOIN concepts c ON c.concept_id = s.concept_id
+           WHERE strpos(lower(s.text), lower(?)) > 0
+           GROUP BY s.concept_id ORDER BY n_contexts DESC, s.concept_id LIMIT ?""",
+        [word, limit],
+    )
+
+
+def search_units(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, word: str, limit: int = 50
+) -> pl.DataFrame:
+    """The units whose top contexts at one checkpoint contain ``word``: how many of them, in which
+    languages, their best rank among them, and one of them."""
+    return frame(
+        con,
+        """SELECT t.layer, t.unit, count(*)::INTEGER AS n_contexts, min(t.rank)::INTEGER AS best_rank,
+                  string_agg(DISTINCT t.lang, ',' ORDER BY t.lang) AS langs, arg_min(s.text, t.rank) AS example
+           FROM unit_top_contexts t JOIN sentences s ON s.sentence_id = t.sentence_id
+           WHERE t.run_id = ? AND t.checkpoint = ? AND strpos(lower(s.text), lower(?)) > 0
+           GROUP BY t.layer, t.unit ORDER BY n_contexts DESC, best_rank, t.layer, t.unit LIMIT ?""",
+        [run_id, checkpoint, word, limit],
+    )
+
+
 # --- one language ------------------------------------------------------------------------------------
 
 
@@ -678,6 +795,150 @@ def steering_language_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.
     )
 
 
+# --- chance, uncertainty and emergence (issue 14.5-6) ---------------------------------------------------
+# Chance levels come from precompute (precompute.analysis.chance): chance_ap (random-scorer AP and the
+# permutation threshold per checkpoint x lang x concept), overlap_chance (exact random-set overlap per
+# checkpoint), headline_ci (bootstrap intervals over concepts); probe_results carries the LID baselines.
+
+# Checkpoints of a run with their position in training order: what emergence counts along.
+_CK_POS = f"""ck AS (SELECT c.checkpoint, c.step,
+                         (row_number() OVER (ORDER BY {_CKPT_ORDER}) - 1)::INTEGER AS pos
+                  FROM checkpoints c WHERE c.run_id = ?)"""
+
+
+def probe_chance(con: duckdb.DuckDBPyConnection, run_id: str, representation: str) -> pl.DataFrame:
+    """LID accuracy per (checkpoint, layer) with its bootstrap interval, the majority-class baseline, the
+    control probe's accuracy (shuffled language labels) and the selectivity (accuracy - control)."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.layer, t.accuracy, t.accuracy_lo, t.accuracy_hi,
+                   t.majority_baseline, t.control_accuracy, t.accuracy - t.control_accuracy AS selectivity
+            FROM probe_results t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.representation = ?
+            ORDER BY {_T_ORDER}, t.layer""",
+        [run_id, representation],
+    )
+
+
+def overlap_chance(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per checkpoint: the chance levels of the overlap measures for random top-K sets of its N units."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.k, t.n_units, t.n_langs, t.null_quantile, t.jaccard_mean,
+                   t.jaccard_threshold, t.spearman_threshold, t.shared_expected
+            FROM overlap_chance t {_CKPT_JOIN} WHERE t.run_id = ? ORDER BY {_T_ORDER}""",
+        [run_id],
+    )
+
+
+def headline_intervals(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per checkpoint and headline measure ('mean_jaccard', 'mean_spearman_ap', 'n_shared'): the estimate,
+    its bootstrap interval over concepts (lo, hi; null where none) and its chance level."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.measure, t.estimate, t.lo, t.hi, t.chance, t.level, t.n_resamples
+            FROM headline_ci t {_CKPT_JOIN} WHERE t.run_id = ? ORDER BY {_T_ORDER}, t.measure""",
+        [run_id],
+    )
+
+
+def expert_significance(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, concept_id: str, k: int
+) -> pl.DataFrame:
+    """The concept's top-``k`` units per language at one checkpoint, each with the random scorer's AP, the
+    permutation threshold and whether its AP beats it (``significant``; null where no threshold was run)."""
+    return frame(
+        con,
+        """SELECT n.lang, n.rank, n.layer, n.unit, n.ap, ch.random_ap, ch.threshold,
+                  CASE WHEN ch.threshold IS NULL THEN NULL ELSE n.ap > ch.threshold END AS significant
+           FROM neuron_ap n LEFT JOIN chance_ap ch
+             ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
+            AND ch.concept_id = n.concept_id
+           WHERE n.run_id = ? AND n.checkpoint = ? AND n.concept_id = ? AND n.rank <= ?
+           ORDER BY n.lang, n.rank""",
+        [run_id, checkpoint, concept_id, k],
+    )
+
+
+def concept_chance_history(con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str) -> pl.DataFrame:
+    """One concept's chance levels of AP per (checkpoint, lang): the random scorer's and the permutation threshold."""
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.lang, t.random_ap, t.threshold, t.best_ap, t.n_shuffles
+            FROM chance_ap t {_CKPT_JOIN}
+            WHERE t.run_id = ? AND t.concept_id = ? ORDER BY {_T_ORDER}, t.lang""",
+        [run_id, concept_id],
+    )
+
+
+def pair_emergence(con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str | None = None) -> pl.DataFrame:
+    """Per (concept, language pair): the first checkpoint from which its top-K Jaccard stays above the random-set
+    threshold (``overlap_chance.jaccard_threshold``) at every later checkpoint; ``emerged_at`` null where it
+    does not (yet). One concept, or all (``concept_id`` None)."""
+    return frame(
+        con,
+        f"""WITH {_CK_POS},
+            pairs AS (SELECT DISTINCT concept_id, least(lang_a, lang_b) AS lang_a, greatest(lang_a, lang_b) AS lang_b
+                      FROM expert_overlap WHERE run_id = ? AND (?::VARCHAR IS NULL OR concept_id = ?)
+                        AND lang_a <> lang_b),
+            above AS (SELECT DISTINCT o.concept_id, least(o.lang_a, o.lang_b) AS lang_a,
+                             greatest(o.lang_a, o.lang_b) AS lang_b, ck.pos
+                      FROM expert_overlap o JOIN ck ON ck.checkpoint = o.checkpoint
+                      JOIN overlap_chance ch ON ch.run_id = o.run_id AND ch.checkpoint = o.checkpoint
+                      WHERE o.run_id = ? AND (?::VARCHAR IS NULL OR o.concept_id = ?) AND o.lang_a <> o.lang_b
+                        AND o.jaccard > ch.jaccard_threshold),
+            runs AS (SELECT concept_id, lang_a, lang_b, min(pos) AS first_pos, max(pos) AS last_pos
+                     FROM (SELECT *, pos - row_number() OVER (PARTITION BY concept_id, lang_a, lang_b ORDER BY pos)
+                                  AS grp FROM above)
+                     GROUP BY concept_id, lang_a, lang_b, grp),
+            stay AS (SELECT * FROM runs WHERE last_pos = (SELECT max(pos) FROM ck))
+            SELECT p.concept_id, p.lang_a, p.lang_b, p.lang_a || '-' || p.lang_b AS pair,
+                   ck.checkpoint AS emerged_at, ck.step AS emerged_step
+            FROM pairs p LEFT JOIN stay s USING (concept_id, lang_a, lang_b)
+            LEFT JOIN ck ON ck.pos = s.first_pos
+            ORDER BY s.first_pos NULLS LAST, p.concept_id, p.lang_a, p.lang_b""",
+        [run_id, run_id, concept_id, concept_id, run_id, concept_id, concept_id],
+    )
+
+
+def unit_emergence(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    min_langs: int,
+    concept_id: str | None = None,
+    layer: int | None = None,
+    unit: int | None = None,
+) -> pl.DataFrame:
+    """Shared units that emerge: per (concept, layer, unit), the first checkpoint from which the unit's AP beats
+    the permutation threshold (``chance_ap.threshold``) as a top-K expert in at least ``min_langs`` languages
+    at every later checkpoint, with in how many languages it does at the last one. Only units that emerged;
+    filtered by concept and/or unit."""
+    return frame(
+        con,
+        f"""WITH {_CK_POS},
+            sig AS (SELECT n.checkpoint, n.concept_id, n.layer, n.unit, count(*)::INTEGER AS n_langs
+                    FROM neuron_ap n JOIN chance_ap ch
+                      ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
+                     AND ch.concept_id = n.concept_id
+                    WHERE n.run_id = ? AND (?::VARCHAR IS NULL OR n.concept_id = ?)
+                      AND (?::INTEGER IS NULL OR n.layer = ?) AND (?::INTEGER IS NULL OR n.unit = ?)
+                      AND n.ap > ch.threshold
+                    GROUP BY ALL HAVING count(*) >= ?),
+            above AS (SELECT s.concept_id, s.layer, s.unit, s.n_langs, ck.pos FROM sig s JOIN ck USING (checkpoint)),
+            runs AS (SELECT concept_id, layer, unit, min(pos) AS first_pos, max(pos) AS last_pos,
+                            arg_max(n_langs, pos) AS n_langs_last
+                     FROM (SELECT *, pos - row_number() OVER (PARTITION BY concept_id, layer, unit ORDER BY pos)
+                                  AS grp FROM above)
+                     GROUP BY concept_id, layer, unit, grp)
+            SELECT r.concept_id, r.layer, r.unit, ck.checkpoint AS emerged_at, ck.step AS emerged_step,
+                   r.n_langs_last
+            FROM runs r JOIN ck ON ck.pos = r.first_pos
+            WHERE r.last_pos = (SELECT max(pos) FROM ck)
+            ORDER BY r.first_pos, r.n_langs_last DESC, r.concept_id, r.layer, r.unit""",
+        [run_id, run_id, concept_id, concept_id, layer, layer, unit, unit, min_langs],
+    )
+
+
 # Every function the pages call, for the benchmark and the tests.
 PAGE_QUERIES = [
     meta, table_counts, runs, run_settings, checkpoints, languages, concepts, layers,
@@ -688,4 +949,7 @@ PAGE_QUERIES = [
     language_experts, language_sharing, language_probe_f1, similarity_metrics,
     similarity_by_layer, similarity_pairs, compression, neuron_counts, language_neuron_counts,
     language_neurons, steering, steering_summary, steering_language_shares, missing_tables,
+    probe_chance, overlap_chance, headline_intervals, expert_significance, pair_emergence, unit_emergence,
+    concept_chance_history, unit_top_contexts, unit_response_hist, unit_output_tokens, similar_units,
+    search_concepts, search_units,
 ]

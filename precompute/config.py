@@ -262,6 +262,9 @@ class ProbeSpec:
     C: float = setting(1.0, gt=0, hint="inverse regularisation strength")
     max_iter: int = setting(100, ge=1)
     max_train: int = setting(4000, ge=0, hint="0: no cap")
+    # A control probe per layer on shuffled language labels (NeuroX's control tasks), so selectivity
+    # (accuracy - control accuracy) is visible: crossling's addition, not the paper's.
+    control: bool = setting(True)
 
 
 @dataclass
@@ -271,6 +274,10 @@ class ExpertSpec:
     top_k: int = setting(100, ge=1)
     min_langs: int = setting(3, ge=2)
     chunk_neurons: int = setting(8192, ge=1)
+    # Chance of an expert's AP (crossling's addition): the permutation_quantile of the best unit's AP under
+    # this many shuffles of each concept's labels; experts above it are significant. 0: no threshold.
+    permutations: int = setting(5, ge=0, le=1000, hint="0: no permutation threshold")
+    permutation_quantile: float = setting(0.99, gt=0, lt=1)
 
 
 @dataclass
@@ -290,6 +297,25 @@ class AnalysisSpec:
     # "threshold" only: if set, language-specific = normalised LAPE (LAPE / log L) <= this, instead of the
     # lowest lape_quantile of all neurons, so the count itself can change over training.
     lape_max: float | None = setting(None, ge=0, le=1)
+    # Bootstrap resamples (over concepts; over test contexts for probes; fixed seed) of the 95 % intervals of
+    # the headline curves: crossling's addition. 0: no intervals.
+    bootstrap: int = setting(1000, ge=0, le=100000, hint="0: no intervals")
+
+
+@dataclass
+class DrilldownSpec:
+    """Per-unit drill-downs for the Neuron page (issue 14; crossling's own, not the paper's): what fires a
+    unit, how it responds, what it writes. See ``precompute.analysis.drilldown``.
+
+    The units: every top-K expert of any (concept, language) at the checkpoint plus every LAPE-selected
+    unit, at most ``max_units`` of them (by best expert rank, then max AP; LAPE units count as rank 1).
+    """
+
+    enabled: bool = setting(True)
+    top_contexts: int = setting(10, ge=1, le=1000, hint="contexts per (unit, language)")
+    top_tokens: int = setting(10, ge=1, le=1000, hint="promoted and suppressed tokens per unit")
+    hist_bins: int = setting(20, ge=2, le=200)
+    max_units: int = setting(2048, ge=0, hint="0: no cap")
 
 
 @dataclass
@@ -326,6 +352,7 @@ class RunConfig:
     probes: ProbeSpec = field(default_factory=ProbeSpec)
     experts: ExpertSpec = field(default_factory=ExpertSpec)
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    drilldown: DrilldownSpec = field(default_factory=DrilldownSpec)
     steering: SteeringSpec = field(default_factory=SteeringSpec)
     # Not settings (never read from TOML, never stored): where the config came from, for messages.
     base_dir: str = "."  # the config file's folder: relative paths are resolved against it

@@ -427,3 +427,109 @@ def extract(
         state.clear()
     out.seconds = time.perf_counter() - start
     return out
+
+
+def token_offsets(tokenizer, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
+    """Per context, (T_i, 2) character offsets of its tokens in the text, tokenized exactly as
+    `tokenize_contexts` does (same truncation), so position t here is position t there; specials are (0, 0)."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    return [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in enc["offset_mapping"]]
+
+
+def unit_peaks(
+    loaded: LoadedModel,
+    contexts: TokenizedContexts,
+    pair_rows: np.ndarray,
+    pair_units: np.ndarray,
+    *,
+    batch_tokens: int,
+    layers: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each (context, unit) pair peaks: the real-token position of the unit's largest activation.
+
+    A second forward pass over only the contexts that some pair names (the union of the selected units' top
+    contexts: a few thousand, against the whole concept set for `extract`), with hooks that keep only the
+    selected units' columns. Chosen over keeping argmax positions in `extract`'s max pooling, which would cost
+    contexts x all neurons more host memory for every run, and would not exist under mean or span pooling.
+
+    pair_rows: (P,) indices into ``contexts``; pair_units: (P,) columns of the neuron axis of `extract` called
+    with the same ``layers`` (all layers' units concatenated). Returns (P,) int64 positions into the context's
+    token ids and (P,) float32 activations there. Per batch the device holds (B, T, U_layer) for one layer at a
+    time and a (B, U) result; no token tensor leaves it.
+    """
+    pair_rows = np.asarray(pair_rows, dtype=np.int64)
+    pair_units = np.asarray(pair_units, dtype=np.int64)
+    positions = np.zeros(len(pair_rows), dtype=np.int64)
+    values = np.zeros(len(pair_rows), dtype=np.float32)
+    if len(pair_rows) == 0:
+        return positions, values
+    model, device = loaded.model, loaded.device
+    sites = find_mlp_sites(model)
+    if layers:
+        sites = [s for s in sites if s.layer in set(layers)]
+    offsets = np.concatenate([[0], np.cumsum([s.n_neurons for s in sites])])
+    units = np.unique(pair_units)  # sorted: per-layer blocks concatenate in this order
+    pair_u = np.searchsorted(units, pair_units)  # (P,) index into `units`
+    rows = np.unique(pair_rows)
+    sub = contexts.subset(rows)
+    pair_r = np.searchsorted(rows, pair_rows)  # (P,) index into `sub`
+    layer_of = np.searchsorted(offsets, units, side="right") - 1
+    picks = {
+        i: torch.from_numpy(units[layer_of == i] - offsets[i]).to(device)
+        for i in range(len(sites)) if (layer_of == i).any()
+    }
+    starts = {i: int(np.searchsorted(layer_of, i)) for i in picks}
+    state: dict[str, torch.Tensor] = {}
+
+    def make_hook(i: int):
+        cols, start = picks[i], starts[i]
+
+        def hook(_module, args):
+            acts = args[0].index_select(-1, cols).float()  # (B, T, U_layer)
+            acts = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
+            best, where = acts.max(dim=1)  # (B, U_layer)
+            state["value"][:, start : start + len(cols)] = best
+            state["pos"][:, start : start + len(cols)] = where
+
+        return hook
+
+    handles = [sites[i].module.register_forward_pre_hook(make_hook(i)) for i in picks]
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    # Pairs grouped by the batch their context falls in, so each batch gathers its own with one index.
+    batches = token_budget_batches(sub.lengths, batch_tokens)
+    batch_of = np.empty(len(rows), dtype=np.int64)
+    row_in_batch = np.empty(len(rows), dtype=np.int64)
+    for b, batch in enumerate(batches):
+        batch_of[batch] = b
+        row_in_batch[batch] = np.arange(len(batch))
+    pair_batch = batch_of[pair_r]
+    order = np.argsort(pair_batch, kind="stable")
+    bounds = np.searchsorted(pair_batch[order], np.arange(len(batches) + 1))
+    try:
+        with torch.inference_mode():
+            for b, batch in enumerate(batches):
+                width = int(sub.lengths[batch].max())
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                real = torch.zeros((len(batch), width), dtype=torch.bool)
+                for row, idx in enumerate(batch):
+                    length = len(sub.input_ids[idx])
+                    ids[row, :length] = torch.tensor(sub.input_ids[idx])
+                    mask[row, :length] = 1
+                    real[row, :length] = torch.from_numpy(sub.real_masks[idx])
+                state.update(
+                    real=real.to(device),
+                    value=torch.empty((len(batch), len(units)), device=device),
+                    pos=torch.empty((len(batch), len(units)), dtype=torch.long, device=device),
+                )
+                model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                mine = order[bounds[b] : bounds[b + 1]]
+                r = torch.from_numpy(row_in_batch[pair_r[mine]]).to(device)
+                u = torch.from_numpy(pair_u[mine]).to(device)
+                positions[mine] = state["pos"][r, u].cpu().numpy()
+                values[mine] = state["value"][r, u].cpu().numpy()
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.clear()
+    return positions, values

@@ -20,18 +20,14 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from transformers.utils import logging as hf_logging
 
 from precompute import __version__
 from precompute.analysis.alignment import expert_overlap, expert_sharing, shared_experts
-from precompute.analysis.experts import neuron_summary, score_experts
+from precompute.analysis.chance import chance_ap_table, headline_intervals, overlap_chance
+from precompute.analysis.experts import ExpertResult, neuron_summary, score_experts
 from precompute.analysis.lape import language_neuron_tables
 from precompute.analysis.probes import probe_tables
 from precompute.analysis.similarity import convergence_tables
@@ -44,11 +40,14 @@ from precompute.extract import (
     extract,
     max_positions,
     pooled_nbytes,
+    token_offsets,
     tokenize_contexts,
+    unit_peaks,
 )
 from precompute.faults import with_fault_point
 from precompute.inputs.concepts import ConceptSet, concept_set_path, load_concept_set
 from precompute.model import LoadedModel, find_mlp_sites, load_checkpoint
+from precompute.progress import make_progress
 from precompute.provenance import portable_config, portable_path, recorded_source
 from precompute.steering.stage import SteeringPlan, plan_for_run, steer_checkpoint
 from precompute.store import (
@@ -74,20 +73,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
-
-
-def make_progress(console: Console | None = None) -> Progress:
-    """The progress display used by every long stage: bar, count, elapsed and ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 @dataclass
@@ -322,6 +307,8 @@ def analyse_checkpoint(
             C=cfg.probes.C,
             max_iter=cfg.probes.max_iter,
             max_train=cfg.probes.max_train,
+            control=cfg.probes.control,
+            n_resamples=cfg.analysis.bootstrap,
             progress=task("  probes", n_fits),
         )
     activations = pooled.responses(cfg.extract.pooling)  # (contexts, units): AP and the steering value
@@ -349,8 +336,14 @@ def analyse_checkpoint(
         "shared_experts": shared,
         "expert_sharing": expert_sharing(experts.top, shared),
     }
+    with timer.stage("chance"):
+        tables.update(chance_tables(cfg, activations, langs, concept_ids, experts, overlap, shared, loaded.device))
     with timer.stage("analysis"):
         tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared, loaded.device))
+    if cfg.drilldown.enabled:
+        with timer.stage("drilldown"):
+            tables.update(drilldown_stage(cfg, loaded, pooled, activations, sentences, contexts, experts.top,
+                                          tables["language_neurons"]))
     if pooled.layer_ids != list(range(len(pooled.layer_ids))):
         # Scoring numbers hooked layers by position; store the model's own block indices.
         mapping = dict(enumerate(pooled.layer_ids))
@@ -364,6 +357,98 @@ def analyse_checkpoint(
 
 
 # Tables whose `layer` indexes MLP blocks (the others index the residual stream, 0 = embeddings).
+
+
+def chance_tables(
+    cfg: RunConfig,
+    activations: torch.Tensor,
+    langs: np.ndarray,
+    concept_ids: np.ndarray,
+    experts: ExpertResult,
+    overlap: pl.DataFrame,
+    shared: pl.DataFrame,
+    device: torch.device,
+) -> dict[str, pl.DataFrame]:
+    """Chance levels and intervals of one checkpoint (issue 14.5): ``chance_ap`` (random-scorer AP and the
+    permutation threshold per lang x concept), ``overlap_chance`` (exact random-set Jaccard, Spearman and
+    shared-expert chance for K of the (contexts, N) ``activations``' N units) and ``headline_ci`` (bootstrap
+    over concepts of the overlap and sharing headlines)."""
+    n_units = int(activations.shape[1])
+    chance = overlap_chance(
+        cfg.experts.top_k, n_units, len(experts.full_ap), cfg.experts.min_langs, cfg.experts.permutation_quantile
+    )
+    return {
+        "chance_ap": chance_ap_table(
+            activations, langs, concept_ids, experts.top, n_shuffles=cfg.experts.permutations,
+            quantile=cfg.experts.permutation_quantile, chunk_neurons=cfg.experts.chunk_neurons, device=device,
+        ),
+        "overlap_chance": chance,
+        "headline_ci": headline_intervals(overlap, shared, chance, experts.concept_ids,
+                                          n_resamples=cfg.analysis.bootstrap),
+    }
+
+
+def drilldown_stage(
+    cfg: RunConfig,
+    loaded: LoadedModel,
+    pooled: Pooled,
+    activations: torch.Tensor,
+    sentences: pl.DataFrame,
+    contexts: TokenizedContexts,
+    top: pl.DataFrame,
+    language_neurons: pl.DataFrame,
+) -> dict[str, pl.DataFrame]:
+    """The Neuron page's drill-downs (issue 14; precompute.analysis.drilldown) for the selected units.
+
+    ``activations``: (contexts, neurons) responses under ``[extract] pooling``; ``sentences``: the contexts'
+    rows (kept ones only), aligned with it; ``top`` and ``language_neurons``: this checkpoint's expert and LAPE
+    rows with layer positions. The peak token of each top context comes from a second forward pass over only
+    the union of the top contexts (`precompute.extract.unit_peaks`); its character offsets from re-tokenizing
+    those texts exactly as the extraction did.
+    """
+    from precompute.analysis import drilldown as dd
+    from precompute.model.unembed import direct_effects
+
+    spec = cfg.drilldown
+    offsets = pooled.layer_offsets
+    units = dd.select_units(top, language_neurons, offsets, spec.max_units)
+    langs = sentences["lang"].to_numpy()
+    best = dd.top_contexts(activations, langs, units, spec.top_contexts, loaded.device)
+    rows = best["row"].to_numpy()
+    positions, peak_act = unit_peaks(
+        loaded, contexts, rows, best["col"].to_numpy(), batch_tokens=cfg.extract.batch_tokens,
+        layers=cfg.extract.layers,
+    )
+    union = np.unique(rows)
+    token_offs = token_offsets(
+        loaded.tokenizer, sentences["text"].gather(union).to_list(), max_positions(loaded.model, cfg.extract.max_length)
+    )
+    start, end = dd.peak_offsets(token_offs, np.searchsorted(union, rows), positions)
+    contexts_rows = dd.top_context_rows(best, sentences["sentence_id"].to_numpy(), offsets, start, end, peak_act)
+    chosen = pl.DataFrame({"col": units})
+    experts = top.with_columns(col=pl.Series(dd.global_columns(top, offsets))).join(chosen, on="col", how="semi")
+    hist = dd.response_histograms(
+        activations, langs, sentences["concept_id"].to_numpy(), experts, offsets, spec.hist_bins, loaded.device
+    )
+    sites = [s for s in find_mlp_sites(loaded.model) if not cfg.extract.layers or s.layer in set(cfg.extract.layers)]
+    layer_pos = np.searchsorted(offsets, units, side="right") - 1
+    unit_in = units - np.asarray(offsets)[layer_pos]
+    tokenizer = loaded.tokenizer
+    out_rows = []
+    for i, site in enumerate(sites):  # one matmul per layer, over all its selected units
+        mine = unit_in[layer_pos == i]
+        if len(mine):
+            effects = direct_effects(loaded.model, site, torch.from_numpy(mine))
+            out_rows.append(dd.output_token_rows(
+                effects, i, mine, spec.top_tokens, len(tokenizer),
+                lambda ids: tokenizer.batch_decode([[t] for t in ids]),
+            ))
+    tokens = pl.concat(out_rows) if out_rows else None
+    return {
+        "unit_top_contexts": contexts_rows,
+        "unit_response_hist": hist,
+        **({"unit_output_tokens": tokens} if tokens is not None else {}),
+    }
 
 
 def analysis_tables(

@@ -61,6 +61,17 @@ def test_run_resume_info_report(tiny_run, tmp_path):
     assert 0.0 <= acc[0] <= acc[1] <= 1.0
     config_json = con.execute("SELECT config_json FROM runs").fetchone()[0]
     assert json.loads(config_json)["experts"]["top_k"] == 5
+    # Chance levels (issue 14.5): per (checkpoint, lang, concept) the random scorer's AP (8 of the 48 contexts of
+    # a language) and a permutation threshold; exact random-set overlap per checkpoint; headline intervals.
+    chance = con.execute("SELECT count(*), min(random_ap), max(random_ap), count(threshold), "
+                         "min(threshold), max(threshold) FROM chance_ap").fetchone()
+    assert chance[0] == chance[3] == 3 * len(LANGS) * len(CONCEPTS)
+    assert chance[1] == pytest.approx(1 / len(CONCEPTS)) and chance[2] == pytest.approx(1 / len(CONCEPTS))
+    assert 1 / len(CONCEPTS) < chance[4] <= chance[5] <= 1.0  # the best of many units beats a random scorer
+    assert con.execute("SELECT count(*), min(jaccard_mean) > 0 FROM overlap_chance").fetchone() == (3, True)
+    assert con.execute("SELECT count(*), count(lo) FROM headline_ci").fetchone() == (9, 9)
+    assert con.execute("SELECT count(*) FROM probe_results WHERE majority_baseline IS NULL "
+                       "OR control_accuracy IS NULL OR accuracy_lo > accuracy OR accuracy_hi < accuracy").fetchone() == (0,)
     con.close()
 
     before = store.read_bytes()
@@ -86,6 +97,7 @@ def test_run_resume_info_report(tiny_run, tmp_path):
     assert report.exit_code == 0, report.output
     assert "LID probe accuracy per layer" in report.output
     assert "Jaccard" in report.output
+    assert "(chance " in report.output and "95% CI" in report.output and "Emergence" in report.output
 
 
 def test_force_recomputes_identically(tiny_run, tmp_path):

@@ -62,12 +62,15 @@ with right:
 st.subheader("Side by side: cross-lingual overlap")
 ma = q(Q.concept_overlap_matrix, c.run_id, ckpt_a, concept)
 mb = q(Q.concept_overlap_matrix, c.run_id, ckpt_b, concept)
+chance_ov = q(Q.overlap_chance, c.run_id)  # chance (issue 14.5): random top-K sets' exact expected Jaccard
+chance = dict(zip(chance_ov["checkpoint"].to_list(), chance_ov["jaccard_mean"].to_list()))
 ha, hb = st.columns(2)
 # A and B may be the same checkpoint: each side's download is named by its side, so the keys differ.
 for col, side, name, mat in ((ha, "A", ckpt_a, ma), (hb, "B", ckpt_b, mb)):
     with col:
         if mat.height:
-            chart(charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {side}: {name}"), mat,
+            suffix = f" (chance {chance[name]:.4f})" if name in chance else ""
+            chart(charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {side}: {name}{suffix}"), mat,
                   f"overlap_matrix_{side}_{concept}_{name}")
         else:
             empty(f"No overlap stored at {side}: {md(name)}.")

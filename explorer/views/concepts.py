@@ -20,6 +20,8 @@ from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import url_int, url_select
 
+NOT_SIGNIFICANT = " · n.s."
+
 c = ctx()
 order = checkpoint_order()
 fmt_concept = concept_label_func()
@@ -38,6 +40,9 @@ matrix = q(Q.concept_overlap_matrix, c.run_id, ckpt, concept)
 shared_all = q(Q.shared_experts, c.run_id, ckpt, concept, c.min_langs, 500)
 
 pairs = matrix.filter(pl.col("lang_a") < pl.col("lang_b"))
+chance_ov = q(Q.overlap_chance, c.run_id)
+chance_text = (f"Jaccard {chance_ov['jaccard_mean'][-1]:.4f} for random top-{int(chance_ov['k'][-1])} sets of "
+               f"{int(chance_ov['n_units'][-1]):,} units; Spearman 0" if chance_ov.height else "not stored")
 m = st.columns(4)
 m[0].metric("Languages with experts", units["lang"].n_unique() if units.height else 0)
 m[1].metric("Mean Jaccard overlap", f"{pairs['jaccard'].mean():.3f}" if pairs.height else "–",
@@ -51,16 +56,28 @@ if units.height == 0:
 else:
     grid_tab, table_tab = st.tabs(["By rank", "Table with links"])
     with grid_tab:
-        cells = units.with_columns(
+        # Significance (issue 14.5): an expert whose AP does not beat the permutation threshold of its
+        # (language, concept) is marked "n.s." and greyed out.
+        sig = q(Q.expert_significance, c.run_id, ckpt, concept, k).select("lang", "rank", "significant")
+        cells = units.join(sig, on=["lang", "rank"], how="left").with_columns(
             cell=pl.format("L{} · U{} ({})", "layer", "unit", pl.col("ap").round(3).cast(pl.Utf8))
+            + pl.when(pl.col("significant").not_()).then(pl.lit(NOT_SIGNIFICANT)).otherwise(pl.lit(""))
         )
         grid = cells.pivot(on="lang", index="rank", values="cell", aggregate_function="first").sort("rank")
-        st.dataframe(grid, hide_index=True, width="stretch")
-        st.caption("Each cell: layer · unit (AP). The same unit in several columns is a cross-lingual expert.")
+        st.dataframe(
+            grid.to_pandas().style.map(
+                lambda v: "color: #9e9e9e" if isinstance(v, str) and v.endswith(NOT_SIGNIFICANT) else ""
+            ),
+            hide_index=True, width="stretch",
+        )
+        n_ns = int(cells["significant"].not_().sum())  # null (no threshold stored) is not counted
+        st.caption("Each cell: layer · unit (AP). The same unit in several columns is a cross-lingual expert. "
+                   f"Greyed, *n.s.*: AP not above the permutation threshold (the best unit's AP under shuffled "
+                   f"labels, 99th percentile) of its language: {n_ns} of {cells.height} shown.")
         downloads(units, f"top_units_{concept}_{ckpt}_k{k}")
     with table_tab:
-        table(with_neuron_links(units, concept), f"top_units_long_{concept}_{ckpt}_k{k}",
-              column_config=LINK_CONFIG)
+        table(with_neuron_links(units.join(sig, on=["lang", "rank"], how="left"), concept),
+              f"top_units_long_{concept}_{ckpt}_k{k}", column_config=LINK_CONFIG)
 
 left, right = st.columns(2)
 with left:
@@ -71,7 +88,7 @@ with left:
                                                 "spearman_ap": "Spearman of all units' AP"}[v])
     if matrix.height:
         lo = min(0.0, float(matrix[measure].min()))
-        chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt}",
+        chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt} (chance {chance_text})",
                                   domain=(lo, 1.0)),
               matrix, f"overlap_matrix_{concept}_{ckpt}")
     else:
@@ -90,7 +107,13 @@ with right:
             title=f"{fmt_concept(concept)}: {measure} per language pair", highlight="mean",
             domain=(min(0.0, float(both[measure].min())), 1.0),
         )
-        chart(lines, hist, f"overlap_history_{concept}")
+        # Chance (issue 14.5): random top-K sets' exact expected Jaccard; Spearman's is 0.
+        reference = (chance_ov.select("checkpoint", pl.col("jaccard_mean").alias(measure)) if measure == "jaccard"
+                     else chance_ov.select("checkpoint", pl.lit(0.0).alias(measure)))
+        chart(charts.with_chance(lines, reference=charts.chance_lines(
+                  reference, order, measure, label="chance (random top-K sets)")) if reference.height else lines,
+              hist, f"overlap_history_{concept}")
+        st.caption(f"Dashed: chance ({chance_text}).")
     else:
         empty("No overlap stored for this concept.")
 
@@ -118,12 +141,38 @@ with s_left:
               f"{md(ckpt)}.")
 with s_right:
     sh = q(Q.shared_expert_history, c.run_id, concept)
+    shared_lines = charts.lines_over_checkpoints(sh, order, "n_shared", y_title="shared experts",
+                                                 title=f"Shared experts (≥ {c.min_langs} languages) over training",
+                                                 tooltip=["max_langs:Q"], height=280)
     chart(
-        charts.lines_over_checkpoints(sh, order, "n_shared", y_title="shared experts",
-                                      title=f"Shared experts (≥ {c.min_langs} languages) over training",
-                                      tooltip=["max_langs:Q"], height=280),
+        charts.with_chance(shared_lines, reference=charts.chance_lines(
+            chance_ov.select("checkpoint", pl.col("shared_expected").alias("n_shared")), order, "n_shared",
+            y_title="shared experts", label="chance (random top-K sets)")) if chance_ov.height else shared_lines,
         sh, f"shared_expert_history_{concept}",
     )
+
+st.subheader("Emergence")
+st.caption("The first checkpoint from which an overlap or a shared unit stays above chance at every later "
+           "checkpoint. Language pairs: top-K Jaccard above the random-set 99th percentile; units: AP above the "
+           f"permutation threshold as a top-K expert in ≥ {c.min_langs} languages.")
+e_left, e_right = st.columns(2)
+with e_left:
+    pair_em = q(Q.pair_emergence, c.run_id, concept)
+    emerged = pair_em.filter(pl.col("emerged_at").is_not_null())
+    st.markdown(f"**Language pairs**: {emerged.height} of {pair_em.height} stay above chance")
+    if pair_em.height:
+        table(pair_em.drop("concept_id").with_columns(pl.col("emerged_at").fill_null("not yet")),
+              f"pair_emergence_{concept}", height=260)
+    else:
+        empty("No overlap stored for this concept.")
+with e_right:
+    unit_em = q(Q.unit_emergence, c.run_id, c.min_langs, concept)
+    st.markdown(f"**Shared units**: {unit_em.height} stay above chance")
+    if unit_em.height:
+        table(with_neuron_links(unit_em.drop("concept_id"), concept), f"unit_emergence_{concept}",
+              column_config=LINK_CONFIG, height=260)
+    else:
+        empty(f"No unit stays significant in ≥ {c.min_langs} languages up to the last checkpoint.")
 
 with st.expander("Example input sentences"):
     sentences = q(Q.concept_sentences, concept, None, 3)

@@ -6,6 +6,7 @@ import streamlit as st
 from explorer import charts
 from explorer import queries as Q
 from explorer.downloads import chart, table
+from explorer.drilldown import drilldown_section
 from explorer.pickers import checkpoint_order, concept_label_func
 from explorer.problems import empty
 from explorer.store_context import ctx, q
@@ -97,18 +98,30 @@ else:
                          what="concept", format_func=fmt_concept,
                          missing="for which this unit is never a top-K expert")
     one = ap.filter(pl.col("concept_id") == concept)
+    # Chance (issue 14.5): per language, the permutation threshold of the concept's AP (dashed).
+    thresholds = q(Q.concept_chance_history, c.run_id, concept).filter(
+        pl.col("lang").is_in(one["lang"].unique().to_list()) & pl.col("threshold").is_not_null()
+    )
     left, right = st.columns(2)
     with left:
+        ap_lines = charts.lines_over_checkpoints(one, order, "ap", color="lang", y_title="AP (where top-K)",
+                                                 title=f"AP for {fmt_concept(concept)}", domain=(0.0, 1.0),
+                                                 tooltip=["rank:Q"])
         chart(
-            charts.lines_over_checkpoints(one, order, "ap", color="lang", y_title="AP (where top-K)",
-                                          title=f"AP for {fmt_concept(concept)}", domain=(0.0, 1.0),
-                                          tooltip=["rank:Q"]),
+            charts.with_chance(ap_lines, reference=charts.chance_lines(
+                thresholds.select("checkpoint", "lang", pl.col("threshold").alias("ap")), order, "ap",
+                color="lang", y_title="AP (where top-K)", label="permutation threshold"))
+            if thresholds.height else ap_lines,
             one, f"neuron_L{layer}_U{unit}_ap_{concept}",
         )
+        st.caption("Dashed: each language's permutation threshold (the best unit's AP under shuffled labels, "
+                   "99th percentile); above it, the unit predicts the concept better than chance.")
     with right:
         chart(charts.rank_lines(one, order, title=f"Rank for {fmt_concept(concept)}", k=c.top_k),
               one, f"neuron_L{layer}_U{unit}_rank_{concept}")
     st.caption(f"Points exist only where the unit is among the stored top-{c.top_k}; a gap means it dropped out.")
+
+drilldown_section(layer, unit, concept if ap.height else None)  # issue 14: contexts, histograms, tokens
 
 st.markdown("**Language profile: how many concepts it is a top-K expert for, per language**")
 lape_rows = q(Q.neuron_language_history, c.run_id, layer, unit)
@@ -141,6 +154,15 @@ if summary.height:
           summary, f"neuron_L{layer}_U{unit}_summary")
 else:
     empty("No summary rows for this unit.")
+
+st.markdown("**Emergence: concepts for which it became a significant shared expert**")
+emergence = q(Q.unit_emergence, c.run_id, c.min_langs, None, layer, unit)
+if emergence.height:
+    st.caption(f"From this checkpoint on, its AP beats the permutation threshold in ≥ {c.min_langs} languages "
+               "at every later checkpoint.")
+    table(emergence.drop("layer", "unit"), f"neuron_L{layer}_U{unit}_emergence")
+else:
+    empty(f"Not a significant expert in ≥ {c.min_langs} languages that lasts to the last checkpoint.")
 
 tabs = st.tabs(["Shared-expert rows", "All top-K rows"])
 with tabs[0]:

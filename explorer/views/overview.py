@@ -53,15 +53,46 @@ with right:
     if ov.height:
         long = ov.unpivot(index=["checkpoint", "step"], on=["mean_jaccard", "mean_spearman_ap"],
                           variable_name="measure", value_name="value")
-        chart(
-            charts.lines_over_checkpoints(
-                long, order, "value", color="measure", y_title="mean over concepts and language pairs",
-                title=f"Overlap of top-{int(ov['k'].max())} experts across languages", domain=(0.0, 1.0),
-            ),
-            ov, "expert_overlap_over_training",
+        ci = q(Q.headline_intervals, c.run_id)
+        ci_overlap = ci.filter(pl.col("measure").is_in(["mean_jaccard", "mean_spearman_ap"]))
+        y_title = "mean over concepts and language pairs"
+        lines = charts.lines_over_checkpoints(
+            long, order, "value", color="measure", y_title=y_title,
+            title=f"Overlap of top-{int(ov['k'].max())} experts across languages", domain=(0.0, 1.0),
         )
+        chart(
+            charts.with_chance(
+                lines,
+                band=charts.interval_band(ci_overlap, charts.ckpt_axis(order), color="measure", y_title=y_title)
+                if ci_overlap.height else None,
+                reference=charts.chance_lines(ci_overlap.rename({"chance": "value"}), order, "value",
+                                              color="measure", y_title=y_title, label="chance (random top-K sets)")
+                if ci_overlap.height else None,
+            ),
+            ov.join(ci_overlap.pivot(on="measure", index="checkpoint", values=["lo", "hi", "chance"]),
+                    on="checkpoint", how="left") if ci_overlap.height else ov,
+            "expert_overlap_over_training",
+        )
+        chance = q(Q.overlap_chance, c.run_id)
+        chance_text = (f" Two random top-{int(chance['k'][-1])} sets of the {int(chance['n_units'][-1]):,} units "
+                       f"would have Jaccard {chance['jaccard_mean'][-1]:.4f} (dashed; exact hypergeometric "
+                       "expectation); Spearman 0.") if chance.height else ""
         st.caption("Jaccard overlap of the top-K expert sets of every language pair, and the Spearman "
-                   "correlation of all units' AP, averaged over concepts. Rising = shared neurons.")
+                   "correlation of all units' AP, averaged over concepts. Rising = shared neurons. Bands: "
+                   "95 % bootstrap intervals over concepts." + chance_text)
+        shared_ci = ci.filter(pl.col("measure") == "n_shared")
+        if shared_ci.height:
+            y_title = "shared experts (all concepts)"
+            chart(
+                charts.with_chance(
+                    charts.lines_over_checkpoints(shared_ci, order, "estimate", y_title=y_title,
+                                                  title="Shared experts over training", height=220),
+                    band=charts.interval_band(shared_ci, charts.ckpt_axis(order), y_title=y_title),
+                    reference=charts.chance_lines(shared_ci, order, "chance", y_title=y_title,
+                                                  label="chance (random top-K sets)"),
+                ),
+                shared_ci, "shared_experts_over_training",
+            )
     else:
         empty("No expert overlap in this store yet.")
 

@@ -1,5 +1,6 @@
 """Language probes: how well a linear probe identifies the language, per layer, over training."""
 
+import polars as pl
 import streamlit as st
 
 from explorer import charts
@@ -63,6 +64,29 @@ with right:
         )
     else:
         empty("No per-language results at this layer.")
+
+st.subheader(f"Against chance, at {md(ckpt)}")
+# Chance (issue 14.5): the majority-class baseline, a control probe on shuffled language labels (selectivity =
+# accuracy - control), and the 95 % bootstrap interval of the accuracy over test contexts (band).
+base = q(Q.probe_chance, c.run_id, rep).filter(pl.col("checkpoint") == ckpt)
+if base.height and base["control_accuracy"].is_not_null().any() | base["majority_baseline"].is_not_null().any():
+    long = base.unpivot(index=["layer"], on=["accuracy", "control_accuracy", "majority_baseline"],
+                        variable_name="series", value_name="value").drop_nulls("value").with_columns(
+        pl.col("series").replace({"accuracy": "LID probe", "control_accuracy": "control probe (shuffled labels)",
+                                  "majority_baseline": "majority class"}))
+    y_title = "accuracy"
+    lines = charts.lines_over_layers(long, "value", color="series", y_title=y_title, domain=(0.0, 1.0),
+                                     title=f"LID accuracy against chance at {ckpt}")
+    band = base.with_columns(series=pl.lit("LID probe"))
+    chart(charts.with_chance(lines, band=charts.interval_band(band, charts.layer_axis(), "accuracy_lo",
+                                                              "accuracy_hi", color="series", y_title=y_title)
+                             if band["accuracy_lo"].is_not_null().any() else None),
+          base, f"probe_chance_{rep}_{ckpt}")
+    sel = base["selectivity"].drop_nulls()
+    st.caption("Band: 95 % bootstrap interval over test contexts. Selectivity (accuracy − control accuracy) "
+               + (f"ranges {sel.min():.3f} … {sel.max():.3f} over layers." if sel.len() else "is not stored."))
+else:
+    empty("This store has no probe baselines (computed before chance levels were stored).")
 
 with st.expander("All probe results (table)"):
     table(grid, f"probe_results_{rep}")

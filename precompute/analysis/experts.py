@@ -10,6 +10,9 @@ every concept.
 
 from __future__ import annotations
 
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,20 +84,139 @@ def average_precision_multi(
     """AP of every neuron for every label column: (contexts, neurons) x (contexts, concepts) -> (concepts, neurons).
 
     Neurons are processed in chunks of ``chunk_neurons`` columns to bound device memory; each chunk is
-    sorted once and scored against every concept.
+    sorted once and scored against every concept. On the CPU the chunks (at most 1,024 columns) run on every
+    core this process may use (``CROSSLING_AP_THREADS`` sets the number); the result does not depend on either.
     """
     _, n_neurons = scores.shape
     n_concepts = label_matrix.shape[1]
     out = torch.empty((n_concepts, n_neurons), dtype=torch.float64, device=scores.device)
     label_matrix = label_matrix.to(scores.device).bool()
-    for start in range(0, n_neurons, chunk_neurons):
-        chunk = scores[:, start : start + chunk_neurons].float()
-        sorted_chunk = sort_scores(chunk)
+
+    cpu = scores.device.type == "cpu"
+    if cpu:  # the positives of every concept, concept by concept (each in ascending context order)
+        label_np = label_matrix.numpy()
+        groups = [np.flatnonzero(label_np[:, c]) for c in range(n_concepts)]
+        if any(len(g) == 0 for g in groups):
+            raise ValueError("average precision needs at least one positive context")
+        positives = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+        sizes = np.array([len(g) for g in groups], dtype=np.int64)
+
+    def score_chunk(start: int, stop: int) -> None:
+        if cpu:
+            by_neuron = _neuron_major(scores[:, start:stop])
+            # Several concepts: rank counts (two sorts, no per-concept calls); one concept: the binary searches.
+            if n_concepts > 1 and n_concepts * (by_neuron.shape[1] + 1) < 2**32 and np.isfinite(by_neuron).all():
+                out[:, start:stop] = _ap_rank_counts(by_neuron, positives, sizes)
+                return
+            by_tensor = torch.from_numpy(by_neuron)
+            sorted_chunk = SortedScores(by_neuron=by_tensor, ascending=_sort_rows(by_tensor))
+        else:
+            sorted_chunk = sort_scores(scores[:, start:stop].float())
         for c in range(n_concepts):
-            out[c, start : start + chunk.shape[1]] = average_precision_sorted(
-                sorted_chunk, label_matrix[:, c]
-            )
+            out[c, start:stop] = average_precision_sorted(sorted_chunk, label_matrix[:, c])
+
+    # CPU: slices of at most _CPU_SLICE columns keep each transpose and sort cache-sized, and every core sorts
+    # its own slices (numpy's sort and torch's kernels release the GIL). Each neuron's AP depends on its own
+    # column only, so neither the slicing nor the threads change a bit of the result. Torch's intra-op threads
+    # are held at 1 meanwhile, so the workers do not oversubscribe the cores.
+    step = max(1, min(chunk_neurons, _CPU_SLICE)) if cpu else chunk_neurons
+    bounds = [(start, min(n_neurons, start + step)) for start in range(0, n_neurons, step)]
+    workers = min(_cpu_workers(), len(bounds)) if cpu else 1
+    if workers <= 1:
+        for a, b in bounds:
+            score_chunk(a, b)
+        return out
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for done in [pool.submit(score_chunk, a, b) for a, b in bounds]:
+                done.result()
+    finally:
+        torch.set_num_threads(previous)
     return out
+
+
+def _neuron_major(block: torch.Tensor) -> np.ndarray:
+    """A CPU (contexts, w) block as a contiguous (w, contexts) float32 array: the same values as
+    ``block.float().T.contiguous()``, copied in bands of 256 contexts (4x numpy's own transposing copy)."""
+    if block.dtype not in (torch.float16, torch.float32, torch.float64):
+        block = block.float()  # bfloat16 and others: no numpy view
+    source = block.numpy()
+    n, w = source.shape
+    result = np.empty((w, n), dtype=np.float32)
+    for i in range(0, n, 256):
+        result[:, i : i + 256] = source[i : i + 256].T  # float16 -> float32 exact; float64 rounds as .float()
+    return result
+
+
+def _left_counts(keys: np.ndarray) -> np.ndarray:
+    """For (rows, n) uint32 ``keys``: how many keys of the same row are strictly smaller than each one (int32).
+
+    One sort per row of 64-bit words (key in the high half, column in the low half: numpy's SIMD sort, no
+    argsort), then the start of each run of equal keys, scattered back to the keys' columns.
+    """
+    rows, n = keys.shape
+    packed = np.empty((rows, n), dtype=np.uint64)
+    if sys.byteorder == "little":
+        halves = packed.view(np.uint32).reshape(rows, n, 2)
+        halves[:, :, 1] = keys
+        halves[:, :, 0] = np.arange(n, dtype=np.uint32)
+        packed.sort(axis=1)
+        ordered, columns = halves[:, :, 1], halves[:, :, 0]
+    else:
+        packed[:] = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
+        packed.sort(axis=1)
+        ordered = (packed >> np.uint64(32)).astype(np.uint32)
+        columns = (packed & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    starts = np.empty((rows, n), dtype=np.int32)
+    starts[:, :1] = 0
+    np.multiply(ordered[:, 1:] != ordered[:, :-1], np.arange(1, n, dtype=np.int32), out=starts[:, 1:])
+    np.maximum.accumulate(starts, axis=1, out=starts)
+    counts = np.empty((rows, n), dtype=np.int32)
+    for row in range(rows):
+        counts[row, columns[row]] = starts[row]
+    return counts
+
+
+def _ap_rank_counts(by_neuron: np.ndarray, positives: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
+    """AP of every neuron (rows of finite float32 ``by_neuron``) for every concept, from rank counts alone.
+
+    ``positives``: the positive contexts of concept 0, then of concept 1, ... (``sizes[c]`` each). The counts are
+    those of `average_precision_sorted` exactly (N(score >= s_i) and TP(score >= s_i) as integers), and each
+    concept's mean is the same torch reduction over a contiguous (neurons, positives) block, so the result is
+    bit-identical; it needs two sorts per chunk instead of one sort plus two binary searches per concept.
+    """
+    n = by_neuron.shape[1]
+    bits = (by_neuron + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 becomes +0.0, the same score
+    # Order-preserving map of float32 to uint32: flip every bit of negatives, the sign bit of the others.
+    keys = bits ^ ((bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000))
+    below = _left_counts(keys)[:, positives]  # (N, T): contexts scoring below each positive
+    n_at_or_above = n - below
+    group = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    # Positives of one concept ranked among themselves: offset each concept's keys past the previous ones.
+    within = _left_counts((group * (n + 1) + below).astype(np.uint32))
+    tp_at_or_above = np.cumsum(sizes)[group] - within
+    ratio = torch.from_numpy(tp_at_or_above).double() / torch.from_numpy(n_at_or_above).double()
+    ends = np.cumsum(sizes)
+    if len(sizes) and (sizes == sizes[0]).all():
+        return ratio.view(ratio.shape[0], len(sizes), int(sizes[0])).mean(dim=2).T
+    return torch.stack([ratio[:, e - s : e].contiguous().mean(dim=1) for s, e in zip(sizes, ends)])
+
+
+#: Columns per CPU worker task in `average_precision_multi` (a cache-sized transpose and sort).
+_CPU_SLICE = 1024
+
+
+def _cpu_workers() -> int:
+    """Threads for the CPU path: the cores this process may run on (``CROSSLING_AP_THREADS`` overrides)."""
+    override = os.environ.get("CROSSLING_AP_THREADS", "")
+    if override.strip().isdigit() and int(override) > 0:
+        return int(override)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def top_k_experts(

@@ -1,7 +1,10 @@
 """Language-identification probes: per layer, a logistic regression that predicts the input language.
 
 For each layer and representation, the probe is fitted on a stratified split for every seed; accuracy,
-macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept). For the
+macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept). Next to
+each accuracy stand its chance levels (issue 14.5): the majority-class baseline of the test split, and a control
+probe fitted on shuffled language labels (NeuroX's control tasks: selectivity = accuracy - control accuracy),
+and a bootstrap interval over the test contexts of every seed. For the
 token-level representation each seed also has its own sampled token per context (``precompute.extract``
 draws positions per seed, start and padding tokens excluded), so the seeds vary the tokens as well as the
 split (the paper: token-level hidden states, three seeds).
@@ -21,6 +24,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+
+from precompute.analysis.chance import bootstrap_ci
 
 
 def fit_probe(
@@ -52,8 +57,12 @@ def fit_probe(
         probe.fit(x_train, y_train)
     pred = probe.predict(x_test)
     per_class = f1_score(y_test, pred, labels=classes, average=None, zero_division=0)
+    values, n_each = np.unique(y_train, return_counts=True)
+    majority = values[np.argmax(n_each)]  # the class a label-blind predictor would always say
     return {
         "accuracy": float(accuracy_score(y_test, pred)),
+        "correct": (pred == y_test).tolist(),  # n_test bools: what the bootstrap resamples (a list: comparable)
+        "majority_baseline": float(np.mean(y_test == majority)),
         "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
         "per_class": dict(zip(classes.tolist(), per_class.tolist())),
         "n_train": len(y_train),
@@ -70,9 +79,17 @@ def probe_tables(
     C: float = 1.0,
     max_iter: int = 300,
     max_train: int = 0,
+    control: bool = True,
+    n_resamples: int = 0,
+    bootstrap_seed: int = 0,
     progress=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Probe every layer of every representation.
+
+    ``control``: also fit one probe per layer (first seed) on the language labels shuffled with that seed, whose
+    test accuracy is ``control_accuracy`` (what the probe reaches by memorising, not by reading language).
+    ``n_resamples`` > 0: ``accuracy_lo`` / ``accuracy_hi``, the 95 % percentile bootstrap interval of the mean
+    accuracy, resampling the test contexts of all seeds pooled ((n_resamples, seeds x n_test) at once).
 
     A representation is a (layers, contexts, d) tensor shared by all seeds, or a (len(seeds), layers,
     contexts, d) tensor whose i-th slice is seed ``seeds[i]``'s features (token probes: one sampled token per
@@ -94,6 +111,19 @@ def probe_tables(
                 for i, s in enumerate(seeds)
             ]
             acc = np.array([f["accuracy"] for f in fits])
+            lo = hi = None
+            if n_resamples > 0:
+                _, lo, hi = bootstrap_ci(
+                    np.concatenate([f["correct"] for f in fits]), n_resamples=n_resamples, seed=bootstrap_seed
+                )
+            control_accuracy = None
+            if control:
+                features = (tensor[0, layer] if tensor.ndim == 4 else tensor[layer]).float().numpy()
+                shuffled = np.random.default_rng(seeds[0]).permutation(langs)
+                control_accuracy = fit_probe(
+                    features, shuffled, seed=seeds[0], test_size=test_size, C=C, max_iter=max_iter,
+                    max_train=max_train,
+                )["accuracy"]
             results.append(
                 {
                     "layer": layer,
@@ -104,6 +134,10 @@ def probe_tables(
                     "n_train": fits[0]["n_train"],
                     "n_test": fits[0]["n_test"],
                     "n_seeds": len(fits),
+                    "majority_baseline": float(np.mean([f["majority_baseline"] for f in fits])),
+                    "control_accuracy": control_accuracy,
+                    "accuracy_lo": lo,
+                    "accuracy_hi": hi,
                 }
             )
             for lang in fits[0]["per_class"]:
@@ -117,4 +151,6 @@ def probe_tables(
                 )
             if progress is not None:
                 progress()
-    return pl.DataFrame(results), pl.DataFrame(per_language)
+    schema = {"majority_baseline": pl.Float64, "control_accuracy": pl.Float64, "accuracy_lo": pl.Float64,
+              "accuracy_hi": pl.Float64}
+    return pl.DataFrame(results, schema_overrides=schema), pl.DataFrame(per_language)

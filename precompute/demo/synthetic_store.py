@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from precompute.analysis.alignment import expert_sharing
+from precompute.analysis.chance import headline_intervals, overlap_chance
 from precompute.store import CheckpointRows, StoreWriter, json_dumps
 
 RUN_ID = "synthetic-run"
@@ -139,7 +140,7 @@ def build_synthetic_store(
         }
     )
     sent_rows = [
-        (c, lang, f"[{lang}] sentence {i} about {c.replace('_', ' ')}.")
+        (c, lang, f"[{lang}] sentence {i} about {c.replace('_', ' ')}: {_word(c, lang)}.")
         for c in concepts
         for lang in languages
         for i in range(2)
@@ -152,7 +153,7 @@ def build_synthetic_store(
             "text": [r[2] for r in sent_rows],
         }
     ).with_columns(
-        span_start=pl.col("text").str.find("about").cast(pl.Int32) + 6,
+        span_start=pl.col("text").str.find(": ").cast(pl.Int32) + 2,  # the concept's word in the language
         span_end=(pl.col("text").str.len_chars() - 1).cast(pl.Int32),
     )
     layer_frame = pl.DataFrame(
@@ -179,6 +180,8 @@ def build_synthetic_store(
             tables = _checkpoint_tables(
                 rng, frac, languages, concepts, pools, n_layers, n_units, k, min_langs
             )
+            # Drill-downs from their own seeded stream, so the other tables' numbers stay as they were.
+            tables.update(_drilldown_tables(np.random.default_rng([seed, t]), tables, sentences, n_units, languages))
             if not optional_tables:
                 for name_ in ("similarity", "compression", "language_neurons", "neuron_counts"):
                     tables[name_] = tables[name_].clear()
@@ -205,6 +208,80 @@ def build_synthetic_store(
             )
         writer.finish_run(run_id)
     return path
+
+
+# The concepts' words in a few languages (CLDR's weekday and month names), so that a search in any language
+# finds them; other (concept, language) pairs fall back to the concept's label.
+_WORDS = {
+    "monday": {"en": "Monday", "de": "Montag", "fr": "lundi", "es": "lunes", "it": "lunedì", "ru": "понедельник",
+               "zh": "星期一", "ja": "月曜日", "fi": "maanantai"},
+    "tuesday": {"en": "Tuesday", "de": "Dienstag", "fr": "mardi", "es": "martes", "it": "martedì",
+                "ru": "вторник", "zh": "星期二", "ja": "火曜日", "fi": "tiistai"},
+    "march": {"en": "March", "de": "März", "fr": "mars", "es": "marzo", "it": "marzo", "ru": "март", "zh": "三月",
+              "ja": "3月", "fi": "maaliskuu"},
+}
+
+
+def _word(concept: str, lang: str) -> str:
+    return _WORDS.get(concept, {}).get(lang, concept.replace("_", " "))
+
+
+#: Drill-down sizes of synthetic stores: [drilldown] defaults (top_contexts, top_tokens, max_units), fewer bins.
+DRILLDOWN = {"top_contexts": 10, "top_tokens": 10, "hist_bins": 12, "max_units": 2048}
+
+
+def _drilldown_tables(
+    rng: np.random.Generator, tables: dict[str, pl.DataFrame], sentences: pl.DataFrame, n_units: int,
+    languages: list[str],
+) -> dict[str, pl.DataFrame]:
+    """unit_top_contexts, unit_response_hist and unit_output_tokens for the units precompute would pick
+    (`precompute.analysis.drilldown.select_units`), computed by its own functions from synthetic responses:
+    a unit responds more to the contexts of the concepts it is a top-K expert for in that language; it peaks on
+    the concept's word and promotes those words."""
+    import torch
+
+    from precompute.analysis import drilldown as dd
+
+    cpu = torch.device("cpu")
+    n_layers = int(tables["neuron_summary"]["layer"].max()) + 1
+    offsets = [i * n_units for i in range(n_layers + 1)]
+    units = dd.select_units(tables["neuron_ap"], tables["language_neurons"], offsets, DRILLDOWN["max_units"])
+    experts = tables["neuron_ap"].with_columns(col=pl.Series(dd.global_columns(tables["neuron_ap"], offsets)))
+    experts = experts.join(pl.DataFrame({"col": units}), on="col", how="semi")
+    # Responses of the selected units only: (contexts, U), a unit's expert (concept, lang) contexts lifted.
+    langs = sentences["lang"].to_numpy()
+    concept_ids = sentences["concept_id"].to_numpy()
+    acts = rng.gamma(2.0, 0.5, size=(sentences.height, len(units))).astype(np.float32)
+    ctx_key = pl.DataFrame({"row": np.arange(sentences.height), "lang": langs, "concept_id": concept_ids})
+    lifted = experts.select("lang", "concept_id", "col", "ap").join(ctx_key, on=["lang", "concept_id"])
+    acts[lifted["row"].to_numpy(), np.searchsorted(units, lifted["col"].to_numpy())] += (
+        4.0 * lifted["ap"].to_numpy().astype(np.float32))
+    compact = torch.from_numpy(acts)
+    best = dd.top_contexts(compact, langs, np.arange(len(units)), DRILLDOWN["top_contexts"], cpu)
+    best = best.with_columns(col=pl.Series(units[best["col"].to_numpy()]))
+    rows = best["row"].to_numpy()
+    top = dd.top_context_rows(
+        best, sentences["sentence_id"].to_numpy(), offsets, sentences["span_start"].to_numpy()[rows],
+        sentences["span_end"].to_numpy()[rows], best["response"].to_numpy(),
+    )
+    compact_experts = experts.with_columns(layer=pl.lit(0), unit=pl.Series(np.searchsorted(units, experts["col"])))
+    hist = dd.response_histograms(compact, langs, concept_ids, compact_experts, [0, len(units)],
+                                  DRILLDOWN["hist_bins"], cpu)
+    layer, unit = np.divmod(units[hist["unit"].to_numpy()], n_units)
+    hist = hist.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
+    # Output tokens: a small vocabulary (filler tokens and every concept word); a unit's expert concepts'
+    # words get a large direct effect, in every language it is an expert in.
+    vocab = [f"tok{i}" for i in range(200)] + sorted({_word(c, lang) for c in set(concept_ids) for lang in languages})
+    word_id = {w: i for i, w in enumerate(vocab)}
+    effects = rng.normal(0, 1.0, size=(len(vocab), len(units))).astype(np.float32)
+    pairs = experts.select("lang", "concept_id", "col").unique()
+    ids = np.array([word_id[_word(c, lang)] for lang, c in zip(pairs["lang"], pairs["concept_id"])], dtype=np.int64)
+    effects[ids, np.searchsorted(units, pairs["col"].to_numpy())] += 6.0
+    out = dd.output_token_rows(torch.from_numpy(effects), 0, np.arange(len(units)), DRILLDOWN["top_tokens"],
+                               len(vocab), lambda i: [vocab[x] for x in i])
+    layer, unit = np.divmod(units[out["unit"].to_numpy()], n_units)
+    out = out.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
+    return {"unit_top_contexts": top, "unit_response_hist": hist, "unit_output_tokens": out}
 
 
 _MONTHS = {
@@ -332,10 +409,26 @@ def _checkpoint_tables(
         .sort(["concept_id", "n_langs_topk", "layer", "unit"], descending=[False, True, False, False])
     )
 
+    # --- chance levels (issue 14.5): random-scorer AP, a permutation threshold between the ranks' APs (so
+    # early checkpoints have fewer significant experts than late ones), exact random-set overlap, intervals --
+    n_ctx = 20 * n_con
+    chance_ap = (
+        neuron_ap.group_by(["lang", "concept_id"])
+        .agg(pl.col("ap").max().alias("best_ap"))
+        .sort(["lang", "concept_id"])
+        .with_columns(
+            n_contexts=pl.lit(n_ctx, pl.Int32), n_positive=pl.lit(20, pl.Int32), random_ap=pl.lit(20 / n_ctx),
+            n_shuffles=pl.lit(5, pl.Int32),
+        )
+    )
+    chance_ap = chance_ap.with_columns(threshold=pl.Series(0.45 + rng.normal(0, 0.02, size=chance_ap.height)))
+    chance = overlap_chance(k, n_neurons, n_lang, min_langs)
+    headline = headline_intervals(overlap, shared, chance, concepts, n_resamples=200)
+
     # --- probes: layer 0 = embeddings, i = block i ----------------------------------------------
     probe_layers = np.arange(n_layers + 1)
     middle = np.sin(np.pi * probe_layers / max(n_layers, 1))
-    pr_rows: dict[str, list] = {c: [] for c in ("layer", "representation", "accuracy", "accuracy_std", "macro_f1", "n_train", "n_test", "n_seeds")}
+    pr_rows: dict[str, list] = {c: [] for c in ("layer", "representation", "accuracy", "accuracy_std", "macro_f1", "n_train", "n_test", "n_seeds", "majority_baseline", "control_accuracy", "accuracy_lo", "accuracy_hi")}
     ppl_rows: dict[str, list] = {c: [] for c in ("layer", "representation", "lang", "f1")}
     for rep, depth in (("mean", 0.45), ("token", 0.6)):
         acc = np.clip(0.99 - depth * frac * middle + rng.normal(0, 0.01, size=probe_layers.size), 1.0 / n_lang, 1.0)
@@ -348,6 +441,10 @@ def _checkpoint_tables(
             pr_rows["n_train"].append(600 * n_lang)
             pr_rows["n_test"].append(200 * n_lang)
             pr_rows["n_seeds"].append(3)
+            pr_rows["majority_baseline"].append(1.0 / n_lang)
+            pr_rows["control_accuracy"].append(float(np.clip(1.0 / n_lang + abs(rng.normal(0, 0.02)), 0, 1)))
+            pr_rows["accuracy_lo"].append(float(max(0.0, a - 0.02)))
+            pr_rows["accuracy_hi"].append(float(min(1.0, a + 0.02)))
             for lang in languages:
                 ppl_rows["layer"].append(int(layer))
                 ppl_rows["representation"].append(rep)
@@ -415,6 +512,9 @@ def _checkpoint_tables(
         "expert_overlap": overlap,
         "shared_experts": shared,
         "expert_sharing": expert_sharing(neuron_ap, shared),
+        "chance_ap": chance_ap,
+        "overlap_chance": chance,
+        "headline_ci": headline,
         "similarity": similarity,
         "compression": compression,
         "language_neurons": language_neurons,

@@ -404,7 +404,7 @@ def run_steering(
     """
     from rich.console import Console
 
-    from precompute.pipeline import make_progress
+    from precompute.progress import make_progress
     from precompute.provenance import checkpoint_location
     from precompute.store import StoreError, StoreWriter
     from precompute.store.read import concept_experts, steering_inputs, steering_rows_at, steering_sentences

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from precompute.store import checkpoint_order, open_readonly, printable
@@ -9,6 +10,95 @@ from precompute.store import checkpoint_order, open_readonly, printable
 
 def _fmt_row(values: list[float], width: int = 6) -> str:
     return " ".join(f"{v:>{width}.3f}" for v in values)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    return "      -" if lo is None or hi is None else f"{lo:.3f}-{hi:.3f}"
+
+
+def _ci_text(row: tuple | None, fmt: str) -> str:
+    """' [lo, hi] (chance c)' for a headline_ci row (lo, hi, chance); '' where the store has none."""
+    if row is None:
+        return ""
+    lo, hi, chance = row
+    interval = f" [{lo:{fmt}}, {hi:{fmt}}]" if lo is not None and hi is not None else ""
+    return interval + (f" (chance {chance:{fmt}})" if chance is not None else "")
+
+
+def _headline_intervals(con) -> dict[str, dict[str, tuple]]:
+    """checkpoint -> measure -> (lo, hi, chance) from headline_ci."""
+    out: dict[str, dict[str, tuple]] = {}
+    for ck, measure, lo, hi, chance in con.execute(
+            "SELECT checkpoint, measure, lo, hi, chance FROM headline_ci").fetchall():
+        out.setdefault(ck, {})[measure] = (lo, hi, chance)
+    return out
+
+
+def _first_stays(rows: list[tuple], n_checkpoints: int) -> dict[tuple, int]:
+    """key -> the first position from which the key is flagged at every later position (rows: (key, pos) of the
+    flagged ones, positions 0..n_checkpoints-1); keys not flagged at the last position are left out."""
+    positions: dict[tuple, set[int]] = {}
+    for *key, pos in rows:
+        positions.setdefault(tuple(key), set()).add(pos)
+    out = {}
+    for key, have in positions.items():
+        pos = n_checkpoints - 1
+        if pos not in have:
+            continue
+        while pos - 1 in have:
+            pos -= 1
+        out[key] = pos
+    return out
+
+
+def _min_langs(con) -> int:
+    """The run's ``[experts] min_langs`` (what makes a shared expert), else the fewest languages of one."""
+    for (text,) in con.execute("SELECT config_json FROM runs ORDER BY started_at NULLS LAST").fetchall():
+        try:
+            value = json.loads(text or "{}").get("experts", {}).get("min_langs")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, int) and value >= 1:
+            return value
+    return con.execute("SELECT coalesce(min(n_langs_topk), 2) FROM shared_experts").fetchone()[0]
+
+
+def _emergence_lines(con, cks: list[tuple]) -> list[str]:
+    """Emergence (issue 14.6): from which checkpoint overlaps and shared units stay above chance."""
+    position = {ck: i for i, (ck, _) in enumerate(cks)}
+    n = len(cks)
+    pairs = con.execute(
+        "SELECT o.concept_id, least(o.lang_a, o.lang_b), greatest(o.lang_a, o.lang_b), o.checkpoint "
+        "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint) "
+        "WHERE o.lang_a <> o.lang_b AND o.jaccard > ch.jaccard_threshold").fetchall()
+    n_pairs = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT concept_id, least(lang_a, lang_b), greatest(lang_a, lang_b) "
+        "FROM expert_overlap WHERE lang_a <> lang_b)").fetchone()[0]
+    min_langs = _min_langs(con)
+    units = con.execute(
+        "SELECT n.concept_id, n.layer, n.unit, n.checkpoint FROM neuron_ap n JOIN chance_ap ch "
+        "USING (run_id, checkpoint, lang, concept_id) WHERE n.ap > ch.threshold "
+        "GROUP BY ALL HAVING count(*) >= ?", [min_langs]).fetchall()
+    pair_first = _first_stays([(*r[:3], position[r[3]]) for r in pairs if r[3] in position], n)
+    unit_first = _first_stays([(*r[:3], position[r[3]]) for r in units if r[3] in position], n)
+    lines = ["Emergence (the first checkpoint from which it stays above chance at every later one):"]
+
+    def by_checkpoint(first: dict[tuple, int]) -> str:
+        counts = [sum(1 for p in first.values() if p == i) for i in range(n)]
+        return ", ".join(f"{cks[i][0]} {c}" for i, c in enumerate(counts) if c) or "none"
+
+    lines.append(f"  (concept, language pair) top-K Jaccard above the random-set 99th percentile: {len(pair_first)} "
+                 f"of {n_pairs}; from {by_checkpoint(pair_first)}")
+    lines.append(f"  (concept, unit) AP above the permutation threshold in >= {min_langs} languages: "
+                 f"{len(unit_first)}; from {by_checkpoint(unit_first)}")
+    earliest = sorted(unit_first.items(), key=lambda kv: (kv[1], kv[0]))[:3]
+    for (concept, layer, unit), pos in earliest:
+        lines.append(f"    e.g. layer {layer} unit {unit} for {concept}, from {cks[pos][0]}")
+    return lines
 
 
 def headline_report(path: str | Path) -> str:
@@ -22,20 +112,33 @@ def headline_report(path: str | Path) -> str:
             return f"{path}: no finished checkpoint yet"
         first, last = cks[0][0], cks[-1][0]
         lines = [
-            f"store {path}: {len(cks)} checkpoints; first = {first} (step {cks[0][1]}), "
-            f"last = {last} (step {cks[-1][1]})",
+            (f"store {path}: {len(cks)} checkpoints; first = {first} (step {cks[0][1]}), "
+             f"last = {last} (step {cks[-1][1]})"),
             "",
             "LID probe accuracy per layer (layer 0 = embeddings):",
         ]
+        present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        probe_columns = {r[0] for r in con.execute("DESCRIBE probe_results").fetchall()}
+        chance_probes = {"majority_baseline", "control_accuracy", "accuracy_lo", "accuracy_hi"} <= probe_columns
         reps = [r[0] for r in con.execute(
             "SELECT DISTINCT representation FROM probe_results ORDER BY representation DESC").fetchall()]
         for rep in reps:
             for label, ck in (("first", first), ("last", last)):
-                acc = [r[0] for r in con.execute(
-                    "SELECT accuracy FROM probe_results WHERE checkpoint = ? AND representation = ? "
-                    "ORDER BY layer", [ck, rep]).fetchall()]
-                lines.append(f"  {rep:>5} {label:>5}: {_fmt_row(acc)}")
-        lines += ["", "Cross-lingual expert overlap (mean over concepts and language pairs):"]
+                rows = con.execute(
+                    "SELECT accuracy, "
+                    + ("accuracy_lo, accuracy_hi, control_accuracy, majority_baseline " if chance_probes
+                       else "NULL, NULL, NULL, NULL ")
+                    + "FROM probe_results WHERE checkpoint = ? AND representation = ? ORDER BY layer",
+                    [ck, rep]).fetchall()
+                lines.append(f"  {rep:>5} {label:>5}: {_fmt_row([r[0] for r in rows])}")
+                if any(r[1] is not None for r in rows):
+                    lines.append(f"  {'95% CI':>11}: " + " ".join(_interval(r[1], r[2]) for r in rows))
+                if any(r[3] is not None for r in rows):
+                    lines.append(f"  {'control':>11}: {_fmt_row([_nan(r[3]) for r in rows])}  (shuffled labels; "
+                                 f"majority class {_nan(rows[0][4]):.3f})")
+        intervals = _headline_intervals(con) if "headline_ci" in present else {}
+        lines += ["", ("Cross-lingual expert overlap (mean over concepts and language pairs; 95% bootstrap "
+                       "interval over concepts; chance = random top-K sets):")]
         for label, ck in (("first", first), ("last", last)):
             row = con.execute(
                 "SELECT avg(jaccard), avg(spearman_ap), any_value(k) FROM expert_overlap WHERE checkpoint = ?",
@@ -44,10 +147,14 @@ def headline_report(path: str | Path) -> str:
                 "SELECT count(*), count(DISTINCT (layer, unit)) FROM shared_experts WHERE checkpoint = ?",
                 [ck]).fetchone()
             if row[0] is not None:
+                ci = intervals.get(ck, {})
                 lines.append(
-                    f"  {label:>5}: top-{row[2]} Jaccard {row[0]:.4f}, Spearman of AP {row[1]:.4f}, "
-                    f"shared experts {shared[0]} ({shared[1]} distinct units)"
+                    f"  {label:>5}: top-{row[2]} Jaccard {row[0]:.4f}{_ci_text(ci.get('mean_jaccard'), '.4f')}, "
+                    f"Spearman of AP {row[1]:.4f}{_ci_text(ci.get('mean_spearman_ap'), '.4f')}, "
+                    f"shared experts {shared[0]}{_ci_text(ci.get('n_shared'), '.1f')} ({shared[1]} distinct units)"
                 )
+        if {"overlap_chance", "chance_ap"} <= present:
+            lines += ["", *_emergence_lines(con, cks)]
         sim = con.execute(
             "SELECT checkpoint, metric, avg(value) FROM similarity WHERE checkpoint IN (?, ?) "
             "GROUP BY ALL ORDER BY metric, checkpoint", [first, last]).fetchall()

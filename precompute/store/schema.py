@@ -95,7 +95,11 @@ DDL: dict[str, str] = {
             macro_f1 DOUBLE NOT NULL,
             n_train INTEGER NOT NULL,
             n_test INTEGER NOT NULL,
-            n_seeds INTEGER NOT NULL
+            n_seeds INTEGER NOT NULL,
+            majority_baseline DOUBLE,
+            control_accuracy DOUBLE,
+            accuracy_lo DOUBLE,
+            accuracy_hi DOUBLE
         )""",
     "probe_per_language": """
         CREATE TABLE IF NOT EXISTS probe_per_language (
@@ -165,6 +169,54 @@ DDL: dict[str, str] = {
             n_experts INTEGER NOT NULL,
             n_shared INTEGER NOT NULL
         )""",
+    # Chance of an expert's AP per (checkpoint, lang, concept) (issue 14.5; precompute.analysis.chance):
+    # random_ap = the AP of a random scorer (the positive rate n_positive / n_contexts); threshold = the
+    # [experts] permutation_quantile of the best unit's AP over n_shuffles label shuffles (NULL: none run);
+    # best_ap: the observed best. A neuron_ap row is significant where ap > threshold.
+    "chance_ap": """
+        CREATE TABLE IF NOT EXISTS chance_ap (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            n_contexts INTEGER NOT NULL,
+            n_positive INTEGER NOT NULL,
+            random_ap DOUBLE NOT NULL,
+            threshold DOUBLE,
+            best_ap DOUBLE,
+            n_shuffles INTEGER NOT NULL
+        )""",
+    # Chance of the overlap measures of one checkpoint, exact for random top-k sets out of n_units:
+    # jaccard_mean = E[Jaccard] (hypergeometric), jaccard_threshold / spearman_threshold = their null_quantile
+    # quantiles, shared_expected = expected shared experts of one concept (top-k in >= min_langs of n_langs).
+    "overlap_chance": """
+        CREATE TABLE IF NOT EXISTS overlap_chance (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            k INTEGER NOT NULL,
+            n_units INTEGER NOT NULL,
+            n_langs INTEGER NOT NULL,
+            null_quantile DOUBLE NOT NULL,
+            jaccard_mean DOUBLE NOT NULL,
+            jaccard_threshold DOUBLE NOT NULL,
+            spearman_threshold DOUBLE NOT NULL,
+            shared_expected DOUBLE NOT NULL
+        )""",
+    # Headline figures with a percentile bootstrap interval over concepts (level, n_resamples; NULL bounds
+    # where none) and their chance level: measure in ('mean_jaccard', 'mean_spearman_ap', 'n_shared').
+    "headline_ci": """
+        CREATE TABLE IF NOT EXISTS headline_ci (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            measure VARCHAR NOT NULL,
+            estimate DOUBLE,
+            lo DOUBLE,
+            hi DOUBLE,
+            chance DOUBLE,
+            n_concepts INTEGER NOT NULL,
+            n_resamples INTEGER NOT NULL,
+            level DOUBLE NOT NULL
+        )""",
     # Representation convergence: metric in ('matched_cosine', 'mismatched_cosine', 'cka', ...).
     "similarity": """
         CREATE TABLE IF NOT EXISTS similarity (
@@ -206,6 +258,56 @@ DDL: dict[str, str] = {
             kind VARCHAR NOT NULL,
             n INTEGER NOT NULL
         )""",
+    # Drill-downs (issue 14; precompute.analysis.drilldown) for the selected units of a checkpoint: the top
+    # experts of any (concept, lang) and the LAPE units, at most [drilldown] max_units. layer: MLP block.
+    # What fires the unit: its top-N contexts per language by pooled response (rank 1 the highest); peak_start
+    # / peak_end: character offsets in sentences.text of the token where the unit peaks (its largest
+    # activation over the context's real tokens), peak_act that activation.
+    "unit_top_contexts": """
+        CREATE TABLE IF NOT EXISTS unit_top_contexts (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            lang VARCHAR NOT NULL,
+            rank INTEGER NOT NULL,
+            sentence_id BIGINT NOT NULL,
+            response DOUBLE NOT NULL,
+            peak_start INTEGER,
+            peak_end INTEGER,
+            peak_act DOUBLE
+        )""",
+    # How it responds, per (unit, concept, lang) where the unit is a top-K expert: histograms of its pooled
+    # response on the concept's contexts and on the language's other contexts, over the same equal-width
+    # bins from lo to hi (the unit's range in that language); counts lists have one entry per bin.
+    "unit_response_hist": """
+        CREATE TABLE IF NOT EXISTS unit_response_hist (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            lang VARCHAR NOT NULL,
+            lo DOUBLE NOT NULL,
+            hi DOUBLE NOT NULL,
+            concept_counts INTEGER[] NOT NULL,
+            other_counts INTEGER[] NOT NULL
+        )""",
+    # What it writes: direct effect on the output logits of one unit of activation (its down-projection
+    # column through the final norm's scale and the unembedding, as in the logit lens); direction 'promoted'
+    # (largest, rank 1 first) or 'suppressed' (most negative); token decoded with the checkpoint's tokenizer.
+    "unit_output_tokens": """
+        CREATE TABLE IF NOT EXISTS unit_output_tokens (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            direction VARCHAR NOT NULL,
+            rank INTEGER NOT NULL,
+            token_id INTEGER NOT NULL,
+            token VARCHAR NOT NULL,
+            logit DOUBLE NOT NULL
+        )""",
     # One generation per row. output_lang: ISO 639-1 (else 639-3) code among all languages lingua knows,
     # 'und' where it cannot tell; output_lang_confidence: lingua's confidence in it (NULL for 'und').
     # concept_lang: the language of the concept form found in the output. top_k ... max_new_tokens: how
@@ -240,6 +342,12 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
     # What the checkpoint's weights were when computed: "sha256:..." (local folder), "commit:..." or
     # "revision:..." (hub); see precompute.checkpoints.fingerprint.
     ("checkpoints", "source_fingerprint", "VARCHAR"),
+    # Chance and uncertainty of the LID probes (issue 14.5): the majority-class accuracy of the test split, a
+    # control probe's accuracy on shuffled language labels, the bootstrap interval of the accuracy.
+    ("probe_results", "majority_baseline", "DOUBLE"),
+    ("probe_results", "control_accuracy", "DOUBLE"),
+    ("probe_results", "accuracy_lo", "DOUBLE"),
+    ("probe_results", "accuracy_hi", "DOUBLE"),
 ]
 
 
@@ -257,11 +365,17 @@ CHECKPOINT_TABLES = [
     "expert_overlap",
     "shared_experts",
     "expert_sharing",
+    "chance_ap",
+    "overlap_chance",
+    "headline_ci",
     "similarity",
     "compression",
     "language_neurons",
     "neuron_counts",
     "steering",
+    "unit_top_contexts",
+    "unit_response_hist",
+    "unit_output_tokens",
 ]
 
 
@@ -288,7 +402,10 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
 
 
 # Tables with an MLP ``layer`` column: their layer ids are the model's, kept when a run hooks only some layers.
-MLP_LAYER_TABLES = ["neuron_ap", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts"]
+MLP_LAYER_TABLES = [
+    "neuron_ap", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts",
+    "unit_top_contexts", "unit_response_hist", "unit_output_tokens",
+]
 
 
 def checkpoint_order(alias: str = "") -> str:
