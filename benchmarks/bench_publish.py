@@ -15,6 +15,7 @@ folder on the same file system as benchmarks/out/ and is deleted afterwards.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -93,11 +94,16 @@ def main() -> None:
                     start = time.perf_counter()
                     shutil.copyfile(store, store.with_suffix(".copy"))
                     copy_s = time.perf_counter() - start
+                    fd = os.open(store.with_suffix(".copy"), os.O_RDONLY)
+                    os.fsync(fd)  # the writer fsyncs its copy before the rename: that write grows too
+                    os.close(fd)
+                    sync_s = time.perf_counter() - start
                     store.with_suffix(".copy").unlink()
                     size = store.stat().st_size / 2**20
                     rows.append((i, seconds, copy_s, size))
                     print(f"checkpoint {i:3d}: publish {seconds:6.2f} s   store {size:8,.0f} MiB   "
-                          f"whole-file copy alone {copy_s:5.2f} s", flush=True)
+                          f"whole-file copy alone {copy_s:5.2f} s, copy + fsync {sync_s:5.2f} s "
+                          f"({sync_s / seconds:4.0%} of the publish)   load {os.getloadavg()[0]:.2f}", flush=True)
     first, last = rows[0], rows[-1]
     print(f"checkpoint {last[0]} / checkpoint {first[0]} publish time: {last[1] / first[1]:.2f}x (goal <= 2x)")
 

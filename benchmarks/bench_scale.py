@@ -1,6 +1,6 @@
 """Every post-forward stage of ONE checkpoint at BLOOM shape and paper data size, through the real code.
 
-    .venv/bin/python benchmarks/bench_scale.py --quick          # small sizes: checks the script (~1 min)
+    .venv/bin/python benchmarks/bench_scale.py --quick          # 4 languages x 20 concepts: checks the script (~30 s)
     .venv/bin/python benchmarks/bench_scale.py                  # growth law + extrapolation (see --help)
     .venv/bin/python benchmarks/bench_scale.py --point 98304 4000   # one measured point: units, contexts/language
 
@@ -14,9 +14,12 @@ concept-selective (half of them in every language, half in one language), 1 % of
 Stages, each the function the pipeline calls (``precompute.pipeline.analyse_checkpoint``), timed with the
 pipeline's own ``StageTimer`` (seconds, peak RSS of this process during the stage):
 probes (``probe_tables``: mean + token representations, the default seeds), experts (``score_experts`` +
-``neuron_summary``), alignment (``expert_overlap``, ``shared_experts``, ``expert_sharing``), similarity
-(``convergence_tables``), lape (``language_neuron_tables``), drilldown (once ``precompute.analysis.drilldown``
-exists; skipped before), store (``StoreWriter.write_checkpoint`` of every table into a fresh store).
+``neuron_summary``), alignment (``expert_overlap``, ``shared_experts``, ``expert_sharing``), chance
+(``pipeline.chance_tables``: permutation AP thresholds, overlap chance, bootstrap intervals; once it exists),
+similarity (``convergence_tables``), lape (``language_neuron_tables``), drilldown (the post-forward parts of
+``pipeline.drilldown_stage``: ``select_units``, ``top_contexts``, ``response_histograms``; its peak tokens need a
+second forward pass and its output tokens the unembedding, so they are not here), store
+(``StoreWriter.write_checkpoint`` of every table into a fresh store).
 
 Memory note: the residual stream is given to the probes and the similarity stage as a broadcast view (one
 (contexts, d) float32 matrix shared by every layer and token seed), so their cost is measured without holding
@@ -34,7 +37,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -61,7 +63,7 @@ N_LANGS, N_CONCEPTS = 16, 200
 BLOOM_560M_UNITS, BLOOM_7B1_UNITS = 24 * 4096, 30 * 16384
 PAPER_CONTEXTS_PER_LANG = 4000
 GOAL_SECONDS, GOAL_RSS_GB = 300.0, 16.0
-STAGES = ("probes", "experts", "alignment", "similarity", "lape", "drilldown", "store")
+STAGES = ("probes", "experts", "alignment", "chance", "similarity", "lape", "drilldown", "store")
 
 
 def synthetic(units: int, per_lang: int, seed: int = 0) -> dict:
@@ -155,7 +157,6 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
         shared = shared_experts(experts, offsets, cfg.experts.min_langs)
         tables["shared_experts"] = shared
         tables["expert_sharing"] = expert_sharing(experts.top, shared)
-    del experts
     with timer.stage("similarity"):
         tables["similarity"], tables["compression"] = convergence_tables(
             representations.get("mean", resid.expand(LAYERS + 1, n, D_MODEL)), langs.tolist(),
@@ -169,11 +170,29 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
             max_lape=a.lape_max, shared_experts=shared, n_tokens=torch.from_numpy(data["token_counts"]),
             device="cpu",
         )
-    try:  # the drill-down tables (issue 14), once they exist
-        import precompute.analysis.drilldown  # noqa: F401
-        drilldown = "present in the code but not wired into bench_scale yet"
+    try:  # the chance levels and drill-down tables (issue 14), once the code has them
+        from precompute import pipeline
+        from precompute.analysis import drilldown as dd
     except ImportError:
-        drilldown = "not in the code yet"
+        pipeline = dd = None
+    if pipeline is not None and hasattr(pipeline, "chance_tables"):
+        with timer.stage("chance"):
+            tables.update(pipeline.chance_tables(cfg, data["responses"], langs, concept_ids, experts,
+                                                 tables["expert_overlap"], shared, torch.device("cpu")))
+    del experts
+    drilldown = "not in the code yet"
+    if dd is not None:  # its post-forward parts: the peak tokens and output tokens need the model itself
+        drilldown = "post-forward parts only (no second forward pass, no unembedding)"
+        with timer.stage("drilldown"):
+            spec = cfg.drilldown
+            units_sel = dd.select_units(tables["neuron_ap"], tables["language_neurons"], offsets, spec.max_units)
+            best = dd.top_contexts(data["responses"], langs, units_sel, spec.top_contexts, torch.device("cpu"))
+            chosen = pl.DataFrame({"col": units_sel})
+            top = tables["neuron_ap"]
+            picked = top.with_columns(col=pl.Series(dd.global_columns(top, offsets))).join(chosen, on="col", how="semi")
+            tables["unit_response_hist"] = dd.response_histograms(
+                data["responses"], langs, concept_ids, picked, offsets, spec.hist_bins, torch.device("cpu"))
+            drilldown += f"; {len(units_sel):,} units, {best.height:,} top-context rows"
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp, StoreWriter(Path(tmp) / "scale.duckdb") as writer:
         run_id = "bench-scale"
         writer.ensure_run(
@@ -213,12 +232,13 @@ def print_point(units: int, per_lang: int, result: dict, seeds: int) -> None:
     peak = 0.0
     for stage in STAGES:
         if stage not in result:
-            print(f"{stage:12s} {'-':>9s} {'-':>13s}   ({result['_drilldown']})" if stage == "drilldown" else "")
+            print(f"{stage:12s} {'-':>9s} {'-':>13s}   (not in the code yet)")
             continue
         s, rss = result[stage]
         total += s
         peak = max(peak, rss)
-        print(f"{stage:12s} {s:9.2f} {rss / 1024:13.2f}")
+        note = f"   ({result['_drilldown']})" if stage == "drilldown" else ""
+        print(f"{stage:12s} {s:9.2f} {rss / 1024:13.2f}{note}")
     print(f"{'all stages':12s} {total:9.2f} {peak / 1024:13.2f}   (goal <= {GOAL_SECONDS:.0f} s, <= {GOAL_RSS_GB:.0f} GiB)")
     print(f"pipeline's pooled activations at this size (held in RAM or spilled): "
           f"{pipeline_nbytes(units, n, seeds) / 2**30:.1f} GiB")
@@ -232,26 +252,27 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def main() -> int:
+    global N_LANGS, N_CONCEPTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     p.add_argument("--point", nargs=2, type=int, metavar=("UNITS", "PER_LANG"), help="measure one size only")
     p.add_argument("--units", type=int, nargs="+", default=[12288, 24576, 49152, 98304])
     p.add_argument("--contexts", type=int, nargs="+", default=[1000, 2000, 4000], help="contexts per language")
-    p.add_argument("--law-contexts", type=int, default=250, help="contexts per language of the units sweep")
+    p.add_argument("--law-contexts", type=int, default=1000, help="contexts per language of the units sweep")
     p.add_argument("--law-units", type=int, default=12288, help="units of the contexts sweep")
     p.add_argument("--store-dir", type=Path, default=ROOT / "benchmarks" / "out")
     args = p.parse_args()
     cfg = RunConfig()
     seeds = len(cfg.probes.seeds)
     args.store_dir.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, {load()}; "
+    if args.quick:  # 4 languages x 20 concepts: checks the script, measures nothing
+        N_LANGS, N_CONCEPTS = 4, 20
+        args.units, args.contexts, args.law_contexts, args.law_units = [1536, 3072], [40, 80], 40, 1536
+    print(f"{N_LANGS} languages x {N_CONCEPTS} concepts; machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, {load()}; "
           f"K = {cfg.experts.top_k}, probe seeds {cfg.probes.seeds}, max_train {cfg.probes.max_train}")
-    if args.quick:
-        args.units, args.contexts, args.law_contexts, args.law_units = [1536, 3072], [200, 400], 200, 1536
     if args.point:
         units, per_lang = args.point
         print_point(units, per_lang, run_point(units, per_lang, cfg, args.store_dir), seeds)
-        print(f"process peak RSS (whole run): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
         return 0
     by_units, by_contexts = {}, {}
     for units in args.units:
@@ -287,8 +308,7 @@ def main() -> int:
         print(f"{name}: the pipeline's pooled activations {pipeline_nbytes(u, n_full, seeds) / 2**30:.0f} GiB "
               f"(responses + activity {2 * n_full * u * 2 / 2**30:.0f} GiB float16) for {n_full:,} contexts")
     peak = max(r[s][1] for r in list(by_units.values()) + list(by_contexts.values()) for s in STAGES if s in r)
-    print(f"largest stage peak RSS measured: {peak / 1024:.2f} GiB; "
-          f"whole run {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; {load()}")
+    print(f"largest stage peak RSS measured: {peak / 1024:.2f} GiB; {load()}")
     return 0 if math.isfinite(peak) else 1
 
 

@@ -46,11 +46,11 @@ step() {  # step NAME TIMEOUT_S HEADLINE_GREP CMD...
   HEADLINE+=("$(grep -E "$grep_for" "$LOGS/$name.log" | tail -1 | cut -c1-110)")
 }
 
-step extract 240 "overhead|tokens/s" "$PY" benchmarks/bench_extract.py "${EXTRACT_ARGS[@]}"
-step ap 120 "AP/s" "$PY" benchmarks/bench_ap_device.py "${AP_ARGS[@]}"
-step tolerance 120 "passed|failed|skipped" "$PY" -m pytest -q -p no:cacheprovider \
+step extract 180 "overhead|tokens/s" "$PY" benchmarks/bench_extract.py "${EXTRACT_ARGS[@]}"
+step ap 90 "AP/s" "$PY" benchmarks/bench_ap_device.py "${AP_ARGS[@]}"
+step tolerance 90 "passed|failed|skipped" "$PY" -m pytest -q -p no:cacheprovider \
   tests/test_reliability_determinism.py tests/test_architectures.py -k "cuda or gpu or tolerance"
-step pipeline 180 "checkpoint\(s\) written|error" bash -c \
+step pipeline 120 "checkpoint\(s\) written|error" bash -c \
   "'$PRECOMPUTE' tiny-checkpoints '$WORK/tiny' --steps 8 && sed 's#../data/tiny-local#$WORK/tiny#' configs/tiny-local.toml > '$WORK/run.toml' && '$PRECOMPUTE' run '$WORK/run.toml' --device $DEVICE --out '$WORK/tiny.duckdb' && '$PRECOMPUTE' info '$WORK/tiny.duckdb'"
 
 printf '\n%-10s %-10s %8s  %s\n' step status seconds headline

@@ -101,3 +101,24 @@ def test_score_experts_finds_planted_units_and_maps_layers():
     row = summary.filter((summary["layer"] == 1) & (summary["unit"] == 2))
     assert row["max_ap"][0] == pytest.approx(1.0)
     assert row["best_concept_id"][0] == "b"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_multi_is_bit_identical_across_cpu_paths_and_threads(dtype, monkeypatch):
+    """The CPU path (rank counts for several concepts, thread pool over 1,024-column slices) changes no bit
+    against the per-concept binary searches of `average_precision_sorted` (issue 15.2)."""
+    from precompute.analysis.experts import average_precision_sorted, sort_scores
+
+    rng = np.random.default_rng(5)
+    n, n_neurons = 90, 2600  # three slices
+    scores = (rng.integers(-6, 6, size=(n, n_neurons)) / 4).astype(np.float32)  # many ties, some -0.0
+    scores[rng.random((n, n_neurons)) < 0.1] = -0.0
+    t = torch.from_numpy(scores).to(dtype)
+    labels = torch.from_numpy(np.eye(6, dtype=bool)[np.arange(n) % 6])  # one concept per context
+    labels[:, 5] |= torch.from_numpy(rng.random(n) < 0.3)  # and one overlapping concept
+    sorted_all = sort_scores(t.float())
+    reference = torch.stack([average_precision_sorted(sorted_all, labels[:, c]) for c in range(6)])
+    for threads in ("1", "2"):
+        monkeypatch.setenv("CROSSLING_AP_THREADS", threads)
+        assert torch.equal(average_precision_multi(t, labels), reference)
+        assert torch.equal(average_precision_multi(t, labels[:, :1]), reference[:1])

@@ -63,6 +63,14 @@ def test_concepts_and_neuron_pages_in_chromium(server):
         layer, unit = con.execute(
             "SELECT layer, unit FROM shared_experts WHERE checkpoint = 'global_step4000' AND concept_id = 'monday' "
             "ORDER BY n_langs_topk DESC, mean_ap DESC, layer, unit LIMIT 1").fetchone()
+        last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
+        top_text = con.execute(
+            "SELECT s.text FROM unit_top_contexts t JOIN sentences s USING (sentence_id) "
+            "WHERE t.checkpoint = ? AND t.layer = ? AND t.unit = ? ORDER BY t.lang, t.rank LIMIT 1",
+            [last, layer, unit]).fetchone()[0]
+        top_token = con.execute(
+            "SELECT token FROM unit_output_tokens WHERE checkpoint = ? AND layer = ? AND unit = ? "
+            "AND direction = 'promoted' AND trim(token) <> '' ORDER BY rank LIMIT 1", [last, layer, unit]).fetchone()[0]
         other = con.execute(
             "SELECT layer, unit FROM neuron_ap WHERE checkpoint = 'global_step0' ORDER BY rank, lang, concept_id "
             "LIMIT 1").fetchone()
@@ -87,6 +95,11 @@ def test_concepts_and_neuron_pages_in_chromium(server):
             assert page.get_by_text(f"Layer {layer} · unit {unit}").count() >= 1
             assert f"layer={layer}" in page.url and f"unit={unit}" in page.url
             assert page.locator("[data-testid='stVegaLiteChart']").count() >= 3
+            # Its drill-downs (issue 14): the store's top context and top promoted token are on screen.
+            body = page.locator("body").text_content() or ""
+            assert "What fires it, how it responds, what it writes" in body
+            assert top_text in body, f"the unit's top context {top_text!r} is not shown"
+            assert top_token.strip() in body, f"the unit's top promoted token {top_token!r} is not shown"
 
             # A deep link straight to another neuron selects it.
             _check_page(page, f"{url}/neuron?layer={other[0]}&unit={other[1]}", "Neuron", None)

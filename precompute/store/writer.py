@@ -133,11 +133,11 @@ class StoreWriter:
                 raise
             finally:
                 con.close()
-            _fsync_file(tmp)
+            _fsync(tmp)
             maybe_fail("store.committed")
             os.replace(tmp, self.target)
             maybe_fail("store.published")
-            _fsync_dir(self.target.parent)
+            _fsync(self.target.parent)
         except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
             # A full disk, a read-only folder, ...: the published store is still the previous one.
             raise StoreError(
@@ -286,15 +286,8 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in text)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries (so that a rename survives a crash), to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
