@@ -3,7 +3,8 @@
     .venv/bin/python docs/screenshots.py [STORE]
 
 Starts `explorer STORE --no-browser` on a free port, drives Debian's headless Chromium with the same
-checks as the browser test, and writes docs/img/concepts.png and docs/img/neuron.png.
+checks as the browser test, and writes docs/img/concepts.png, docs/img/neuron.png and
+docs/img/neuron-drilldown.png (the Neuron page's drill-downs).
 """
 
 from __future__ import annotations
@@ -45,11 +46,19 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             check_page(page, f"{url}/concepts?concept={concept}&ckpt={last}&k=10", "Concepts", OUT / "concepts.png")
             check_page(page, f"{url}/neuron?layer={layer}&unit={unit}", "Neuron", OUT / "neuron.png")
+            # The drill-downs below the fold (Streamlit scrolls inside its own container, so the page is drawn
+            # tall and the lower part kept): what fires the unit, how it responds, what it writes.
+            page.set_viewport_size({"width": 1440, "height": 4600})
+            page.wait_for_timeout(3000)
+            top = page.get_by_role("heading", name="What fires it, how it responds, what it writes").first.bounding_box()
+            page.screenshot(path=str(OUT / "neuron-drilldown.png"),
+                            clip={"x": 0, "y": top["y"] - 20, "width": 1440, "height": 4600 - top["y"] + 20})
             browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print(f"wrote {OUT / 'concepts.png'} and {OUT / 'neuron.png'} ({concept}, L{layer} U{unit}, {last})")
+    print(f"wrote {OUT / 'concepts.png'}, {OUT / 'neuron.png'} and {OUT / 'neuron-drilldown.png'} "
+          f"({concept}, L{layer} U{unit}, {last})")
 
 
 if __name__ == "__main__":
