@@ -78,6 +78,16 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
     def neuron() -> tuple[int, int]:
         return rng.randrange(n_layers), rng.randrange(n_units)
 
+    # Drill-downs exist for the selected units only (top-K experts, LAPE units): time them on those.
+    drilled = [tuple(r) for r in Q.frame(con, "SELECT DISTINCT checkpoint, layer, unit FROM unit_top_contexts "
+                                                   "USING SAMPLE 500 ROWS").rows()] or [(ck[-1], 0, 0)]
+    words = [w for (t,) in Q.frame(con, "SELECT text FROM sentences USING SAMPLE 200 ROWS").rows()
+             for w in t.split() if len(w) > 3] or ["monday"]
+
+    def drilled_unit() -> tuple[str, int, int]:
+        """(checkpoint, layer, unit) of a unit that has drill-downs at that checkpoint."""
+        return rng.choice(drilled)
+
     return [
         ("meta", lambda: Q.meta(con)),
         ("table_counts", lambda: Q.table_counts(con)),
@@ -129,6 +139,12 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
         ("pair_emergence(concept)", lambda: Q.pair_emergence(con, run, c())),
         ("unit_emergence(concept)", lambda: Q.unit_emergence(con, run, 3, c())),
         ("unit_emergence(unit)", lambda: Q.unit_emergence(con, run, 3, None, *neuron())),
+        ("unit_top_contexts", lambda: Q.unit_top_contexts(con, run, *drilled_unit())),
+        ("unit_response_hist", lambda: Q.unit_response_hist(con, run, *drilled_unit())),
+        ("unit_output_tokens", lambda: Q.unit_output_tokens(con, run, *drilled_unit()[1:])),
+        ("similar_units", lambda: Q.similar_units(con, run, *drilled_unit(), 10)),
+        ("search_concepts", lambda: Q.search_concepts(con, rng.choice(words))),
+        ("search_units", lambda: Q.search_units(con, run, k(), rng.choice(words))),
     ]
 
 

@@ -536,18 +536,23 @@ def similar_units(
     units that are experts for none of the same cells are not listed)."""
     return frame(
         con,
-        """WITH v AS (SELECT layer, unit, concept_id, lang, ap FROM neuron_ap WHERE run_id = ? AND checkpoint = ?),
-                me AS (SELECT concept_id, lang, ap FROM v WHERE layer = ? AND unit = ?),
+        # Two passes over the checkpoint's rows, never a group-by over all of its units: the units sharing a
+        # cell with this one (a hash probe against its few cells), then only those units' rows.
+        """WITH me AS (SELECT concept_id, lang, ap FROM neuron_ap
+                       WHERE run_id = ? AND checkpoint = ? AND layer = ? AND unit = ?),
                 my_norm AS (SELECT sqrt(sum(ap * ap)) AS norm FROM me),
-                dots AS (SELECT v.layer, v.unit, sum(v.ap * me.ap) AS dot, count(*)::INTEGER AS n_shared_cells
-                         FROM v JOIN me ON v.concept_id = me.concept_id AND v.lang = me.lang
-                         WHERE NOT (v.layer = ? AND v.unit = ?) GROUP BY v.layer, v.unit),
-                norms AS (SELECT layer, unit, sqrt(sum(ap * ap)) AS norm, count(*)::INTEGER AS n_cells FROM v
-                          WHERE (layer, unit) IN (SELECT (layer, unit) FROM dots) GROUP BY layer, unit)
-           SELECT d.layer, d.unit, d.dot / (n.norm * m.norm) AS cosine, d.n_shared_cells, n.n_cells
-           FROM dots d JOIN norms n ON n.layer = d.layer AND n.unit = d.unit, my_norm m
-           ORDER BY cosine DESC, d.n_shared_cells DESC, d.layer, d.unit LIMIT ?""",
-        [run_id, checkpoint, layer, unit, layer, unit, limit],
+                cand AS (SELECT DISTINCT n.layer, n.unit FROM neuron_ap n JOIN me USING (concept_id, lang)
+                         WHERE n.run_id = ? AND n.checkpoint = ? AND NOT (n.layer = ? AND n.unit = ?)),
+                prof AS (SELECT n.layer, n.unit, n.concept_id, n.lang, n.ap FROM neuron_ap n JOIN cand USING (layer, unit)
+                         WHERE n.run_id = ? AND n.checkpoint = ?),
+                agg AS (SELECT p.layer, p.unit, sum(p.ap * coalesce(me.ap, 0)) AS dot,
+                               count(me.ap)::INTEGER AS n_shared_cells, sqrt(sum(p.ap * p.ap)) AS norm,
+                               count(*)::INTEGER AS n_cells
+                        FROM prof p LEFT JOIN me USING (concept_id, lang) GROUP BY p.layer, p.unit)
+           SELECT a.layer, a.unit, a.dot / (a.norm * m.norm) AS cosine, a.n_shared_cells, a.n_cells
+           FROM agg a, my_norm m
+           ORDER BY cosine DESC, a.n_shared_cells DESC, a.layer, a.unit LIMIT ?""",
+        [run_id, checkpoint, layer, unit, run_id, checkpoint, layer, unit, run_id, checkpoint, limit],
     )
 
 
