@@ -290,9 +290,13 @@ def score_experts(
         scores = activations[torch.from_numpy(rows)].to(device)
         ap = average_precision_multi(scores, labels, chunk_neurons=chunk_neurons)
         idx, vals = top_k_experts(ap, top_k)
-        medians = torch.stack(
-            [on_p50(scores[:, idx[ci]].float(), labels[:, ci].to(device)) for ci in range(len(present))]
-        )
+        # The concept's own contexts first (~20 rows), then its K columns: a (20, K) gather per concept instead of
+        # a (contexts, K) one; the values, and so on_p50, are the same.
+        positive = [torch.from_numpy(np.flatnonzero(labels[:, ci].numpy())).to(device) for ci in range(len(present))]
+        medians = torch.stack([
+            on_p50(scores[pos][:, idx[ci]].float(), torch.ones(len(pos), dtype=torch.bool, device=device))
+            for ci, pos in enumerate(positive)
+        ])
         full_ap = torch.full((len(concepts), ap.shape[1]), float("nan"), dtype=torch.float64)
         for ci, c in enumerate(present):
             full_ap[concepts.index(c)] = ap[ci].cpu()
