@@ -181,8 +181,15 @@ def headline_report(path: str | Path) -> str:
                 vals = {r[0]: r[2] for r in counts if r[1] == kind}
                 lines.append(f"  {kind:>18}: first {vals.get(first, 0)}  last {vals.get(last, 0)}")
         steer = con.execute(
-            "SELECT checkpoint, n_neurons, count(*), avg(expresses_concept::INT), "
-            "mode(output_lang) FROM steering GROUP BY ALL ORDER BY checkpoint, n_neurons").fetchall()
+            # The most frequent output language, ties broken by code, so the report is the same on every run.
+            "WITH langs AS (SELECT checkpoint, n_neurons, output_lang, count(*) AS n FROM steering GROUP BY ALL), "
+            "top AS (SELECT checkpoint, n_neurons, output_lang FROM langs QUALIFY row_number() OVER "
+            "(PARTITION BY checkpoint, n_neurons ORDER BY n DESC, output_lang NULLS LAST) = 1) "
+            "SELECT s.checkpoint, s.n_neurons, count(*), avg(s.expresses_concept::INT), any_value(t.output_lang) "
+            "FROM steering s JOIN checkpoints c ON c.run_id = s.run_id AND c.checkpoint = s.checkpoint "
+            "JOIN top t ON t.checkpoint = s.checkpoint AND t.n_neurons = s.n_neurons "
+            f"GROUP BY s.checkpoint, s.n_neurons, c.step, c.checkpoint ORDER BY {checkpoint_order('c')}, s.n_neurons"
+        ).fetchall()
         if steer:
             lines += ["", "Steering (share of outputs expressing the concept; most frequent output language):"]
             for ck, n_neurons, n, share, lang in steer:
