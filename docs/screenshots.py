@@ -9,8 +9,6 @@ docs/img/neuron-drilldown.png (the Neuron page's drill-downs).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, check_page, free_port, wait_healthy
+from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, check_page, served
 
 OUT = ROOT / "docs" / "img"
 
@@ -31,15 +29,7 @@ def main() -> None:
         concept, layer, unit = con.execute(
             "SELECT concept_id, layer, unit FROM shared_experts WHERE checkpoint = ? "
             "ORDER BY n_langs_topk DESC, mean_ap DESC LIMIT 1", [last]).fetchone()
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
-        cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, timeout=60)
+    with served(store, ROOT) as (url, _):
         OUT.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -54,9 +44,6 @@ def main() -> None:
             page.screenshot(path=str(OUT / "neuron-drilldown.png"),
                             clip={"x": 0, "y": top["y"] - 20, "width": 1440, "height": 4600 - top["y"] + 20})
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     print(f"wrote {OUT / 'concepts.png'}, {OUT / 'neuron.png'} and {OUT / 'neuron-drilldown.png'} "
           f"({concept}, L{layer} U{unit}, {last})")
 

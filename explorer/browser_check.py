@@ -7,9 +7,13 @@ neither Streamlit nor playwright: callers hand in a playwright ``page`` and a ``
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 import urllib.request
 from pathlib import Path
 
@@ -59,3 +63,28 @@ def check_page(page, url: str | None, heading: str, shot: Path | None) -> None:
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shot))
         page.set_viewport_size({"width": 1440, "height": 900})
+
+
+@contextlib.contextmanager
+def served(store: Path, root: Path, log: Path | None = None, timeout: float = 60) -> Iterator[tuple[str, float]]:
+    """``explorer STORE --no-browser`` on a free localhost port, run from the checkout ``root``: yields the URL
+    and the seconds until it answered; the server is stopped (terminate, then kill) on exit."""
+    port = free_port()
+    out = log.open("w") if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
+        cwd=str(root), env={**os.environ, "PYTHONPATH": str(root)}, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url, wait_healthy(url, proc, timeout=timeout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if log is not None:
+            out.close()

@@ -260,3 +260,29 @@ def private_copies(store: Path) -> list[str]:
 def raw_connect(path: Path, **kwargs) -> duckdb.DuckDBPyConnection:
     """A plain DuckDB connection (for tests that build odd stores)."""
     return duckdb.connect(str(path), **kwargs)
+
+
+# --- the contract of a refused command (shared by the bad-input and hostile-input tests) ---
+
+
+def snapshot(store: Path) -> tuple[bytes, list[str]]:
+    return store.read_bytes(), leftovers(store)
+
+
+def assert_refused(args: list[str], *, names: str | Path, says: str, store: Path | None = None) -> str:
+    """Run the CLI; check exit != 0, one ``error:`` line naming ``names`` and saying ``says``, no traceback,
+    and (if given) ``store`` byte-identical with no files left next to it. Returns the error line."""
+    before = snapshot(store) if store is not None and store.exists() else None
+    from precompute.cli import app
+
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code not in (0, None), result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    line = errors[0]
+    assert str(names) in line, f"the error does not name {names}: {line}"
+    assert says in line, f"expected {says!r} in: {line}"
+    if before is not None:
+        assert snapshot(store) == before, "the store was touched"
+    return line

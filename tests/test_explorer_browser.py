@@ -6,10 +6,7 @@ when it is absent. Screenshots go to tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -18,8 +15,7 @@ import pytest
 from explorer.browser_check import CHROMIUM
 from explorer.browser_check import CHROMIUM_ARGS as ARGS
 from explorer.browser_check import check_page as _check_page
-from explorer.browser_check import free_port as _free_port
-from explorer.browser_check import wait_healthy as _wait_healthy
+from explorer.browser_check import served as _served
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -33,26 +29,9 @@ def server(tmp_path_factory, synthetic_store):
         pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium: `make browser-deps`)")
     pytest.importorskip("playwright.sync_api", reason="playwright's python package is not installed")
     store = synthetic_store  # tests/conftest.py (read-only here)
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = (tmp_path_factory.mktemp("log") / "explorer.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
-        cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        startup = _wait_healthy(url, proc, timeout=60)
+    with _served(store, ROOT, tmp_path_factory.mktemp("log") / "explorer.log") as (url, startup):
         print(f"explorer answered after {startup:.1f} s")
         yield url, store, startup
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def test_concepts_and_neuron_pages_in_chromium(server):

@@ -9,15 +9,12 @@ Uses Debian's /usr/bin/chromium through playwright's python package (no download
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
+from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, served
 from explorer.text import WORD_JOINER
 from tests.hostile_store import HOST, LAST_CHECKPOINT, make_hostile_store
 
@@ -36,24 +33,8 @@ def hostile_server(tmp_path_factory, synthetic_store):
         pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium: `make browser-deps`)")
     pytest.importorskip("playwright.sync_api", reason="playwright's python package is not installed")
     store = make_hostile_store(synthetic_store, tmp_path_factory.mktemp("hostile") / "hostile.duckdb")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("log") / "explorer.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
-            cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=60)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+    with served(store, ROOT, tmp_path_factory.mktemp("log") / "explorer.log") as (url, _):
+        yield url
 
 
 def _off_machine(url: str) -> bool:

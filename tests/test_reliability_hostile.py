@@ -24,6 +24,7 @@ from precompute.inputs.concepts import ConceptSetError, concept_set_from_frame
 from precompute.inputs.langcodes import canonical_language
 from tests.reliability_support import (
     LANGS,
+    assert_refused,
     checkpoints,
     config_text,
     copy_of_reference,
@@ -57,21 +58,11 @@ def with_setting(section: str, key: str, value: str, text: str | None = None) ->
 
 
 def refused(args: list, *, names: str | Path, says: str, store: Path) -> str:
-    """Run the CLI: exit != 0, one ``error:`` line naming ``names`` and saying ``says``, no traceback; the
-    store as it was before (byte-identical, or still absent), nothing left next to it. Returns the line."""
-    before = store.read_bytes() if store.exists() else None
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code not in (0, None), result.output
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    line = errors[0]
-    assert str(names) in line, f"the error does not name {names}: {line}"
-    assert says in line, f"expected {says!r} in: {line}"
-    if before is None:
+    """`assert_refused`, and stricter: a store that was absent is still absent, nothing is left next to it."""
+    existed = store.exists()
+    line = assert_refused(args, names=names, says=says, store=store)
+    if not existed:
         assert not store.exists(), "a refused run left a store behind"
-    else:
-        assert store.read_bytes() == before, "the store was touched"
     assert leftovers(store) == [], leftovers(store)
     return line
 
