@@ -5,11 +5,13 @@
 
 Each checkpoint adds what the pipeline adds at BLOOM-560m scale with the paper's data size: ``neuron_ap`` rows for
 K = 500 experts of 200 concepts in 16 languages (1.6 M rows) and a ``neuron_summary`` row for each of the 98,304
-units, written through the real `precompute.store.StoreWriter` (one transaction and one atomic publish per
-checkpoint). For checkpoints 1, 10, 20 and 40 it prints the publish time, the store's size, and how long the
-writer's private copy of the published file alone takes (``shutil.copyfile`` of the store, measured separately
-right after), so the share of the publish that grows with the store is visible. The store goes to a temporary
-folder on the same file system as benchmarks/out/ and is deleted afterwards.
+units, written through the real `precompute.store.StoreWriter` in one writer session, as ``precompute run`` does:
+each checkpoint is one transaction published as a part file, and the writer packs the parts into the store file
+once when it ends. For checkpoints 1, 10, 20 and 40 it prints the publish time, the size of the part and of
+everything published so far, what a reader pays to open the store (the file plus every part, as views) and to run
+one query over all checkpoints, and how long a whole-file copy of everything published would take (what each
+publish cost before parts). Then the one pack at the end. The store goes to a temporary folder on the same file
+system as benchmarks/out/ and is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from precompute.store import CheckpointRows, StoreWriter
+from precompute.store import CheckpointRows, StoreWriter, open_readonly, parts
 
 
 def inputs(langs: list[str], concepts: list[str], layers: int, units: int) -> dict[str, pl.DataFrame]:
@@ -80,32 +82,56 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         store = Path(tmp) / "publish.duckdb"
-        with StoreWriter(store) as writer:
-            run_id = "bench"
-            writer.ensure_run(run={"run_id": run_id, "model_id": "synthetic", "config_json": "{}",
-                                   "concept_set_sha256": "0", "packages_json": "{}"},
-                              meta={}, **inputs(langs, concepts, args.layers, args.units))
-            for i in range(1, args.checkpoints + 1):
-                tables = checkpoint_tables(rng, langs, concepts, args.layers, args.units, args.k)
+        writer = StoreWriter(store).__enter__()
+        run_id = "bench"
+        writer.ensure_run(run={"run_id": run_id, "model_id": "synthetic", "config_json": "{}",
+                               "concept_set_sha256": "0", "packages_json": "{}"},
+                          meta={}, **inputs(langs, concepts, args.layers, args.units))
+        for i in range(1, args.checkpoints + 1):
+            tables = checkpoint_tables(rng, langs, concepts, args.layers, args.units, args.k)
+            start = time.perf_counter()
+            writer.write_checkpoint(run_id, CheckpointRows(f"step{i}", i, None, "synthetic", None, tables))
+            seconds = time.perf_counter() - start
+            if i in report:
+                part = parts.part_path(store, parts.newest_seq(store)).stat().st_size / 2**20
+                published = store.stat().st_size / 2**20 + sum(
+                    p.stat().st_size for p in parts.listed_parts(store).values()) / 2**20
                 start = time.perf_counter()
-                writer.write_checkpoint(run_id, CheckpointRows(f"step{i}", i, None, "synthetic", None, tables))
-                seconds = time.perf_counter() - start
-                if i in report:
-                    start = time.perf_counter()
-                    shutil.copyfile(store, store.with_suffix(".copy"))
-                    copy_s = time.perf_counter() - start
-                    fd = os.open(store.with_suffix(".copy"), os.O_RDONLY)
-                    os.fsync(fd)  # the writer fsyncs its copy before the rename: that write grows too
-                    os.close(fd)
-                    sync_s = time.perf_counter() - start
-                    store.with_suffix(".copy").unlink()
-                    size = store.stat().st_size / 2**20
-                    rows.append((i, seconds, copy_s, size))
-                    print(f"checkpoint {i:3d}: publish {seconds:6.2f} s   store {size:8,.0f} MiB   "
-                          f"whole-file copy alone {copy_s:5.2f} s, copy + fsync {sync_s:5.2f} s "
-                          f"({sync_s / seconds:4.0%} of the publish)   load {os.getloadavg()[0]:.2f}", flush=True)
+                con = open_readonly(store)
+                open_s = time.perf_counter() - start
+                start = time.perf_counter()
+                n = con.execute("SELECT count(*) FROM neuron_ap WHERE layer = 3 AND unit = 7").fetchall()[0][0]
+                query_s = time.perf_counter() - start
+                con.close()
+                copy_s = whole_file_copy_seconds(store)
+                rows.append((i, seconds))
+                print(f"checkpoint {i:3d}: publish {seconds:6.2f} s   part {part:6,.0f} MiB   published {published:7,.0f} "
+                      f"MiB   reader: open {open_s * 1000:5.0f} ms, one unit over all checkpoints {query_s * 1000:5.0f} "
+                      f"ms ({n} rows)   a whole-file copy + fsync of it all: {copy_s:5.2f} s   "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+        start = time.perf_counter()
+        writer.__exit__(None, None, None)  # the pack: one copy of the store file, the parts folded in
+        pack_s = time.perf_counter() - start
+        print(f"pack at the end (one writer session): {pack_s:6.2f} s, store {store.stat().st_size / 2**20:,.0f} MiB, "
+              f"parts left: {len(parts.listed_parts(store))}", flush=True)
     first, last = rows[0], rows[-1]
     print(f"checkpoint {last[0]} / checkpoint {first[0]} publish time: {last[1] / first[1]:.2f}x (goal <= 2x)")
+
+
+def whole_file_copy_seconds(store: Path) -> float:
+    """A copy + fsync of everything published (the store file and its parts) into one scratch file: what every
+    publish cost when each checkpoint rewrote the whole store."""
+    scratch = store.with_suffix(".copy")
+    start = time.perf_counter()
+    with open(scratch, "wb") as out:
+        for source in [store, *parts.listed_parts(store).values()]:
+            with open(source, "rb") as handle:
+                shutil.copyfileobj(handle, out, 16 * 2**20)
+        out.flush()
+        os.fsync(out.fileno())
+    seconds = time.perf_counter() - start
+    scratch.unlink()
+    return seconds
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 
 from precompute import store as store_module
-from precompute.store import DDL, StoreError, checkpoint_order, open_readonly
+from precompute.store import DDL, checkpoint_order
 
 # Join that attaches a checkpoint's step and orders rows by training progress.
 _CKPT_JOIN = "JOIN checkpoints c ON c.run_id = t.run_id AND c.checkpoint = t.checkpoint"
@@ -45,25 +45,9 @@ class StoreConnection:
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        open_readonly(path).close()  # the store's own checks and messages (missing, not DuckDB, schema, code)
-        try:
-            # Extensions and external access are off before the file is attached (as for every connection).
-            con = store_module.connect_attached({self.ALIAS: path}, use=self.ALIAS)
-        except duckdb.Error as exc:
-            raise StoreError(f"{path}: not a readable DuckDB file ({store_module.first_line(exc)})") from None
-        try:
-            # The file attached may be a newer one than the file checked (a publish in between): check it too.
-            code = store_module.stored_code(con)
-            version = store_module.schema_version(con)
-        except (duckdb.Error, ValueError) as exc:
-            con.close()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"{path}: not a readable DuckDB file ({first})") from None
-        if code or version != store_module.SCHEMA_VERSION:
-            con.close()
-            open_readonly(path).close()  # raises with the store's own message
-            raise StoreError(f"{path}: changed while it was being opened; reload")
-        self._con = con
+        # The store's own checks and messages (missing, not DuckDB, schema, code), on the files attached now:
+        # the store file, and its checkpoint parts while a run is publishing them (as views over all of them).
+        self._con = store_module.open_snapshot(path, alias=self.ALIAS)
         self.path = path
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

@@ -2,9 +2,10 @@
 
 The store path comes from ``CROSSLING_STORE`` (set by ``explorer STORE``), or defaults to the demo store
 ``data/demo.duckdb``. The connection is cached with ``st.cache_resource`` and query results with
-``st.cache_data``, both keyed by the store's path and a version stamp (modification time, size, inode):
-a precompute that publishes a new checkpoint replaces the file by atomic rename, which changes the stamp,
-so the next rerun reopens the file and re-queries it.
+``st.cache_data``, both keyed by the store's path and a version stamp (modification time, size, inode, and the
+newest checkpoint part): a precompute that publishes a new checkpoint adds a part file, and one that packs or
+rewrites the store replaces the file by atomic rename; either changes the stamp, so the next rerun reopens the
+store and re-queries it.
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ from explorer.paths import BUILD_HINT, ENV_STORE, store_path
 from explorer.problems import REBUILD_HINT, StoreProblem, problem_from
 from explorer.text import md, md_code
 from explorer.widgets import url_select
-from precompute.store import HalfWrittenStoreError, StoreError, connect
+from precompute.store import HalfWrittenStoreError, StoreError, connect, newest_part
 from precompute.text import first_line
 
 _CTX_KEY = "_crossling_ctx"
 
 
-def store_version(path: Path) -> tuple[int, int, int]:
-    """A stamp that changes whenever the file is rewritten or replaced."""
+#: What `store_version` returns: the store file's modification time, size and inode, and its newest part.
+Version = tuple[int, int, int, int]
+
+
+def store_version(path: Path) -> Version:
+    """A stamp that changes whenever the file is rewritten or replaced, or a checkpoint part is published."""
     st_ = path.stat()
-    return (st_.st_mtime_ns, st_.st_size, st_.st_ino)
+    return (st_.st_mtime_ns, st_.st_size, st_.st_ino, newest_part(path))
 
 
 def _release(con: Q.StoreConnection) -> None:
@@ -42,13 +47,13 @@ def _release(con: Q.StoreConnection) -> None:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False, on_release=_release)
-def _connection(path: str, version: tuple[int, int, int]) -> Q.StoreConnection:
+def _connection(path: str, version: Version) -> Q.StoreConnection:
     """One read-only connection per (store, version); queries run on cursors of it."""
     return Q.StoreConnection(path)
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
-def _cached(path: str, version: tuple[int, int, int], name: str, args: tuple) -> Any:
+def _cached(path: str, version: Version, name: str, args: tuple) -> Any:
     return getattr(Q, name)(_connection(path, version), *args)
 
 
@@ -57,7 +62,7 @@ class Ctx:
     """The open store and run, as the pages see it."""
 
     path: str
-    version: tuple[int, int, int]
+    version: Version
     run_id: str
     n_runs: int
     top_k: int
@@ -84,7 +89,7 @@ def q(fn: Callable[..., Any], *args: Any) -> Any:
     return _cached(c.path, c.version, fn.__name__, tuple(args))
 
 
-def _raw(path: Path, version: tuple[int, int, int], fn: Callable[..., Any], *args: Any) -> Any:
+def _raw(path: Path, version: Version, fn: Callable[..., Any], *args: Any) -> Any:
     return _cached(str(path), version, fn.__name__, tuple(args))
 
 

@@ -18,10 +18,12 @@ Points (where the code calls :func:`maybe_fail`):
 
 ``extract.batch``      after each batch of forward passes (``precompute.extract``)
 ``experts.lang``       after each language's AP scoring (``precompute.analysis.experts``)
-``store.copied``       a store write made its private copy, before its transaction (``precompute.store``)
+``store.copied``       a store write made its private file (a copy of the store, or a new checkpoint part),
+                       before its transaction (``precompute.store``)
 ``store.insert``       a checkpoint's transaction inserted one more table, not yet committed
-``store.committed``    the private copy is committed and synced, not yet renamed over the store
+``store.committed``    the private file is committed and synced, not yet renamed into place
 ``store.published``    the rename is done (the new state is visible), before the next step
+``store.packed``       a pack's rename is done, the parts it folded in not yet deleted
 
 Example: ``CROSSLING_FAULT=kill@experts.lang:5 precompute run run.toml --out s.duckdb``.
 """
@@ -44,6 +46,7 @@ POINTS = (
     "store.insert",
     "store.committed",
     "store.published",
+    "store.packed",
 )
 
 _counts: dict[str, int] = {}

@@ -249,8 +249,13 @@ def assert_complete_prefix(store: Path, reference: Path) -> list[str]:
 
 
 def leftovers(store: Path) -> list[str]:
-    """Files next to the store other than the store itself (private copies, WAL, lock)."""
-    return sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name) and p != store)
+    """Files next to the store other than the store itself (private copies, WAL, lock, the checkpoint parts'
+    folder), and what is in the parts folder (as ``STORE.parts/NAME``)."""
+    names = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name) and p != store)
+    folder = store.parent / f"{store.name}.parts"
+    if folder.is_dir():
+        names += sorted(f"{folder.name}/{p.name}" for p in folder.iterdir())
+    return names
 
 
 def private_copies(store: Path) -> list[str]:

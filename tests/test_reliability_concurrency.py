@@ -99,7 +99,7 @@ def test_readers_see_last_complete_state_and_second_writer_is_refused(tmp_path):
         os.kill(proc.pid, signal.SIGCONT)
         wait_until_paused(proc, log, "between commit and rename of the second checkpoint")
         # The second checkpoint is committed in the writer's private copy; readers still see the first only.
-        assert private_copies(store) == [f"{store.name}.tmp-{proc.pid}"]
+        assert private_copies(store) == [f"{store.name}.parts/000002.duckdb.tmp-{proc.pid}"]
         assert info_checkpoints(store) == [a]
         assert explorer_checkpoints(held) == [a]
         fresh = StoreConnection(store)

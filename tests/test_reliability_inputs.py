@@ -34,7 +34,11 @@ from tests.reliability_support import (
     copy_of_reference,
     raw_connect,
     reference_store,
+    assert_complete_prefix,
     assert_refused,
+    checkpoint_names,
+    leftovers,
+    published_checkpoints,
     runner,
     store_rows,
 )
@@ -297,8 +301,13 @@ def extra_checkpoint_config(tmp_path: Path) -> Path:
     return write(tmp_path / "run.toml", config_text(extra_checkpoints=[("step_extra", str(extra))]))
 
 
-def test_disk_full_while_copying_the_store(tmp_path, store, monkeypatch):
+def test_disk_full_while_packing_the_store(tmp_path, store, monkeypatch):
+    """The new checkpoint is published as a part (no copy); the pack at the end copies the store and hits a full
+    disk: one line that says so and what to run, the store file untouched, the checkpoint readable, and
+    `precompute pack` later gives the one file an uninterrupted run gives."""
     config = extra_checkpoint_config(tmp_path)
+    before = store.read_bytes()
+    real_copy = store_module.shutil.copyfile
 
     def no_space(src, dst, *args, **kwargs):
         Path(dst).write_bytes(Path(src).read_bytes()[:1000])  # a partial copy, as a full disk leaves it
@@ -306,7 +315,17 @@ def test_disk_full_while_copying_the_store(tmp_path, store, monkeypatch):
 
     monkeypatch.setattr(store_module.shutil, "copyfile", no_space)
     assert_refused(["run", config, "--out", store], names=store,
-                   says="cannot write the store (No space left on device); the published store is unchanged", store=store)
+                   says="cannot write the store (No space left on device); the published store is unchanged; "
+                        "its 1 checkpoint part(s) (store.duckdb.parts/) are published and readable: run "
+                        f"`precompute pack {store}` once that is fixed")
+    assert store.read_bytes() == before
+    assert [n for n in leftovers(store) if ".tmp-" in n] == []
+    extra = published_checkpoints(store)
+    assert len(extra) == len(checkpoint_names()) + 1
+    monkeypatch.setattr(store_module.shutil, "copyfile", real_copy)
+    packed = runner.invoke(app, ["pack", str(store)])
+    assert packed.exit_code == 0, packed.output
+    assert leftovers(store) == [] and published_checkpoints(store) == extra
 
 
 def test_disk_full_while_inserting_rows(tmp_path, store, monkeypatch):
@@ -341,12 +360,22 @@ def small_tmpfs(tmp_path):
 
 @pytest.mark.parametrize("room", ["half-a-copy", "a-copy-but-not-the-new-rows"])
 def test_real_full_disk(room, tmp_path, small_tmpfs):
-    """A store on a tmpfs too small for the next write: the copy, or DuckDB's own write, hits ENOSPC."""
+    """A store on a tmpfs too small for the pack at the end of the run: its copy, or DuckDB's own write into the
+    copy, hits ENOSPC (or the new checkpoint's own part file does, with less room). The store file is untouched, no
+    private file is left, and every reader sees whole checkpoints only: the old ones, plus the new one where its
+    part was published."""
     size = reference_store().stat().st_size
     disk = small_tmpfs(size + size // 2 if room == "half-a-copy" else 2 * size + 64 * 1024)
     store = copy_of_reference(disk)
+    before = store.read_bytes()
     assert_refused(["run", extra_checkpoint_config(tmp_path), "--out", store], names=store,
-                   says="No space left on device", store=store)
+                   says="No space left on device")
+    assert store.read_bytes() == before
+    assert [n for n in leftovers(store) if ".tmp-" in n] == []
+    assert sorted(published_checkpoints(store)) in (sorted(checkpoint_names()),
+                                                    sorted([*checkpoint_names(), "step_extra"]))
+    if "step_extra" not in published_checkpoints(store):
+        assert_complete_prefix(store, reference_store())  # every row of the old store, nothing else
 
 
 # --- odd but valid input: it must work ------------------------------------------------------------------

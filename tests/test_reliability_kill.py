@@ -124,11 +124,13 @@ def test_kill_inside_the_store_write(tmp_path, fault, published):
         assert done == checkpoint_names()
     else:
         assert done == checkpoint_names()[:-1]
-        assert store.read_bytes() == before
-    # Stale files of the killed writer: its private copy (and WAL) and the lock file.
+    # Stale files of the killed writer: its private part file (and WAL) and the lock file; the published store
+    # file itself is untouched either way (the checkpoint, once published, is a part beside it).
     stale = private_copies(store)
     assert bool(stale) != published, stale
-    assert all(re.fullmatch(rf"{re.escape(store.name)}\.tmp-\d+(\.wal)?", name) for name in stale), stale
+    part = rf"{re.escape(store.name)}\.parts/\d{{6}}\.duckdb\.tmp-\d+(\.wal)?"
+    assert all(re.fullmatch(part, name) for name in stale), stale
+    assert store.read_bytes() == before
     # The next writer (here, in this process) is not blocked by the dead writer's lock, removes its stale
     # private copy, and writes the checkpoint once (replacing it where it was already published).
     write_checkpoint_from(reference, store, last)

@@ -1,4 +1,4 @@
-"""The ``precompute`` command line: run, demo, info, report, merge, checkpoints, concepts, steer.
+"""The ``precompute`` command line: run, demo, info, report, merge, pack, checkpoints, concepts, steer.
 
 One module per command group; this package only builds the typer app and mounts them. Every command goes
 through :func:`precompute.cli.errors.friendly_errors`: a bad input ends in one red line on stderr and exit
@@ -26,7 +26,7 @@ def _mount() -> None:
 
     for name, func in [
         ("run", run.run), ("demo", run.demo), ("info", stores.info), ("report", stores.report),
-        ("merge", stores.merge), ("checkpoints", checkpoints.checkpoints),
+        ("merge", stores.merge), ("pack", stores.pack), ("checkpoints", checkpoints.checkpoints),
         ("tiny-checkpoints", checkpoints.tiny_checkpoints), ("steer", steer.steer),
     ]:
         app.command(name=name)(friendly_errors(func))

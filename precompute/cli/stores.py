@@ -1,4 +1,5 @@
-"""``precompute info``, ``report`` and ``merge``: what a store holds, its headline figures, and shard merging."""
+"""``precompute info``, ``report``, ``merge`` and ``pack``: what a store holds, its headline figures, shard merging,
+and folding a killed run's checkpoint parts into its store file."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def info(
     for name, n in data["tables"].items():
         tables.add_row(name, f"{n:,}", _bytes(sizes.get(name)))
     console.print(tables)
+    if data.get("unpacked_parts"):
+        console.print(
+            f"[yellow]{data['unpacked_parts']} checkpoint(s) are part files beside the store[/] "
+            f"({e(data['store'])}.parts/), not yet packed into it: a run is writing it, or was stopped; "
+            f"`precompute pack {e(data['store'])}` makes it one file again",
+            soft_wrap=True,
+        )
     if data["stage_timings"]:
         timings = Table("stage", "seconds (all checkpoints)", "tokens/s", "peak MiB", title="stage timings")
         for t in data["stage_timings"]:
@@ -130,3 +138,20 @@ def merge(
         f"{out}: run {summary.run_id}, {summary.n_added} checkpoint(s) added"
         + (f", {len(summary.duplicates)} duplicate(s) skipped" if summary.duplicates else "")
     )
+
+
+def pack(
+    store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb) with checkpoint parts beside it.")],
+) -> None:
+    """Fold the checkpoint parts a stopped run left (STORE.parts/) into STORE, so that it is one file again.
+
+    A run packs its parts itself when it ends; this is for a run that was killed or failed. Readers keep reading
+    throughout; a run still writing the store is refused (one writer at a time).
+    """
+    from precompute.store import StoreWriter, open_readonly
+
+    open_readonly(store).close()  # missing, not DuckDB, not crossling: the store's own one-line refusals
+    with StoreWriter(store) as writer:
+        count = writer.pack()
+    console.print(f"{escape(str(store))}: {count} checkpoint part(s) packed" if count else
+                  f"{escape(str(store))}: no checkpoint parts to pack; it is one file", soft_wrap=True)

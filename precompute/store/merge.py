@@ -34,6 +34,7 @@ from rich.markup import escape
 from precompute.store.errors import StoreError
 from precompute.store.identity import config_difference, run_difference
 from precompute.store.lock import writer_active
+from precompute.store.parts import newest_part
 from precompute.store.read import read_store_run
 from precompute.store.schema import DDL
 from precompute.store.writer import StoreWriter
@@ -94,6 +95,11 @@ def _describe_columns(con: duckdb.DuckDBPyConnection, table: str, database: str)
 
 def _read_input(path: Path, alias: str) -> _Input:
     stored = read_store_run(path)  # a store cut short fails here, in one line, not mid-merge
+    if newest_part(path):
+        raise MergeError(
+            f"{path}: has checkpoints in part files beside it ({path.name}.parts/), not packed into the file; "
+            f"run `precompute pack {path}` first (or let its run finish)"
+        )
     if stored is None:
         raise MergeError(f"{path}: holds no run (an empty store); nothing to merge")
     if "run_ids" in stored.run:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from precompute.store import parts
 from precompute.store.errors import (
     HalfWrittenStoreError,
     NotCrosslingStoreError,
@@ -24,7 +26,8 @@ from precompute.store.errors import (
     StoreMissingError,
     UnsafeStoreError,
 )
-from precompute.store.schema import DDL, SCHEMA_VERSION, schema_version
+from precompute.store.lock import real_path
+from precompute.store.schema import CHECKPOINT_TABLES, DDL, SCHEMA_VERSION, schema_version
 from precompute.text import first_line as _first_line
 
 # Set before a file is opened, for every connection: no extension is fetched or loaded, no file or URL is read
@@ -59,20 +62,26 @@ def connect(path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConne
 
 
 def connect_attached(
-    databases: Mapping[str, str | Path], *, use: str, writable: Collection[str] = ()
+    databases: Mapping[str, str | Path],
+    *,
+    use: str,
+    writable: Collection[str] = (),
+    also_allowed: Collection[str | Path] = (),
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with ``databases`` (alias -> file) attached, read-only unless in ``writable``.
 
     For queries across files (the merge) and for reading the file a path names *now* (the explorer). External
     access is switched off before the first ATTACH; only the named files (and their write-ahead logs) stay
-    reachable, and the configuration is locked.
+    reachable, plus ``also_allowed`` (files the caller attaches later, read-only: a store's parts), and the
+    configuration is locked.
     """
     files = {alias: os.path.abspath(p) for alias, p in databases.items()}
+    allowed = [*files.values(), *(os.path.abspath(p) for p in also_allowed)]
     con = duckdb.connect(
         ":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     )
     try:
-        con.execute("SET allowed_paths = ?", [[f + s for f in files.values() for s in _COMPANIONS]])
+        con.execute("SET allowed_paths = ?", [[f + s for f in allowed for s in _COMPANIONS]])
         if writable:
             spill = files[next(iter(writable))] + ".tmp"
             con.execute("SET temp_directory = ?", [spill])
@@ -135,20 +144,15 @@ def sniff_format(path: Path) -> str | None:
 def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open a published store read-only, checking that it is a crossling store of our schema.
 
+    A store with live checkpoint parts (:mod:`precompute.store.parts`: a run in progress, or one killed before
+    it packed) opens as :func:`open_snapshot` does, so every reader sees the checkpoints published so far.
     Raises the :class:`StoreError` subclass that says why not: missing, not DuckDB, not crossling, another
     schema version, code in the file, or half-written (damaged, or missing tables of the schema).
     """
     path = Path(path)
-    if not path.exists():
-        raise StoreMissingError(f"{path}: no such store")
-    if path.is_dir():
-        raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
-    try:
-        looks_like = sniff_format(path)
-    except OSError as exc:
-        raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
-    if looks_like is not None:
-        raise NotDuckDBError(f"{path}: not a readable DuckDB file ({looks_like})")
+    _check_file(path)
+    if parts.listed_parts(real_path(path)):
+        return open_snapshot(path)
     try:
         con = connect(path, read_only=True)
     except duckdb.Error as exc:
@@ -159,6 +163,175 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a DuckDB file before DuckDB sees it (missing, a folder, SQLite, CSV, ...)."""
+    if not path.exists():
+        raise StoreMissingError(f"{path}: no such store")
+    if path.is_dir():
+        raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
+    try:
+        looks_like = sniff_format(path)
+    except OSError as exc:
+        raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
+    if looks_like is not None:
+        raise NotDuckDBError(f"{path}: not a readable DuckDB file ({looks_like})")
+
+
+#: The database a snapshot's queries run in: views over the store file and its live parts (or the file itself).
+SNAPSHOT_ALIAS = "crossling_store"
+_BASE_ALIAS = "crossling_file"
+
+
+def open_snapshot(path: str | Path, *, alias: str = SNAPSHOT_ALIAS) -> duckdb.DuckDBPyConnection:
+    """The store as the path names it *now*, in a private in-memory DuckDB instance; its default database ``alias``.
+
+    Without parts, the file itself is attached as ``alias``. With live parts, the file and each part are attached
+    read-only and ``alias`` is an in-memory database of views, one per table: the file's rows, less the
+    checkpoints a part replaces, then each part's rows, less those a later part replaces. Every file is checked
+    as :func:`open_readonly` checks a store (the parts too: a part with SQL in it is refused). Open files stay
+    readable after a pack deletes them, so a snapshot never changes under its reader; a pack that runs while
+    the snapshot is being made is noticed (a listed part vanished) and the snapshot is made again.
+    """
+    path = Path(path)
+    _check_file(path)
+    target = real_path(path)
+    for _ in range(20):
+        listed = parts.listed_parts(target)
+        con = _attach_snapshot(path, listed, alias)
+        if con is not None:
+            return con
+    raise StoreError(f"{path}: it was repacked 20 times while being opened; try again")
+
+
+def _attach_snapshot(path: Path, listed: dict[int, Path], alias: str) -> duckdb.DuckDBPyConnection | None:
+    """One attempt of :func:`open_snapshot` with the parts ``listed`` beforehand; None when one vanished since."""
+    base = alias if not listed else _BASE_ALIAS
+    try:
+        con = connect_attached({base: path}, use=base, also_allowed=list(listed.values()))
+    except duckdb.Error as exc:
+        raise NotDuckDBError(f"{path}: not a readable DuckDB file ({_first_line(exc)})") from None
+    try:
+        check_store(con, path)
+        if not listed:
+            return con
+        attached = attach_parts(con, path, listed)
+        if attached is None:
+            con.close()
+            return None
+        live = live_parts(con, base, attached)
+        for name in set(attached.values()) - set(live.values()):
+            con.execute(f"DETACH {_ident(name)}")  # packed already, or replaced by a newer part
+        con.execute(f"ATTACH ':memory:' AS {_ident(alias)}")
+        con.execute(f"USE {_ident(alias)}")
+        _create_union_views(con, base, live)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def snapshot_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The databases behind a snapshot with live parts (the store file's alias, then each part's, in order);
+    [] for a connection to the store file alone."""
+    names = [r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()]
+    if _BASE_ALIAS not in names:
+        return []
+    seqs = sorted(int(n.removeprefix("crossling_part_")) for n in names if n.startswith("crossling_part_"))
+    return [_BASE_ALIAS, *(f"crossling_part_{seq}" for seq in seqs)]
+
+
+def attach_parts(con: duckdb.DuckDBPyConnection, path: Path, listed: dict[int, Path]) -> dict[int, str] | None:
+    """Attach each listed part read-only (seq -> alias) and check it as a store is checked; None when one of them
+    vanished since it was listed (a pack deleted it: the caller lists again). Keeps the current database."""
+    current = con.execute("SELECT current_database()").fetchall()[0][0]
+    attached: dict[int, str] = {}
+    for seq, part in listed.items():
+        name = f"crossling_part_{seq}"
+        try:
+            con.execute(f"ATTACH '{_sql_str(os.path.abspath(part))}' AS {_ident(name)} (READ_ONLY)")
+        except duckdb.Error as exc:
+            if not part.exists():
+                return None
+            raise HalfWrittenStoreError(
+                f"{path}: checkpoint part {part.name} unreadable ({_first_line(exc)})"
+            ) from None
+        con.execute(f"USE {_ident(name)}")
+        _check_part(con, path, part)
+        attached[seq] = name
+    con.execute(f"USE {_ident(current)}")
+    return attached
+
+
+def live_parts(con: duckdb.DuckDBPyConnection, base: str, attached: dict[int, str]) -> dict[int, str]:
+    """The attached parts (seq -> alias) a reader must see: for each checkpoint its newest part, unless the store
+    file ``base`` already holds that checkpoint as the part wrote it (same ``completed_at``: packed already)."""
+    newest: dict[tuple[str, str], tuple[int, Any]] = {}
+    for seq, name in attached.items():
+        for run_id, checkpoint, completed in con.execute(
+            f"SELECT run_id, checkpoint, completed_at FROM {_ident(name)}.main.checkpoints"
+        ).fetchall():
+            newest[(run_id, checkpoint)] = max(newest.get((run_id, checkpoint), (-1, None)), (seq, completed),
+                                               key=lambda item: item[0])
+    packed = set(con.execute(f"SELECT run_id, checkpoint, completed_at FROM {_ident(base)}.main.checkpoints")
+                 .fetchall())
+    live = {seq for key, (seq, completed) in newest.items() if (*key, completed) not in packed}
+    return {seq: name for seq, name in attached.items() if seq in live}
+
+
+def _check_part(con: duckdb.DuckDBPyConnection, path: Path, part: Path) -> None:
+    """A part (the connection's current database) holds only data of this schema version."""
+    try:
+        code, version = stored_code(con), schema_version(con)
+    except (duckdb.Error, ValueError) as exc:
+        raise HalfWrittenStoreError(f"{path}: checkpoint part {part.name}: {corrupt_reason(exc)}") from None
+    if code:
+        raise UnsafeStoreError(f"{path}: checkpoint part {part.name} is not crossling's: it defines {code[0]}")
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(f"{path}: checkpoint part {part.name} has schema version {version}")
+
+
+def _create_union_views(con: duckdb.DuckDBPyConnection, base: str, live: dict[int, str]) -> None:
+    """One view per schema table in the current (in-memory) database: the file's rows, less the checkpoints a
+    live part publishes, then the live parts' rows (each the newest of its checkpoint)."""
+    databases = [base, *live.values()]
+    present = {
+        db: {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'", [db]
+        ).fetchall()}
+        for db in databases
+    }
+    replaced = [
+        pair for name in live.values()
+        for pair in con.execute(f"SELECT DISTINCT run_id, checkpoint FROM {_ident(name)}.main.checkpoints").fetchall()
+    ]
+    for table in DDL:
+        per_checkpoint = table in CHECKPOINT_TABLES or table == "checkpoints"
+        selects = []
+        for db in databases if per_checkpoint else [base]:
+            if table not in present[db]:
+                continue
+            where = f" WHERE NOT ({_pairs_sql(replaced)})" if db == base and per_checkpoint and replaced else ""
+            selects.append(f"SELECT * FROM {_ident(db)}.main.{_ident(table)}{where}")
+        if selects:
+            con.execute(f"CREATE VIEW {_ident(table)} AS " + " UNION ALL BY NAME ".join(selects))
+
+
+def _pairs_sql(pairs: list[tuple[str, str]]) -> str:
+    """``(run_id = 'r' AND checkpoint IN ('a', 'b')) OR ...`` for the given (run_id, checkpoint) pairs."""
+    by_run: dict[str, list[str]] = {}
+    for run_id, checkpoint in pairs:
+        by_run.setdefault(run_id, []).append(checkpoint)
+    return " OR ".join(
+        f"(run_id = '{_sql_str(run)}' AND checkpoint IN ({', '.join(repr_sql(c) for c in sorted(set(cks)))}))"
+        for run, cks in sorted(by_run.items())
+    )
+
+
+def repr_sql(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + _sql_str(text) + "'"
 
 
 def check_store(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from precompute.store.errors import HalfWrittenStoreError
-from precompute.store.open import corrupt_reason, open_readonly, table_counts, verify_readable
+from precompute.store.open import corrupt_reason, open_readonly, snapshot_files, table_counts, verify_readable
 from precompute.store.schema import DDL, checkpoint_order
 
 
@@ -90,9 +90,25 @@ def read_store_run(path: str | Path) -> StoreRun | None:
 def table_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Approximate bytes on disk of each schema table, from DuckDB's storage metadata (no data is read).
 
-    A table's share of the file is its blocks; a block shared by several small tables counts for each a
-    fraction. Tables only in memory (never checkpointed) count 0.
+    A table's share of a file is its blocks; a block shared by several small tables counts for each a
+    fraction. Tables only in memory (never checkpointed) count 0. A snapshot with checkpoint parts sums the
+    store file and its live parts.
     """
+    current = con.execute("SELECT current_database()").fetchall()[0][0]
+    files = snapshot_files(con)
+    sizes: dict[str, int] = {}
+    try:
+        for database in files or [current]:
+            con.execute(f'USE "{database}"')
+            for table, size in _file_table_sizes(con).items():
+                sizes[table] = sizes.get(table, 0) + size
+    finally:
+        con.execute(f'USE "{current}"')
+    return {t: sizes[t] for t in DDL if t in sizes}
+
+
+def _file_table_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """`table_sizes` of the current database, one file."""
     present = [t for t in DDL if t in {r[0] for r in con.execute("SHOW TABLES").fetchall()}]
     if not present:
         return {}
@@ -148,10 +164,13 @@ def store_info(path: str | Path) -> dict[str, Any]:
         concepts = [
             r[0] for r in con.execute("SELECT concept_id FROM concepts ORDER BY concept_id").fetchall()
         ]
+        # Stages in the order the pipeline ran them (rows in insertion order); views over parts have no rowid.
+        order = "stage" if snapshot_files(con) else "min(rowid)"
         timings = con.execute(
             "SELECT stage, sum(seconds), avg(tokens_per_s), max(peak_mem_mb) FROM stage_timings "
-            "GROUP BY stage ORDER BY min(rowid)"
+            f"GROUP BY stage ORDER BY {order}"
         ).fetchall()
+        parts = len(snapshot_files(con)[1:])
         meta = dict(con.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
         tables = table_counts(con)
         sizes = table_sizes(con)
@@ -181,6 +200,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "tables": tables,
         "table_bytes": sizes,
         "file_bytes": Path(path).stat().st_size,
+        "unpacked_parts": parts,  # checkpoints published as part files, not yet packed into the store file
         "stage_timings": [
             {"stage": t[0], "seconds": t[1], "tokens_per_s": t[2], "peak_mem_mb": t[3]}
             for t in timings

@@ -1,9 +1,13 @@
 """The one owner of the DuckDB store: schema (DDL), schema version, provenance and writes.
 
-A store is one self-describing DuckDB file. Long-format tables, keys first. Writers never modify the
-published file in place: each checkpoint is written into a private copy (``STORE.tmp-<pid>``) inside one
-transaction and then published by an atomic ``os.replace``. Readers (the explorer, ``precompute info``)
-therefore always see the last complete state, and a killed writer leaves the published store untouched.
+A store is one self-describing DuckDB file. Long-format tables, keys first. Writers never modify a published
+file in place. A checkpoint is written, in one transaction, into a new part file of its own
+(``STORE.parts/<seq>.duckdb.tmp-<pid>``, see :mod:`precompute.store.parts`) and published by an atomic
+``os.replace`` to its final name, so its cost does not grow with the store. Every other change (the run's
+inputs, steering rows added later, the merge, and the pack that folds the parts into the store file when a writer
+ends normally) is made in a private copy of the store file (``STORE.tmp-<pid>``) and published the same way.
+Readers (the explorer, ``precompute info``) therefore always see the last complete state, and a killed writer
+leaves the published store untouched.
 A second writer on the same store is refused through an exclusive lock file (``STORE.lock``, see
 :mod:`precompute.store.lock`). The store path is resolved to its real file first: a symlink is followed (the file
 it names is replaced, the link stays), and two writers reaching one file through different names share one lock.
@@ -27,10 +31,18 @@ import duckdb
 import polars as pl
 
 from precompute.faults import maybe_fail
-from precompute.store import lock
+from precompute.store import lock, parts
 from precompute.store.errors import StoreError
 from precompute.store.identity import run_difference
-from precompute.store.open import _first_line, connect, connect_attached, open_readonly, verify_readable
+from precompute.store.open import (
+    _first_line,
+    attach_parts,
+    connect,
+    connect_attached,
+    live_parts,
+    open_readonly,
+    verify_readable,
+)
 from precompute.store.read import read_checkpoint_fingerprints, read_runs
 from precompute.store.schema import CHECKPOINT_TABLES, DDL, create_schema
 
@@ -56,9 +68,11 @@ class CheckpointRows:
 class StoreWriter:
     """Exclusive writer for one store path. Use as a context manager.
 
-    ``with StoreWriter(path) as w: w.ensure_run(...); w.write_checkpoint(...)`` -- each call that
-    changes the store copies the published file, applies the change in one transaction and publishes
-    the copy by atomic rename.
+    ``with StoreWriter(path) as w: w.ensure_run(...); w.write_checkpoint(...)`` -- each checkpoint is published
+    as a part file; every other change copies the published file, applies the change (and packs the live parts)
+    in one transaction and publishes the copy by atomic rename. Leaving the ``with`` block normally packs what
+    parts are left, so a finished writer leaves one file; after an exception they stay, readable, for the next
+    writer (or ``precompute pack``).
     """
 
     def __init__(self, path: str | Path):
@@ -83,22 +97,65 @@ class StoreWriter:
                     con.close()
             self._remove_stale_copies()
         except BaseException:
-            self.__exit__(None, None, None)
+            self._release()
             raise
         return self
 
     def _remove_stale_copies(self) -> None:
-        """Delete private copies (``STORE.tmp-<pid>``) left by writers that were killed: we hold the lock."""
+        """Delete what writers that were killed left (we hold the lock): private copies (``STORE.tmp-<pid>``),
+        parts under construction, and parts already packed into the store file (a pack killed before it deleted
+        them)."""
         prefix = f"{self.target.name}.tmp-"
         for stale in self.target.parent.glob(f"{glob_escape(prefix)}*"):
             pid = stale.name[len(prefix):].removesuffix(".wal")
             if pid.isdigit():
                 stale.unlink(missing_ok=True)
+        for stale in parts.private_files(self.target):
+            stale.unlink(missing_ok=True)
+        listed = parts.listed_parts(self.target)
+        if listed:
+            live = self._live_parts()
+            self._delete_parts([path for seq, path in listed.items() if seq not in live])
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
+        try:
+            if exc_type is None and self._lock_fd is not None:
+                self.pack()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._lock_fd is not None:
             fd, self._lock_fd = self._lock_fd, None
             lock.release(fd, self.target)
+
+    def pack(self) -> int:
+        """Fold the live parts into the store file (one private copy, one rename); returns how many there were."""
+        count = len(self._live_parts())
+        if count:
+            with self.transaction():
+                pass  # every transaction packs the live parts first
+        return count
+
+    def _live_parts(self) -> dict[int, Path]:
+        """The published parts not yet in the store file (seq -> path, in order; see ``open.live_parts``)."""
+        listed = parts.listed_parts(self.target)
+        if not listed or not self.target.exists():
+            return {}  # the common case, without opening the store file
+        con = connect_attached({"crossling_file": self.target}, use="crossling_file", also_allowed=list(listed.values()))
+        try:
+            attached = attach_parts(con, self.path, listed)  # we hold the lock: no part vanishes
+            live = live_parts(con, "crossling_file", attached or {})
+        finally:
+            con.close()
+        return {seq: path for seq, path in listed.items() if seq in live}
+
+    def _delete_parts(self, paths: list[Path]) -> None:
+        """Remove parts the store file holds (or that a newer part replaced), then the folder when it is empty."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty (a later part), or not there
+            parts.parts_dir(self.target).rmdir()
 
     @contextlib.contextmanager
     def transaction(self, attach: Mapping[str, str | Path] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -112,18 +169,23 @@ class StoreWriter:
         tmp = self.target.with_name(f"{self.target.name}.tmp-{os.getpid()}")
         for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
             stale.unlink(missing_ok=True)
+        listed, live = parts.listed_parts(self.target), self._live_parts()
         try:
             if self.target.exists():
                 shutil.copyfile(self.target, tmp)
             maybe_fail("store.copied")
-            if attach:
-                alias = _free_alias("crossling_out", attach)
-                con = connect_attached({alias: tmp, **attach}, use=alias, writable=[alias])
+            part_aliases = {f"crossling_part_{seq}": path for seq, path in live.items()}
+            if attach or part_aliases:
+                others = {**part_aliases, **(attach or {})}
+                alias = _free_alias("crossling_out", others)
+                con = connect_attached({alias: tmp, **others}, use=alias, writable=[alias])
             else:
                 con = connect(tmp, read_only=False)
             try:
                 create_schema(con)
                 con.execute("BEGIN TRANSACTION")
+                if live:
+                    _absorb_parts(con, list(part_aliases))
                 yield con
                 con.execute("COMMIT")
                 con.execute("CHECKPOINT")
@@ -138,14 +200,60 @@ class StoreWriter:
             os.replace(tmp, self.target)
             maybe_fail("store.published")
             _fsync(self.target.parent)
+            if listed:
+                maybe_fail("store.packed")
+                self._delete_parts(list(listed.values()))
         except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
             # A full disk, a read-only folder, ...: the published store is still the previous one.
+            unpacked = (
+                f"; its {len(live)} checkpoint part(s) ({parts.parts_dir(self.target).name}/) are published and "
+                f"readable: run `precompute pack {self.path}` once that is fixed" if live else ""
+            )
+            raise StoreError(
+                f"{self.path}: cannot write the store ({_os_reason(exc)}); the published store is unchanged{unpacked}"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _part_transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection on a new, empty part file of the schema; committed and published as the next part."""
+        seq = parts.newest_seq(self.target) + 1
+        final = parts.part_path(self.target, seq)
+        tmp = parts.private_part_path(self.target, seq)
+        try:
+            final.parent.mkdir(exist_ok=True)
+            for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
+                stale.unlink(missing_ok=True)
+            con = connect(tmp, read_only=False)
+            maybe_fail("store.copied")
+            try:
+                create_schema(con)
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+                con.execute("CHECKPOINT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()
+            _fsync(tmp)
+            maybe_fail("store.committed")
+            os.replace(tmp, final)
+            maybe_fail("store.published")
+            _fsync(final.parent)
+        except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
             raise StoreError(
                 f"{self.path}: cannot write the store ({_os_reason(exc)}); the published store is unchanged"
             ) from None
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder made for a part that was never published
+                final.parent.rmdir()
 
     def finished_checkpoints(self, run_id: str) -> set[str]:
         """Checkpoints of this run already published."""
@@ -192,17 +300,23 @@ class StoreWriter:
             insert_rows(con, "layers", layers.with_columns(pl.lit(run_id).alias("run_id")))
 
     def write_checkpoint(self, run_id: str, rows: CheckpointRows) -> None:
-        """Publish all rows of one checkpoint in one transaction (replacing any earlier rows)."""
-        with self.transaction() as con:
-            con.execute(
-                "DELETE FROM checkpoints WHERE run_id = ? AND checkpoint = ?",
-                [run_id, rows.checkpoint],
-            )
-            for table in CHECKPOINT_TABLES:
+        """Publish all rows of one checkpoint in one transaction (replacing any earlier rows).
+
+        Into a part file of its own when the store file exists (a later part replaces the checkpoint's earlier
+        rows for readers, and the pack deletes them); the very first write of a store creates the file.
+        """
+        in_part = self.target.exists()
+        with self._part_transaction() if in_part else self.transaction() as con:
+            if not in_part:
                 con.execute(
-                    f"DELETE FROM {table} WHERE run_id = ? AND checkpoint = ?",
+                    "DELETE FROM checkpoints WHERE run_id = ? AND checkpoint = ?",
                     [run_id, rows.checkpoint],
                 )
+                for table in CHECKPOINT_TABLES:
+                    con.execute(
+                        f"DELETE FROM {table} WHERE run_id = ? AND checkpoint = ?",
+                        [run_id, rows.checkpoint],
+                    )
             for table, frame in rows.tables.items():
                 if table not in CHECKPOINT_TABLES:
                     raise StoreError(f"unknown checkpoint table {table!r}")
@@ -243,6 +357,23 @@ class StoreWriter:
         """Stamp the run's finish time."""
         with self.transaction() as con:
             con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
+
+
+def _absorb_parts(con: duckdb.DuckDBPyConnection, aliases: list[str]) -> None:
+    """Fold attached live parts, in sequence order, into the connection's default database (the private copy).
+
+    Each part's checkpoints replace the rows the store has for them, ``checkpoints.completed_at`` included: that
+    is how a reader knows a part left behind by an interrupted deletion is already in the store file.
+    """
+    for alias in aliases:
+        published = f"SELECT DISTINCT run_id, checkpoint FROM {alias}.main.checkpoints"
+        for table in ["checkpoints", *CHECKPOINT_TABLES]:
+            con.execute(f"DELETE FROM {table} WHERE (run_id, checkpoint) IN ({published})")
+            present = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [alias, table]
+            ).fetchall()[0][0]
+            if present:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {alias}.main.{table}")
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
