@@ -24,11 +24,18 @@ import polars as pl
 
 from precompute import store as store_module
 from precompute.store import DDL, checkpoint_order
+from precompute.store.schema import DERIVED_TABLES
 
 # Join that attaches a checkpoint's step and orders rows by training progress.
 _CKPT_JOIN = "JOIN checkpoints c ON c.run_id = t.run_id AND c.checkpoint = t.checkpoint"
 _CKPT_ORDER = checkpoint_order("c")
 _T_ORDER = "c.step NULLS LAST, t.checkpoint"  # the same order, for queries that join t to c
+# One checkpoint's rows of a large table are selected by ``checkpoint = ? AND strlen(checkpoint) = strlen(?)``
+# (the name bound twice). The second test is implied by the first; it is there for DuckDB's zonemaps, which keep
+# only a 12-byte prefix of a string column's min and max: names such as global_step1000, global_step16000 and
+# global_step128000 share theirs, so the first test alone reads the row groups of every checkpoint with the same
+# prefix, while their lengths (kept exactly) tell most of them apart (BLOOM-7b1 scale: 14 instead of 168 of
+# neuron_ap's 521 row groups for one checkpoint).
 
 
 class StoreConnection:
@@ -83,9 +90,21 @@ def present_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Schema tables the store lacks (an incomplete or foreign file)."""
+    """Schema tables the store lacks (an incomplete or foreign file); not the derived ones (``DERIVED_TABLES``),
+    which a store written before they were added lacks: the queries then read the table they derive from."""
     present = set(present_tables(con))
-    return [name for name in DDL if name not in present]
+    return [name for name in DDL if name not in present and name not in DERIVED_TABLES]
+
+
+def _by_unit(con: duckdb.DuckDBPyConnection) -> str:
+    """The table to read one unit's top-K rows from: ``neuron_ap_by_unit`` (laid out by unit, so a unit's rows are
+    a few row groups per checkpoint) where it holds a copy of every ``neuron_ap`` row, else ``neuron_ap`` itself
+    (a store written before the copy was added, or resumed across that change). Two row counts: no scan."""
+    try:
+        same = frame(con, "SELECT (SELECT count(*) FROM neuron_ap) = (SELECT count(*) FROM neuron_ap_by_unit) AS same")
+    except duckdb.CatalogException:
+        return "neuron_ap"
+    return "neuron_ap_by_unit" if same["same"][0] else "neuron_ap"
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -255,13 +274,14 @@ def overlap_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame
     """Mean cross-lingual expert overlap (over concepts and language pairs) per checkpoint."""
     return frame(
         con,
+        # Grouped by checkpoint alone (the run is fixed): a string key less per row of 1 M at BLOOM-7b1 scale.
         f"""WITH t AS (
-                SELECT run_id, checkpoint, avg(jaccard) AS mean_jaccard, avg(spearman_ap) AS mean_spearman_ap,
+                SELECT checkpoint, avg(jaccard) AS mean_jaccard, avg(spearman_ap) AS mean_spearman_ap,
                        count(DISTINCT concept_id)::INTEGER AS n_concepts, max(k)::INTEGER AS k
-                FROM expert_overlap WHERE run_id = ? AND lang_a <> lang_b GROUP BY run_id, checkpoint)
+                FROM expert_overlap WHERE run_id = ? AND lang_a <> lang_b GROUP BY checkpoint)
             SELECT t.checkpoint, c.step, t.mean_jaccard, t.mean_spearman_ap, t.n_concepts, t.k
-            FROM t {_CKPT_JOIN} ORDER BY {_T_ORDER}""",
-        [run_id],
+            FROM t JOIN checkpoints c ON c.run_id = ? AND c.checkpoint = t.checkpoint ORDER BY {_T_ORDER}""",
+        [run_id, run_id],
     )
 
 
@@ -273,14 +293,15 @@ def concept_overlap_matrix(
         con,
         """WITH o AS (
                SELECT lang_a, lang_b, jaccard, spearman_ap FROM expert_overlap
-               WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND lang_a <> lang_b),
+               WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+                 AND concept_id = ? AND lang_a <> lang_b),
            m AS (
                SELECT lang_a, lang_b, jaccard, spearman_ap FROM o
                UNION ALL SELECT lang_b, lang_a, jaccard, spearman_ap FROM o
                UNION ALL SELECT l, l, 1.0, 1.0 FROM (SELECT lang_a AS l FROM o UNION SELECT lang_b FROM o))
            SELECT lang_a, lang_b, avg(jaccard) AS jaccard, avg(spearman_ap) AS spearman_ap
            FROM m GROUP BY lang_a, lang_b ORDER BY lang_a, lang_b""",
-        [run_id, checkpoint, concept_id],
+        [run_id, checkpoint, checkpoint, concept_id],
     )
 
 
@@ -308,9 +329,10 @@ def concept_overlap_ranking(
     return frame(
         con,
         """SELECT concept_id, avg(jaccard) AS mean_jaccard, avg(spearman_ap) AS mean_spearman_ap
-           FROM expert_overlap WHERE run_id = ? AND checkpoint = ? AND lang_a <> lang_b
+           FROM expert_overlap WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+             AND lang_a <> lang_b
            GROUP BY concept_id ORDER BY mean_jaccard DESC, concept_id""",
-        [run_id, checkpoint],
+        [run_id, checkpoint, checkpoint],
     )
 
 
@@ -324,9 +346,9 @@ def top_units(
     return frame(
         con,
         """SELECT lang, rank, layer, unit, ap, median_pos_act FROM neuron_ap
-           WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND rank <= ?
+           WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?) AND concept_id = ? AND rank <= ?
            ORDER BY lang, rank""",
-        [run_id, checkpoint, concept_id, k],
+        [run_id, checkpoint, checkpoint, concept_id, k],
     )
 
 
@@ -342,9 +364,10 @@ def shared_experts(
     return frame(
         con,
         """SELECT layer, unit, n_langs_topk, langs, min_ap, mean_ap FROM shared_experts
-           WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND n_langs_topk >= ?
+           WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+             AND concept_id = ? AND n_langs_topk >= ?
            ORDER BY n_langs_topk DESC, mean_ap DESC, layer, unit LIMIT ?""",
-        [run_id, checkpoint, concept_id, min_langs, limit],
+        [run_id, checkpoint, checkpoint, concept_id, min_langs, limit],
     )
 
 
@@ -376,9 +399,11 @@ def compare_checkpoints(
     return frame(
         con,
         """WITH a AS (SELECT lang, layer, unit, rank, ap FROM neuron_ap
-                     WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND rank <= ?),
+                     WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+                       AND concept_id = ? AND rank <= ?),
                 b AS (SELECT lang, layer, unit, rank, ap FROM neuron_ap
-                     WHERE run_id = ? AND checkpoint = ? AND concept_id = ? AND rank <= ?)
+                     WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+                       AND concept_id = ? AND rank <= ?)
            SELECT coalesce(a.lang, b.lang) AS lang, coalesce(a.layer, b.layer) AS layer,
                   coalesce(a.unit, b.unit) AS unit, a.rank AS rank_a, b.rank AS rank_b,
                   a.ap AS ap_a, b.ap AS ap_b,
@@ -386,7 +411,7 @@ def compare_checkpoints(
                        ELSE 'stayed' END AS status
            FROM a FULL OUTER JOIN b ON a.lang = b.lang AND a.layer = b.layer AND a.unit = b.unit
            ORDER BY lang, status, coalesce(b.rank, a.rank)""",
-        [run_id, checkpoint_a, concept_id, k, run_id, checkpoint_b, concept_id, k],
+        [run_id, checkpoint_a, checkpoint_a, concept_id, k, run_id, checkpoint_b, checkpoint_b, concept_id, k],
     )
 
 
@@ -400,7 +425,7 @@ def neuron_ap_history(
     return frame(
         con,
         f"""SELECT t.checkpoint, c.step, t.lang, t.concept_id, t.ap, t.rank
-            FROM neuron_ap t {_CKPT_JOIN}
+            FROM {_by_unit(con)} t {_CKPT_JOIN}
             WHERE t.run_id = ? AND t.layer = ? AND t.unit = ?
             ORDER BY {_T_ORDER}, t.concept_id, t.lang""",
         [run_id, layer, unit],
@@ -444,10 +469,10 @@ def top_shared_neurons(
         """SELECT layer, unit, max(n_langs_topk)::INTEGER AS max_langs,
                   count(*)::INTEGER AS n_concepts, arg_max(concept_id, n_langs_topk) AS top_concept,
                   max(mean_ap) AS best_mean_ap
-           FROM shared_experts WHERE run_id = ? AND checkpoint = ?
+           FROM shared_experts WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
            GROUP BY layer, unit
            ORDER BY max_langs DESC, n_concepts DESC, best_mean_ap DESC, layer, unit LIMIT ?""",
-        [run_id, checkpoint, limit],
+        [run_id, checkpoint, checkpoint, limit],
     )
 
 
@@ -464,9 +489,9 @@ def unit_top_contexts(
         """SELECT t.lang, t.rank, t.sentence_id, s.concept_id, s.text, t.response, t.peak_start, t.peak_end,
                   t.peak_act
            FROM unit_top_contexts t JOIN sentences s ON s.sentence_id = t.sentence_id
-           WHERE t.run_id = ? AND t.checkpoint = ? AND t.layer = ? AND t.unit = ?
+           WHERE t.run_id = ? AND t.checkpoint = ? AND strlen(t.checkpoint) = strlen(?) AND t.layer = ? AND t.unit = ?
            ORDER BY t.lang, t.rank""",
-        [run_id, checkpoint, layer, unit],
+        [run_id, checkpoint, checkpoint, layer, unit],
     )
 
 
@@ -483,7 +508,7 @@ def unit_response_hist(
                       generate_subscripts(concept_counts, 1) AS bin,
                       unnest(concept_counts) AS n_concept, unnest(other_counts) AS n_other
                FROM unit_response_hist
-               WHERE run_id = ? AND checkpoint = ? AND layer = ? AND unit = ?),
+               WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?) AND layer = ? AND unit = ?),
            long AS (
                SELECT concept_id, lang, lo, hi, n_bins, bin, 'concept' AS grp, n_concept AS n FROM h
                UNION ALL
@@ -493,7 +518,7 @@ def unit_response_hist(
                   n::INTEGER AS n,
                   n / greatest(sum(n) OVER (PARTITION BY concept_id, lang, grp), 1) AS share
            FROM long ORDER BY concept_id, lang, grp, bin""",
-        [run_id, checkpoint, layer, unit],
+        [run_id, checkpoint, checkpoint, layer, unit],
     )
 
 
@@ -518,17 +543,22 @@ def similar_units(
     """The units whose cross-lingual profile is most like this unit's at one checkpoint: cosine of their AP
     vectors over (concept, lang), from the stored top-K rows (an AP outside a unit's top-K counts as 0, so
     units that are experts for none of the same cells are not listed)."""
+    by_unit = _by_unit(con)
     return frame(
         con,
         # Two passes over the checkpoint's rows, never a group-by over all of its units: the units sharing a
-        # cell with this one (a hash probe against its few cells), then only those units' rows.
-        """WITH me AS (SELECT concept_id, lang, ap FROM neuron_ap
-                       WHERE run_id = ? AND checkpoint = ? AND layer = ? AND unit = ?),
+        # cell with this one (a hash probe against its few cells, in neuron_ap laid out by concept), then only
+        # those units' rows (in the copy laid out by unit, where this unit's own rows are a row group or two).
+        f"""WITH me AS (SELECT concept_id, lang, ap FROM {by_unit}
+                       WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+                         AND layer = ? AND unit = ?),
                 my_norm AS (SELECT sqrt(sum(ap * ap)) AS norm FROM me),
                 cand AS (SELECT DISTINCT n.layer, n.unit FROM neuron_ap n JOIN me USING (concept_id, lang)
-                         WHERE n.run_id = ? AND n.checkpoint = ? AND NOT (n.layer = ? AND n.unit = ?)),
-                prof AS (SELECT n.layer, n.unit, n.concept_id, n.lang, n.ap FROM neuron_ap n JOIN cand USING (layer, unit)
-                         WHERE n.run_id = ? AND n.checkpoint = ?),
+                         WHERE n.run_id = ? AND n.checkpoint = ? AND strlen(n.checkpoint) = strlen(?)
+                           AND NOT (n.layer = ? AND n.unit = ?)),
+                prof AS (SELECT n.layer, n.unit, n.concept_id, n.lang, n.ap FROM {by_unit} n
+                         JOIN cand USING (layer, unit)
+                         WHERE n.run_id = ? AND n.checkpoint = ? AND strlen(n.checkpoint) = strlen(?)),
                 agg AS (SELECT p.layer, p.unit, sum(p.ap * coalesce(me.ap, 0)) AS dot,
                                count(me.ap)::INTEGER AS n_shared_cells, sqrt(sum(p.ap * p.ap)) AS norm,
                                count(*)::INTEGER AS n_cells
@@ -536,7 +566,8 @@ def similar_units(
            SELECT a.layer, a.unit, a.dot / (a.norm * m.norm) AS cosine, a.n_shared_cells, a.n_cells
            FROM agg a, my_norm m
            ORDER BY cosine DESC, a.n_shared_cells DESC, a.layer, a.unit LIMIT ?""",
-        [run_id, checkpoint, layer, unit, run_id, checkpoint, layer, unit, run_id, checkpoint, limit],
+        [run_id, checkpoint, checkpoint, layer, unit, run_id, checkpoint, checkpoint, layer, unit,
+         run_id, checkpoint, checkpoint, limit],
     )
 
 
@@ -567,9 +598,10 @@ def search_units(
         """SELECT t.layer, t.unit, count(*)::INTEGER AS n_contexts, min(t.rank)::INTEGER AS best_rank,
                   string_agg(DISTINCT t.lang, ',' ORDER BY t.lang) AS langs, arg_min(s.text, t.rank) AS example
            FROM unit_top_contexts t JOIN sentences s ON s.sentence_id = t.sentence_id
-           WHERE t.run_id = ? AND t.checkpoint = ? AND strpos(lower(s.text), lower(?)) > 0
+           WHERE t.run_id = ? AND t.checkpoint = ? AND strlen(t.checkpoint) = strlen(?)
+             AND strpos(lower(s.text), lower(?)) > 0
            GROUP BY t.layer, t.unit ORDER BY n_contexts DESC, best_rank, t.layer, t.unit LIMIT ?""",
-        [run_id, checkpoint, word, limit],
+        [run_id, checkpoint, checkpoint, word, limit],
     )
 
 
@@ -584,13 +616,13 @@ def language_experts(
     return frame(
         con,
         """WITH a AS (SELECT concept_id, rank, layer, unit, ap FROM neuron_ap
-                     WHERE run_id = ? AND checkpoint = ? AND lang = ? AND rank <= ?),
+                     WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?) AND lang = ? AND rank <= ?),
                 s AS (SELECT concept_id, layer, unit, n_langs_topk, langs FROM shared_experts
-                     WHERE run_id = ? AND checkpoint = ? AND contains(langs, ?))
+                     WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?) AND contains(langs, ?))
            SELECT a.concept_id, a.rank, a.layer, a.unit, a.ap, s.n_langs_topk, s.langs
            FROM a LEFT JOIN s USING (concept_id, layer, unit)
            ORDER BY a.concept_id, a.rank""",
-        [run_id, checkpoint, lang, k, run_id, checkpoint, lang],
+        [run_id, checkpoint, checkpoint, lang, k, run_id, checkpoint, checkpoint, lang],
     )
 
 
@@ -652,12 +684,13 @@ def similarity_pairs(
     return frame(
         con,
         """WITH o AS (SELECT lang_a, lang_b, value FROM similarity
-                     WHERE run_id = ? AND checkpoint = ? AND layer = ? AND metric = ?)
+                     WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+                       AND layer = ? AND metric = ?)
            SELECT lang_a, lang_b, avg(value) AS value FROM (
                SELECT lang_a, lang_b, value FROM o
                UNION ALL SELECT lang_b, lang_a, value FROM o WHERE lang_a <> lang_b)
            GROUP BY lang_a, lang_b ORDER BY lang_a, lang_b""",
-        [run_id, checkpoint, layer, metric],
+        [run_id, checkpoint, checkpoint, layer, metric],
     )
 
 
@@ -701,8 +734,8 @@ def language_neurons(
     return frame(
         con,
         """SELECT layer, unit, top_lang, top_prob, lape FROM language_neurons
-           WHERE run_id = ? AND checkpoint = ? ORDER BY lape, layer, unit LIMIT ?""",
-        [run_id, checkpoint, limit],
+           WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?) ORDER BY lape, layer, unit LIMIT ?""",
+        [run_id, checkpoint, checkpoint, limit],
     )
 
 
@@ -843,9 +876,10 @@ def expert_significance(
            FROM neuron_ap n LEFT JOIN chance_ap ch
              ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
             AND ch.concept_id = n.concept_id
-           WHERE n.run_id = ? AND n.checkpoint = ? AND n.concept_id = ? AND n.rank <= ?
+           WHERE n.run_id = ? AND n.checkpoint = ? AND strlen(n.checkpoint) = strlen(?) AND n.concept_id = ?
+             AND n.rank <= ?
            ORDER BY n.lang, n.rank""",
-        [run_id, checkpoint, concept_id, k],
+        [run_id, checkpoint, checkpoint, concept_id, k],
     )
 
 
@@ -902,11 +936,13 @@ def unit_emergence(
     the permutation threshold (``chance_ap.threshold``) as a top-K expert in at least ``min_langs`` languages
     at every later checkpoint, with in how many languages it does at the last one. Only units that emerged;
     filtered by concept and/or unit."""
+    # One unit's rows from the copy laid out by unit; one concept's (or all) from neuron_ap, laid out by concept.
+    source = _by_unit(con) if layer is not None and unit is not None else "neuron_ap"
     return frame(
         con,
         f"""WITH {_CK_POS},
             sig AS (SELECT n.checkpoint, n.concept_id, n.layer, n.unit, count(*)::INTEGER AS n_langs
-                    FROM neuron_ap n JOIN chance_ap ch
+                    FROM {source} n JOIN chance_ap ch
                       ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
                      AND ch.concept_id = n.concept_id
                     WHERE n.run_id = ? AND (?::VARCHAR IS NULL OR n.concept_id = ?)

@@ -301,3 +301,57 @@ def test_neuron_language_history(con, raw):
     assert got.height == expected.height
     assert set(got["checkpoint"]) == set(expected["checkpoint"])
     assert got["step"].is_sorted()
+
+
+def test_store_order_lays_neuron_ap_out_by_concept_and_its_copy_by_unit():
+    from precompute.store.layout import NEURON_AP_BY_UNIT_COLUMNS, checkpoint_frames, store_order
+
+    rows = pl.DataFrame({
+        "lang": ["fr", "en", "fr", "en"], "concept_id": ["b", "b", "a", "a"], "layer": [1, 0, 1, 0],
+        "unit": [5, 7, 2, 7], "ap": [0.9, 0.8, 0.7, 0.6], "rank": [1, 1, 1, 1], "median_pos_act": [1.0, 2.0, 3.0, 4.0],
+    })
+    ordered = store_order("neuron_ap", rows)
+    assert ordered.select("concept_id", "lang").rows() == [("a", "en"), ("a", "fr"), ("b", "en"), ("b", "fr")]
+    assert ordered.sort("ap").equals(rows.sort("ap"))  # the same rows
+    copy = checkpoint_frames({"neuron_ap": rows})["neuron_ap_by_unit"]
+    assert copy.columns == list(NEURON_AP_BY_UNIT_COLUMNS)
+    assert copy.select("layer", "unit", "concept_id").rows() == [(0, 7, "a"), (0, 7, "b"), (1, 2, "a"), (1, 5, "b")]
+    assert copy.sort("ap").equals(rows.drop("median_pos_act").select(copy.columns).sort("ap"))
+    assert store_order("shared_experts", rows) is rows  # tables without a layout keep their order
+    no_rank = rows.drop("rank")
+    assert store_order("neuron_ap", no_rank) is no_rank  # a frame without the keys is left as it is
+
+
+def test_neuron_ap_by_unit_is_a_copy_of_neuron_ap_laid_out_by_unit(con, raw):
+    ap = raw("neuron_ap").drop("median_pos_act")
+    copy = raw("neuron_ap_by_unit")
+    keys = ["checkpoint", "lang", "concept_id", "rank"]
+    assert copy.select(ap.columns).sort(keys).equals(ap.sort(keys))
+    for ckpt in CKPTS:  # physical order (as written): by unit within each checkpoint; neuron_ap by concept
+        part = copy.filter(pl.col("checkpoint") == ckpt)
+        assert part.select("layer", "unit").equals(part.select("layer", "unit").sort("layer", "unit"))
+        part = raw("neuron_ap").filter(pl.col("checkpoint") == ckpt)
+        assert part.select("concept_id", "lang", "rank").equals(part.select("concept_id", "lang", "rank").sort(
+            "concept_id", "lang", "rank"))
+    assert Q._by_unit(con) == "neuron_ap_by_unit"
+
+
+@pytest.mark.parametrize("change", ["DROP TABLE neuron_ap_by_unit",
+                                    f"DELETE FROM neuron_ap_by_unit WHERE checkpoint = '{CKPTS[0]}'"])
+def test_unit_queries_read_neuron_ap_where_the_copy_is_missing_or_partial(store, con, raw, tmp_path, change):
+    # A store written before neuron_ap_by_unit was added (or resumed across that change) answers the same.
+    old = tmp_path / "old.duckdb"
+    shutil.copyfile(store, old)
+    with duckdb.connect(str(old)) as c:
+        c.execute(change)
+    units = raw("neuron_ap").group_by("layer", "unit").len().sort("len", "layer", "unit", descending=True)
+    with duckdb.connect(str(old), read_only=True) as c:
+        assert Q._by_unit(c) == "neuron_ap"
+        assert Q.missing_tables(c) == []  # a derived table: the store is still whole
+        for layer, unit, _ in units.head(3).iter_rows():
+            assert Q.neuron_ap_history(c, RUN_ID, layer, unit).equals(Q.neuron_ap_history(con, RUN_ID, layer, unit))
+            assert Q.unit_emergence(c, RUN_ID, 1, None, layer, unit).equals(
+                Q.unit_emergence(con, RUN_ID, 1, None, layer, unit))
+            for ckpt in CKPTS:
+                assert Q.similar_units(c, RUN_ID, ckpt, layer, unit, 5).equals(
+                    Q.similar_units(con, RUN_ID, ckpt, layer, unit, 5))

@@ -50,14 +50,14 @@ _LANG_INFO = {
     "sw": ("Swahili", "Latn", "Niger-Congo"),
 }
 
-PAPER_SCALE = dict(
-    n_layers=24,
-    n_units=4096,
-    checkpoints=10,
-    languages=("en", "de", "fr", "es", "it", "pt", "ru", "ar", "hi", "zh", "ja", "fi"),
-    concepts=tuple(f"concept_{i:03d}" for i in range(100)),
-    k=1000,
-)
+PAPER_SCALE = {
+    "n_layers": 24,
+    "n_units": 4096,
+    "checkpoints": 10,
+    "languages": ("en", "de", "fr", "es", "it", "pt", "ru", "ar", "hi", "zh", "ja", "fi"),
+    "concepts": tuple(f"concept_{i:03d}" for i in range(100)),
+    "k": 1000,
+}
 
 
 def checkpoint_steps(n: int) -> list[int]:
@@ -79,15 +79,13 @@ def build_synthetic_store(
     run_id: str = RUN_ID,
     steering: bool = True,
     optional_tables: bool = True,
-    sort_neuron_ap: bool = False,
     progress: bool = False,
 ) -> Path:
     """Write a complete synthetic store at ``path`` (which must not exist yet) and return the path.
 
     ``optional_tables=False`` leaves the tables of the later stages empty (similarity, compression,
-    language_neurons, neuron_counts, steering), like a run that skipped them. ``sort_neuron_ap=True``
-    hands neuron_ap to the writer sorted by (layer, unit) instead of precompute's (lang, concept,
-    rank) order -- the clustering the benchmark recommends.
+    language_neurons, neuron_counts, steering), like a run that skipped them. The writer lays every table out
+    (:mod:`precompute.store.layout`) and derives ``neuron_ap_by_unit``, as for a real run.
     """
     path = Path(path)
     if path.exists():
@@ -185,8 +183,6 @@ def build_synthetic_store(
             if not optional_tables:
                 for name_ in ("similarity", "compression", "language_neurons", "neuron_counts"):
                     tables[name_] = tables[name_].clear()
-            if sort_neuron_ap:
-                tables["neuron_ap"] = tables["neuron_ap"].sort(["layer", "unit"])
             writer.write_checkpoint(
                 run_id,
                 CheckpointRows(
@@ -310,7 +306,7 @@ def _checkpoint_tables(
     # --- neuron_ap: top-k per (lang, concept) -----------------------------------------------
     members = np.empty((n_lang, n_con, k), dtype=np.int64)
     for li, ci in itertools.product(range(n_lang), range(n_con)):
-        m = int(round(share * k))
+        m = round(share * k)
         shared = rng.choice(pools[ci], size=m, replace=False) if m else np.empty(0, np.int64)
         need = k - m
         own = np.empty(0, np.int64)
@@ -475,7 +471,7 @@ def _checkpoint_tables(
     compression = pl.DataFrame(comp_rows, schema_overrides={"layer": pl.Int32})
 
     # --- language-specific neurons (LAPE) and neuron counts ---------------------------------------
-    n_ls = max(1, int(round(n_neurons * 0.01 * (1.0 - 0.6 * frac))))
+    n_ls = max(1, round(n_neurons * 0.01 * (1.0 - 0.6 * frac)))
     ls = rng.choice(n_neurons, size=n_ls, replace=False)
     language_neurons = pl.DataFrame(
         {

@@ -123,6 +123,19 @@ DDL: dict[str, str] = {
             rank INTEGER NOT NULL,
             median_pos_act DOUBLE NOT NULL
         )""",
+    # neuron_ap again (without median_pos_act), laid out by unit instead of by concept (precompute.store.layout):
+    # the explorer's reads of one unit over training; the writer derives it (precompute.store.layout).
+    "neuron_ap_by_unit": """
+        CREATE TABLE IF NOT EXISTS neuron_ap_by_unit (
+            run_id VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            layer INTEGER NOT NULL,
+            unit INTEGER NOT NULL,
+            lang VARCHAR NOT NULL,
+            concept_id VARCHAR NOT NULL,
+            rank INTEGER NOT NULL,
+            ap DOUBLE NOT NULL
+        )""",
     # Every neuron, every checkpoint: AP summarised over all (lang, concept) pairs.
     "neuron_summary": """
         CREATE TABLE IF NOT EXISTS neuron_summary (
@@ -351,6 +364,11 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+# Tables derived from other tables for the explorer's speed only: a store written before one was added lacks it
+# (or lacks some checkpoints' rows), and the explorer then reads the table it derives from.
+DERIVED_TABLES: dict[str, str] = {"neuron_ap_by_unit": "neuron_ap"}
+
+
 # Indexes that make the explorer's drill-downs fast on paper-scale stores.
 INDEXES: list[str] = []
 
@@ -361,6 +379,7 @@ CHECKPOINT_TABLES = [
     "probe_results",
     "probe_per_language",
     "neuron_ap",
+    "neuron_ap_by_unit",
     "neuron_summary",
     "expert_overlap",
     "shared_experts",
@@ -403,7 +422,7 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
 
 # Tables with an MLP ``layer`` column: their layer ids are the model's, kept when a run hooks only some layers.
 MLP_LAYER_TABLES = [
-    "neuron_ap", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts",
+    "neuron_ap", "neuron_ap_by_unit", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts",
     "unit_top_contexts", "unit_response_hist", "unit_output_tokens",
 ]
 

@@ -34,6 +34,7 @@ from precompute.faults import maybe_fail
 from precompute.store import lock, parts
 from precompute.store.errors import StoreError
 from precompute.store.identity import run_difference
+from precompute.store.layout import checkpoint_frames
 from precompute.store.open import (
     _first_line,
     attach_parts,
@@ -117,7 +118,7 @@ class StoreWriter:
             live = self._live_parts()
             self._delete_parts([path for seq, path in listed.items() if seq not in live])
 
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         try:
             if exc_type is None and self._lock_fd is not None:
                 self.pack()
@@ -317,7 +318,7 @@ class StoreWriter:
                         f"DELETE FROM {table} WHERE run_id = ? AND checkpoint = ?",
                         [run_id, rows.checkpoint],
                     )
-            for table, frame in rows.tables.items():
+            for table, frame in checkpoint_frames(rows.tables).items():  # derived tables added, in store order
                 if table not in CHECKPOINT_TABLES:
                     raise StoreError(f"unknown checkpoint table {table!r}")
                 if frame.height == 0:
