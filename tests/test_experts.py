@@ -32,7 +32,7 @@ def test_average_precision_matches_sklearn(n, n_neurons, n_levels, pos_rate, see
     labels[rng.integers(n)] = True
     ours = average_precision(torch.from_numpy(scores), torch.from_numpy(labels)).numpy()
     ref = np.array([average_precision_score(labels, scores[:, j]) for j in range(n_neurons)])
-    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(ours, ref, atol=1e-12, rtol=0)
 
 
 def test_all_tied_scores_give_the_positive_rate():
@@ -103,22 +103,76 @@ def test_score_experts_finds_planted_units_and_maps_layers():
     assert row["best_concept_id"][0] == "b"
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
-def test_multi_is_bit_identical_across_cpu_paths_and_threads(dtype, monkeypatch):
-    """The CPU path (rank counts for several concepts, thread pool over 1,024-column slices) changes no bit
-    against the per-concept binary searches of `average_precision_sorted` (issue 15.2)."""
-    from precompute.analysis.experts import average_precision_sorted, sort_scores
+def _sklearn_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(concepts, neurons) AP from sklearn, one call per column, on the float32 scores the CPU path ranks."""
+    return np.array([[average_precision_score(labels[:, c], scores[:, j]) for j in range(scores.shape[1])]
+                     for c in range(labels.shape[1])])
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_cpu_kernel_matches_sklearn_and_is_bit_identical_across_threads(dtype, monkeypatch):
+    """The compiled CPU path (`_ap_rows`: one 1,024-column slice per task, thread pool) against sklearn, ties and
+    -0.0 included, for one-concept-per-context labels plus an overlapping concept, one positive, all positives
+    (the histogram count) and a few (the pairwise count); the result does not change a bit with the threads."""
     rng = np.random.default_rng(5)
     n, n_neurons = 90, 2600  # three slices
     scores = (rng.integers(-6, 6, size=(n, n_neurons)) / 4).astype(np.float32)  # many ties, some -0.0
     scores[rng.random((n, n_neurons)) < 0.1] = -0.0
     t = torch.from_numpy(scores).to(dtype)
-    labels = torch.from_numpy(np.eye(6, dtype=bool)[np.arange(n) % 6])  # one concept per context
-    labels[:, 5] |= torch.from_numpy(rng.random(n) < 0.3)  # and one overlapping concept
-    sorted_all = sort_scores(t.float())
-    reference = torch.stack([average_precision_sorted(sorted_all, labels[:, c]) for c in range(6)])
+    labels = np.eye(6, dtype=bool)[np.arange(n) % 6]  # one concept per context (15 positives each)
+    labels[:, 5] |= rng.random(n) < 0.3  # and one overlapping concept
+    one = np.zeros((n, 1), dtype=bool)
+    one[17] = True
+    labels = np.concatenate([labels, one, np.ones((n, 1), dtype=bool)], axis=1)
+    as_ranked = t.float().numpy()  # float64 input is ranked as float32 (as `.float()` rounds it)
+    columns = rng.choice(n_neurons, 40, replace=False)
+    expected = _sklearn_ap(labels, as_ranked[:, columns])
+    results = {}
     for threads in ("1", "2"):
         monkeypatch.setenv("CROSSLING_AP_THREADS", threads)
-        assert torch.equal(average_precision_multi(t, labels), reference)
-        assert torch.equal(average_precision_multi(t, labels[:, :1]), reference[:1])
+        results[threads] = average_precision_multi(t, torch.from_numpy(labels))
+        np.testing.assert_allclose(results[threads][:, columns].numpy(), expected, atol=1e-12, rtol=0)
+        single = average_precision(t, torch.from_numpy(labels[:, 0]))
+        assert torch.equal(single, results[threads][0])  # one concept alone: the same bits as among several
+    assert torch.equal(results["1"], results["2"])
+    assert torch.equal(results["1"][-1], torch.ones(n_neurons, dtype=torch.float64))  # all positive: AP 1
+
+
+def test_cpu_kernel_matches_the_torch_searches():
+    """The compiled path and the torch searches (other devices, NaN) agree to rounding on wide random data."""
+    from precompute.analysis.experts import average_precision_sorted, sort_scores
+
+    rng = np.random.default_rng(11)
+    n, n_neurons = 3000, 300
+    t = torch.from_numpy(np.round(rng.normal(size=(n, n_neurons)), 2).astype(np.float32))
+    labels = torch.from_numpy(rng.random((n, 4)) < np.array([0.002, 0.02, 0.3, 0.9]))
+    labels[0] = True
+    sorted_all = sort_scores(t)
+    reference = torch.stack([average_precision_sorted(sorted_all, labels[:, c]) for c in range(4)])
+    assert (average_precision_multi(t, labels) - reference).abs().max() <= 1e-12
+
+
+def test_cpu_kernel_ranks_infinities_and_leaves_nan_to_the_torch_searches():
+    """Infinite scores rank as the extreme values they are (sklearn rejects them: compare with finite stand-ins in
+    the same order); a column with NaN is scored by the torch searches, exactly as before, the others are not
+    affected."""
+    from precompute.analysis.experts import average_precision_sorted, sort_scores
+
+    rng = np.random.default_rng(2)
+    n, n_neurons = 50, 70
+    scores = np.round(rng.normal(size=(n, n_neurons)), 1).astype(np.float32)
+    scores[rng.random((n, n_neurons)) < 0.1] = np.inf
+    scores[rng.random((n, n_neurons)) < 0.1] = -np.inf
+    labels = rng.random((n, 3)) < 0.3
+    labels[0] = True
+    stand_ins = np.clip(scores, -1e30, 1e30)
+    ap = average_precision_multi(torch.from_numpy(scores), torch.from_numpy(labels)).numpy()
+    np.testing.assert_allclose(ap, _sklearn_ap(labels, stand_ins), atol=1e-12, rtol=0)
+
+    scores[3, 5] = np.nan
+    t = torch.from_numpy(scores)
+    with_nan = average_precision_multi(t, torch.from_numpy(labels))
+    sorted_all = sort_scores(t)
+    torch_path = torch.stack([average_precision_sorted(sorted_all, torch.from_numpy(labels[:, c])) for c in range(3)])
+    torch.testing.assert_close(with_nan[:, 5], torch_path[:, 5], rtol=0, atol=0, equal_nan=True)
+    np.testing.assert_allclose(np.delete(with_nan.numpy(), 5, axis=1), np.delete(ap, 5, axis=1), atol=0, rtol=0)

@@ -112,3 +112,26 @@ def test_max_pooling_matches_a_manual_loop_over_tokens(tmp_path):
             expected = torch.maximum(expected, tokens[t])
         torch.testing.assert_close(pooled.mlp_max[i], expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(pooled.mlp_mean[i], tokens[1:].mean(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_per_concept", [1, 7, 20])
+def test_expert_ap_matches_sklearn_on_the_pipelines_layout(n_per_concept):
+    """`score_experts`' full AP matrix against ``sklearn.metrics.average_precision_score`` per (concept, unit):
+    every context positive for exactly one concept (as one language's contexts are), float16 post-GELU-like
+    responses (many exact zeros and -0.0: heavy ties), 1,100 units (two CPU slices, two threads)."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(n_per_concept)
+    n_concepts, n_units = 30, 1100
+    concepts = np.repeat([f"c{i:02d}" for i in range(n_concepts)], n_per_concept)
+    n = len(concepts)
+    pre = rng.normal(size=(n, n_units)).astype(np.float32)
+    zeros = np.where(rng.random((n, n_units)) < 0.5, np.float32(-0.0), np.float32(0.0))
+    acts = np.where(pre > 0, pre, zeros).astype(np.float16)  # ReLU-like: half the responses zeros of either sign
+    result = score_experts(torch.from_numpy(acts), np.array(["xx"] * n), concepts, [0, 600, n_units], top_k=5)
+    ap = result.full_ap["xx"].numpy()
+    for ci, concept in enumerate(result.concept_ids):
+        labels = concepts == concept
+        for unit in rng.choice(n_units, 25, replace=False):
+            expected = average_precision_score(labels, acts[:, unit].astype(np.float64))
+            assert abs(ap[ci, unit] - expected) <= 1e-12

@@ -3,18 +3,25 @@ neuron's activation as a detector of one concept, computed for all neurons at on
 
 The maths matches ``sklearn.metrics.average_precision_score`` exactly, ties included:
 AP = sum over distinct thresholds t (descending) of (R_t - R_prev) * P_t, which equals the mean over
-positive contexts i of TP(score >= s_i) / N(score >= s_i). Both counts come from binary searches in
-each neuron's sorted scores; the sort does not depend on the labels, so one sort per language serves
-every concept.
+positive contexts i of TP(score >= s_i) / N(score >= s_i) (every positive tied with i shares i's threshold,
+so it is counted in TP and N, and each of the tied positives adds the same term). Both counts need only
+ranks: N(score >= s_i) = n - (how many scores are < s_i), a binary search in the neuron's sorted scores,
+and TP(score >= s_i) = how many positives have a rank >= i's. The sort does not depend on the labels, so
+one sort per neuron serves every concept.
+
+On the CPU numpy sorts each neuron's row (its SIMD sort) and a compiled kernel (`_ap_rows`, numba, no GIL,
+so every core runs one) does the searches and counts with integer order keys: exact integer counts, one
+float64 division per positive. Other devices (and neurons with NaN scores) use the same counts from
+``torch.searchsorted`` (`average_precision_sorted`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import polars as pl
 import torch
@@ -85,7 +92,8 @@ def average_precision_multi(
 
     Neurons are processed in chunks of ``chunk_neurons`` columns to bound device memory; each chunk is
     sorted once and scored against every concept. On the CPU the chunks (at most 1,024 columns) run on every
-    core this process may use (``CROSSLING_AP_THREADS`` sets the number); the result does not depend on either.
+    core this process may use (``CROSSLING_AP_THREADS`` sets the number) through the compiled `_ap_rows`; the
+    result does not depend on either.
     """
     _, n_neurons = scores.shape
     n_concepts = label_matrix.shape[1]
@@ -93,32 +101,42 @@ def average_precision_multi(
     label_matrix = label_matrix.to(scores.device).bool()
 
     cpu = scores.device.type == "cpu"
-    if cpu:  # the positives of every concept, concept by concept (each in ascending context order)
+    if cpu:
         label_np = label_matrix.numpy()
         groups = [np.flatnonzero(label_np[:, c]) for c in range(n_concepts)]
         if any(len(g) == 0 for g in groups):
             raise ValueError("average precision needs at least one positive context")
-        positives = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
         sizes = np.array([len(g) for g in groups], dtype=np.int64)
+        # Each context positive for some concept is ranked once per neuron (`contexts`); the positives of concept
+        # c, concept by concept, are ``slots`` into it (a context positive for several concepts is shared).
+        positives = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+        contexts, slots = np.unique(positives, return_inverse=True)
+        contexts, slots = contexts.astype(np.int64), slots.astype(np.int64).ravel()
+        out_np = out.numpy()
 
     def score_chunk(start: int, stop: int) -> None:
-        if cpu:
-            by_neuron = _neuron_major(scores[:, start:stop])
-            # Several concepts: rank counts (two sorts, no per-concept calls); one concept: the binary searches.
-            if n_concepts > 1 and n_concepts * (by_neuron.shape[1] + 1) < 2**32 and np.isfinite(by_neuron).all():
-                out[:, start:stop] = _ap_rank_counts(by_neuron, positives, sizes)
-                return
-            by_tensor = torch.from_numpy(by_neuron)
-            sorted_chunk = SortedScores(by_neuron=by_tensor, ascending=_sort_rows(by_tensor))
-        else:
+        if not cpu:
             sorted_chunk = sort_scores(scores[:, start:stop].float())
-        for c in range(n_concepts):
-            out[c, start:stop] = average_precision_sorted(sorted_chunk, label_matrix[:, c])
+            for c in range(n_concepts):
+                out[c, start:stop] = average_precision_sorted(sorted_chunk, label_matrix[:, c])
+            return
+        by_neuron = _neuron_major(scores[:, start:stop])
+        for first in range(0, by_neuron.shape[0], _SORT_ROWS):  # each block sorted and scored while in cache
+            rows = by_neuron[first : first + _SORT_ROWS]
+            ascending = np.sort(rows, axis=1)
+            _ap_rows(rows, ascending, contexts, slots, sizes, out_np, start + first)  # skips rows with NaN
+            with_nan = np.flatnonzero(np.isnan(ascending[:, -1]))  # NaN sorts last
+            if len(with_nan):  # those neurons: the torch searches, as on other devices
+                nan_rows = SortedScores(
+                    by_neuron=torch.from_numpy(rows[with_nan]), ascending=torch.from_numpy(ascending[with_nan])
+                )
+                for c in range(n_concepts):
+                    out[c, start + first + with_nan] = average_precision_sorted(nan_rows, label_matrix[:, c])
 
-    # CPU: slices of at most _CPU_SLICE columns keep each transpose and sort cache-sized, and every core sorts
-    # its own slices (numpy's sort and torch's kernels release the GIL). Each neuron's AP depends on its own
+    # CPU: slices of at most _CPU_SLICE columns keep each transpose and sort cache-sized, and every core scores
+    # its own slices (numpy's sort and the compiled kernel release the GIL). Each neuron's AP depends on its own
     # column only, so neither the slicing nor the threads change a bit of the result. Torch's intra-op threads
-    # are held at 1 meanwhile, so the workers do not oversubscribe the cores.
+    # are held at 1 meanwhile (the NaN fallback), so the workers do not oversubscribe the cores.
     step = max(1, min(chunk_neurons, _CPU_SLICE)) if cpu else chunk_neurons
     bounds = [(start, min(n_neurons, start + step)) for start in range(0, n_neurons, step)]
     workers = min(_cpu_workers(), len(bounds)) if cpu else 1
@@ -150,62 +168,109 @@ def _neuron_major(block: torch.Tensor) -> np.ndarray:
     return result
 
 
-def _left_counts(keys: np.ndarray) -> np.ndarray:
-    """For (rows, n) uint32 ``keys``: how many keys of the same row are strictly smaller than each one (int32).
+#: Counting the positives at or above each positive pairwise (size^2 comparisons, vectorised) beats a histogram
+#: over the n ranks (O(n)) while size^2 <= _PAIRWISE * n.
+_PAIRWISE = 2
 
-    One sort per row of 64-bit words (key in the high half, column in the low half: numpy's SIMD sort, no
-    argsort), then the start of each run of equal keys, scattered back to the keys' columns.
+
+@numba.njit(inline="always")
+def _order_key(bits: int) -> int:
+    """The int32 bits of a float32 as an int64 with the float's order: negatives' magnitude bits flipped, then
+    shifted up by one so that -0.0 and +0.0 get the same key (0), as they compare equal. NaN never gets here."""
+    b = np.int64(bits)
+    sign = b >> 31  # -1 for negatives, 0 otherwise
+    return (b ^ (sign & 0x7FFFFFFF)) - sign
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _ap_rows(
+    by_neuron: np.ndarray,
+    ascending: np.ndarray,
+    contexts: np.ndarray,
+    slots: np.ndarray,
+    sizes: np.ndarray,
+    out: np.ndarray,
+    first_col: int,
+) -> None:
+    """AP of each row of ``by_neuron`` (w, n) float32 for every concept: ``out[c, first_col + j]`` (rows with NaN
+    are skipped, left as they are).
+
+    ``ascending``: the rows sorted; ``contexts``: every context positive for some concept; ``slots``: concept 0's
+    positives as indices into ``contexts``, then concept 1's, ... (``sizes[c]`` each). Per row:
+
+    - below[k] = how many scores are < the score of ``contexts[k]``, so N(score >= s) = n - below: a binary
+      search in the sorted row, all contexts in lockstep (the searches are independent, so the CPU overlaps
+      their loads) and branch-free on integer order keys: LLVM compiles the select on a float comparison to a
+      branch, mispredicted half the time (5x slower), while the sign of a key difference is a mask;
+    - TP(score >= s_i) of each positive i of a concept = how many of its positives have below >= below[i] (equal
+      scores have equal below, so ties count as sklearn's thresholds do): pairwise for a few positives, else
+      from a histogram of below;
+    - AP = the mean over the positives, in ``slots`` order, of TP / N in float64.
     """
-    rows, n = keys.shape
-    packed = np.empty((rows, n), dtype=np.uint64)
-    if sys.byteorder == "little":
-        halves = packed.view(np.uint32).reshape(rows, n, 2)
-        halves[:, :, 1] = keys
-        halves[:, :, 0] = np.arange(n, dtype=np.uint32)
-        packed.sort(axis=1)
-        ordered, columns = halves[:, :, 1], halves[:, :, 0]
-    else:
-        packed[:] = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
-        packed.sort(axis=1)
-        ordered = (packed >> np.uint64(32)).astype(np.uint32)
-        columns = (packed & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    starts = np.empty((rows, n), dtype=np.int32)
-    starts[:, :1] = 0
-    np.multiply(ordered[:, 1:] != ordered[:, :-1], np.arange(1, n, dtype=np.int32), out=starts[:, 1:])
-    np.maximum.accumulate(starts, axis=1, out=starts)
-    counts = np.empty((rows, n), dtype=np.int32)
-    for row in range(rows):
-        counts[row, columns[row]] = starts[row]
-    return counts
+    w, n = by_neuron.shape
+    n_ctx = contexts.shape[0]
+    n_concepts = sizes.shape[0]
+    halves = np.empty(64, dtype=np.int64)  # the binary search's step sizes for length n (the same for every key)
+    levels = 0
+    length = n
+    while length > 1:
+        halves[levels] = length >> 1
+        length -= length >> 1
+        levels += 1
+    max_size = 1
+    for c in range(n_concepts):
+        max_size = max(max_size, sizes[c])
+    key = np.empty(n_ctx, dtype=np.int64)
+    below = np.empty(n_ctx, dtype=np.int64)
+    group = np.empty(max_size, dtype=np.int64)
+    at_or_above = np.zeros(n + 2, dtype=np.int64)
+    for j in range(w):
+        if np.isnan(ascending[j, n - 1]):  # NaN sorts last: the row is left to the caller
+            continue
+        row = by_neuron[j].view(np.int32)
+        srt = ascending[j].view(np.int32)
+        for k in range(n_ctx):
+            key[k] = _order_key(row[contexts[k]])
+            below[k] = 0
+        for level in range(levels):
+            h = halves[level]
+            for k in range(n_ctx):
+                b = below[k]
+                # (srt < key) as a mask: the sign of the difference of two keys within int32's range.
+                below[k] = b + (h & ((_order_key(srt[b + h - 1]) - key[k]) >> 63))
+        for k in range(n_ctx):
+            b = below[k]
+            below[k] = b - ((_order_key(srt[b]) - key[k]) >> 63)
+        offset = 0
+        for c in range(n_concepts):
+            size = sizes[c]
+            for k in range(size):
+                group[k] = below[slots[offset + k]]
+            total = 0.0
+            if size * size <= _PAIRWISE * n:
+                for k in range(size):
+                    v = group[k]
+                    tp = 0
+                    for m in range(size):
+                        tp += np.int64(group[m] >= v)
+                    total += tp / (n - v)
+            else:
+                for k in range(size):
+                    at_or_above[group[k]] += 1
+                for r in range(n - 1, -1, -1):
+                    at_or_above[r] += at_or_above[r + 1]
+                for k in range(size):
+                    v = group[k]
+                    total += at_or_above[v] / (n - v)
+                at_or_above[:] = 0
+            out[c, first_col + j] = total / size
+            offset += size
 
 
-def _ap_rank_counts(by_neuron: np.ndarray, positives: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
-    """AP of every neuron (rows of finite float32 ``by_neuron``) for every concept, from rank counts alone.
-
-    ``positives``: the positive contexts of concept 0, then of concept 1, ... (``sizes[c]`` each). The counts are
-    those of `average_precision_sorted` exactly (N(score >= s_i) and TP(score >= s_i) as integers), and each
-    concept's mean is the same torch reduction over a contiguous (neurons, positives) block, so the result is
-    bit-identical; it needs two sorts per chunk instead of one sort plus two binary searches per concept.
-    """
-    n = by_neuron.shape[1]
-    bits = (by_neuron + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 becomes +0.0, the same score
-    # Order-preserving map of float32 to uint32: flip every bit of negatives, the sign bit of the others.
-    keys = bits ^ ((bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000))
-    below = _left_counts(keys)[:, positives]  # (N, T): contexts scoring below each positive
-    n_at_or_above = n - below
-    group = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-    # Positives of one concept ranked among themselves: offset each concept's keys past the previous ones.
-    within = _left_counts((group * (n + 1) + below).astype(np.uint32))
-    tp_at_or_above = np.cumsum(sizes)[group] - within
-    ratio = torch.from_numpy(tp_at_or_above).double() / torch.from_numpy(n_at_or_above).double()
-    ends = np.cumsum(sizes)
-    if len(sizes) and (sizes == sizes[0]).all():
-        return ratio.view(ratio.shape[0], len(sizes), int(sizes[0])).mean(dim=2).T
-    return torch.stack([ratio[:, e - s : e].contiguous().mean(dim=1) for s, e in zip(sizes, ends)])
-
-
-#: Columns per CPU worker task in `average_precision_multi` (a cache-sized transpose and sort).
+#: Columns per CPU worker task in `average_precision_multi` (a cache-sized transpose).
 _CPU_SLICE = 1024
+#: Rows sorted and scored at a time inside a task: sorted and unsorted rows stay in the core's L2 cache.
+_SORT_ROWS = 64
 
 
 def _cpu_workers() -> int:
