@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_scale.py --quick          # 4 languages x 20 concepts: checks the script (~30 s)
     .venv/bin/python benchmarks/bench_scale.py                  # growth law + extrapolation (see --help)
     .venv/bin/python benchmarks/bench_scale.py --point 98304 4000   # one measured point: units, contexts/language
+    .venv/bin/python benchmarks/bench_scale.py --one-language 98304 4000   # the AP-bound stages, one language
 
 Synthetic pooled activations (seed 0) shaped like BLOOM-560m's: 24 layers x 4,096 MLP units, residual d = 1,024
 (25 residual layers with the embeddings), 16 languages x 200 concepts; the contexts of each language are split
@@ -30,6 +31,11 @@ Growth law: every stage at units in {12k, 25k, 49k, 98k} (contexts per language 
 contexts per language in {1k, 2k, 4k} (units fixed, ``--law-units``); the fitted exponent of each (log-log least
 squares) and the extrapolation to BLOOM-560m (98,304 units x 4,000 contexts per language) and BLOOM-7b1
 (491,520 units). Goals on the project's 2-core machine: the stages of one checkpoint <= 5 min, peak RSS <= 16 GB.
+
+``--one-language UNITS PER_LANG``: the stages whose cost grows with the contexts (expert AP with top-K, and the
+chance stage's permutation AP), for ONE language at full size, times the number of languages: the paper's full
+point (98,304 units x 64,000 contexts) holds 12.6 GB of float16 responses plus as much activity, more than this
+23 GiB machine can hold next to the stages' own memory, while one language (786 MB) fits.
 """
 
 from __future__ import annotations
@@ -218,6 +224,35 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
     return out
 
 
+def one_language(units: int, per_lang: int, cfg: RunConfig) -> None:
+    """AP (+ top-K) and the permutation thresholds of one language at full size, extrapolated to N_LANGS."""
+    from precompute.analysis.chance import permutation_thresholds
+    from precompute.analysis.experts import average_precision_multi, top_k_experts
+
+    rng = np.random.default_rng(0)
+    responses = np.empty((per_lang, units), dtype=np.float16)
+    for start in range(0, per_lang, 2048):  # the same sparse post-GELU responses as `synthetic`
+        z = rng.standard_normal((min(per_lang, start + 2048) - start, units), dtype=np.float32) - 1.0
+        responses[start : start + len(z)] = 0.5 * z * (1.0 + np.tanh(0.7978846 * (z + 0.044715 * z * z * z)))
+    concept_codes = np.arange(per_lang) % N_CONCEPTS
+    labels = np.stack([concept_codes == c for c in range(N_CONCEPTS)], axis=1)
+    scores = torch.from_numpy(responses)
+    print(f"\n== one language: {units:,} units x {per_lang:,} contexts x {N_CONCEPTS} concepts ({load()})")
+    start = time.perf_counter()
+    ap = average_precision_multi(scores, torch.from_numpy(labels), chunk_neurons=cfg.experts.chunk_neurons)
+    top_k_experts(ap, cfg.experts.top_k)
+    experts_s = time.perf_counter() - start
+    start = time.perf_counter()
+    permutation_thresholds(scores, labels, n_shuffles=cfg.experts.permutations, seed=0,
+                           quantile=cfg.experts.permutation_quantile, chunk_neurons=cfg.experts.chunk_neurons)
+    chance_s = time.perf_counter() - start
+    print(f"expert AP + top-K {experts_s:7.1f} s   x {N_LANGS} languages = {N_LANGS * experts_s:7.0f} s")
+    print(f"chance ({cfg.experts.permutations} shuffles) {chance_s:7.1f} s   x {N_LANGS} languages = "
+          f"{N_LANGS * chance_s:7.0f} s")
+    print(f"both, all languages: {N_LANGS * (experts_s + chance_s):.0f} s of the {GOAL_SECONDS:.0f} s goal "
+          f"for every stage of one checkpoint ({load()})")
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.2f}/{five:.2f}"
@@ -256,6 +291,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     p.add_argument("--point", nargs=2, type=int, metavar=("UNITS", "PER_LANG"), help="measure one size only")
+    p.add_argument("--one-language", nargs=2, type=int, metavar=("UNITS", "PER_LANG"),
+                   help="the AP-bound stages for one language at this size, extrapolated to all languages")
     p.add_argument("--units", type=int, nargs="+", default=[12288, 24576, 49152, 98304])
     p.add_argument("--contexts", type=int, nargs="+", default=[1000, 2000, 4000], help="contexts per language")
     p.add_argument("--law-contexts", type=int, default=1000, help="contexts per language of the units sweep")
@@ -270,6 +307,9 @@ def main() -> int:
         args.units, args.contexts, args.law_contexts, args.law_units = [1536, 3072], [40, 80], 40, 1536
     print(f"{N_LANGS} languages x {N_CONCEPTS} concepts; machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, {load()}; "
           f"K = {cfg.experts.top_k}, probe seeds {cfg.probes.seeds}, max_train {cfg.probes.max_train}")
+    if args.one_language:
+        one_language(*args.one_language, cfg)
+        return 0
     if args.point:
         units, per_lang = args.point
         print_point(units, per_lang, run_point(units, per_lang, cfg, args.store_dir), seeds)
