@@ -124,6 +124,10 @@ def select_language_neurons(
     return out
 
 
+#: Largest float32 block `activation_probs` converts at once (64 MiB).
+_BLOCK_ELEMENTS = 2**24
+
+
 def activation_probs(
     mlp_active: torch.Tensor,
     langs: Sequence[str],
@@ -151,8 +155,11 @@ def activation_probs(
     onehot[torch.as_tensor(codes), torch.arange(n)] = w
     onehot = (onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1e-300)).to(device=dev, dtype=torch.float32)
     out = torch.empty((n_neurons, len(lang_list)), dtype=torch.float64)
-    for start in range(0, n_neurons, chunk_neurons):
-        stop = min(n_neurons, start + chunk_neurons)
+    # Column blocks of at most _BLOCK_ELEMENTS float32 values: a block of 65,536 columns of 16,000 contexts was
+    # 4.2 GB, the largest allocation of a BLOOM-560m checkpoint's post-forward stages (benchmarks/bench_scale.py).
+    step = max(1, min(chunk_neurons, _BLOCK_ELEMENTS // max(1, n)))
+    for start in range(0, n_neurons, step):
+        stop = min(n_neurons, start + step)
         # float32 weighted means of fractions in [0, 1]: relative error ~1e-7, ample for an entropy.
         block = mlp_active[:, start:stop].to(device=dev, dtype=torch.float32)
         out[start:stop] = (onehot @ block).T.to(device="cpu", dtype=torch.float64)
