@@ -126,6 +126,10 @@ def test_a_writer_that_fails_leaves_its_parts_readable_and_pack_folds_them(store
         raise RuntimeError("the next checkpoint failed")
     assert _listing(store) == ["000001.duckdb"]
     assert _checkpoints(store) == ["c1", "c2"]
+    info = runner.invoke(app, ["info", str(store)])
+    assert info.exit_code == 0, info.output
+    assert "1 checkpoint(s) are part files beside the store" in " ".join(info.stdout.split())
+    assert "precompute pack" in info.stdout
     # Shards must be one file before a merge (the merge reads the files, not the parts).
     with pytest.raises(MergeError, match="precompute pack"):
         merge_stores([store], tmp_path / "merged.duckdb")
