@@ -124,7 +124,7 @@ def select_language_neurons(
     return out
 
 
-#: Largest float32 block `activation_probs` converts at once (64 MiB).
+#: Largest block `activation_probs` converts at once (128 MiB of float64).
 _BLOCK_ELEMENTS = 2**24
 
 
@@ -153,15 +153,18 @@ def activation_probs(
             raise ValueError(f"n_tokens must be {n} non-negative counts")
     onehot = torch.zeros((len(lang_list), n), dtype=torch.float64)
     onehot[torch.as_tensor(codes), torch.arange(n)] = w
-    onehot = (onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1e-300)).to(device=dev, dtype=torch.float32)
+    # float64 (float32 on MPS, which has none): Tang's rule ranks units whose probabilities are nearly equal (an
+    # early checkpoint's always-active units), so float32 rounding, which also depends on how the columns are
+    # blocked, would pick among them and could give probabilities above 1.
+    wide = torch.float32 if dev.type == "mps" else torch.float64
+    onehot = (onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1e-300)).to(device=dev, dtype=wide)
     out = torch.empty((n_neurons, len(lang_list)), dtype=torch.float64)
-    # Column blocks of at most _BLOCK_ELEMENTS float32 values: a block of 65,536 columns of 16,000 contexts was
-    # 4.2 GB, the largest allocation of a BLOOM-560m checkpoint's post-forward stages (benchmarks/bench_scale.py).
+    # Column blocks of at most _BLOCK_ELEMENTS values: a block of 65,536 columns of 16,000 contexts was 4.2 GB
+    # (float32), the largest allocation of a BLOOM-560m checkpoint's post-forward stages (benchmarks/bench_scale.py).
     step = max(1, min(chunk_neurons, _BLOCK_ELEMENTS // max(1, n)))
     for start in range(0, n_neurons, step):
         stop = min(n_neurons, start + step)
-        # float32 weighted means of fractions in [0, 1]: relative error ~1e-7, ample for an entropy.
-        block = mlp_active[:, start:stop].to(device=dev, dtype=torch.float32)
+        block = mlp_active[:, start:stop].to(device=dev, dtype=wide)
         out[start:stop] = (onehot @ block).T.to(device="cpu", dtype=torch.float64)
     return [str(x) for x in lang_list], out
 
