@@ -143,7 +143,9 @@ class StoreWriter:
         listed = parts.listed_parts(self.target)
         if not listed or not self.target.exists():
             return {}  # the common case, without opening the store file
-        con = connect_attached({"crossling_file": self.target}, use="crossling_file", also_allowed=list(listed.values()))
+        con = connect_attached(
+            {"crossling_file": self.target}, use="crossling_file", also_allowed=list(listed.values())
+        )
         try:
             attached = attach_parts(con, self.path, listed)  # we hold the lock: no part vanishes
             live = live_parts(con, "crossling_file", attached or {})
@@ -182,25 +184,11 @@ class StoreWriter:
                 con = connect_attached({alias: tmp, **others}, use=alias, writable=[alias])
             else:
                 con = connect(tmp, read_only=False)
-            try:
-                create_schema(con)
-                con.execute("BEGIN TRANSACTION")
+            with _committed(con):
                 if live:
                     _absorb_parts(con, list(part_aliases))
                 yield con
-                con.execute("COMMIT")
-                con.execute("CHECKPOINT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-            finally:
-                con.close()
-            _fsync(tmp)
-            maybe_fail("store.committed")
-            os.replace(tmp, self.target)
-            maybe_fail("store.published")
-            _fsync(self.target.parent)
+            _publish(tmp, self.target)
             if listed:
                 maybe_fail("store.packed")
                 self._delete_parts(list(listed.values()))
@@ -229,23 +217,9 @@ class StoreWriter:
                 stale.unlink(missing_ok=True)
             con = connect(tmp, read_only=False)
             maybe_fail("store.copied")
-            try:
-                create_schema(con)
-                con.execute("BEGIN TRANSACTION")
+            with _committed(con):
                 yield con
-                con.execute("COMMIT")
-                con.execute("CHECKPOINT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-            finally:
-                con.close()
-            _fsync(tmp)
-            maybe_fail("store.committed")
-            os.replace(tmp, final)
-            maybe_fail("store.published")
-            _fsync(final.parent)
+            _publish(tmp, final)
         except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
             raise StoreError(
                 f"{self.path}: cannot write the store ({_os_reason(exc)}); the published store is unchanged"
@@ -358,6 +332,33 @@ class StoreWriter:
         """Stamp the run's finish time."""
         with self.transaction() as con:
             con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
+
+
+@contextlib.contextmanager
+def _committed(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The schema, then one transaction on a private file's connection: committed and checkpointed (so the file
+    holds everything, no WAL) on normal exit, rolled back otherwise; the connection is closed either way."""
+    try:
+        create_schema(con)
+        con.execute("BEGIN TRANSACTION")
+        yield con
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
+def _publish(private: Path, final: Path) -> None:
+    """Make a committed private file the published one: synced, renamed into place, the folder's entry synced."""
+    _fsync(private)
+    maybe_fail("store.committed")
+    os.replace(private, final)
+    maybe_fail("store.published")
+    _fsync(final.parent)
 
 
 def _absorb_parts(con: duckdb.DuckDBPyConnection, aliases: list[str]) -> None:
