@@ -111,8 +111,11 @@ def drilldown_section(layer: int, unit: int, concept: str | None) -> None:
                 if listed.height:
                     st.markdown(f"At {md(ckpt)}: " + ", ".join(
                         f"{md(t)} ({v:+.2f})" for t, v in zip(listed["token"].to_list(), listed["logit"].to_list())))
-        st.caption("Each unit of activation adds its down-projection column to the residual stream; read through the "
-                   "final norm's scale and the unembedding, it raises these logits most and lowers those most.")
+        st.caption("Each unit of activation adds its down-projection column to the residual stream. Its exact direct "
+                   "effect: the column, mean-centred where the final norm is a LayerNorm (its mean subtraction is "
+                   "linear), times the final norm's scale, through the unembedding, centred over the vocabulary; "
+                   "it raises these logits most and lowers those most. Only the norm's division by the stream's "
+                   "size depends on the context, and it does not change the order.")
 
     st.markdown(f"**Units with the most similar cross-lingual profile at {md(checkpoint_label(ckpt))}**")
     similar = q(Q.similar_units, c.run_id, ckpt, layer, unit, 10)

@@ -34,6 +34,8 @@ _MANUAL = {
     "xglm": (lambda m, i: m.model.layers[i].fc2.weight, lambda m: m.model.layer_norm.weight),
     "opt": (lambda m, i: m.model.decoder.layers[i].fc2.weight, lambda m: m.model.decoder.final_layer_norm.weight),
 }
+# Families whose final norm is a LayerNorm: its mean subtraction applies to the unit's write (the rest: RMSNorm).
+_LAYERNORM = {"gpt2", "bloom", "gpt_neox", "olmo", "xglm", "opt"}
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -46,8 +48,11 @@ def test_direct_effect_is_the_manual_matmul(arch, tmp_path):
     for i, site in enumerate(sites):
         units = torch.tensor([0, 3, site.n_neurons - 1])
         w_out = down(model, i)[:, units]  # (d, 3): column u is what unit u adds to the stream per unit of activation
+        if arch in _LAYERNORM:
+            w_out = w_out - w_out.mean(dim=0, keepdim=True)
         scale = norm(model)
         expected = head @ (w_out * (scale[:, None] if scale is not None else 1.0))
+        expected = expected - expected.mean(dim=0, keepdim=True)  # shift-free over the vocabulary
         got = direct_effects(model, site, units, chunk=2)  # chunked, to cover the chunk seam
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
@@ -56,14 +61,16 @@ def test_direct_effect_is_the_manual_matmul(arch, tmp_path):
 
 def test_direct_effect_moves_the_logits_as_the_logit_lens_says(tmp_path):
     """On an untied gated model (Llama): adding a * w_out to the final state, with the norm's scale read as
-    a linear map, changes the logits by a * effect -- the effect is what the unit writes, not a transpose."""
+    a linear map, changes the logits by a * effect up to a shift shared by all logits -- the effect is what the
+    unit writes, not a transpose."""
     loaded = load_checkpoint(str(save_tiny_model("llama", tmp_path / "llama")), device="cpu", dtype="float32")
     model, site = loaded.model, find_mlp_sites(loaded.model)[1]
     effect = direct_effects(model, site, torch.tensor([5]))[:, 0]
     x = torch.randn(model.config.hidden_size)
     w_out = site.module.weight[:, 5]
     lens = lambda h: model.lm_head(model.model.norm.weight * h)  # the logit lens, scale only
-    torch.testing.assert_close(lens(x + 2.0 * w_out) - lens(x), 2.0 * effect, rtol=1e-4, atol=1e-4)
+    change = lens(x + 2.0 * w_out) - lens(x)
+    torch.testing.assert_close(change - change.mean(), 2.0 * effect, rtol=1e-4, atol=1e-4)
 
 
 def test_top_contexts_are_a_sort_of_the_activations():
