@@ -16,7 +16,7 @@ Stages, each the function the pipeline calls (``precompute.pipeline.analyse_chec
 pipeline's own ``StageTimer`` (seconds, peak RSS of this process during the stage):
 probes (``probe_tables``: mean + token representations, the default seeds), experts (``score_experts`` +
 ``neuron_summary``), alignment (``expert_overlap``, ``shared_experts``, ``expert_sharing``), chance
-(``pipeline.chance_tables``: permutation AP thresholds, overlap chance, bootstrap intervals; once it exists),
+(``pipeline.chance_tables``: permutation p-values of the experts' AP, overlap chance, bootstrap intervals),
 similarity (``convergence_tables``), lape (``language_neuron_tables``), drilldown (the post-forward parts of
 ``pipeline.drilldown_stage``: ``select_units``, ``top_contexts``, ``response_histograms``; its peak tokens need a
 second forward pass and its output tokens the unembedding, so they are not here), store
@@ -33,7 +33,8 @@ squares) and the extrapolation to BLOOM-560m (98,304 units x 4,000 contexts per 
 (491,520 units). Goals on the project's 2-core machine: the stages of one checkpoint <= 5 min, peak RSS <= 16 GB.
 
 ``--one-language UNITS PER_LANG``: the stages whose cost grows with the contexts (expert AP with top-K, and the
-chance stage's permutation AP), for ONE language at full size, times the number of languages: the paper's full
+chance stage's permutation AP, timed before and after issue 19's test on the same responses), for ONE language
+at full size, times the number of languages: the paper's full
 point (98,304 units x 64,000 contexts) holds 12.6 GB of float16 responses plus as much activity, more than this
 23 GiB machine can hold next to the stages' own memory, while one language (786 MB) fits.
 """
@@ -225,8 +226,14 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
 
 
 def one_language(units: int, per_lang: int, cfg: RunConfig) -> None:
-    """AP (+ top-K) and the permutation thresholds of one language at full size, extrapolated to N_LANGS."""
-    from precompute.analysis.chance import permutation_thresholds
+    """AP (+ top-K) and the chance stage's permutation AP of one language at full size, extrapolated to N_LANGS.
+
+    The chance stage is timed twice on the same responses: *before* issue 19 (5 label shuffles of every concept,
+    the 0.99 quantile of their best AP: 5 x concepts AP columns, the work the old ``permutation_thresholds`` did,
+    done here with the same kernel calls) and *after* (``cfg.experts.permutations`` shuffles per distinct number
+    of positives, `max_ap_null`, what ``chance_ap_table`` does per language).
+    """
+    from precompute.analysis.chance import max_ap_null, shuffled_labels
     from precompute.analysis.experts import average_precision_multi, top_k_experts
 
     rng = np.random.default_rng(0)
@@ -237,20 +244,31 @@ def one_language(units: int, per_lang: int, cfg: RunConfig) -> None:
     concept_codes = np.arange(per_lang) % N_CONCEPTS
     labels = np.stack([concept_codes == c for c in range(N_CONCEPTS)], axis=1)
     scores = torch.from_numpy(responses)
+    chunk = cfg.experts.chunk_neurons
     print(f"\n== one language: {units:,} units x {per_lang:,} contexts x {N_CONCEPTS} concepts ({load()})")
     start = time.perf_counter()
-    ap = average_precision_multi(scores, torch.from_numpy(labels), chunk_neurons=cfg.experts.chunk_neurons)
+    ap = average_precision_multi(scores, torch.from_numpy(labels), chunk_neurons=chunk)
     top_k_experts(ap, cfg.experts.top_k)
     experts_s = time.perf_counter() - start
-    start = time.perf_counter()
-    permutation_thresholds(scores, labels, n_shuffles=cfg.experts.permutations, seed=0,
-                           quantile=cfg.experts.permutation_quantile, chunk_neurons=cfg.experts.chunk_neurons)
+    start = time.perf_counter()  # before: 5 shuffles of each concept, the best unit's AP of each
+    shuffled = torch.from_numpy(shuffled_labels(labels, 5, np.random.default_rng(0)))
+    for first in range(0, units, chunk):
+        average_precision_multi(scores[:, first : first + chunk], shuffled, chunk_neurons=chunk).max(dim=1)
+    before_s = time.perf_counter() - start
+    start = time.perf_counter()  # after: one null per distinct number of positives
+    sizes = sorted(set(labels.sum(axis=0).tolist()))
+    gen = np.random.default_rng(0)
+    for n_pos in sizes:
+        max_ap_null(scores, n_pos, n_shuffles=cfg.experts.permutations, rng=gen, chunk_neurons=chunk)
     chance_s = time.perf_counter() - start
     print(f"expert AP + top-K {experts_s:7.1f} s   x {N_LANGS} languages = {N_LANGS * experts_s:7.0f} s")
-    print(f"chance ({cfg.experts.permutations} shuffles) {chance_s:7.1f} s   x {N_LANGS} languages = "
-          f"{N_LANGS * chance_s:7.0f} s")
-    print(f"both, all languages: {N_LANGS * (experts_s + chance_s):.0f} s of the {GOAL_SECONDS:.0f} s goal "
-          f"for every stage of one checkpoint ({load()})")
+    print(f"chance before (5 shuffles x {N_CONCEPTS} concepts = {5 * N_CONCEPTS} AP columns, 0.99 quantile of 5 "
+          f"draws) {before_s:7.1f} s   x {N_LANGS} languages = {N_LANGS * before_s:7.0f} s")
+    print(f"chance after ({cfg.experts.permutations} shuffles x {len(sizes)} distinct positive count(s) = "
+          f"{cfg.experts.permutations * len(sizes)} AP columns, exact Monte-Carlo p-values) {chance_s:7.1f} s   "
+          f"x {N_LANGS} languages = {N_LANGS * chance_s:7.0f} s   (after / before = {chance_s / before_s:.2f}x)")
+    print(f"expert AP + chance after, all languages: {N_LANGS * (experts_s + chance_s):.0f} s of the "
+          f"{GOAL_SECONDS:.0f} s goal for every stage of one checkpoint ({load()})")
 
 
 def load() -> str:

@@ -129,7 +129,8 @@ def runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def run_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """The settings the pages need: top_k (K of neuron_ap) and min_langs (of shared_experts)."""
+    """The settings the pages need: top_k (K of neuron_ap), min_langs (of shared_experts) and overlap_measure
+    (the overlap the run leads with: 'jaccard' or 'over_k')."""
     df = frame(con, "SELECT config_json FROM runs WHERE run_id = ?", [run_id])
     config: dict[str, Any] = {}
     if df.height:
@@ -148,7 +149,9 @@ def run_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             con, "SELECT min(n_langs_topk) AS m FROM shared_experts WHERE run_id = ?", [run_id]
         )["m"][0]
         min_langs = int(got) if got is not None else 2
-    return {"top_k": top_k, "min_langs": min_langs, "config": config}
+    measure = experts.get("overlap_measure") if isinstance(experts, dict) else None
+    measure = measure if measure in OVERLAP_MEASURES else "jaccard"
+    return {"top_k": top_k, "min_langs": min_langs, "overlap_measure": measure, "config": config}
 
 
 def checkpoints(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
@@ -292,14 +295,14 @@ def concept_overlap_matrix(
     return frame(
         con,
         """WITH o AS (
-               SELECT lang_a, lang_b, jaccard, spearman_ap FROM expert_overlap
+               SELECT lang_a, lang_b, jaccard, spearman_ap, over_k FROM expert_overlap
                WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
                  AND concept_id = ? AND lang_a <> lang_b),
            m AS (
-               SELECT lang_a, lang_b, jaccard, spearman_ap FROM o
-               UNION ALL SELECT lang_b, lang_a, jaccard, spearman_ap FROM o
-               UNION ALL SELECT l, l, 1.0, 1.0 FROM (SELECT lang_a AS l FROM o UNION SELECT lang_b FROM o))
-           SELECT lang_a, lang_b, avg(jaccard) AS jaccard, avg(spearman_ap) AS spearman_ap
+               SELECT lang_a, lang_b, jaccard, spearman_ap, over_k FROM o
+               UNION ALL SELECT lang_b, lang_a, jaccard, spearman_ap, over_k FROM o
+               UNION ALL SELECT l, l, 1.0, 1.0, 1.0 FROM (SELECT lang_a AS l FROM o UNION SELECT lang_b FROM o))
+           SELECT lang_a, lang_b, avg(jaccard) AS jaccard, avg(spearman_ap) AS spearman_ap, avg(over_k) AS over_k
            FROM m GROUP BY lang_a, lang_b ORDER BY lang_a, lang_b""",
         [run_id, checkpoint, checkpoint, concept_id],
     )
@@ -314,7 +317,7 @@ def concept_overlap_history(
         f"""SELECT t.checkpoint, c.step, least(t.lang_a, t.lang_b) AS lang_a,
                    greatest(t.lang_a, t.lang_b) AS lang_b,
                    least(t.lang_a, t.lang_b) || '-' || greatest(t.lang_a, t.lang_b) AS pair,
-                   avg(t.jaccard) AS jaccard, avg(t.spearman_ap) AS spearman_ap
+                   avg(t.jaccard) AS jaccard, avg(t.spearman_ap) AS spearman_ap, avg(t.over_k) AS over_k
             FROM expert_overlap t {_CKPT_JOIN}
             WHERE t.run_id = ? AND t.concept_id = ? AND t.lang_a <> t.lang_b
             GROUP BY ALL ORDER BY {_T_ORDER}, lang_a, lang_b""",
@@ -829,8 +832,9 @@ _CK_POS = f"""ck AS (SELECT c.checkpoint, c.step,
 
 
 def probe_chance(con: duckdb.DuckDBPyConnection, run_id: str, representation: str) -> pl.DataFrame:
-    """LID accuracy per (checkpoint, layer) with its bootstrap interval, the majority-class baseline, the
-    control probe's accuracy (shuffled language labels) and the selectivity (accuracy - control)."""
+    """LID accuracy per (checkpoint, layer) with its bootstrap interval (seeds, then test contexts), the
+    majority-class baseline, the accuracy of the control task (random label per token type, Hewitt & Liang;
+    NULL for the sentence mean, which has no token type) and the selectivity (accuracy - control accuracy)."""
     return frame(
         con,
         f"""SELECT t.checkpoint, c.step, t.layer, t.accuracy, t.accuracy_lo, t.accuracy_hi,
@@ -847,7 +851,7 @@ def overlap_chance(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     return frame(
         con,
         f"""SELECT t.checkpoint, c.step, t.k, t.n_units, t.n_langs, t.null_quantile, t.jaccard_mean,
-                   t.jaccard_threshold, t.spearman_threshold, t.shared_expected
+                   t.jaccard_threshold, t.spearman_threshold, t.shared_expected, t.over_k_mean, t.over_k_threshold
             FROM overlap_chance t {_CKPT_JOIN} WHERE t.run_id = ? ORDER BY {_T_ORDER}""",
         [run_id],
     )
@@ -868,11 +872,14 @@ def expert_significance(
     con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, concept_id: str, k: int
 ) -> pl.DataFrame:
     """The concept's top-``k`` units per language at one checkpoint, each with the random scorer's AP, the
-    permutation threshold and whether its AP beats it (``significant``; null where no threshold was run)."""
+    corrected permutation threshold and whether its AP beats it (``significant``; null where no test was run),
+    with the test that decided it: the cell's p-value, shuffles, Monte-Carlo resolution, level and correction."""
     return frame(
         con,
         """SELECT n.lang, n.rank, n.layer, n.unit, n.ap, ch.random_ap, ch.threshold,
-                  CASE WHEN ch.threshold IS NULL THEN NULL ELSE n.ap > ch.threshold END AS significant
+                  CASE WHEN ch.threshold IS NULL THEN NULL ELSE n.ap > ch.threshold END AS significant,
+                  ch.threshold_uncorrected, ch.p_value AS cell_p_value, ch.n_shuffles, ch.p_resolution, ch.alpha,
+                  ch.correction, ch.n_cells
            FROM neuron_ap n LEFT JOIN chance_ap ch
              ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
             AND ch.concept_id = n.concept_id
@@ -887,17 +894,27 @@ def concept_chance_history(con: duckdb.DuckDBPyConnection, run_id: str, concept_
     """One concept's chance levels of AP per (checkpoint, lang): the random scorer's and the permutation threshold."""
     return frame(
         con,
-        f"""SELECT t.checkpoint, c.step, t.lang, t.random_ap, t.threshold, t.best_ap, t.n_shuffles
+        f"""SELECT t.checkpoint, c.step, t.lang, t.random_ap, t.threshold, t.best_ap, t.n_shuffles,
+                   t.threshold_uncorrected, t.p_value, t.p_resolution, t.alpha, t.correction, t.n_cells
             FROM chance_ap t {_CKPT_JOIN}
             WHERE t.run_id = ? AND t.concept_id = ? ORDER BY {_T_ORDER}, t.lang""",
         [run_id, concept_id],
     )
 
 
-def pair_emergence(con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str | None = None) -> pl.DataFrame:
-    """Per (concept, language pair): the first checkpoint from which its top-K Jaccard stays above the random-set
-    threshold (``overlap_chance.jaccard_threshold``) at every later checkpoint; ``emerged_at`` null where it
-    does not (yet). One concept, or all (``concept_id`` None)."""
+#: The overlap measures a reader may lead with ([experts] overlap_measure), each with its stored threshold column.
+OVERLAP_MEASURES = ("jaccard", "over_k")
+
+
+def pair_emergence(
+    con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str | None = None, measure: str = "jaccard"
+) -> pl.DataFrame:
+    """Per (concept, language pair): the first checkpoint from which its top-K overlap (``measure``: Jaccard or
+    |A ∩ B| / k) stays above the random-set threshold (``overlap_chance.jaccard_threshold`` / ``over_k_threshold``)
+    at every later checkpoint; ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id``
+    None)."""
+    if measure not in OVERLAP_MEASURES:
+        raise ValueError(f"measure must be one of {OVERLAP_MEASURES}, got {measure!r}")
     return frame(
         con,
         f"""WITH {_CK_POS},
@@ -909,7 +926,7 @@ def pair_emergence(con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str 
                       FROM expert_overlap o JOIN ck ON ck.checkpoint = o.checkpoint
                       JOIN overlap_chance ch ON ch.run_id = o.run_id AND ch.checkpoint = o.checkpoint
                       WHERE o.run_id = ? AND (?::VARCHAR IS NULL OR o.concept_id = ?) AND o.lang_a <> o.lang_b
-                        AND o.jaccard > ch.jaccard_threshold),
+                        AND o.{measure} > ch.{measure}_threshold),
             runs AS (SELECT concept_id, lang_a, lang_b, min(pos) AS first_pos, max(pos) AS last_pos
                      FROM (SELECT *, pos - row_number() OVER (PARTITION BY concept_id, lang_a, lang_b ORDER BY pos)
                                   AS grp FROM above)

@@ -67,6 +67,7 @@ class Ctx:
     n_runs: int
     top_k: int
     min_langs: int
+    overlap_measure: str = "jaccard"  # [experts] overlap_measure: 'jaccard' or 'over_k'
 
     @property
     def name(self) -> str:
@@ -160,5 +161,5 @@ def open_context() -> Ctx:
     top_k = settings["top_k"] or 1
     return Ctx(
         path=str(path), version=version, run_id=run_id, n_runs=len(run_ids),
-        top_k=int(top_k), min_langs=int(settings["min_langs"] or 2),
+        top_k=int(top_k), min_langs=int(settings["min_langs"] or 2), overlap_measure=settings["overlap_measure"],
     )

@@ -262,8 +262,9 @@ class ProbeSpec:
     C: float = setting(1.0, gt=0, hint="inverse regularisation strength")
     max_iter: int = setting(100, ge=1)
     max_train: int = setting(4000, ge=0, hint="0: no cap")
-    # A control probe per layer on shuffled language labels (NeuroX's control tasks), so selectivity
-    # (accuracy - control accuracy) is visible: crossling's addition, not the paper's.
+    # A control task per layer for token probes (Hewitt & Liang 2019: a fixed random language per token type,
+    # learnt by the same probe), so selectivity (accuracy - control accuracy) is visible; the mean
+    # representation has no token type and gets none. Crossling's addition, not the paper's.
     control: bool = setting(True)
 
 
@@ -274,10 +275,29 @@ class ExpertSpec:
     top_k: int = setting(100, ge=1)
     min_langs: int = setting(3, ge=2)
     chunk_neurons: int = setting(8192, ge=1)
-    # Chance of an expert's AP (crossling's addition): the permutation_quantile of the best unit's AP under
-    # this many shuffles of each concept's labels; experts above it are significant. 0: no threshold.
-    permutations: int = setting(5, ge=0, le=1000, hint="0: no permutation threshold")
-    permutation_quantile: float = setting(0.99, gt=0, lt=1)
+    # Chance of an expert's AP (crossling's addition, issue 19): per language and number of positives, this many
+    # shuffles of the labels give the null of the best unit's AP; a (concept, language) cell's p-value is
+    # (1 + exceedances) / (permutations + 1), so its resolution is 1 / (permutations + 1). 999 makes the level
+    # 1 - permutation_quantile = 0.01 exact (0.01 x 1,000 is a whole number of draws). 0: no test.
+    permutations: int = setting(999, ge=0, le=1_000_000, hint="0: no permutation test")
+    permutation_quantile: float = setting(0.99, gt=0, lt=1, hint="1 - the test's level (and the FDR of the correction)")
+    # Multiple comparisons over the (concept, language) cells of a checkpoint: "bh" = Benjamini-Hochberg at FDR
+    # 1 - permutation_quantile (crossling's choice); "none" = every cell at that level on its own.
+    correction: str = setting("bh", choices=("bh", "none"))
+    # The overlap of two languages' expert sets: the top overlap_k of each (0: top_k; at most top_k), as
+    # "jaccard" |A ∩ B| / |A ∪ B| or "over_k" |A ∩ B| / k (Wang, Minervini & Ponti 2024, k = 50 over BLOOM
+    # checkpoints). Both are stored; overlap_measure is the one the report and the explorer lead with.
+    overlap_k: int = setting(0, ge=0, hint="0: the experts' top_k")
+    overlap_measure: str = setting("jaccard", choices=("jaccard", "over_k"))
+
+    def check(self, label: str) -> Iterator[str]:
+        if self.overlap_k > self.top_k:
+            yield f"{label} overlap_k = {self.overlap_k} is more than top_k = {self.top_k} (the experts kept per cell)"
+
+    @property
+    def overlap_top(self) -> int:
+        """The K of the overlap: ``overlap_k``, or ``top_k`` where it is 0."""
+        return self.overlap_k or self.top_k
 
 
 @dataclass

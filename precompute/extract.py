@@ -94,6 +94,9 @@ class Pooled:
     n_tokens: int  # tokens fed to the model (padding excluded, tokenizer-added specials included)
     seconds: float
     token_seeds: list[int] = field(default_factory=lambda: [0])
+    # (S, n) int64: the token id at each context's sampled position per seed (the token type of resid_token[s],
+    # for the probes' control task); 8 bytes a context and seed.
+    token_ids: np.ndarray | None = None
 
     def responses(self, pooling: str) -> torch.Tensor:
         """(n, N) unit responses under ``pooling`` (one of ``POOLINGS`` that `extract` was asked for)."""
@@ -270,7 +273,8 @@ def extract(
 
     ``layers`` restricts the MLP layers hooked (default: all); the residual stream keeps every layer.
     ``poolings``: which unit responses to keep (a run keeps only the one it analyses: each costs contexts x
-    neurons of host memory). ``token_seeds``: one sampled token per context and seed for token-level probes.
+    neurons of host memory). ``token_seeds``: one sampled token per context and seed for token-level probes
+    (``resid_token``), whose token ids are kept in ``token_ids``.
     A ``span`` response of a context without span tokens is its ``mean`` (a concept set without spans);
     ``precompute.pipeline`` refuses or drops contexts whose span was cut off before they get here.
     ``progress`` is called with the number of contexts finished after each batch.
@@ -306,6 +310,9 @@ def extract(
     )
     token_pos = np.stack([sample_token_positions(contexts.real_masks, s) for s in seeds] or [np.zeros((0, n))])
     token_pos = token_pos.reshape(len(seeds), n).astype(np.int64)  # (S, n)
+    out.token_ids = np.array(
+        [[contexts.input_ids[i][p] for i, p in enumerate(row)] for row in token_pos.tolist()], dtype=np.int64
+    ).reshape(len(seeds), n)
     pad_id = loaded.tokenizer.pad_token_id or 0
     state: dict[str, torch.Tensor] = {}
     # Buffer slots per batch: one per pooling, then the activation fraction.

@@ -308,6 +308,7 @@ def analyse_checkpoint(
             max_iter=cfg.probes.max_iter,
             max_train=cfg.probes.max_train,
             control=cfg.probes.control,
+            token_types={"token": pooled.token_ids},
             n_resamples=cfg.analysis.bootstrap,
             progress=task("  probes", n_fits),
         )
@@ -325,7 +326,7 @@ def analyse_checkpoint(
         )
         summary = neuron_summary(experts, pooled.layer_offsets)
     with timer.stage("alignment"):
-        overlap = expert_overlap(experts, cfg.experts.top_k)
+        overlap = expert_overlap(experts, cfg.experts.overlap_top)
         shared = shared_experts(experts, pooled.layer_offsets, cfg.experts.min_langs)
     tables = {
         "probe_results": probe_rows,
@@ -374,13 +375,16 @@ def chance_tables(
     shared-expert chance for K of the (contexts, N) ``activations``' N units) and ``headline_ci`` (bootstrap
     over concepts of the overlap and sharing headlines)."""
     n_units = int(activations.shape[1])
+    spec = cfg.experts
     chance = overlap_chance(
-        cfg.experts.top_k, n_units, len(experts.full_ap), cfg.experts.min_langs, cfg.experts.permutation_quantile
+        spec.overlap_top, n_units, len(experts.full_ap), spec.min_langs, spec.permutation_quantile,
+        expert_k=spec.top_k,
     )
     return {
         "chance_ap": chance_ap_table(
-            activations, langs, concept_ids, experts.top, n_shuffles=cfg.experts.permutations,
-            quantile=cfg.experts.permutation_quantile, chunk_neurons=cfg.experts.chunk_neurons, device=device,
+            activations, langs, concept_ids, experts.top, n_shuffles=spec.permutations,
+            quantile=spec.permutation_quantile, correction=spec.correction, chunk_neurons=spec.chunk_neurons,
+            device=device,
         ),
         "overlap_chance": chance,
         "headline_ci": headline_intervals(overlap, shared, chance, experts.concept_ids,

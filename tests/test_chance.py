@@ -20,8 +20,10 @@ from precompute.analysis.chance import (
     bootstrap_ci,
     chance_ap_table,
     headline_intervals,
+    lang_seed,
+    max_ap_null,
     overlap_chance,
-    permutation_thresholds,
+    random_ap,
     random_jaccard,
     random_jaccard_quantile,
     random_shared_expected,
@@ -74,38 +76,45 @@ def test_random_shared_expected_matches_monte_carlo():
     assert row["jaccard_mean"] == pytest.approx(random_jaccard(k, n)) and row["n_units"] == n
 
 
-def test_permutation_threshold_matches_brute_force_sklearn_loop():
+def test_permutation_null_matches_brute_force_sklearn_loop():
     rng = np.random.default_rng(3)
     n_ctx, n_units, n_shuffles = 40, 13, 4
     scores = np.round(rng.normal(size=(n_ctx, n_units)), 1).astype(np.float32)  # rounding makes ties
-    labels = np.zeros((n_ctx, 2), dtype=bool)
-    labels[:10, 0] = True
-    labels[10:25, 1] = True
-    best, thresholds = permutation_thresholds(
-        torch.from_numpy(scores), labels, n_shuffles=n_shuffles, seed=np.random.default_rng(7), chunk_neurons=5
-    )
-    shuffled = shuffled_labels(labels, n_shuffles, np.random.default_rng(7))
-    assert shuffled.shape == (n_ctx, 2 * n_shuffles)
-    assert (shuffled.sum(axis=0) == np.repeat(labels.sum(axis=0), n_shuffles)).all()  # positives kept
+    null = max_ap_null(torch.from_numpy(scores), 10, n_shuffles=n_shuffles, rng=np.random.default_rng(7),
+                       chunk_neurons=5)
+    column = np.zeros((n_ctx, 1), dtype=bool)
+    column[:10] = True
+    shuffled = shuffled_labels(column, n_shuffles, np.random.default_rng(7))
+    assert shuffled.shape == (n_ctx, n_shuffles) and (shuffled.sum(axis=0) == 10).all()  # positives kept
     brute = np.array([
         max(average_precision_score(shuffled[:, j], scores[:, u]) for u in range(n_units))
-        for j in range(shuffled.shape[1])
-    ]).reshape(2, n_shuffles)
-    np.testing.assert_allclose(best, brute, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(thresholds, np.quantile(brute, 0.99, axis=1))
+        for j in range(n_shuffles)
+    ])
+    np.testing.assert_allclose(null, brute, rtol=1e-12, atol=1e-12)
 
 
-def test_chance_ap_table_random_scorer_is_the_positive_rate():
+def test_chance_ap_table_p_values_and_thresholds_from_the_null():
+    """Each cell's p-value is (1 + exceedances) / (B + 1) against the null of its language and number of
+    positives, drawn as `max_ap_null` draws it; the thresholds are the null's order statistics."""
     rng = np.random.default_rng(0)
     langs = np.array(["de"] * 12 + ["en"] * 8)
     concepts = np.array(["a"] * 4 + ["b"] * 8 + ["a"] * 2 + ["b"] * 6)
     acts = torch.from_numpy(rng.normal(size=(20, 6)).astype(np.float32))
     top = pl.DataFrame({"lang": ["de", "de", "en", "en"], "concept_id": ["a", "b", "a", "b"], "ap": [0.9, 0.5, 0.7, 0.6]})
-    rows = {(r["lang"], r["concept_id"]): r for r in chance_ap_table(acts, langs, concepts, top, n_shuffles=3).iter_rows(named=True)}
-    assert rows[("de", "a")]["random_ap"] == pytest.approx(4 / 12)
-    assert rows[("en", "a")]["random_ap"] == pytest.approx(2 / 8) and rows[("en", "a")]["n_positive"] == 2
+    out = chance_ap_table(acts, langs, concepts, top, n_shuffles=19, correction="none", quantile=0.9)
+    rows = {(r["lang"], r["concept_id"]): r for r in out.iter_rows(named=True)}
+    assert rows[("de", "a")]["random_ap"] == pytest.approx(random_ap(4, 12))
+    assert rows[("en", "a")]["positive_rate"] == pytest.approx(2 / 8) and rows[("en", "a")]["n_positive"] == 2
     assert rows[("de", "a")]["best_ap"] == 0.9
+    gen = lang_seed(0, "de")  # de's nulls, in order of P: 4 then 8
+    null_a = max_ap_null(acts[:12], 4, n_shuffles=19, rng=gen)
+    assert rows[("de", "a")]["p_value"] == pytest.approx((1 + (null_a >= 0.9).sum()) / 20)
+    # level 0.1 with B = 19: p <= 0.1 <=> 1 + #{null >= AP} <= 2 <=> AP above the second largest draw
+    assert rows[("de", "a")]["threshold"] == rows[("de", "a")]["threshold_uncorrected"] == np.sort(null_a)[-2]
     assert all(0 < r["threshold"] <= 1 for r in rows.values())
+    assert all(r["significant"] == (r["best_ap"] > r["threshold"]) for r in rows.values())
+    bh = chance_ap_table(acts, langs, concepts, top, n_shuffles=19, quantile=0.9)
+    assert (bh["threshold"] >= bh["threshold_uncorrected"]).all()  # the correction only raises the bar
     none = chance_ap_table(acts, langs, concepts, top, n_shuffles=0)
     assert none["threshold"].null_count() == none.height  # no shuffles: significance unknown
 
@@ -147,11 +156,13 @@ def test_probe_baselines_and_control():
     rng = np.random.default_rng(0)
     langs = np.repeat(["ar", "en", "zh"], 60)
     separable = rng.normal(size=(180, 8)) + np.repeat(np.eye(3, 8) * 6, 60, axis=0)
-    reps = {"mean": torch.from_numpy(separable[None].astype(np.float32))}
-    results, _ = probe_tables(reps, langs, seeds=[0, 1], test_size=0.3, n_resamples=500)
+    reps = {"token": torch.from_numpy(separable[None].astype(np.float32))}
+    types = rng.integers(0, 30, size=180)  # token types unrelated to the features
+    results, _ = probe_tables(reps, langs, seeds=[0, 1], test_size=0.3, n_resamples=500, token_types={"token": types})
     row = results.row(0, named=True)
     assert row["majority_baseline"] == pytest.approx(1 / 3, abs=0.02)  # stratified: one third each
-    assert row["control_accuracy"] < 0.6 and row["accuracy"] > 0.95  # shuffled labels: about chance
+    assert row["control_accuracy"] < 0.6 and row["accuracy"] > 0.95  # control task unreadable from language
+    assert probe_tables(reps, langs, seeds=[0], test_size=0.3)[0]["control_accuracy"].null_count() == 1  # no types
     assert row["accuracy_lo"] <= row["accuracy"] <= row["accuracy_hi"]
     off, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, control=False)
     assert off["control_accuracy"].null_count() == 1 and off["accuracy_lo"].null_count() == 1
@@ -217,7 +228,15 @@ def test_report_prints_intervals_chance_and_emergence(synthetic_store):
     assert "95% CI" in text and "control" in text and "majority class" in text
     assert "(chance 0.0426)" in text  # random top-10 of 128 units: the exact hypergeometric expectation
     assert f"{random_jaccard(10, 128):.4f}" == "0.0426"
-    assert "Emergence" in text and "permutation threshold" in text
+    assert "Emergence" in text and "corrected permutation threshold" in text
+    # The test behind "significant": its method, shuffles, Monte-Carlo resolution and correction (issue 19).
+    assert "permutation test of the max over units, 999 label shuffles" in text
+    assert "Monte-Carlo resolution 0.001" in text and "Benjamini-Hochberg at FDR 0.01" in text
+    con = duckdb.connect(str(synthetic_store), read_only=True)
+    n, sig = con.execute("SELECT count(*), count(*) FILTER (WHERE significant) FROM chance_ap "
+                         "WHERE checkpoint = 'global_step0'").fetchone()
+    con.close()
+    assert f"first: {sig} of {n} cells significant after correction" in text
 
 
 # --- the explorer draws them ------------------------------------------------------------------------------------
@@ -282,6 +301,18 @@ def test_concepts_page_marks_non_significant_experts_and_draws_chance(monkeypatc
     assert any(_has_chance_line(s, "chance (random top-K sets)") and "Shared experts" in json.dumps(s) for s in specs)
     assert any("Emergence" == h.value for h in at.subheader)
     assert any("stay above chance" in m.value for m in at.markdown)
+    # The page names the test behind "n.s." (issue 19): shuffles, resolution, correction.
+    named = [c.value for c in at.caption if "n.s." in c.value]
+    assert named and "999 label shuffles" in named[0] and "Benjamini-Hochberg at FDR 0.01" in named[0]
+    assert "Monte-Carlo resolution 0.001" in named[0]
+
+
+def test_concepts_page_offers_the_over_k_overlap(monkeypatch, synthetic_store):
+    at = _page(monkeypatch, synthetic_store, "concepts", concept="monday", ckpt="global_step0", ov="over_k")
+    spec = next(s for s in _specs(at) if "over_k per language pair" in json.dumps(s))
+    chance = next(lay for lay in spec["layer"] if isinstance(lay.get("mark"), dict) and lay["mark"].get("strokeDash"))
+    values = [v["over_k"] for v in chance["data"]["values"]]
+    assert values and values == pytest.approx([10 / 128] * len(values))  # E[|A∩B|/k] = k / N
 
 
 def test_probes_page_shows_baselines_and_band(monkeypatch, synthetic_store):
@@ -289,7 +320,7 @@ def test_probes_page_shows_baselines_and_band(monkeypatch, synthetic_store):
     spec = next(s for s in _specs(at) if "against chance" in json.dumps(s))
     assert "area" in _marks(spec)
     series = {v["series"] for lay in spec["layer"] for v in lay["data"]["values"] if "series" in v}
-    assert {"LID probe", "control probe (shuffled labels)", "majority class"} <= series
+    assert {"LID probe", "control task (random label per token type, Hewitt & Liang)", "majority class"} <= series
     assert any("Selectivity" in c.value for c in at.caption)
 
 
@@ -302,4 +333,5 @@ def test_neuron_page_lists_emergence_and_thresholds(monkeypatch, synthetic_store
     assert any("Emergence" in m.value for m in at.markdown)
     tables = [d.value for d in at.dataframe]
     assert any("emerged_at" in t.columns and one["emerged_at"] in t["emerged_at"].tolist() for t in tables)
-    assert any(_has_chance_line(s, "permutation threshold") for s in _specs(at))
+    assert any(_has_chance_line(s, "corrected permutation threshold") for s in _specs(at))
+    assert any("999 label shuffles" in c.value and "Benjamini-Hochberg" in c.value for c in at.caption)

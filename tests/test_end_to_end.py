@@ -7,6 +7,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from precompute.analysis.chance import random_ap
 from precompute.cli import app
 from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
 
@@ -63,15 +64,24 @@ def test_run_resume_info_report(tiny_run, tmp_path):
     assert json.loads(config_json)["experts"]["top_k"] == 5
     # Chance levels (issue 14.5): per (checkpoint, lang, concept) the random scorer's AP (8 of the 48 contexts of
     # a language) and a permutation threshold; exact random-set overlap per checkpoint; headline intervals.
+    # The permutation test (issue 19): p-values at the default 999 shuffles, BH over the checkpoint's cells.
     chance = con.execute("SELECT count(*), min(random_ap), max(random_ap), count(threshold), "
-                         "min(threshold), max(threshold) FROM chance_ap").fetchone()
+                         "min(threshold_uncorrected), max(threshold), min(positive_rate), max(positive_rate), "
+                         "min(p_value), max(p_resolution), count(DISTINCT correction), any_value(correction), "
+                         "min(n_shuffles), max(n_cells), count(*) FILTER (WHERE significant <> (best_ap > threshold)) "
+                         "FROM chance_ap").fetchone()
     assert chance[0] == chance[3] == 3 * len(LANGS) * len(CONCEPTS)
-    assert chance[1] == pytest.approx(1 / len(CONCEPTS)) and chance[2] == pytest.approx(1 / len(CONCEPTS))
-    assert 1 / len(CONCEPTS) < chance[4] <= chance[5] <= 1.0  # the best of many units beats a random scorer
+    n_ctx = 48  # contexts per language; 1 / len(CONCEPTS) of them positive
+    assert chance[1] == pytest.approx(random_ap(n_ctx // len(CONCEPTS), n_ctx)) == pytest.approx(chance[2])
+    assert chance[6] == pytest.approx(1 / len(CONCEPTS)) == pytest.approx(chance[7])  # the constant scorer's AP
+    assert chance[1] < chance[4] and chance[5] <= 1.0  # the best of many units beats a random scorer
+    assert chance[8] >= 1 / 1000 and chance[9] == pytest.approx(1 / 1000)  # no p below the resolution
+    assert chance[10:14] == (1, "bh", 999, len(LANGS) * len(CONCEPTS)) and chance[14] == 0
     assert con.execute("SELECT count(*), min(jaccard_mean) > 0 FROM overlap_chance").fetchone() == (3, True)
-    assert con.execute("SELECT count(*), count(lo) FROM headline_ci").fetchone() == (9, 9)
+    assert con.execute("SELECT count(*), count(lo) FROM headline_ci").fetchone() == (12, 12)
     assert con.execute("SELECT count(*) FROM probe_results WHERE majority_baseline IS NULL "
-                       "OR control_accuracy IS NULL OR accuracy_lo > accuracy OR accuracy_hi < accuracy").fetchone() == (0,)
+                       "OR (control_accuracy IS NULL) <> (representation = 'mean') "  # control task: token probes only
+                       "OR accuracy_lo > accuracy OR accuracy_hi < accuracy").fetchone() == (0,)
     con.close()
 
     before = store.read_bytes()

@@ -136,8 +136,8 @@ def test_overlap_matrix_tolerates_both_orderings(store, tmp_path):
     copy = tmp_path / "both.duckdb"
     shutil.copyfile(store, copy)
     with duckdb.connect(str(copy)) as c:
-        c.execute("INSERT INTO expert_overlap SELECT run_id, checkpoint, concept_id, lang_b, lang_a, k, jaccard, "
-                  "spearman_ap FROM expert_overlap")
+        c.execute("INSERT INTO expert_overlap BY NAME SELECT run_id, checkpoint, concept_id, lang_b AS lang_a, "
+                  "lang_a AS lang_b, k, jaccard, spearman_ap, over_k FROM expert_overlap")
     with duckdb.connect(str(copy), read_only=True) as c, open_readonly(store) as o:
         a = Q.concept_overlap_matrix(c, RUN_ID, CKPTS[1], "monday")
         b = Q.concept_overlap_matrix(o, RUN_ID, CKPTS[1], "monday")

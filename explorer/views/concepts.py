@@ -16,6 +16,7 @@ from explorer.pickers import (
     pick_k,
 )
 from explorer.problems import empty
+from explorer.significance import significance_text
 from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import url_int, url_select
@@ -41,11 +42,16 @@ shared_all = q(Q.shared_experts, c.run_id, ckpt, concept, c.min_langs, 500)
 
 pairs = matrix.filter(pl.col("lang_a") < pl.col("lang_b"))
 chance_ov = q(Q.overlap_chance, c.run_id)
-chance_text = (f"Jaccard {chance_ov['jaccard_mean'][-1]:.4f} for random top-{int(chance_ov['k'][-1])} sets of "
-               f"{int(chance_ov['n_units'][-1]):,} units; Spearman 0" if chance_ov.height else "not stored")
+chance_text = (f"Jaccard {chance_ov['jaccard_mean'][-1]:.4f}, |A∩B|/k {chance_ov['over_k_mean'][-1] or 0:.4f} for "
+               f"random top-{int(chance_ov['k'][-1])} sets of {int(chance_ov['n_units'][-1]):,} units; Spearman 0"
+               if chance_ov.height else "not stored")
+MEASURE_NAMES = {"jaccard": "Jaccard of top-K sets", "over_k": "|A∩B| / k of top-k sets (Wang et al.)",
+                 "spearman_ap": "Spearman of all units' AP"}
 m = st.columns(4)
 m[0].metric("Languages with experts", units["lang"].n_unique() if units.height else 0)
-m[1].metric("Mean Jaccard overlap", f"{pairs['jaccard'].mean():.3f}" if pairs.height else "–",
+lead = c.overlap_measure  # the run's [experts] overlap_measure
+m[1].metric(f"Mean {'Jaccard' if lead == 'jaccard' else '|A∩B|/k'} overlap",
+            f"{pairs[lead].mean():.3f}" if pairs.height and pairs[lead].null_count() < pairs.height else "–",
             help="Over language pairs, of the stored top-K sets at this checkpoint.")
 m[2].metric(f"Shared experts (≥ {c.min_langs} languages)", shared_all.height)
 m[3].metric("Most languages for one unit", int(shared_all["n_langs_topk"].max()) if shared_all.height else 0)
@@ -56,9 +62,10 @@ if units.height == 0:
 else:
     grid_tab, table_tab = st.tabs(["By rank", "Table with links"])
     with grid_tab:
-        # Significance (issue 14.5): an expert whose AP does not beat the permutation threshold of its
-        # (language, concept) is marked "n.s." and greyed out.
-        sig = q(Q.expert_significance, c.run_id, ckpt, concept, k).select("lang", "rank", "significant")
+        # Significance (issues 14.5, 19): an expert whose AP does not beat the corrected permutation threshold of
+        # its (language, concept) cell is marked "n.s." and greyed out; the caption names the test.
+        tested = q(Q.expert_significance, c.run_id, ckpt, concept, k)
+        sig = tested.select("lang", "rank", "significant")
         cells = units.join(sig, on=["lang", "rank"], how="left").with_columns(
             cell=pl.format("L{} · U{} ({})", "layer", "unit", pl.col("ap").round(3).cast(pl.Utf8))
             + pl.when(pl.col("significant").not_()).then(pl.lit(NOT_SIGNIFICANT)).otherwise(pl.lit(""))
@@ -72,8 +79,7 @@ else:
         )
         n_ns = int(cells["significant"].not_().sum())  # null (no threshold stored) is not counted
         st.caption("Each cell: layer · unit (AP). The same unit in several columns is a cross-lingual expert. "
-                   f"Greyed, *n.s.*: AP not above the permutation threshold (the best unit's AP under shuffled "
-                   f"labels, 99th percentile) of its language: {n_ns} of {cells.height} shown.")
+                   f"Greyed, *n.s.*: not significant, {n_ns} of {cells.height} shown. {significance_text(tested)}")
         downloads(units, f"top_units_{concept}_{ckpt}_k{k}")
     with table_tab:
         table(with_neuron_links(units.join(sig, on=["lang", "rank"], how="left"), concept),
@@ -82,10 +88,8 @@ else:
 left, right = st.columns(2)
 with left:
     st.subheader("Language x language overlap")
-    measure = url_select("Measure", ["jaccard", "spearman_ap"], param="ov", key="concepts.ov",
-                         what="overlap measure",
-                         format_func=lambda v: {"jaccard": "Jaccard of top-K sets",
-                                                "spearman_ap": "Spearman of all units' AP"}[v])
+    measure = url_select("Measure", ["jaccard", "over_k", "spearman_ap"], param="ov", key="concepts.ov",
+                         default=c.overlap_measure, what="overlap measure", format_func=MEASURE_NAMES.get)
     if matrix.height:
         lo = min(0.0, float(matrix[measure].min()))
         chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt} (chance {chance_text})",
@@ -107,9 +111,9 @@ with right:
             title=f"{fmt_concept(concept)}: {measure} per language pair", highlight="mean",
             domain=(min(0.0, float(both[measure].min())), 1.0),
         )
-        # Chance (issue 14.5): random top-K sets' exact expected Jaccard; Spearman's is 0.
-        reference = (chance_ov.select("checkpoint", pl.col("jaccard_mean").alias(measure)) if measure == "jaccard"
-                     else chance_ov.select("checkpoint", pl.lit(0.0).alias(measure)))
+        # Chance (issue 14.5): random top-K sets' exact expected Jaccard or |A∩B|/k; Spearman's is 0.
+        reference = (chance_ov.select("checkpoint", pl.col(f"{measure}_mean").alias(measure))
+                     if measure in ("jaccard", "over_k") else chance_ov.select("checkpoint", pl.lit(0.0).alias(measure)))
         chart(charts.with_chance(lines, reference=charts.chance_lines(
                   reference, order, measure, label="chance (random top-K sets)")) if reference.height else lines,
               hist, f"overlap_history_{concept}")

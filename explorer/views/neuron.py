@@ -9,6 +9,7 @@ from explorer.downloads import chart, table
 from explorer.drilldown import drilldown_section
 from explorer.pickers import checkpoint_order, concept_label_func
 from explorer.problems import empty
+from explorer.significance import significance_text
 from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import plain_selectbox, url_int, url_select
@@ -110,12 +111,12 @@ else:
         chart(
             charts.with_chance(ap_lines, reference=charts.chance_lines(
                 thresholds.select("checkpoint", "lang", pl.col("threshold").alias("ap")), order, "ap",
-                color="lang", y_title="AP (where top-K)", label="permutation threshold"))
+                color="lang", y_title="AP (where top-K)", label="corrected permutation threshold"))
             if thresholds.height else ap_lines,
             one, f"neuron_L{layer}_U{unit}_ap_{concept}",
         )
-        st.caption("Dashed: each language's permutation threshold (the best unit's AP under shuffled labels, "
-                   "99th percentile); above it, the unit predicts the concept better than chance.")
+        st.caption("Dashed: each language's corrected permutation threshold; above it, the unit predicts the "
+                   f"concept better than chance. {significance_text(thresholds)}")
     with right:
         chart(charts.rank_lines(one, order, title=f"Rank for {fmt_concept(concept)}", k=c.top_k),
               one, f"neuron_L{layer}_U{unit}_rank_{concept}")

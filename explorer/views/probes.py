@@ -66,13 +66,15 @@ with right:
         empty("No per-language results at this layer.")
 
 st.subheader(f"Against chance, at {md(ckpt)}")
-# Chance (issue 14.5): the majority-class baseline, a control probe on shuffled language labels (selectivity =
-# accuracy - control), and the 95 % bootstrap interval of the accuracy over test contexts (band).
+CONTROL_LABEL = "control task (random label per token type, Hewitt & Liang)"
+# Chance (issue 14.5): the majority-class baseline, the control task (random label per token type, Hewitt & Liang;
+# selectivity = accuracy - control accuracy; token probes only), and the 95 % hierarchical bootstrap interval of the
+# accuracy over seeds and test contexts (band).
 base = q(Q.probe_chance, c.run_id, rep).filter(pl.col("checkpoint") == ckpt)
 if base.height and base["control_accuracy"].is_not_null().any() | base["majority_baseline"].is_not_null().any():
     long = base.unpivot(index=["layer"], on=["accuracy", "control_accuracy", "majority_baseline"],
                         variable_name="series", value_name="value").drop_nulls("value").with_columns(
-        pl.col("series").replace({"accuracy": "LID probe", "control_accuracy": "control probe (shuffled labels)",
+        pl.col("series").replace({"accuracy": "LID probe", "control_accuracy": CONTROL_LABEL,
                                   "majority_baseline": "majority class"}))
     y_title = "accuracy"
     lines = charts.lines_over_layers(long, "value", color="series", y_title=y_title, domain=(0.0, 1.0),
@@ -83,8 +85,11 @@ if base.height and base["control_accuracy"].is_not_null().any() | base["majority
                              if band["accuracy_lo"].is_not_null().any() else None),
           base, f"probe_chance_{rep}_{ckpt}")
     sel = base["selectivity"].drop_nulls()
-    st.caption("Band: 95 % bootstrap interval over test contexts. Selectivity (accuracy − control accuracy) "
-               + (f"ranges {sel.min():.3f} … {sel.max():.3f} over layers." if sel.len() else "is not stored."))
+    st.caption("Band: 95 % bootstrap interval over seeds and, within each, its test contexts. "
+               + (f"Selectivity (accuracy − control accuracy, {CONTROL_LABEL}) ranges "
+                  f"{sel.min():.3f} … {sel.max():.3f} over layers." if sel.len() else
+                  f"No {CONTROL_LABEL} for this representation (the sentence mean has no token type), "
+                  "so no selectivity."))
 else:
     empty("This store has no probe baselines (computed before chance levels were stored).")
 

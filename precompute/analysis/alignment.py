@@ -1,6 +1,7 @@
 """Cross-lingual alignment of expert units: do the same neurons predict a concept in every language?
 
-Per checkpoint and concept: the Jaccard overlap of the top-K expert sets of every language pair, the
+Per checkpoint and concept: the overlap of the top-k expert sets of every language pair, as Jaccard
+|A ∩ B| / |A ∪ B| and as |A ∩ B| / k (Wang, Minervini & Ponti 2024, top k = 50 over BLOOM checkpoints), the
 Spearman correlation of the full AP vectors (all neurons), and the "shared experts": units in the
 top-K of at least ``min_langs`` languages, with their min and mean AP over all languages.
 """
@@ -33,7 +34,11 @@ def spearman_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def expert_overlap(result: ExpertResult, k: int) -> pl.DataFrame:
-    """Rows (concept_id, lang_a, lang_b, k, jaccard, spearman_ap) for each unordered pair lang_a < lang_b."""
+    """Rows (concept_id, lang_a, lang_b, k, jaccard, spearman_ap, over_k) for each unordered pair lang_a < lang_b.
+
+    ``k``: the overlap's K (``[experts] overlap_k``), at most the experts' K (the rows ``result.top`` holds);
+    ``over_k`` = |A ∩ B| / k.
+    """
     langs = sorted(result.full_ap)
     top = result.top.filter(pl.col("rank") <= k)
     sets: dict[tuple[str, str], set[tuple[int, int]]] = {
@@ -56,11 +61,12 @@ def expert_overlap(result: ExpertResult, k: int) -> pl.DataFrame:
                     "k": k,
                     "jaccard": jaccard(sets[(a, concept)], sets[(b, concept)]),
                     "spearman_ap": float(rho[i, j]) if np.isfinite(rho[i, j]) else 0.0,
+                    "over_k": len(sets[(a, concept)] & sets[(b, concept)]) / k,
                 }
             )
     schema = {
         "concept_id": pl.Utf8, "lang_a": pl.Utf8, "lang_b": pl.Utf8, "k": pl.Int32,
-        "jaccard": pl.Float64, "spearman_ap": pl.Float64,
+        "jaccard": pl.Float64, "spearman_ap": pl.Float64, "over_k": pl.Float64,
     }
     return pl.DataFrame(rows, schema=schema)
 

@@ -3,10 +3,13 @@ set or a shuffled label would give, and how much a figure moves between concepts
 
 Pure functions, no I/O. Why each one exists:
 
-- ``random_ap`` / `permutation_thresholds`: an expert's AP means little without the AP a random scorer gets
-  (its expectation is the positive rate) and without the AP that the *best* of N units reaches by luck, which
-  grows with N. The threshold is the ``quantile`` of the best unit's AP over label shuffles (a permutation test
-  of the max statistic, so it corrects for looking at every unit at once).
+- `random_ap`: an expert's AP means little without the AP a random scorer gets: for a random *continuous*
+  scorer E[AP] = (H_n + (P - 1)(n - H_n)/(n - 1)) / n, larger than the positive rate P / n (which is the AP of a
+  constant scorer, kept as ``positive_rate``).
+- `max_ap_null` / `chance_ap_table`: the AP that the *best* of N units reaches by luck grows with N. Its
+  permutation null (B label shuffles per language and number of positives) gives each (concept, language) cell a
+  Monte-Carlo p-value (1 + #exceedances) / (B + 1), exact in level, whose resolution 1 / (B + 1) is stored;
+  Benjamini-Hochberg over the cells of a checkpoint corrects for looking at all of them (issue 19).
 - `random_jaccard`: two random K-sets out of N units share |A∩B| ~ Hypergeom(N, K, K) units, so the expected
   Jaccard |A∩B| / (2K - |A∩B|) is an exact finite sum over the pmf (not K/(2N - K), which is its first-order
   approximation).
@@ -14,6 +17,7 @@ Pure functions, no I/O. Why each one exists:
   across languages, so the expected number of "shared experts" (top-K in >= m of L languages) is
   N * P(Binom(L, K/N) >= m).
 - `bootstrap_ci`: intervals over concepts (the unit a reader generalises over), percentile method, fixed seed.
+- `hierarchical_bootstrap_ci`: a probe's accuracy over seeds x test contexts (seeds, then each seed's contexts).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import zlib
 import numpy as np
 import polars as pl
 import torch
+from scipy.special import digamma
 from scipy.stats import binom, hypergeom, norm
 
 from precompute.analysis.experts import average_precision_multi
@@ -54,9 +59,36 @@ def random_jaccard(k: int, n: int) -> float:
 
 def random_jaccard_quantile(k: int, n: int, q: float = DEFAULT_QUANTILE) -> float:
     """The ``q`` quantile of the random-set Jaccard (Jaccard is increasing in |A∩B|, so it is the pmf's quantile)."""
+    i = _intersection_quantile(k, n, q)
+    return i / (2 * k - i)
+
+
+def random_over_k(k: int, n: int) -> float:
+    """E[|A∩B| / k] for two independent uniform random K-sets out of N units: E[|A∩B|] = K^2 / N, so K / N.
+
+    The overlap Wang, Minervini & Ponti (2024) report over BLOOM checkpoints (top k = 50 units).
+    """
+    _overlap_pmf(k, n)  # the same argument check
+    return k / n
+
+
+def random_over_k_quantile(k: int, n: int, q: float = DEFAULT_QUANTILE) -> float:
+    """The ``q`` quantile of |A∩B| / k for random K-sets (the hypergeometric quantile, divided by k)."""
+    return _intersection_quantile(k, n, q) / k
+
+
+def _intersection_quantile(k: int, n: int, q: float) -> int:
+    """The smallest i with P(|A∩B| <= i) >= q: a measure increasing in |A∩B| exceeds its value at i with
+    probability P(|A∩B| > i) <= 1 - q."""
     support, pmf = _overlap_pmf(k, n)
-    i = support[min(int(np.searchsorted(np.cumsum(pmf), q - 1e-12)), support.size - 1)]
-    return float(i / (2 * k - i))
+    return int(support[min(int(np.searchsorted(np.cumsum(pmf), q - 1e-12)), support.size - 1)])
+
+
+def overlap_exceed_probability(k: int, n: int, q: float = DEFAULT_QUANTILE) -> float:
+    """P(|A∩B| > the q quantile) for random K-sets: the exact level of "above the random-set threshold" (the
+    intersection is discrete, so it is at most 1 - q, and can be well below)."""
+    support, pmf = _overlap_pmf(k, n)
+    return float(pmf[support > _intersection_quantile(k, n, q)].sum())
 
 
 def random_shared_expected(k: int, n: int, n_langs: int, min_langs: int) -> float:
@@ -72,26 +104,57 @@ def spearman_null_quantile(n: int, q: float = DEFAULT_QUANTILE) -> float:
     return float(norm.ppf(q) / np.sqrt(max(n - 1, 1)))
 
 
-def overlap_chance(k: int, n: int, n_langs: int, min_langs: int, q: float = DEFAULT_QUANTILE) -> pl.DataFrame:
-    """The one-row ``overlap_chance`` table of a checkpoint: chance levels of every overlap measure."""
+def overlap_chance(
+    k: int, n: int, n_langs: int, min_langs: int, q: float = DEFAULT_QUANTILE, *, expert_k: int | None = None
+) -> pl.DataFrame:
+    """The one-row ``overlap_chance`` table of a checkpoint: chance levels of every overlap measure.
+
+    ``k``: the overlap's K (``[experts] overlap_k``: Jaccard and |A∩B| / k of the top-k sets); ``expert_k``: the
+    experts' K (``top_k``, default ``k``), which makes a shared expert (top-K in >= ``min_langs`` languages).
+    """
     k = min(k, n)
+    expert_k = min(expert_k or k, n)
     return pl.DataFrame(
         {
             "k": [k], "n_units": [n], "n_langs": [n_langs], "null_quantile": [q],
             "jaccard_mean": [random_jaccard(k, n)],
             "jaccard_threshold": [random_jaccard_quantile(k, n, q)],
             "spearman_threshold": [spearman_null_quantile(n, q)],
-            "shared_expected": [random_shared_expected(k, n, n_langs, min_langs)],
+            "shared_expected": [random_shared_expected(expert_k, n, n_langs, min_langs)],
+            "over_k_mean": [random_over_k(k, n)],
+            "over_k_threshold": [random_over_k_quantile(k, n, q)],
+            "expert_k": [expert_k],
         },
         schema={
             "k": pl.Int32, "n_units": pl.Int32, "n_langs": pl.Int32, "null_quantile": pl.Float64,
             "jaccard_mean": pl.Float64, "jaccard_threshold": pl.Float64, "spearman_threshold": pl.Float64,
-            "shared_expected": pl.Float64,
+            "shared_expected": pl.Float64, "over_k_mean": pl.Float64, "over_k_threshold": pl.Float64,
+            "expert_k": pl.Int32,
         },
     )
 
 
 # --- random scorers and shuffled labels --------------------------------------------------------------------
+
+#: The multiple-comparison corrections `chance_ap_table` offers, as the store names them.
+CORRECTIONS = ("bh", "none")
+
+
+def random_ap(n_positive: int | np.ndarray, n_contexts: int | np.ndarray) -> np.ndarray:
+    """E[AP] of a random continuous scorer (every order of the n contexts equally likely) with P positives:
+
+        E[AP] = (H_n + (P - 1) (n - H_n) / (n - 1)) / n,     H_n = 1 + 1/2 + ... + 1/n.
+
+    Why: the positive at rank r has precision (1 + X) / r with E[X | r] = (r - 1)(P - 1)/(n - 1) other positives
+    above it, and r is uniform on 1..n. It is larger than the positive rate P / n, which is the AP of a
+    *constant* scorer (every context tied) and which the store keeps as ``positive_rate``. (0.00696 against
+    0.005 at P = 20, n = 4,000.) n = 1 gives 1.
+    """
+    p = np.asarray(n_positive, dtype=np.float64)
+    n = np.asarray(n_contexts, dtype=np.float64)
+    h_n = digamma(n + 1.0) + np.euler_gamma  # the n-th harmonic number, for any n at once
+    spread = np.where(n > 1, (p - 1.0) * (n - h_n) / np.maximum(n - 1.0, 1.0), 0.0)
+    return (h_n + spread) / n
 
 
 def shuffled_labels(labels: np.ndarray, n_shuffles: int, rng: np.random.Generator) -> np.ndarray:
@@ -104,32 +167,75 @@ def shuffled_labels(labels: np.ndarray, n_shuffles: int, rng: np.random.Generato
     return rng.permuted(repeated, axis=0)
 
 
-def permutation_thresholds(
-    scores: torch.Tensor,
-    labels: np.ndarray,
-    *,
-    n_shuffles: int,
-    seed: int | np.random.Generator = 0,
-    quantile: float = DEFAULT_QUANTILE,
-    chunk_neurons: int = 8192,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best unit's AP under label shuffles, and its ``quantile`` over shuffles, per concept.
+def max_ap_null(
+    scores: torch.Tensor, n_positive: int, *, n_shuffles: int, rng: np.random.Generator, chunk_neurons: int = 8192
+) -> np.ndarray:
+    """(n_shuffles,) float64: the best unit's AP for ``n_shuffles`` random label vectors with ``n_positive``
+    positives among the (contexts, N) ``scores``' contexts.
 
-    scores: (contexts, N) responses of one language's contexts; labels: (contexts, concepts) bool. All
-    shuffles of all concepts are scored as label columns of one `average_precision_multi` call per chunk of
-    ``chunk_neurons`` units (one sort of the chunk serves every column) and reduced to their max over units
-    at once, so memory stays (concepts * n_shuffles, chunk). Returns (best (concepts, n_shuffles) float64,
-    thresholds (concepts,) float64, ``np.quantile`` with linear interpolation).
+    Under "a unit's responses do not depend on the concept" every relabelling of a language's contexts is
+    equally likely, so this is the permutation null of the *max over units* statistic (it corrects for looking
+    at all N units at once). It depends on the labels only through their number of positives: every concept of
+    a language with the same P shares one null, which is why B = 999 shuffles per language cost no more than
+    five per concept did. All shuffles are label columns of one `average_precision_multi` call per chunk of
+    ``chunk_neurons`` units (one sort of the chunk serves every column), reduced to their max at once.
     """
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    n_concepts = labels.shape[1]
-    shuffled = torch.from_numpy(shuffled_labels(labels, n_shuffles, rng))
-    best = torch.full((n_concepts * n_shuffles,), -1.0, dtype=torch.float64)
+    n_contexts = scores.shape[0]
+    column = np.zeros((n_contexts, 1), dtype=bool)
+    column[:n_positive] = True
+    shuffled = torch.from_numpy(shuffled_labels(column, n_shuffles, rng))
+    best = np.full(n_shuffles, -1.0)
     for start in range(0, scores.shape[1], chunk_neurons):
         ap = average_precision_multi(scores[:, start : start + chunk_neurons], shuffled, chunk_neurons=chunk_neurons)
-        best = torch.maximum(best, ap.max(dim=1).values.cpu())
-    best_np = best.numpy().reshape(n_concepts, n_shuffles)
-    return best_np, np.quantile(best_np, quantile, axis=1)
+        # numpy's max on the CPU: torch's costs ~6 ms a call on small tensors, most of a small null's time
+        chunk_best = ap.numpy().max(axis=1) if ap.device.type == "cpu" else ap.max(dim=1).values.cpu().numpy()
+        np.maximum(best, chunk_best, out=best)
+    return best
+
+
+def exceedances(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(m,) int: how many null draws are >= each observed value (ties count against the observation)."""
+    ordered = np.sort(null)
+    return (ordered.size - np.searchsorted(ordered, observed, side="left")).astype(np.int64)
+
+
+def monte_carlo_p(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(1 + #{null >= observed}) / (B + 1): the Monte-Carlo permutation p-value, exact in level (P(p <= a) <= a
+    under the null for every a; no p is below its resolution 1 / (B + 1))."""
+    return (1.0 + exceedances(null, observed)) / (null.size + 1.0)
+
+
+def ap_threshold(null: np.ndarray, max_count: int) -> float:
+    """The AP a unit must *exceed* for its p-value's numerator 1 + #{null >= AP} to be at most ``max_count``.
+
+    #{null >= x} <= max_count - 1 holds exactly when x is above the max_count-th largest draw. ``max_count`` < 1
+    (no p-value can be that small: too few shuffles for the level) gives 1.0, which no AP exceeds.
+    """
+    if max_count < 1:
+        return 1.0
+    descending = np.sort(null)[::-1]
+    return float(descending[max_count - 1]) if max_count <= descending.size else 0.0
+
+
+def benjamini_hochberg(p_values: np.ndarray, q: float) -> tuple[np.ndarray, float | None]:
+    """(adjusted p-values, cutoff): Benjamini & Hochberg's step-up procedure at FDR ``q`` over all m values.
+
+    Rejected are the p-values <= cutoff = p_(k*), k* the largest k with p_(k) <= q k / m (None: nothing is
+    rejected). The adjusted p-value (q-value) is min over j >= rank of m p_(j) / j, capped at 1, so p_adj <= q
+    exactly for the rejected ones. Valid under independence and positive dependence (PRDS): the cells of one
+    language share their null draws, which makes their p-values positively dependent.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p.copy(), None
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    passed = np.flatnonzero(p[order] <= q * np.arange(1, m + 1) / m)
+    return out, (float(p[order][passed[-1]]) if passed.size else None)
 
 
 def lang_seed(base: int, lang: str) -> np.random.Generator:
@@ -145,45 +251,90 @@ def chance_ap_table(
     *,
     n_shuffles: int,
     quantile: float = DEFAULT_QUANTILE,
+    correction: str = "bh",
     seed: int = 0,
     chunk_neurons: int = 8192,
     device: torch.device | str = "cpu",
 ) -> pl.DataFrame:
-    """Rows of ``chance_ap``: per (lang, concept) the random scorer's AP, the permutation threshold and the
-    observed best AP (from ``top``, the ``neuron_ap`` rows).
+    """Rows of ``chance_ap``: per (lang, concept) the random scorer's AP, the observed best AP (from ``top``, the
+    ``neuron_ap`` rows), its permutation p-value and the AP thresholds of significance.
 
-    activations: (contexts, N) the responses the experts were scored on. ``n_shuffles = 0`` leaves the
-    threshold NULL (significance unknown).
+    activations: (contexts, N) the responses the experts were scored on. The test, at level a = 1 - ``quantile``:
+
+    - per language and number of positives P, B = ``n_shuffles`` draws of the best unit's AP under shuffled
+      labels (`max_ap_null`); a cell's ``p_value`` = (1 + #{null >= best AP}) / (B + 1), resolution 1 / (B + 1);
+    - ``correction = "bh"``: Benjamini-Hochberg at FDR a over all m (concept, language) cells of the checkpoint
+      (``n_cells``); ``p_adjusted`` its q-values; ``"none"``: every cell at level a on its own.
+    - ``threshold``: the AP a unit of the cell must exceed to be significant after the correction (the cell's
+      null at the common cutoff p*: the max-statistic test over units at the cells' corrected level; 1.0 where
+      no p-value can reach the cutoff, i.e. nothing of the checkpoint is significant), ``threshold_uncorrected``
+      the same at level a (the cell alone). ``significant``: the cell's best unit beats ``threshold``.
+
+    ``n_shuffles = 0`` leaves every p-value and threshold NULL (significance unknown).
     """
-    rows: dict[str, list] = {c: [] for c in ("lang", "concept_id", "n_contexts", "n_positive", "random_ap", "threshold")}
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+    alpha = 1.0 - quantile
+    best = {(r[0], r[1]): r[2] for r in top.group_by(["lang", "concept_id"]).agg(pl.col("ap").max()).iter_rows()}
+    cells: list[dict] = []
+    nulls: dict[tuple[str, int], np.ndarray] = {}
     concepts = sorted(set(concept_ids.tolist()))
     for lang in sorted(set(langs.tolist())):
         idx = np.flatnonzero(langs == lang)
         lang_concepts = concept_ids[idx]
         present = [c for c in concepts if (lang_concepts == c).any()]
-        labels = np.stack([lang_concepts == c for c in present], axis=1)  # (contexts, concepts)
+        n_pos = {c: int((lang_concepts == c).sum()) for c in present}
         if n_shuffles > 0:
             scores = activations[torch.from_numpy(idx)].to(device)
-            _, thresholds = permutation_thresholds(
-                scores, labels, n_shuffles=n_shuffles, seed=lang_seed(seed, lang), quantile=quantile,
-                chunk_neurons=chunk_neurons,
-            )
-        else:
-            thresholds = np.full(len(present), np.nan)
-        n_pos = labels.sum(axis=0)
-        rows["lang"] += [lang] * len(present)
-        rows["concept_id"] += present
-        rows["n_contexts"] += [len(idx)] * len(present)
-        rows["n_positive"] += n_pos.tolist()
-        rows["random_ap"] += (n_pos / len(idx)).tolist()
-        rows["threshold"] += [None if np.isnan(t) else float(t) for t in thresholds]
-    out = pl.DataFrame(
-        rows,
-        schema={"lang": pl.Utf8, "concept_id": pl.Utf8, "n_contexts": pl.Int32, "n_positive": pl.Int32,
-                "random_ap": pl.Float64, "threshold": pl.Float64},
+            rng = lang_seed(seed, lang)
+            for p in sorted(set(n_pos.values())):  # one null per distinct P, drawn in order of P: reproducible
+                nulls[(lang, p)] = max_ap_null(scores, p, n_shuffles=n_shuffles, rng=rng, chunk_neurons=chunk_neurons)
+        for c in present:
+            cells.append({"lang": lang, "concept_id": c, "n_contexts": len(idx), "n_positive": n_pos[c],
+                          "best_ap": best.get((lang, c))})
+    frame = pl.DataFrame(
+        cells, schema={"lang": pl.Utf8, "concept_id": pl.Utf8, "n_contexts": pl.Int32, "n_positive": pl.Int32,
+                       "best_ap": pl.Float64},
     )
-    best = top.group_by(["lang", "concept_id"]).agg(pl.col("ap").max().alias("best_ap"))
-    return out.join(best, on=["lang", "concept_id"], how="left").with_columns(n_shuffles=pl.lit(n_shuffles, pl.Int32))
+    n_positive, n_contexts = frame["n_positive"].to_numpy(), frame["n_contexts"].to_numpy()
+    frame = frame.with_columns(
+        random_ap=pl.Series(random_ap(n_positive, n_contexts)),
+        positive_rate=pl.Series(n_positive / np.maximum(n_contexts, 1)),
+        n_shuffles=pl.lit(n_shuffles, pl.Int32),
+        p_resolution=pl.lit(1.0 / (n_shuffles + 1) if n_shuffles > 0 else None, pl.Float64),
+        alpha=pl.lit(alpha, pl.Float64),
+        correction=pl.lit(correction, pl.Utf8),
+        n_cells=pl.lit(frame.height, pl.Int32),
+    )
+    if n_shuffles <= 0 or frame.height == 0:
+        return frame.with_columns(
+            **{c: pl.lit(None, pl.Float64) for c in ("p_value", "p_adjusted", "threshold", "threshold_uncorrected")},
+            significant=pl.lit(None, pl.Boolean),
+        ).select(CHANCE_AP_COLUMNS)
+    keys = list(zip(frame["lang"].to_list(), n_positive.tolist()))
+    observed = frame["best_ap"].fill_null(0.0).to_numpy()
+    counts = np.array([1 + exceedances(nulls[k], observed[i : i + 1])[0] for i, k in enumerate(keys)])
+    p_values = counts / (n_shuffles + 1.0)
+    level_count = int(np.floor(alpha * (n_shuffles + 1) + 1e-9))  # p <= a  <=>  1 + #{null >= x} <= this
+    if correction == "bh":
+        adjusted, cutoff = benjamini_hochberg(p_values, alpha)
+        cutoff_count = 0 if cutoff is None else int(round(cutoff * (n_shuffles + 1)))
+    else:
+        adjusted, cutoff_count = p_values, level_count
+    thresholds = [ap_threshold(nulls[k], cutoff_count) for k in keys]
+    uncorrected = [ap_threshold(nulls[k], level_count) for k in keys]
+    return frame.with_columns(
+        p_value=pl.Series(p_values), p_adjusted=pl.Series(adjusted),
+        threshold=pl.Series(thresholds, dtype=pl.Float64), threshold_uncorrected=pl.Series(uncorrected, dtype=pl.Float64),
+    ).with_columns(significant=pl.col("best_ap") > pl.col("threshold")).select(CHANCE_AP_COLUMNS)
+
+
+#: Column order of the ``chance_ap`` rows (without run_id, checkpoint), as `precompute.store.schema` declares them.
+CHANCE_AP_COLUMNS = [
+    "lang", "concept_id", "n_contexts", "n_positive", "random_ap", "threshold", "best_ap", "n_shuffles",
+    "positive_rate", "p_value", "p_adjusted", "threshold_uncorrected", "significant", "p_resolution", "alpha",
+    "correction", "n_cells",
+]
 
 
 # --- bootstrap intervals ------------------------------------------------------------------------------------
@@ -225,6 +376,58 @@ def bootstrap_ci(
     return estimate, float(lo), float(hi)
 
 
+def hierarchical_bootstrap_ci(
+    correct: list[np.ndarray],
+    *,
+    n_resamples: int,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = LEVEL,
+) -> tuple[float, float, float]:
+    """(estimate, lo, hi) of a probe's mean accuracy over seeds: a two-level percentile bootstrap, vectorised.
+
+    correct: one (n_test_s,) bool vector per seed s, which of that seed's test contexts its probe got right.
+    The estimate is the mean over seeds of their accuracies (what ``probe_results.accuracy`` reports). Each of
+    the ``n_resamples`` resamples draws S seeds with replacement, then for each drawn seed its n_test_s test
+    contexts with replacement, and computes
+
+        A* = (1/S) sum_{j=1..S} (1/n_{s_j}) sum_{i=1..n_{s_j}} correct_{s_j}[c*_{j,i}],
+
+    s_j uniform on the seeds, c*_{j,i} uniform on s_j's test contexts; (lo, hi) are the ``(1 - level)/2`` and
+    ``(1 + level)/2`` quantiles of A* (``np.quantile``, linear). All draws at once: (n_resamples, S) seed
+    indices, then (n_resamples, S, max n_test) context indices from the same generator, so no Python loop.
+
+    Why two levels: the seeds are not independent samples of contexts (each is another random split of the same
+    contexts, and for token probes another sampled token), so pooling their test sets and resampling contexts
+    counts overlapping contexts as new evidence and ignores how much the accuracy moves from one seed's split
+    and fit to the next; that interval is too narrow. Resampling seeds puts the between-seed spread in, resampling
+    within a seed the finite test set. With one seed it is the ordinary bootstrap over that seed's test contexts;
+    with few seeds (3 by default) the between-seed part rests on 3 values, so read it as rough. ``n_resamples = 0``
+    or a single seed with fewer than 2 test contexts gives NaN bounds.
+    """
+    vectors = [np.asarray(c, dtype=bool).reshape(-1) for c in correct]
+    if not vectors or any(v.size == 0 for v in vectors):
+        return float("nan"), float("nan"), float("nan")
+    estimate = float(np.mean([v.mean() for v in vectors]))
+    n_seeds, sizes = len(vectors), np.array([v.size for v in vectors], dtype=np.int64)
+    if n_resamples <= 0 or (n_seeds == 1 and sizes[0] < 2):
+        return estimate, float("nan"), float("nan")
+    width = int(sizes.max())
+    padded = np.zeros((n_seeds, width), dtype=bool)
+    for s, v in enumerate(vectors):
+        padded[s, : v.size] = v
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))  # (R, S) seeds
+    n_drawn = sizes[drawn]  # (R, S)
+    contexts = rng.integers(0, n_drawn[..., None], size=(n_resamples, n_seeds, width), dtype=np.int32)
+    hits = padded[drawn[..., None], contexts]  # (R, S, width); a seed with fewer contexts uses its first n_s
+    if (sizes != width).any():
+        hits &= np.arange(width) < n_drawn[..., None]
+    stats = (hits.sum(axis=2) / n_drawn).mean(axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return estimate, float(lo), float(hi)
+
+
 def headline_intervals(
     overlap: pl.DataFrame,
     shared: pl.DataFrame,
@@ -235,15 +438,17 @@ def headline_intervals(
     seed: int = BOOTSTRAP_SEED,
     level: float = LEVEL,
 ) -> pl.DataFrame:
-    """Rows of ``headline_ci`` for one checkpoint: mean Jaccard, mean Spearman of AP and the shared-expert count,
-    each with its bootstrap interval over concepts and its chance level (from ``chance``, `overlap_chance`).
+    """Rows of ``headline_ci`` for one checkpoint: mean Jaccard, mean |A ∩ B| / k, mean Spearman of AP and the
+    shared-expert count, each with its bootstrap interval over concepts and its chance level (from ``chance``,
+    `overlap_chance`).
 
     overlap: ``expert_overlap`` rows; shared: ``shared_experts`` rows; concept_ids: every concept of the run
     (one with no shared expert counts as 0 in the resampled totals).
     """
     ch = chance.row(0, named=True)
     per_concept = overlap.group_by("concept_id").agg(
-        pl.col("jaccard").sum().alias("j"), pl.col("spearman_ap").sum().alias("s"), pl.len().alias("n")
+        pl.col("jaccard").sum().alias("j"), pl.col("spearman_ap").sum().alias("s"), pl.len().alias("n"),
+        (pl.col("over_k").sum() if "over_k" in overlap.columns else pl.lit(None, pl.Float64)).alias("o"),
     ).sort("concept_id")
     counts = pl.DataFrame({"concept_id": concept_ids}, schema={"concept_id": pl.Utf8}).join(
         shared.group_by("concept_id").len("n_shared"), on="concept_id", how="left"
@@ -251,9 +456,12 @@ def headline_intervals(
     rows = []
     for measure, sums, n, stat, chance_level, n_groups in (
         ("mean_jaccard", per_concept["j"], per_concept["n"], "mean", ch["jaccard_mean"], per_concept.height),
+        ("mean_over_k", per_concept["o"], per_concept["n"], "mean", ch.get("over_k_mean"), per_concept.height),
         ("mean_spearman_ap", per_concept["s"], per_concept["n"], "mean", 0.0, per_concept.height),
         ("n_shared", counts["n_shared"], None, "sum", ch["shared_expected"] * len(concept_ids), counts.height),
     ):
+        if sums.null_count():  # overlap rows without over_k (a caller's older frame): no such headline
+            continue
         estimate, lo, hi = bootstrap_ci(
             sums.to_numpy(), None if n is None else n.to_numpy(), n_resamples=n_resamples, seed=seed, level=level,
             statistic=stat,

@@ -2,9 +2,12 @@
 
 For each layer and representation, the probe is fitted on a stratified split for every seed; accuracy,
 macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept). Next to
-each accuracy stand its chance levels (issue 14.5): the majority-class baseline of the test split, and a control
-probe fitted on shuffled language labels (NeuroX's control tasks: selectivity = accuracy - control accuracy),
-and a bootstrap interval over the test contexts of every seed. For the
+each accuracy stand its chance levels (issue 14.5): the majority-class baseline of the test split; for token
+probes a control task in Hewitt & Liang's sense (2019, "Designing and Interpreting Probes with Control Tasks"):
+every token type gets a fixed random language, and the same probe on the same features and split learns that;
+selectivity = accuracy - control accuracy is the part of the accuracy that memorising token identities does not
+explain (`control_labels`); and a hierarchical bootstrap interval over seeds
+and test contexts (`precompute.analysis.chance.hierarchical_bootstrap_ci`). For the
 token-level representation each seed also has its own sampled token per context (``precompute.extract``
 draws positions per seed, start and padding tokens excluded), so the seeds vary the tokens as well as the
 split (the paper: token-level hidden states, three seeds).
@@ -25,7 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from precompute.analysis.chance import bootstrap_ci
+from precompute.analysis.chance import hierarchical_bootstrap_ci
 
 
 def fit_probe(
@@ -37,25 +40,36 @@ def fit_probe(
     C: float = 1.0,
     max_iter: int = 300,
     max_train: int = 0,
+    stratify: np.ndarray | None = None,
 ) -> dict:
-    """Fit one probe on a stratified split; return accuracy, macro-F1, per-class F1 and sizes."""
+    """Fit one probe on a stratified split; return accuracy, macro-F1, per-class F1 and sizes.
+
+    ``stratify``: the labels the split (and the ``max_train`` subsample) is stratified on, default ``labels``;
+    the control task passes the language labels, so its probe sees exactly the LID probe's split of that seed.
+    """
+    labels = np.asarray(labels)
     classes = np.unique(labels)
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, labels, test_size=test_size, random_state=seed, stratify=labels
+    strata = labels if stratify is None else np.asarray(stratify)
+    # Split indices, not arrays: the split depends only on n, the strata and the seed (the same as splitting
+    # (features, labels) with stratify=strata).
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=strata
     )
-    if max_train and len(y_train) > max_train:
-        x_train, _, y_train, _ = train_test_split(
-            x_train, y_train, train_size=max_train, random_state=seed, stratify=y_train
-        )
+    if max_train and len(train) > max_train:
+        train, _ = train_test_split(train, train_size=max_train, random_state=seed, stratify=strata[train])
+    x_train, x_test, y_train, y_test = features[train], features[test], labels[train], labels[test]
     # Newton-CG converges in ~10 iterations where L-BFGS needs hundreds; one BLAS thread, because
     # these matrices are small and threads that spin on a busy machine slow the fit tenfold.
     probe = make_pipeline(
         StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, solver="newton-cg")
     )
-    with warnings.catch_warnings(), threadpool_limits(1):
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probe.fit(x_train, y_train)
-    pred = probe.predict(x_test)
+    if np.unique(y_train).size < 2:  # one class to learn (a control task can draw that): the probe says it
+        pred = np.full(len(y_test), y_train[0])
+    else:
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probe.fit(x_train, y_train)
+        pred = probe.predict(x_test)
     per_class = f1_score(y_test, pred, labels=classes, average=None, zero_division=0)
     values, n_each = np.unique(y_train, return_counts=True)
     majority = values[np.argmax(n_each)]  # the class a label-blind predictor would always say
@@ -70,6 +84,36 @@ def fit_probe(
     }
 
 
+#: Seed of the control task's label per token type (fixed: the control task is part of the store).
+CONTROL_SEED = 0
+
+
+def _type_uniform(types: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) number per token type, a fixed function of (type, seed): splitmix64 of the two."""
+    z = np.asarray(types).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15 * (seed + 1) % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def control_labels(types: np.ndarray, langs: np.ndarray, *, seed: int = CONTROL_SEED) -> np.ndarray:
+    """Hewitt & Liang's control task for LID: each token type's fixed random language, per context.
+
+    types: (contexts,) the token id of each context's sampled token; langs: (contexts,) the language labels.
+    Every type gets one language drawn from the empirical language distribution of ``langs`` (inverse CDF of a
+    uniform that is a fixed function of the type id and ``seed``, so a type keeps its label whichever contexts,
+    seeds or checkpoints it appears in), and each context gets its type's label. A probe reaches the control
+    task's accuracy only by telling token identities apart and memorising their labels from training, which is
+    the capacity an LID probe could also use without reading language: selectivity = accuracy - control
+    accuracy (high selectivity: the accuracy is not explained by token identity).
+    """
+    classes, counts = np.unique(np.asarray(langs), return_counts=True)
+    cdf = np.cumsum(counts) / counts.sum()
+    pick = np.searchsorted(cdf, _type_uniform(types, seed), side="right")
+    return classes[np.minimum(pick, classes.size - 1)]
+
+
 def probe_tables(
     representations: dict[str, torch.Tensor],
     langs: np.ndarray,
@@ -80,27 +124,40 @@ def probe_tables(
     max_iter: int = 300,
     max_train: int = 0,
     control: bool = True,
+    token_types: dict[str, np.ndarray] | None = None,
     n_resamples: int = 0,
     bootstrap_seed: int = 0,
     progress=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Probe every layer of every representation.
 
-    ``control``: also fit one probe per layer (first seed) on the language labels shuffled with that seed, whose
-    test accuracy is ``control_accuracy`` (what the probe reaches by memorising, not by reading language).
-    ``n_resamples`` > 0: ``accuracy_lo`` / ``accuracy_hi``, the 95 % percentile bootstrap interval of the mean
-    accuracy, resampling the test contexts of all seeds pooled ((n_resamples, seeds x n_test) at once).
+    ``control``: for every representation with ``token_types`` (representation -> (len(seeds), contexts) token
+    ids of the sampled token per seed, or (contexts,) for a 3-D representation), also fit the control task
+    (`control_labels`, Hewitt & Liang): the first seed's probe (same features, split, C, max_iter, max_train)
+    on its token types' random languages; its test accuracy is ``control_accuracy``. A representation without
+    token types gets NULL: the sentence mean pools every token of the context, so it has no token type; its
+    only "type" is the context itself, and a random label per context is the shuffled-label control, whose test
+    accuracy is chance by construction (test contexts are unseen types) and measures nothing about the probe.
+    ``n_resamples`` > 0: ``accuracy_lo`` / ``accuracy_hi``, the 95 % interval of the mean accuracy over seeds
+    from `hierarchical_bootstrap_ci` (seeds with replacement, then each drawn seed's test contexts).
 
     A representation is a (layers, contexts, d) tensor shared by all seeds, or a (len(seeds), layers,
     contexts, d) tensor whose i-th slice is seed ``seeds[i]``'s features (token probes: one sampled token per
     context and seed). Returns (probe_results rows, probe_per_language rows) without run_id/checkpoint.
     """
     results, per_language = [], []
+    types_of: dict[str, np.ndarray] = {}  # representation -> (contexts,) control labels of the first seed
     for rep, tensor in representations.items():
         if tensor.ndim == 4 and tensor.shape[0] != len(seeds):
             raise ValueError(f"representation {rep!r} has {tensor.shape[0]} seed slices for {len(seeds)} seeds")
         if tensor.ndim not in (3, 4):
             raise ValueError(f"representation {rep!r} must be 3-D or 4-D, got shape {tuple(tensor.shape)}")
+        if control and token_types and token_types.get(rep) is not None:
+            ids = np.asarray(token_types[rep])
+            first = ids[0] if ids.ndim == 2 else ids  # the first seed's sampled tokens: its features' tokens
+            if first.shape != (len(langs),) or (ids.ndim == 2 and tensor.ndim == 4 and ids.shape[0] != len(seeds)):
+                raise ValueError(f"token types of {rep!r} have shape {ids.shape}, expected one per context")
+            types_of[rep] = control_labels(first, langs)
         n_layers = tensor.shape[-3]
         for layer in range(n_layers):
             fits = [
@@ -113,16 +170,15 @@ def probe_tables(
             acc = np.array([f["accuracy"] for f in fits])
             lo = hi = None
             if n_resamples > 0:
-                _, lo, hi = bootstrap_ci(
-                    np.concatenate([f["correct"] for f in fits]), n_resamples=n_resamples, seed=bootstrap_seed
+                _, lo, hi = hierarchical_bootstrap_ci(
+                    [f["correct"] for f in fits], n_resamples=n_resamples, seed=bootstrap_seed
                 )
             control_accuracy = None
-            if control:
+            if control and rep in types_of:
                 features = (tensor[0, layer] if tensor.ndim == 4 else tensor[layer]).float().numpy()
-                shuffled = np.random.default_rng(seeds[0]).permutation(langs)
                 control_accuracy = fit_probe(
-                    features, shuffled, seed=seeds[0], test_size=test_size, C=C, max_iter=max_iter,
-                    max_train=max_train,
+                    features, types_of[rep], seed=seeds[0], test_size=test_size, C=C, max_iter=max_iter,
+                    max_train=max_train, stratify=langs,
                 )["accuracy"]
             results.append(
                 {

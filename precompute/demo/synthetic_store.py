@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from precompute.analysis.alignment import expert_sharing
-from precompute.analysis.chance import headline_intervals, overlap_chance
+from precompute.analysis.chance import headline_intervals, overlap_chance, random_ap
 from precompute.store import CheckpointRows, StoreWriter, json_dumps
 
 RUN_ID = "synthetic-run"
@@ -372,7 +372,8 @@ def _checkpoint_tables(
     # --- expert_overlap: each unordered pair once, lang_a < lang_b -------------------------------
     order = sorted(range(n_lang), key=lambda i: languages[i])
     pairs = list(itertools.combinations(order, 2))
-    ov_rows: dict[str, list] = {c: [] for c in ("concept_id", "lang_a", "lang_b", "k", "jaccard", "spearman_ap")}
+    ov_rows: dict[str, list] = {c: [] for c in ("concept_id", "lang_a", "lang_b", "k", "jaccard", "spearman_ap",
+                                                "over_k")}
     for ci, concept in enumerate(concepts):
         sets = [set(members[li, ci].tolist()) for li in range(n_lang)]
         for a, b in pairs:
@@ -383,6 +384,7 @@ def _checkpoint_tables(
             ov_rows["lang_b"].append(languages[b])
             ov_rows["k"].append(k)
             ov_rows["jaccard"].append(jac)
+            ov_rows["over_k"].append(inter / k)
             ov_rows["spearman_ap"].append(float(np.clip(0.2 + 0.7 * jac + rng.normal(0, 0.03), -1, 1)))
     overlap = pl.DataFrame(ov_rows, schema_overrides={"k": pl.Int32})
 
@@ -414,11 +416,22 @@ def _checkpoint_tables(
         .agg(pl.col("ap").max().alias("best_ap"))
         .sort(["lang", "concept_id"])
         .with_columns(
-            n_contexts=pl.lit(n_ctx, pl.Int32), n_positive=pl.lit(20, pl.Int32), random_ap=pl.lit(20 / n_ctx),
-            n_shuffles=pl.lit(5, pl.Int32),
+            n_contexts=pl.lit(n_ctx, pl.Int32), n_positive=pl.lit(20, pl.Int32),
+            random_ap=pl.lit(float(random_ap(20, n_ctx))), positive_rate=pl.lit(20 / n_ctx),
+            n_shuffles=pl.lit(999, pl.Int32), p_resolution=pl.lit(1 / 1000), alpha=pl.lit(0.01),
+            correction=pl.lit("bh"), n_cells=pl.lit(n_lang * n_con, pl.Int32),
         )
     )
-    chance_ap = chance_ap.with_columns(threshold=pl.Series(0.45 + rng.normal(0, 0.02, size=chance_ap.height)))
+    # A corrected threshold above the uncorrected one; p-values that agree with them (best unit above the
+    # corrected threshold: the resolution; else spread up to 1).
+    uncorrected = 0.43 + rng.normal(0, 0.02, size=chance_ap.height)
+    chance_ap = chance_ap.with_columns(
+        threshold=pl.Series(uncorrected + 0.02), threshold_uncorrected=pl.Series(uncorrected),
+    ).with_columns(significant=pl.col("best_ap") > pl.col("threshold")).with_columns(
+        p_value=pl.when(pl.col("significant")).then(pl.lit(1 / 1000))
+        .when(pl.col("best_ap") > pl.col("threshold_uncorrected")).then(pl.lit(0.008))
+        .otherwise(pl.Series(rng.uniform(0.02, 1.0, size=chance_ap.height))),
+    ).with_columns(p_adjusted=pl.min_horizontal(pl.col("p_value") * 20, pl.lit(1.0)))
     chance = overlap_chance(k, n_neurons, n_lang, min_langs)
     headline = headline_intervals(overlap, shared, chance, concepts, n_resamples=200)
 

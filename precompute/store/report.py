@@ -55,26 +55,76 @@ def _first_stays(rows: list[tuple], n_checkpoints: int) -> dict[tuple, int]:
     return out
 
 
-def _min_langs(con) -> int:
-    """The run's ``[experts] min_langs`` (what makes a shared expert), else the fewest languages of one."""
+def _expert_setting(con, key: str):
+    """The run's ``[experts] key`` as stored in its config (the first run that has it), or None."""
     for (text,) in con.execute("SELECT config_json FROM runs ORDER BY started_at NULLS LAST").fetchall():
         try:
-            value = json.loads(text or "{}").get("experts", {}).get("min_langs")
+            value = json.loads(text or "{}").get("experts", {}).get(key)
         except (ValueError, AttributeError):
             value = None
-        if isinstance(value, int) and value >= 1:
+        if value is not None:
             return value
+    return None
+
+
+def _min_langs(con) -> int:
+    """The run's ``[experts] min_langs`` (what makes a shared expert), else the fewest languages of one."""
+    value = _expert_setting(con, "min_langs")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
     return con.execute("SELECT coalesce(min(n_langs_topk), 2) FROM shared_experts").fetchone()[0]
 
 
-def _emergence_lines(con, cks: list[tuple]) -> list[str]:
+def _overlap_measure(con, overlap_columns: set[str]) -> str:
+    """Which overlap the run leads with (``[experts] overlap_measure``): 'jaccard' or 'over_k' (if stored)."""
+    return "over_k" if _expert_setting(con, "overlap_measure") == "over_k" and "over_k" in overlap_columns \
+        else "jaccard"
+
+
+#: How the report names each overlap measure.
+_MEASURE_TEXT = {"jaccard": "Jaccard", "over_k": "|A∩B|/k"}
+
+
+def _significance_lines(con, cks: list[tuple]) -> list[str]:
+    """How the experts' significance was decided (issue 19): the test, its shuffles and Monte-Carlo resolution,
+    the correction over cells, and how many (concept, language) cells pass at the first and last checkpoint."""
+    columns = {r[0] for r in con.execute("DESCRIBE chance_ap").fetchall()}
+    if "p_value" not in columns:
+        return ["Expert significance: this store predates p-values (threshold = a quantile of the shuffles' best "
+                "AP, without correction); recompute it for a test that holds its level"]
+    rows = con.execute(
+        "SELECT checkpoint, any_value(n_shuffles), any_value(p_resolution), any_value(alpha), any_value(correction), "
+        "count(*), count(*) FILTER (WHERE significant), count(*) FILTER (WHERE p_value <= alpha) "
+        "FROM chance_ap GROUP BY checkpoint").fetchall()
+    by_ck = {r[0]: r[1:] for r in rows}
+    first = by_ck.get(cks[0][0])
+    if first is None or not first[0]:
+        return ["Expert significance: no permutation test was run ([experts] permutations = 0)"]
+    n_shuffles, resolution, alpha, correction = first[:4]
+    how = (f"Benjamini-Hochberg at FDR {alpha:g} over the (concept, language) cells of each checkpoint"
+           if correction == "bh" else f"no correction over cells (each at level {alpha:g} alone)")
+    lines = [
+        "Expert significance (a cell = one concept in one language; its best unit's AP against the best of all "
+        "units under shuffled labels):",
+        f"  permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
+        f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}",
+    ]
+    for label, (ck, _) in (("first", cks[0]), ("last", cks[-1])):
+        if ck in by_ck:
+            _, _, _, _, n, sig, raw = by_ck[ck]
+            lines.append(f"  {label:>5}: {sig} of {n} cells significant after correction ({raw} at p <= {alpha:g} "
+                         "uncorrected)")
+    return lines
+
+
+def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[str]:
     """Emergence (issue 14.6): from which checkpoint overlaps and shared units stay above chance."""
     position = {ck: i for i, (ck, _) in enumerate(cks)}
     n = len(cks)
     pairs = con.execute(
         "SELECT o.concept_id, least(o.lang_a, o.lang_b), greatest(o.lang_a, o.lang_b), o.checkpoint "
         "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint) "
-        "WHERE o.lang_a <> o.lang_b AND o.jaccard > ch.jaccard_threshold").fetchall()
+        f"WHERE o.lang_a <> o.lang_b AND o.{measure} > ch.{measure}_threshold").fetchall()
     n_pairs = con.execute(
         "SELECT count(*) FROM (SELECT DISTINCT concept_id, least(lang_a, lang_b), greatest(lang_a, lang_b) "
         "FROM expert_overlap WHERE lang_a <> lang_b)").fetchone()[0]
@@ -91,9 +141,9 @@ def _emergence_lines(con, cks: list[tuple]) -> list[str]:
         counts = [sum(1 for p in first.values() if p == i) for i in range(n)]
         return ", ".join(f"{cks[i][0]} {c}" for i, c in enumerate(counts) if c) or "none"
 
-    lines.append(f"  (concept, language pair) top-K Jaccard above the random-set 99th percentile: {len(pair_first)} "
-                 f"of {n_pairs}; from {by_checkpoint(pair_first)}")
-    lines.append(f"  (concept, unit) AP above the permutation threshold in >= {min_langs} languages: "
+    lines.append(f"  (concept, language pair) top-K {_MEASURE_TEXT[measure]} above the random-set 99th percentile: "
+                 f"{len(pair_first)} of {n_pairs}; from {by_checkpoint(pair_first)}")
+    lines.append(f"  (concept, unit) AP above the corrected permutation threshold in >= {min_langs} languages: "
                  f"{len(unit_first)}; from {by_checkpoint(unit_first)}")
     earliest = sorted(unit_first.items(), key=lambda kv: (kv[1], kv[0]))[:3]
     for (concept, layer, unit), pos in earliest:
@@ -134,14 +184,19 @@ def headline_report(path: str | Path) -> str:
                 if any(r[1] is not None for r in rows):
                     lines.append(f"  {'95% CI':>11}: " + " ".join(_interval(r[1], r[2]) for r in rows))
                 if any(r[3] is not None for r in rows):
-                    lines.append(f"  {'control':>11}: {_fmt_row([_nan(r[3]) for r in rows])}  (shuffled labels; "
+                    lines.append(f"  {'control':>11}: {_fmt_row([_nan(r[3]) for r in rows])}  (control task "
+                                 "(random label per token type, Hewitt & Liang); selectivity = accuracy - "
+                                 f"control accuracy; majority class {_nan(rows[0][4]):.3f})")
+                elif any(r[4] is not None for r in rows):
+                    lines.append(f"  {'control':>11}: none (no token type in this representation, so no control task; "
                                  f"majority class {_nan(rows[0][4]):.3f})")
         intervals = _headline_intervals(con) if "headline_ci" in present else {}
+        measure = _overlap_measure(con, {r[0] for r in con.execute("DESCRIBE expert_overlap").fetchall()})
         lines += ["", ("Cross-lingual expert overlap (mean over concepts and language pairs; 95% bootstrap "
                        "interval over concepts; chance = random top-K sets):")]
         for label, ck in (("first", first), ("last", last)):
             row = con.execute(
-                "SELECT avg(jaccard), avg(spearman_ap), any_value(k) FROM expert_overlap WHERE checkpoint = ?",
+                f"SELECT avg({measure}), avg(spearman_ap), any_value(k) FROM expert_overlap WHERE checkpoint = ?",
                 [ck]).fetchone()
             shared = con.execute(
                 "SELECT count(*), count(DISTINCT (layer, unit)) FROM shared_experts WHERE checkpoint = ?",
@@ -149,12 +204,13 @@ def headline_report(path: str | Path) -> str:
             if row[0] is not None:
                 ci = intervals.get(ck, {})
                 lines.append(
-                    f"  {label:>5}: top-{row[2]} Jaccard {row[0]:.4f}{_ci_text(ci.get('mean_jaccard'), '.4f')}, "
+                    f"  {label:>5}: top-{row[2]} {_MEASURE_TEXT[measure]} {row[0]:.4f}"
+                    f"{_ci_text(ci.get('mean_' + measure), '.4f')}, "
                     f"Spearman of AP {row[1]:.4f}{_ci_text(ci.get('mean_spearman_ap'), '.4f')}, "
                     f"shared experts {shared[0]}{_ci_text(ci.get('n_shared'), '.1f')} ({shared[1]} distinct units)"
                 )
         if {"overlap_chance", "chance_ap"} <= present:
-            lines += ["", *_emergence_lines(con, cks)]
+            lines += ["", *_significance_lines(con, cks), "", *_emergence_lines(con, cks, measure)]
         sim = con.execute(
             "SELECT checkpoint, metric, avg(value) FROM similarity WHERE checkpoint IN (?, ?) "
             "GROUP BY ALL ORDER BY metric, checkpoint", [first, last]).fetchall()

@@ -182,10 +182,16 @@ DDL: dict[str, str] = {
             n_experts INTEGER NOT NULL,
             n_shared INTEGER NOT NULL
         )""",
-    # Chance of an expert's AP per (checkpoint, lang, concept) (issue 14.5; precompute.analysis.chance):
-    # random_ap = the AP of a random scorer (the positive rate n_positive / n_contexts); threshold = the
-    # [experts] permutation_quantile of the best unit's AP over n_shuffles label shuffles (NULL: none run);
-    # best_ap: the observed best. A neuron_ap row is significant where ap > threshold.
+    # Chance of an expert's AP per (checkpoint, lang, concept) (issues 14.5, 19; precompute.analysis.chance):
+    # random_ap = E[AP] of a random continuous scorer (H_n formula; the positive rate n_positive / n_contexts,
+    # a constant scorer's AP, is positive_rate); best_ap: the observed best unit's AP; p_value its Monte-Carlo
+    # permutation p-value (1 + exceedances) / (n_shuffles + 1) against the best unit's AP under n_shuffles label
+    # shuffles (resolution p_resolution = 1 / (n_shuffles + 1)); correction ('bh': Benjamini-Hochberg at FDR
+    # alpha over the n_cells (concept, language) cells of the checkpoint, p_adjusted its q-values; 'none');
+    # threshold = the AP a unit must exceed to be significant after the correction (1.0: nothing of the
+    # checkpoint is), threshold_uncorrected the same for the cell alone at level alpha; significant = best_ap >
+    # threshold. Thresholds and p-values are NULL where no shuffles were run. A neuron_ap row is significant
+    # where ap > threshold.
     "chance_ap": """
         CREATE TABLE IF NOT EXISTS chance_ap (
             run_id VARCHAR NOT NULL,
@@ -199,9 +205,10 @@ DDL: dict[str, str] = {
             best_ap DOUBLE,
             n_shuffles INTEGER NOT NULL
         )""",
-    # Chance of the overlap measures of one checkpoint, exact for random top-k sets out of n_units:
-    # jaccard_mean = E[Jaccard] (hypergeometric), jaccard_threshold / spearman_threshold = their null_quantile
-    # quantiles, shared_expected = expected shared experts of one concept (top-k in >= min_langs of n_langs).
+    # Chance of the overlap measures of one checkpoint, exact for random top-k sets out of n_units (k: the
+    # overlap's K, [experts] overlap_k): jaccard_mean = E[Jaccard] (hypergeometric), over_k_mean = E[|A ∩ B| / k]
+    # = k / n_units, jaccard_threshold / over_k_threshold / spearman_threshold = their null_quantile quantiles,
+    # shared_expected = expected shared experts of one concept (top-expert_k in >= min_langs of n_langs).
     "overlap_chance": """
         CREATE TABLE IF NOT EXISTS overlap_chance (
             run_id VARCHAR NOT NULL,
@@ -216,7 +223,8 @@ DDL: dict[str, str] = {
             shared_expected DOUBLE NOT NULL
         )""",
     # Headline figures with a percentile bootstrap interval over concepts (level, n_resamples; NULL bounds
-    # where none) and their chance level: measure in ('mean_jaccard', 'mean_spearman_ap', 'n_shared').
+    # where none) and their chance level: measure in ('mean_jaccard', 'mean_over_k', 'mean_spearman_ap',
+    # 'n_shared').
     "headline_ci": """
         CREATE TABLE IF NOT EXISTS headline_ci (
             run_id VARCHAR NOT NULL,
@@ -306,8 +314,9 @@ DDL: dict[str, str] = {
             concept_counts INTEGER[] NOT NULL,
             other_counts INTEGER[] NOT NULL
         )""",
-    # What it writes: direct effect on the output logits of one unit of activation (its down-projection
-    # column through the final norm's scale and the unembedding, as in the logit lens); direction 'promoted'
+    # What it writes: the exact direct effect on the output logits of one unit of activation (its down-projection
+    # column, mean-centred for LayerNorm models, through the final norm's scale and the unembedding, centred over
+    # the vocabulary: precompute.model.unembed); direction 'promoted'
     # (largest, rank 1 first) or 'suppressed' (most negative); token decoded with the checkpoint's tokenizer.
     "unit_output_tokens": """
         CREATE TABLE IF NOT EXISTS unit_output_tokens (
@@ -355,12 +364,28 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
     # What the checkpoint's weights were when computed: "sha256:..." (local folder), "commit:..." or
     # "revision:..." (hub); see precompute.checkpoints.fingerprint.
     ("checkpoints", "source_fingerprint", "VARCHAR"),
-    # Chance and uncertainty of the LID probes (issue 14.5): the majority-class accuracy of the test split, a
-    # control probe's accuracy on shuffled language labels, the bootstrap interval of the accuracy.
+    # Chance and uncertainty of the LID probes (issue 14.5): the majority-class accuracy of the test split, the
+    # accuracy of the control task (random language per token type, Hewitt & Liang; token probes only, NULL for
+    # the sentence mean), the hierarchical bootstrap interval (seeds, then test contexts) of the accuracy.
     ("probe_results", "majority_baseline", "DOUBLE"),
     ("probe_results", "control_accuracy", "DOUBLE"),
     ("probe_results", "accuracy_lo", "DOUBLE"),
     ("probe_results", "accuracy_hi", "DOUBLE"),
+    # Permutation tests that hold their level (issue 19): see the comment on chance_ap's DDL.
+    ("chance_ap", "positive_rate", "DOUBLE"),
+    ("chance_ap", "p_value", "DOUBLE"),
+    ("chance_ap", "p_adjusted", "DOUBLE"),
+    ("chance_ap", "threshold_uncorrected", "DOUBLE"),
+    ("chance_ap", "significant", "BOOLEAN"),
+    ("chance_ap", "p_resolution", "DOUBLE"),
+    ("chance_ap", "alpha", "DOUBLE"),
+    ("chance_ap", "correction", "VARCHAR"),
+    ("chance_ap", "n_cells", "INTEGER"),
+    # The overlap |A ∩ B| / k (Wang, Minervini & Ponti 2024) and its chance; the experts' K of shared_expected.
+    ("expert_overlap", "over_k", "DOUBLE"),
+    ("overlap_chance", "over_k_mean", "DOUBLE"),
+    ("overlap_chance", "over_k_threshold", "DOUBLE"),
+    ("overlap_chance", "expert_k", "INTEGER"),
 ]
 
 
