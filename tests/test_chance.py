@@ -316,7 +316,9 @@ def test_concepts_page_offers_the_over_k_overlap(monkeypatch, synthetic_store):
 
 
 def test_probes_page_shows_baselines_and_band(monkeypatch, synthetic_store):
-    at = _page(monkeypatch, synthetic_store, "probes")
+    mean = _page(monkeypatch, synthetic_store, "probes", rep="mean")  # no token type: no control task
+    assert any("No control task" in c.value and "no selectivity" in c.value for c in mean.caption)
+    at = _page(monkeypatch, synthetic_store, "probes", rep="token")
     spec = next(s for s in _specs(at) if "against chance" in json.dumps(s))
     assert "area" in _marks(spec)
     series = {v["series"] for lay in spec["layer"] for v in lay["data"]["values"] if "series" in v}
