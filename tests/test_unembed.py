@@ -132,19 +132,20 @@ def test_direct_effect_is_the_real_tail_with_sigma_held(arch):
         torch.testing.assert_close(got[:, j], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
 
 
-def _uncentred(model: nn.Module, site, units: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    """The old formula, W_U @ (g * w_out), written out for BLOOM/Llama's nn.Linear down projections."""
-    return model.lm_head.weight @ (norm.weight[:, None] * site.module.weight[:, units])
+def _new_and_old(arch: str, norm_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vocab, units) effects of every unit of the last MLP of a tiny ``arch``: `direct_effects`, and the old
+    formula W_U @ (g * w_out) written out for BLOOM/Llama's nn.Linear down projections (g: ``norm_of(model)``)."""
+    model = _model(arch, seed=1)
+    site = find_mlp_sites(model)[-1]
+    units = torch.arange(site.n_neurons)
+    with torch.no_grad():
+        old = model.lm_head.weight @ (norm_of(model).weight[:, None] * site.module.weight[:, units])
+        return direct_effects(model, site, units), old
 
 
 def test_centring_changes_the_top_tokens_of_a_layernorm_model():
     """Tiny BLOOM: the centred effect is not the old one shifted, and some unit's top-10 promoted tokens move."""
-    model = _model("bloom", seed=1)
-    site = find_mlp_sites(model)[-1]
-    units = torch.arange(site.n_neurons)
-    with torch.no_grad():
-        new = direct_effects(model, site, units)
-        old = _uncentred(model, site, units, model.transformer.ln_f)
+    new, old = _new_and_old("bloom", lambda m: m.transformer.ln_f)
     shifted = old - old.mean(dim=0, keepdim=True)
     assert (new - shifted).abs().max() > 1e-2 * shifted.abs().max()
     top_new, top_old = new.topk(10, dim=0).indices, old.topk(10, dim=0).indices
@@ -153,12 +154,7 @@ def test_centring_changes_the_top_tokens_of_a_layernorm_model():
 
 def test_rmsnorm_model_is_not_centred():
     """Tiny Llama: the new effect is the old W_U @ (g * w_out) up to its vocabulary mean (no w_out centring)."""
-    model = _model("llama", seed=1)
-    site = find_mlp_sites(model)[-1]
-    units = torch.arange(site.n_neurons)
-    with torch.no_grad():
-        new = direct_effects(model, site, units)
-        old = _uncentred(model, site, units, model.model.norm)
+    new, old = _new_and_old("llama", lambda m: m.model.norm)
     torch.testing.assert_close(new, old - old.mean(dim=0, keepdim=True), rtol=1e-5, atol=1e-5)
     assert (old.mean(dim=0).abs() > 1e-4).any()  # the vocabulary centring did something
     assert torch.equal(new.topk(10, dim=0).indices, old.topk(10, dim=0).indices)
