@@ -851,7 +851,8 @@ def overlap_chance(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     return frame(
         con,
         f"""SELECT t.checkpoint, c.step, t.k, t.n_units, t.n_langs, t.null_quantile, t.jaccard_mean,
-                   t.jaccard_threshold, t.spearman_threshold, t.shared_expected, t.over_k_mean, t.over_k_threshold
+                   t.jaccard_threshold, t.spearman_threshold, t.shared_expected, t.over_k_mean, t.over_k_threshold,
+                   t.jaccard_threshold_corrected, t.over_k_threshold_corrected, t.correction, t.n_cells
             FROM overlap_chance t {_CKPT_JOIN} WHERE t.run_id = ? ORDER BY {_T_ORDER}""",
         [run_id],
     )
@@ -910,8 +911,8 @@ def pair_emergence(
     con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str | None = None, measure: str = "jaccard"
 ) -> pl.DataFrame:
     """Per (concept, language pair): the first checkpoint from which its top-K overlap (``measure``: Jaccard or
-    |A ∩ B| / k) stays above the random-set threshold (``overlap_chance.jaccard_threshold`` / ``over_k_threshold``)
-    at every later checkpoint; ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id``
+    |A ∩ B| / k) stays above the random-set threshold after the run's correction over the checkpoint's pairs
+    (``overlap_chance.jaccard_threshold_corrected`` / ``over_k_threshold_corrected``) at every later checkpoint; ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id``
     None)."""
     if measure not in OVERLAP_MEASURES:
         raise ValueError(f"measure must be one of {OVERLAP_MEASURES}, got {measure!r}")
@@ -926,7 +927,7 @@ def pair_emergence(
                       FROM expert_overlap o JOIN ck ON ck.checkpoint = o.checkpoint
                       JOIN overlap_chance ch ON ch.run_id = o.run_id AND ch.checkpoint = o.checkpoint
                       WHERE o.run_id = ? AND (?::VARCHAR IS NULL OR o.concept_id = ?) AND o.lang_a <> o.lang_b
-                        AND o.{measure} > ch.{measure}_threshold),
+                        AND o.{measure} > coalesce(ch.{measure}_threshold_corrected, ch.{measure}_threshold)),
             runs AS (SELECT concept_id, lang_a, lang_b, min(pos) AS first_pos, max(pos) AS last_pos
                      FROM (SELECT *, pos - row_number() OVER (PARTITION BY concept_id, lang_a, lang_b ORDER BY pos)
                                   AS grp FROM above)

@@ -372,13 +372,16 @@ def chance_tables(
 ) -> dict[str, pl.DataFrame]:
     """Chance levels and intervals of one checkpoint (issue 14.5): ``chance_ap`` (random-scorer AP and the
     permutation threshold per lang x concept), ``overlap_chance`` (exact random-set Jaccard, Spearman and
-    shared-expert chance for K of the (contexts, N) ``activations``' N units) and ``headline_ci`` (bootstrap
+    shared-expert chance for K of the (contexts, N) ``activations``' N units; the overlap thresholds also after
+    the correction over the checkpoint's (concept, language pair) cells) and ``headline_ci`` (bootstrap
     over concepts of the overlap and sharing headlines)."""
     n_units = int(activations.shape[1])
     spec = cfg.experts
+    pairs = overlap.filter(pl.col("lang_a") != pl.col("lang_b"))
     chance = overlap_chance(
         spec.overlap_top, n_units, len(experts.full_ap), spec.min_langs, spec.permutation_quantile,
-        expert_k=spec.top_k,
+        expert_k=spec.top_k, correction=spec.correction,
+        intersections=np.rint(pairs["over_k"].to_numpy() * min(spec.overlap_top, n_units)).astype(np.int64),
     )
     return {
         "chance_ap": chance_ap_table(

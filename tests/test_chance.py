@@ -186,7 +186,7 @@ def test_pair_and_unit_emergence_match_a_recomputation(synthetic_store):
     cks = Q.checkpoints(con, RUN_ID)["checkpoint"].to_list()
     n = len(cks)
     ov = con.execute(
-        "SELECT o.concept_id, o.lang_a, o.lang_b, o.checkpoint, o.jaccard > ch.jaccard_threshold "
+        "SELECT o.concept_id, o.lang_a, o.lang_b, o.checkpoint, o.jaccard > ch.jaccard_threshold_corrected "
         "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint)").fetchall()
     flags: dict[tuple, dict[int, bool]] = {}
     for concept, a, b, ck, above in ov:

@@ -105,15 +105,32 @@ def spearman_null_quantile(n: int, q: float = DEFAULT_QUANTILE) -> float:
 
 
 def overlap_chance(
-    k: int, n: int, n_langs: int, min_langs: int, q: float = DEFAULT_QUANTILE, *, expert_k: int | None = None
+    k: int,
+    n: int,
+    n_langs: int,
+    min_langs: int,
+    q: float = DEFAULT_QUANTILE,
+    *,
+    expert_k: int | None = None,
+    intersections: np.ndarray | None = None,
+    correction: str = "none",
 ) -> pl.DataFrame:
     """The one-row ``overlap_chance`` table of a checkpoint: chance levels of every overlap measure.
 
     ``k``: the overlap's K (``[experts] overlap_k``: Jaccard and |A∩B| / k of the top-k sets); ``expert_k``: the
     experts' K (``top_k``, default ``k``), which makes a shared expert (top-K in >= ``min_langs`` languages).
+    ``intersections``: |A∩B| of every (concept, language pair) cell of the checkpoint; with ``correction="bh"``
+    the ``*_threshold_corrected`` columns hold the threshold after Benjamini-Hochberg at FDR 1 - ``q`` over those
+    cells (`overlap_cutoff`), otherwise they equal the uncorrected ones.
     """
     k = min(k, n)
     expert_k = min(expert_k or k, n)
+    cells = 0 if intersections is None else int(np.asarray(intersections).size)
+    if correction == "bh" and cells:
+        i_min = overlap_cutoff(np.asarray(intersections), k, n, 1.0 - q)
+        corrected = (1.0, 1.0) if i_min is None else ((i_min - 1) / (2 * k - i_min + 1), (i_min - 1) / k)
+    else:
+        corrected = (random_jaccard_quantile(k, n, q), random_over_k_quantile(k, n, q))
     return pl.DataFrame(
         {
             "k": [k], "n_units": [n], "n_langs": [n_langs], "null_quantile": [q],
@@ -124,14 +141,36 @@ def overlap_chance(
             "over_k_mean": [random_over_k(k, n)],
             "over_k_threshold": [random_over_k_quantile(k, n, q)],
             "expert_k": [expert_k],
+            "jaccard_threshold_corrected": [corrected[0]],
+            "over_k_threshold_corrected": [corrected[1]],
+            "correction": [correction if cells else "none"],
+            "n_cells": [cells],
         },
         schema={
             "k": pl.Int32, "n_units": pl.Int32, "n_langs": pl.Int32, "null_quantile": pl.Float64,
             "jaccard_mean": pl.Float64, "jaccard_threshold": pl.Float64, "spearman_threshold": pl.Float64,
             "shared_expected": pl.Float64, "over_k_mean": pl.Float64, "over_k_threshold": pl.Float64,
-            "expert_k": pl.Int32,
+            "expert_k": pl.Int32, "jaccard_threshold_corrected": pl.Float64,
+            "over_k_threshold_corrected": pl.Float64, "correction": pl.Utf8, "n_cells": pl.Int32,
         },
     )
+
+
+def overlap_cutoff(intersections: np.ndarray, k: int, n: int, fdr: float) -> int | None:
+    """The smallest |A∩B| that is significant after Benjamini-Hochberg at ``fdr`` over all the given cells, or
+    None where none is.
+
+    Each cell's exact p-value is P(|A∩B| >= observed) for random K-sets (the hypergeometric tail). Every cell of a
+    checkpoint shares that null, so the BH cutoff p* is one intersection count: a cell is significant exactly when
+    its intersection reaches it. Cells of one concept share languages, which makes their p-values positively
+    dependent (BH stays valid under such positive regression dependence).
+    """
+    observed = np.asarray(intersections, dtype=np.int64)
+    p_values = hypergeom.sf(observed - 1, n, k, k)
+    _, cutoff = benjamini_hochberg(p_values, fdr)
+    if cutoff is None:
+        return None
+    return int(observed[p_values <= cutoff].min())
 
 
 # --- random scorers and shuffled labels --------------------------------------------------------------------

@@ -432,7 +432,8 @@ def _checkpoint_tables(
         .when(pl.col("best_ap") > pl.col("threshold_uncorrected")).then(pl.lit(0.008))
         .otherwise(pl.Series(rng.uniform(0.02, 1.0, size=chance_ap.height))),
     ).with_columns(p_adjusted=pl.min_horizontal(pl.col("p_value") * 20, pl.lit(1.0)))
-    chance = overlap_chance(k, n_neurons, n_lang, min_langs)
+    chance = overlap_chance(k, n_neurons, n_lang, min_langs, correction="bh",
+                            intersections=np.rint(overlap["over_k"].to_numpy() * k).astype(np.int64))
     headline = headline_intervals(overlap, shared, chance, concepts, n_resamples=200)
 
     # --- probes: layer 0 = embeddings, i = block i ----------------------------------------------

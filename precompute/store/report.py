@@ -117,6 +117,26 @@ def _significance_lines(con, cks: list[tuple]) -> list[str]:
     return lines
 
 
+def _corrected(con, measure: str) -> str:
+    """The SQL of the overlap threshold a pair must exceed: after the run's correction where the store has it."""
+    columns = {r[0] for r in con.execute("DESCRIBE overlap_chance").fetchall()}
+    if f"{measure}_threshold_corrected" in columns:
+        return f"coalesce(ch.{measure}_threshold_corrected, ch.{measure}_threshold)"
+    return f"ch.{measure}_threshold"
+
+
+def _pair_correction_text(con) -> str:
+    """How the pairs' threshold was corrected, as the report says it."""
+    columns = {r[0] for r in con.execute("DESCRIBE overlap_chance").fetchall()}
+    if "correction" in columns:
+        row = con.execute("SELECT any_value(correction), any_value(null_quantile), max(n_cells) FROM overlap_chance "
+                          "WHERE correction IS NOT NULL").fetchone()
+        if row and row[0] == "bh":
+            return (f"exact hypergeometric p-values, Benjamini-Hochberg at FDR {1 - row[1]:.2g} over the "
+                    f"{row[2]} (concept, language pair) cells of each checkpoint")
+    return "the 99th percentile of random sets, each cell alone"
+
+
 def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[str]:
     """Emergence (issue 14.6): from which checkpoint overlaps and shared units stay above chance."""
     position = {ck: i for i, (ck, _) in enumerate(cks)}
@@ -124,7 +144,7 @@ def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[st
     pairs = con.execute(
         "SELECT o.concept_id, least(o.lang_a, o.lang_b), greatest(o.lang_a, o.lang_b), o.checkpoint "
         "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint) "
-        f"WHERE o.lang_a <> o.lang_b AND o.{measure} > ch.{measure}_threshold").fetchall()
+        f"WHERE o.lang_a <> o.lang_b AND o.{measure} > {_corrected(con, measure)}").fetchall()
     n_pairs = con.execute(
         "SELECT count(*) FROM (SELECT DISTINCT concept_id, least(lang_a, lang_b), greatest(lang_a, lang_b) "
         "FROM expert_overlap WHERE lang_a <> lang_b)").fetchone()[0]
@@ -141,8 +161,8 @@ def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[st
         counts = [sum(1 for p in first.values() if p == i) for i in range(n)]
         return ", ".join(f"{cks[i][0]} {c}" for i, c in enumerate(counts) if c) or "none"
 
-    lines.append(f"  (concept, language pair) top-K {_MEASURE_TEXT[measure]} above the random-set 99th percentile: "
-                 f"{len(pair_first)} of {n_pairs}; from {by_checkpoint(pair_first)}")
+    lines.append(f"  (concept, language pair) top-K {_MEASURE_TEXT[measure]} above the random-set threshold "
+                 f"({_pair_correction_text(con)}): {len(pair_first)} of {n_pairs}; from {by_checkpoint(pair_first)}")
     lines.append(f"  (concept, unit) AP above the corrected permutation threshold in >= {min_langs} languages: "
                  f"{len(unit_first)}; from {by_checkpoint(unit_first)}")
     earliest = sorted(unit_first.items(), key=lambda kv: (kv[1], kv[0]))[:3]

@@ -386,6 +386,12 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("overlap_chance", "over_k_mean", "DOUBLE"),
     ("overlap_chance", "over_k_threshold", "DOUBLE"),
     ("overlap_chance", "expert_k", "INTEGER"),
+    # The overlap thresholds after [experts] correction over the checkpoint's n_cells (concept, language pair)
+    # cells ('bh': Benjamini-Hochberg on the exact hypergeometric p-values; 1.0 where no cell survives).
+    ("overlap_chance", "jaccard_threshold_corrected", "DOUBLE"),
+    ("overlap_chance", "over_k_threshold_corrected", "DOUBLE"),
+    ("overlap_chance", "correction", "VARCHAR"),
+    ("overlap_chance", "n_cells", "INTEGER"),
 ]
 
 
