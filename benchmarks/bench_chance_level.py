@@ -33,9 +33,9 @@ from scipy.stats import binomtest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from precompute.analysis.chance import chance_ap_table, shuffled_labels  # noqa: E402
-from precompute.analysis.experts import average_precision_multi  # noqa: E402
-from precompute.config import RunConfig  # noqa: E402
+from precompute.analysis.chance import chance_ap_table, shuffled_labels
+from precompute.analysis.experts import average_precision_multi
+from precompute.config import RunConfig
 
 
 def share(k: int, n: int) -> str:

@@ -281,8 +281,9 @@ class ExpertSpec:
     # 1 - permutation_quantile = 0.01 exact (0.01 x 1,000 is a whole number of draws). 0: no test.
     permutations: int = setting(999, ge=0, le=1_000_000, hint="0: no permutation test")
     permutation_quantile: float = setting(0.99, gt=0, lt=1, hint="1 - the test's level (and the FDR of the correction)")
-    # Multiple comparisons over the (concept, language) cells of a checkpoint: "bh" = Benjamini-Hochberg at FDR
-    # 1 - permutation_quantile (crossling's choice); "none" = every cell at that level on its own.
+    # Multiple comparisons over the cells of a checkpoint, the (concept, language) cells of the experts' AP and
+    # the (concept, language pair) cells of the overlap: "bh" = Benjamini-Hochberg at FDR 1 - permutation_quantile
+    # (crossling's choice); "none" = every cell at that level on its own.
     correction: str = setting("bh", choices=("bh", "none"))
     # The overlap of two languages' expert sets: the top overlap_k of each (0: top_k; at most top_k), as
     # "jaccard" |A ∩ B| / |A ∪ B| or "over_k" |A ∩ B| / k (Wang, Minervini & Ponti 2024, k = 50 over BLOOM

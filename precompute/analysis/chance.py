@@ -357,7 +357,7 @@ def chance_ap_table(
     level_count = int(np.floor(alpha * (n_shuffles + 1) + 1e-9))  # p <= a  <=>  1 + #{null >= x} <= this
     if correction == "bh":
         adjusted, cutoff = benjamini_hochberg(p_values, alpha)
-        cutoff_count = 0 if cutoff is None else int(round(cutoff * (n_shuffles + 1)))
+        cutoff_count = 0 if cutoff is None else round(cutoff * (n_shuffles + 1))
     else:
         adjusted, cutoff_count = p_values, level_count
     thresholds = [ap_threshold(nulls[k], cutoff_count) for k in keys]

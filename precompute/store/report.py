@@ -90,8 +90,8 @@ def _significance_lines(con, cks: list[tuple]) -> list[str]:
     the correction over cells, and how many (concept, language) cells pass at the first and last checkpoint."""
     columns = {r[0] for r in con.execute("DESCRIBE chance_ap").fetchall()}
     if "p_value" not in columns:
-        return ["Expert significance: this store predates p-values (threshold = a quantile of the shuffles' best "
-                "AP, without correction); recompute it for a test that holds its level"]
+        return [("Expert significance: this store predates p-values (threshold = a quantile of the shuffles' best "
+                 "AP, without correction); recompute it for a test that holds its level")]
     rows = con.execute(
         "SELECT checkpoint, any_value(n_shuffles), any_value(p_resolution), any_value(alpha), any_value(correction), "
         "count(*), count(*) FILTER (WHERE significant), count(*) FILTER (WHERE p_value <= alpha) "
@@ -104,10 +104,10 @@ def _significance_lines(con, cks: list[tuple]) -> list[str]:
     how = (f"Benjamini-Hochberg at FDR {alpha:g} over the (concept, language) cells of each checkpoint"
            if correction == "bh" else f"no correction over cells (each at level {alpha:g} alone)")
     lines = [
-        "Expert significance (a cell = one concept in one language; its best unit's AP against the best of all "
-        "units under shuffled labels):",
-        f"  permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
-        f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}",
+        ("Expert significance (a cell = one concept in one language; its best unit's AP against the best of all "
+         "units under shuffled labels):"),
+        (f"  permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
+         f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}"),
     ]
     for label, (ck, _) in (("first", cks[0]), ("last", cks[-1])):
         if ck in by_ck:
