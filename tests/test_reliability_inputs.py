@@ -486,3 +486,18 @@ def test_any_concept_table_is_accepted_or_refused_in_one_line(rows):
         return
     assert sorted(cs.sentences["text"].to_list()) == sorted(r[2] for r in rows)
     assert "\x00" not in "".join(cs.sentences["text"].to_list())
+
+
+@pytest.mark.parametrize(
+    "experts, says",
+    [
+        ({"top_k": 5, "overlap_k": 50}, "[experts] overlap_k = 50 is more than top_k = 5"),
+        ({"correction": "bonferroni"}, "[experts] correction must be one of 'bh', 'none'"),
+        ({"overlap_measure": "dice"}, "[experts] overlap_measure must be one of 'jaccard', 'over_k'"),
+        ({"permutations": -1}, "[experts] permutations must be in [0, 1000000], got -1"),
+    ],
+)
+def test_bad_chance_settings_are_refused_in_one_line(experts, says):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": {"id": "tiny"}, "experts": experts}, where="run.toml")
+    assert str(err.value).startswith("run.toml: ") and says in str(err.value) and "\n" not in str(err.value)
