@@ -92,7 +92,9 @@ with left:
                          default=c.overlap_measure, what="overlap measure", format_func=MEASURE_NAMES.get)
     if matrix.height:
         lo = min(0.0, float(matrix[measure].min()))
-        chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt} (chance {chance_text})",
+        chance_here = (f"{chance_ov[f'{measure}_mean'][-1] or 0:.4f}" if measure in ("jaccard", "over_k")
+                       and chance_ov.height else "0" if chance_ov.height else "not stored")
+        chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt} (chance {chance_here})",
                                   domain=(lo, 1.0)),
               matrix, f"overlap_matrix_{concept}_{ckpt}")
     else:
