@@ -25,6 +25,13 @@ def _row_step(n_rows: int, target: int = HEIGHT) -> alt.Step:
     return alt.Step(max(12, min(40, target // max(n_rows, 1))))
 
 
+def finite_min(series: pl.Series, default: float = 0.0) -> float:
+    """The smallest finite value of ``series`` (NaN and infinity left out, as the chart leaves them out), else
+    ``default``: what a scale's domain may be built from (vega cannot read NaN or infinity)."""
+    finite = series.cast(pl.Float64).filter(series.cast(pl.Float64).is_finite())
+    return float(finite.min()) if finite.len() else default
+
+
 def _data(df: pl.DataFrame) -> alt.Data:
     # Plain records: no dependence on altair's dataframe interchange for polars.
     return alt.Data(values=df.to_dicts())
@@ -39,7 +46,7 @@ def _ckpt_x(order: Sequence[str], title: str = "checkpoint (training order)") ->
 
 def probe_heatmap(df: pl.DataFrame, order: Sequence[str], metric: str = "accuracy") -> alt.Chart:
     """LID probe accuracy as a layer x checkpoint heatmap (layer 0 = embeddings, at the bottom)."""
-    lo = float(df[metric].min()) if df.height else 0.0
+    lo = finite_min(df[metric], 0.5) if df.height else 0.0
     return (
         alt.Chart(_data(df))
         .mark_rect()

@@ -3,12 +3,20 @@
 The files are generated only when a button is clicked. Button keys come from the download's name; a
 name used twice in one rerun (the Compare page with the same checkpoint on both sides) gets a numbered
 key, so equal names never collide.
+
+Store strings are someone else's data: in a CSV, a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return would run as a formula in a spreadsheet, so :func:`csv_bytes` prefixes such a cell with
+a single quote (OWASP's advice for CSV injection). Charts draw only finite numbers: :func:`chart` leaves
+NaN and infinite values out of what the chart draws (vega cannot read them) and says so under the chart;
+the downloads keep every value as stored.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,27 @@ _SEEN_KEY = "_crossling_download_names"
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:120] or "data"
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): the cell's first character.
+FORMULA_START = re.compile(r"^[=+\-@\t\r]")
+
+
+def csv_safe(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with every text cell that a spreadsheet would run as a formula prefixed by a single quote."""
+    exprs = []
+    for name, dtype in df.schema.items():
+        if dtype == pl.Utf8 or isinstance(dtype, (pl.Categorical, pl.Enum)):
+            col = pl.col(name).cast(pl.Utf8)
+            exprs.append(
+                pl.when(col.str.contains(FORMULA_START.pattern)).then(pl.lit("'") + col).otherwise(col).alias(name)
+            )
+    return df.with_columns(exprs) if exprs else df
+
+
+def csv_bytes(df: pl.DataFrame) -> bytes:
+    """``df`` as a CSV file whose text cannot run as a spreadsheet formula (:func:`csv_safe`)."""
+    return csv_safe(df).write_csv().encode("utf-8")
 
 
 def parquet_bytes(df: pl.DataFrame) -> bytes:
@@ -50,7 +79,7 @@ def downloads(df: pl.DataFrame, name: str) -> None:
     key = _key(name)
     with st.container(horizontal=True, gap="small"):
         st.download_button(
-            "CSV", data=lambda: df.write_csv(), file_name=f"{base}.csv", mime="text/csv",
+            "CSV", data=lambda: csv_bytes(df), file_name=f"{base}.csv", mime="text/csv",
             on_click="ignore", icon="⬇️", key=f"dl.csv.{key}", type="tertiary",
         )
         st.download_button(
@@ -60,9 +89,84 @@ def downloads(df: pl.DataFrame, name: str) -> None:
         )
 
 
+def _finite_row(row: Any, left_out: Counter) -> Any:
+    if not isinstance(row, dict):
+        return row
+    clean = {}
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            left_out[(str(key), "NaN" if math.isnan(value) else "+inf" if value > 0 else "-inf")] += 1
+            value = None
+        clean[key] = value
+    return clean
+
+
+def _finite_frame(data: Any, left_out: Counter) -> Any:
+    """A polars or pandas frame with its NaN and infinite floats as nulls (counted in ``left_out``)."""
+    frame = pl.from_pandas(data) if not isinstance(data, pl.DataFrame) else data
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if dtype.is_float():
+            col = pl.col(name)
+            for kind, bad in (("NaN", col.is_nan()), ("+inf", col == math.inf), ("-inf", col == -math.inf)):
+                n = int(frame.select(bad.fill_null(False).sum()).item())
+                if n:
+                    left_out[(name, kind)] += n
+            exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(name))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def finite_chart(altair_chart: Any) -> tuple[Any, Counter]:
+    """A copy of ``altair_chart`` whose data holds only finite numbers (NaN and infinity become nulls, which
+    vega leaves out), and how many values of which column and kind were left out."""
+    import altair as alt
+
+    left_out: Counter = Counter()
+    chart_copy = altair_chart.copy(deep=True)
+
+    def walk(obj: Any) -> None:
+        if not isinstance(obj, alt.SchemaBase):
+            return
+        data = obj._kwds.get("data", alt.Undefined) if hasattr(obj, "_kwds") else alt.Undefined
+        mine: Counter = Counter()  # per data set: layers that draw the same rows count them once (max, below)
+        if isinstance(data, alt.InlineData) or (isinstance(data, alt.SchemaBase) and "values" in data._kwds):
+            values = data._kwds.get("values")
+            if isinstance(values, list):
+                data._kwds["values"] = [_finite_row(row, mine) for row in values]
+        elif isinstance(data, pl.DataFrame) or type(data).__name__ == "DataFrame":
+            obj._kwds["data"] = _finite_frame(data, mine)
+        left_out.update({key: n - left_out[key] for key, n in mine.items() if n > left_out[key]})
+        for attr in ("layer", "hconcat", "vconcat", "concat"):
+            subs = obj._kwds.get(attr)
+            if isinstance(subs, list):
+                for sub in subs:
+                    walk(sub)
+        walk(obj._kwds.get("spec"))
+
+    walk(chart_copy)
+    return chart_copy, left_out
+
+
+def left_out_text(left_out: Counter) -> str:
+    """'Not drawn: 3 values that are NaN or infinite (accuracy: 2 NaN, 1 +inf). The downloads keep them.'"""
+    by_column: dict[str, list[str]] = {}
+    for (column, kind), n in sorted(left_out.items()):
+        by_column.setdefault(column, []).append(f"{n} {kind}")
+    total = sum(left_out.values())
+    parts = "; ".join(f"{column}: {', '.join(kinds)}" for column, kinds in by_column.items())
+    return (f"Not drawn: {total} value{'s' if total != 1 else ''} that {'are' if total != 1 else 'is'} NaN or "
+            f"infinite ({parts}). The downloads keep them as stored.")
+
+
 def chart(altair_chart: Any, df: pl.DataFrame, name: str) -> None:
-    """An altair chart with downloads of the data it draws."""
-    st.altair_chart(altair_chart, width="stretch")
+    """An altair chart with downloads of the data it draws; NaN and infinite values are not drawn (vega cannot
+    read them), and a caption says how many of which column were left out."""
+    from explorer.text import md
+
+    drawn, left_out = finite_chart(altair_chart)
+    st.altair_chart(drawn, width="stretch")
+    if left_out:
+        st.caption(md(left_out_text(left_out)))
     downloads(df, name)
 
 

@@ -3,7 +3,10 @@ units most like it. A section of ``views/neuron.py``, kept in its own module so 
 
 Store text is text: a context is shown by splitting it at the stored peak offsets and passing every piece
 through :func:`explorer.text.md`; the highlight is markdown bold that this module adds around the escaped
-peak token, never markup taken from the store.
+peak token, never markup taken from the store. The bold markers are fenced by invisible word joiners
+(U+2060): markdown only takes ``**`` for bold where its neighbours are "flanking" (a ``**`` between a
+letter and a punctuation mark, as in ``a**,**b``, stays two literal asterisks), and a word joiner is
+neither space nor punctuation, so the markers are bold whatever the store's text has next to the peak.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from explorer.pickers import (
 )
 from explorer.problems import empty
 from explorer.store_context import ctx, q
-from explorer.text import md
+from explorer.text import WORD_JOINER, md
 from explorer.widgets import plain_selectbox
 
 
@@ -42,7 +45,12 @@ def highlighted(text: str, start: int | None, end: int | None) -> str:
     if not token.strip():
         return md(text)
     head, core, tail = text[: start + lead], text[start + lead : start + trail], text[start + trail :]
-    return f"{md(head)}**{md(core)}**{md(tail)}"
+    return f"{md(head)}{BOLD_OPEN}{md(core)}{BOLD_CLOSE}{md(tail)}"
+
+
+# Bold markers that are always left- and right-flanking (see the module docstring).
+BOLD_OPEN = f"**{WORD_JOINER}"
+BOLD_CLOSE = f"{WORD_JOINER}**"
 
 
 def drilldown_section(layer: int, unit: int, concept: str | None) -> None:

@@ -14,7 +14,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,10 @@ class Rule:
     min_items: int = 0
     normalize: Callable[[Any], Any] | None = None
     hint: str = ""
+    # A lower bound below which a value is allowed by type but cannot work (checked after ge/gt): refused as
+    # "must be >= floor, got x (floor_why)".
+    floor: float | None = None
+    floor_why: str = ""
 
     def normalized(self, value: Any) -> Any:
         if self.normalize is None or value is None:
@@ -82,6 +86,9 @@ class Rule:
             return f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not self._in_range(value):
             return f"must be {self._range_text()}, got {value!r}{hint}"
+        if self.floor is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and not value >= self.floor:
+            return f"must be >= {self.floor}, got {value!r} ({self.floor_why or 'too small to work'})"
         return None
 
     def _in_range(self, x: float) -> bool:
@@ -100,6 +107,47 @@ class Rule:
         if low:
             return f">= {self.ge}" if self.ge is not None else f"> {self.gt}"
         return f"<= {self.le}" if self.le is not None else f"< {self.lt}"
+
+
+#: The most values one range of integers may expand to (``0-99`` is 100 values), and the most checkpoints a
+#: ``[checkpoint_set]`` template may build: checked *before* anything is built, so ``0-99999999999`` is one
+#: refusal instead of a list that fills the memory.
+MAX_RANGE_VALUES = 100_000
+MAX_TEMPLATE_CHECKPOINTS = 100_000
+
+
+def parse_int_ranges(text: str, option: str, *, max_values: int = MAX_RANGE_VALUES) -> list[int]:
+    """'0,50' -> [0, 50]; '0-99' -> 0..99 (inclusive); '-1' -> [-1] (left to the setting's rule).
+
+    Each range is checked before it is expanded: one that runs backwards (``5-1``) or would hold more than
+    ``max_values`` values in all is refused with a :class:`ConfigError` naming ``option``, as is text that is
+    not integers and ranges.
+    """
+    values: list[int] = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        low_text, sep, high_text = part[1:].partition("-") if part.startswith("-") else part.partition("-")
+        if part.startswith("-"):
+            low_text = "-" + low_text
+        try:
+            low = int(low_text)
+            high = int(high_text) if sep else low
+        except ValueError:
+            raise ConfigError(
+                f"{option}: expected comma-separated integers or ranges such as 0-99, got {text!r}"
+            ) from None
+        if high < low:
+            raise ConfigError(f"{option} {text!r}: range {part} runs backwards (from {low} down to {high}); "
+                              f"write it low to high, {high}-{low}")
+        count = high - low + 1
+        if len(values) + count > max_values:
+            raise ConfigError(
+                f"{option} {text!r}: {'range ' + part + ' holds ' if sep else ''}{len(values) + count:,} values "
+                f"in all; at most {max_values:,} are allowed"
+            )
+        values.extend(range(low, high + 1))
+    return values
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
@@ -202,6 +250,15 @@ class CheckpointSetSpec:
     every: int | None = setting(None, ge=1)
     tokens_per_step: int | None = setting(None, ge=1)
 
+    def template_steps(self) -> Sequence[int]:
+        """The steps a template builds names for: ``steps``, else ``range(start, stop + 1, every)`` (lazy)."""
+        if self.steps:
+            return list(self.steps)
+        if self.stop is None or not self.every:
+            return []
+        start = self.start if self.start is not None else self.every
+        return range(start, self.stop + 1, self.every)
+
     def sources(self) -> list[str]:
         """The source keys that are set (valid configs set at most one)."""
         return [k for k in ("revisions", "template", "pattern", "paths", "local") if getattr(self, k)]
@@ -218,6 +275,13 @@ class CheckpointSetSpec:
                 yield f"{label} template {self.template!r} needs a {{step}} field, e.g. 'global_step{{step}}'"
             if not self.steps and (self.stop is None or self.every is None):
                 yield f"{label} template needs steps = [...] or stop and every (start defaults to every)"
+            elif not self.steps and self.every:
+                n = len(self.template_steps())  # a range object: its length is known without building it
+                if n > MAX_TEMPLATE_CHECKPOINTS:
+                    yield (
+                        f"{label} start/stop/every select {n:,} checkpoints for the template; at most "
+                        f"{MAX_TEMPLATE_CHECKPOINTS:,} are allowed (raise every, or narrow start and stop)"
+                    )
         elif not sources and (self.steps or self.start is not None or self.stop is not None or self.every):
             yield f"{label} steps/start/stop/every need a source (revisions, template, pattern, paths or local)"
 
@@ -358,7 +422,13 @@ class SteeringSpec:
     # Sampling, as Suau et al.'s generate_seq: nucleus 0.9, no top-k cut, temperature 0.8.
     top_k: int = setting(0, ge=0, hint="0: no top-k cut")
     top_p: float = setting(0.9, gt=0, le=1)
-    temperature: float = setting(0.8, gt=0)
+    # Below 0.01, exp(logit / temperature) overflows float32 (the sampler's precision) for any logit above 0.89,
+    # and far below it logit / temperature is infinite itself, so sampling ends in an error at the first
+    # checkpoint; such a temperature is greedy decoding in all but name anyway.
+    temperature: float = setting(
+        0.8, gt=0, floor=0.01,
+        floor_why="below it exp(logit / temperature) overflows float32 and sampling fails; it is greedy anyway",
+    )
 
 
 @dataclass

@@ -15,10 +15,13 @@ Also here: :func:`check_finite`, the check after extraction that a checkpoint's 
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,6 +49,16 @@ class ModelShape:
     n_layers: int
     units: tuple[int, ...] | None
     label: str  # the checkpoint it was read from, for messages
+    # The most positions (tokens) one sequence may have, where config.json states it (learned position
+    # embeddings end there: GPT-2's n_positions, OPT's max_position_embeddings); None: no stated limit.
+    positions: int | None = None
+    # Where the tokenizer is read from (source, revision), to count the steering prompts' tokens; None: unknown.
+    tokenizer_from: tuple[str, str | None] | None = None
+    tokenizer: Any = field(default=None, compare=False, repr=False)  # a loaded model's own tokenizer
+
+
+#: config.json keys that state a model's context length (the first one set wins).
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_sequence_length")
 
 
 def shape_from_config(source: str, revision: str | None, label: str) -> ModelShape | None:
@@ -70,18 +83,45 @@ def shape_from_config(source: str, revision: str | None, label: str) -> ModelSha
                                        trust_remote_code=False, **kwargs)
         )
         n_layers = _config_value(config, _LAYER_KEYS)
+        positions = _config_value(config, POSITION_KEYS)
     except Exception:  # noqa: BLE001 - unreadable here: checked after loading instead
         return None
     if n_layers is None:
         return None
     width = _config_value(config, _INTERMEDIATE_KEYS)  # only where stated: defaults differ by family
-    return ModelShape(n_layers, (width,) * n_layers if width else None, label)
+    where = str(local) if local.is_dir() else source
+    return ModelShape(n_layers, (width,) * n_layers if width else None, label, positions,
+                      (where, None if local.is_dir() else revision))
 
 
-def shape_of(model: torch.nn.Module, label: str) -> ModelShape:
-    """The exact shape of a loaded model: one MLP site per block, with its units."""
+def shape_of(model: torch.nn.Module, label: str, tokenizer: Any = None) -> ModelShape:
+    """The exact shape of a loaded model: one MLP site per block, with its units (and its context length)."""
+    from precompute.model.sites import _config_value, _text_config
+
     sites = find_mlp_sites(model)
-    return ModelShape(len(sites), tuple(int(s.n_neurons) for s in sites), label)
+    config = getattr(model, "config", None)
+    positions = _config_value(_text_config(config), POSITION_KEYS) if config is not None else None
+    return ModelShape(len(sites), tuple(int(s.n_neurons) for s in sites), label, positions, tokenizer=tokenizer)
+
+
+def _tokenizer(shape: ModelShape) -> Any:
+    """The tokenizer the steering prompts are counted with (None where it cannot be read without network)."""
+    if shape.tokenizer is not None:
+        return shape.tokenizer
+    if shape.tokenizer_from is None:
+        return None
+    return _read_tokenizer(*shape.tokenizer_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_tokenizer(source: str, revision: str | None) -> Any:
+    try:
+        from transformers import AutoTokenizer
+
+        kwargs = {"revision": revision} if revision else {}
+        return AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False, **kwargs)
+    except Exception:  # noqa: BLE001 - unreadable here: the checkpoint's loading reports why
+        return None
 
 
 def validate_run(cfg: RunConfig, concept_set: ConceptSet, shape: ModelShape | None = None) -> None:
@@ -95,6 +135,54 @@ def validate_run(cfg: RunConfig, concept_set: ConceptSet, shape: ModelShape | No
     if shape is not None:
         for problem in _model_problems(cfg, shape):
             raise RunSettingError(problem)
+        if cfg.steering.enabled:
+            for problem in steering_problems(cfg, shape):
+                raise RunSettingError(problem)
+
+
+def steering_problems(cfg: RunConfig, shape: ModelShape, tokenizer: Any = None) -> Iterator[str]:
+    """``[steering]`` settings the model cannot honour: a prompt plus ``max_new_tokens`` past its positions
+    (learned position embeddings end there: generation would stop with an IndexError after the first
+    checkpoint's other stages). The prompts are counted with ``tokenizer`` (else the one the shape names)
+    as generation tokenizes them, start token included; without a tokenizer every sequence counts as at least
+    one token (the start token) plus ``max_new_tokens``."""
+    positions = shape.positions
+    if positions is None:
+        return
+    spec = cfg.steering
+    new = int(spec.max_new_tokens)
+    tok = tokenizer if tokenizer is not None else _tokenizer(shape)
+    if tok is None:
+        lengths = dict.fromkeys(spec.prompts, 1)
+    else:
+        from precompute.steering.intervene import SteeringError, prompt_ids
+
+        lengths = {}
+        for prompt in spec.prompts:
+            try:
+                lengths[prompt] = len(prompt_ids(tok, prompt))
+            except SteeringError as exc:
+                yield f"{_key(cfg, 'steering.prompts')}: prompt {prompt!r}: {exc}"
+                return
+    if not lengths:
+        return
+    prompt, longest = max(lengths.items(), key=lambda item: item[1])
+    counted = "" if tok is None else f" (prompt {_short(prompt)} is {longest} token(s), start token included)"
+    if longest >= positions:
+        yield (
+            f"{_key(cfg, 'steering.prompts')}: prompt {_short(prompt)} is {longest} tokens, start token included; "
+            f"{shape.label} reads at most {positions} positions (config.json), and nothing is left to generate: "
+            "shorten the prompt"
+        )
+    elif longest + new > positions:
+        yield (
+            f"{_key(cfg, 'steering.max_new_tokens')} = {new} does not fit: {shape.label} reads at most {positions} "
+            f"positions (config.json){counted}; use max_new_tokens <= {positions - longest}"
+        )
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _key(cfg: RunConfig, dotted: str) -> str:

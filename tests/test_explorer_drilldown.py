@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.drilldown import highlighted
+from explorer.drilldown import BOLD_CLOSE, BOLD_OPEN, highlighted
 from explorer.text import md
 from precompute.demo.synthetic_store import RUN_ID, build_synthetic_store
 
@@ -55,9 +55,9 @@ def test_highlight_escapes_every_part_and_bolds_only_the_peak():
     text = "see [x](https://e.example) <b>*peak*</b> end"
     start = text.index("<b>")
     out = highlighted(text, start, start + len("<b>*peak*</b>"))
-    assert out == f"{md(text[:start])}**{md('<b>*peak*</b>')}**{md(text[start + 13:])}"
+    assert out == f"{md(text[:start])}{BOLD_OPEN}{md('<b>*peak*</b>')}{BOLD_CLOSE}{md(text[start + 13:])}"
     assert "<b>" not in out and "](" not in out
-    assert highlighted(" Montag", 0, 7) == f"{md(' ')}**Montag**"  # the token's space stays outside the bold
+    assert highlighted(" Montag", 0, 7) == f"{md(' ')}{BOLD_OPEN}Montag{BOLD_CLOSE}"  # the space stays outside
     assert highlighted("abc", 5, 9) == md("abc")  # offsets beyond the text highlight nothing
 
 
@@ -79,7 +79,7 @@ def test_neuron_page_shows_the_stores_top_contexts_histograms_and_tokens(monkeyp
     _lang, rank, text, start, end, response = rows[0]
     first = f"{rank}\\. `{response:.3f}` · {highlighted(text, start, end)}"
     assert first in shown
-    assert f"**{md(text[start:end].strip())}**" in first
+    assert f"{BOLD_OPEN}{md(text[start:end].strip())}{BOLD_CLOSE}" in first
     # Every language's contexts are there, in the store's order.
     for lang_, rank_, text_, s_, e_, r_ in rows:
         assert f"{rank_}\\. `{r_:.3f}` · {highlighted(text_, s_, e_)}" in shown

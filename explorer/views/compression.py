@@ -39,7 +39,7 @@ else:
                            default=layers[len(layers) // 2] if layers else None, what="layer", slider=True)
         pairs = q(Q.similarity_pairs, c.run_id, ckpt, layer, metric)
         if pairs.height:
-            lo = min(0.0, float(pairs["value"].min()))
+            lo = min(0.0, charts.finite_min(pairs["value"]))  # NaN and infinity are not drawn
             chart(charts.lang_heatmap(pairs, "value", title=f"{metric} at {ckpt}, layer {layer}",
                                       domain=(lo, 1.0)),
                   pairs, f"similarity_{metric}_{ckpt}_layer{layer}")

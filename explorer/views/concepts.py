@@ -91,7 +91,7 @@ with left:
     measure = url_select("Measure", ["jaccard", "over_k", "spearman_ap"], param="ov", key="concepts.ov",
                          default=c.overlap_measure, what="overlap measure", format_func=MEASURE_NAMES.get)
     if matrix.height:
-        lo = min(0.0, float(matrix[measure].min()))
+        lo = min(0.0, charts.finite_min(matrix[measure]))  # NaN and infinity are not drawn
         chance_here = (f"{chance_ov[f'{measure}_mean'][-1] or 0:.4f}" if measure in ("jaccard", "over_k")
                        and chance_ov.height else "0" if chance_ov.height else "not stored")
         chart(charts.lang_heatmap(matrix, measure, title=f"{fmt_concept(concept)} at {ckpt} (chance {chance_here})",
@@ -111,7 +111,7 @@ with right:
         lines = charts.lines_over_checkpoints(
             both if n_pairs <= 28 else mean, order, measure, color="pair",
             title=f"{fmt_concept(concept)}: {measure} per language pair", highlight="mean",
-            domain=(min(0.0, float(both[measure].min())), 1.0),
+            domain=(min(0.0, charts.finite_min(both[measure])), 1.0),
         )
         # Chance (issue 14.5): random top-K sets' exact expected Jaccard or |A∩B|/k; Spearman's is 0.
         reference = (chance_ov.select("checkpoint", pl.col(f"{measure}_mean").alias(measure))

@@ -37,14 +37,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from precompute.checkpoints.hub import exception_chain, hub_offline
-from precompute.config import CheckpointSpec, ConfigError, RunConfig
+from precompute.config import MAX_TEMPLATE_CHECKPOINTS, CheckpointSpec, ConfigError, RunConfig
 from precompute.text import first_line as _first_line
 
 __all__ = [
     "CheckpointError",
-    "parse_step",
     "list_hub_branches",
+    "looks_like_local_path",
     "match_names",
+    "parse_step",
     "resolve_checkpoints",
     "resolve_model_checkpoints",
 ]
@@ -76,6 +77,8 @@ def list_hub_branches(repo_id: str) -> list[tuple[str, str]]:
     Raises `CheckpointError` (one line naming the model) offline, for a missing, private or gated repository,
     and when the hub cannot be reached.
     """
+    if looks_like_local_path(repo_id):
+        raise _not_a_hub_id(repo_id)
     if hub_offline():
         raise CheckpointError(
             f"{repo_id}: cannot list its branches offline (HF_HUB_OFFLINE is set); name the revisions "
@@ -170,10 +173,32 @@ def _filtered(specs: list[CheckpointSpec], cfg: RunConfig) -> list[CheckpointSpe
 
 def _template_steps(cfg: RunConfig) -> list[int]:
     s = cfg.checkpoint_set
-    if s.steps:
-        return list(s.steps)
-    start = s.start if s.start is not None else s.every
-    return list(range(start, s.stop + 1, s.every))
+    steps = s.template_steps()
+    if len(steps) > MAX_TEMPLATE_CHECKPOINTS:  # config_from_dict refuses it; a config built in code may not have
+        raise CheckpointError(
+            f"[checkpoint_set] start/stop/every select {len(steps):,} checkpoints for the template; at most "
+            f"{MAX_TEMPLATE_CHECKPOINTS:,} are allowed"
+        )
+    return list(steps)
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path, never a hub id (``name`` or ``owner/name``): absolute, starting
+    with ``.`` or ``~``, with a backslash or more than one ``/``, or with characters a hub id cannot hold."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute():
+        return True
+    return not re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?", name)
+
+
+def _not_a_hub_id(name: str, base_dir: str | Path | None = None) -> CheckpointError:
+    """The error for a local-looking name that is no directory: it is never sent to the hub."""
+    where = Path(name).expanduser()
+    if not where.is_absolute():
+        where = Path(base_dir or ".").resolve() / where
+    return CheckpointError(
+        f"{name}: no such local folder (looked in {where}); it is not a hub id (owner/name) either, so the hub "
+        "was not asked"
+    )
 
 
 def _hub_model(cfg: RunConfig, what: str) -> str:
@@ -182,6 +207,8 @@ def _hub_model(cfg: RunConfig, what: str) -> str:
         raise CheckpointError(
             f"{model}: is a local directory, but [checkpoint_set] {what} names hub revisions of a hub model"
         )
+    if looks_like_local_path(model):
+        raise _not_a_hub_id(model, cfg.base_dir)
     return model
 
 
@@ -272,6 +299,8 @@ def resolve_model_checkpoints(
             )
         specs = [(_local_spec(local / n), None) for n in names]
     else:
+        if looks_like_local_path(model):
+            raise _not_a_hub_id(model, base_dir)
         branches = list_hub_branches(model)
         commits = dict(branches)
         names = match_names(list(commits), pattern) if pattern else list(commits)

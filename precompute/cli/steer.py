@@ -14,11 +14,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from precompute.cli.errors import err_console as _err
-from precompute.cli.errors import fail, friendly_errors
+from precompute.cli.errors import friendly_errors
+from precompute.config import parse_int_ranges
 
 _out = Console()
 
@@ -31,17 +33,16 @@ def _split(text: str | None, sep: str = ",") -> list[str] | None:
 
 
 def _ints(text: str | None, option: str) -> list[int] | None:
-    """'0,50' -> [0, 50]; '0-99' -> 0..99 (ranges inclusive); None stays None (the run's setting)."""
+    """'0,50' -> [0, 50]; '0-99' -> 0..99 (ranges inclusive, checked before they are expanded: one that runs
+    backwards or holds more than ``MAX_RANGE_VALUES`` values is refused); None stays None (the run's setting)."""
     if text is None:
         return None
-    values: list[int] = []
-    try:
-        for part in _split(text) or []:
-            low, sep, high = part.partition("-") if not part.startswith("-") else (part, "", "")
-            values += list(range(int(low), int(high) + 1)) if sep else [int(part)]
-    except ValueError:
-        fail(f"{option}: expected comma-separated integers or ranges such as 0-99, got {text!r}")
-    return values
+    return parse_int_ranges(text, option)
+
+
+def _help(text: str) -> str:
+    """Help text as typer shows it (rich markup): every bracket shown as typed (``[steering] seeds``)."""
+    return escape(text)
 
 
 _HELP_RUN = " (default: the run's [steering] setting)"
@@ -49,40 +50,54 @@ _HELP_RUN = " (default: the run's [steering] setting)"
 
 @friendly_errors
 def steer(
-    store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb) with experts (precompute run).")],
+    store: Annotated[Path, typer.Argument(help=_help("A crossling store (.duckdb) with experts (precompute run)."))],
     concepts: Annotated[
         str | None,
-        typer.Option(help="Comma-separated concept ids (default: [steering] concepts, else the 3 with most shared "
-                     "experts at the last checkpoint)."),
+        typer.Option(help=_help("Comma-separated concept ids (default: [steering] concepts, else the 3 with most "
+                                "shared experts at the last checkpoint).")),
     ] = None,
     source_langs: Annotated[
         str | None,
-        typer.Option(help="Comma-separated languages the experts come from (default: [steering] source_langs, "
-                     "else the first non-English language)."),
+        typer.Option(help=_help("Comma-separated languages the experts come from (default: [steering] "
+                                "source_langs, else the first non-English language).")),
     ] = None,
     n_neurons: Annotated[
-        str | None, typer.Option(help="Comma-separated numbers of top experts to fix; 0 = unsteered" + _HELP_RUN + ".")
+        str | None,
+        typer.Option(help=_help("Comma-separated numbers of top experts to fix; 0 = unsteered" + _HELP_RUN + ".")),
     ] = None,
     seeds: Annotated[
-        str | None, typer.Option(help="Sampling seeds, e.g. 7,8 or 0-99, one sample each per prompt" + _HELP_RUN + ".")
+        str | None,
+        typer.Option(help=_help("Sampling seeds, e.g. 7,8 or 0-99, one sample each per prompt" + _HELP_RUN + ".")),
     ] = None,
     prompts: Annotated[
         str | None,
-        typer.Option(help="Prompts separated by '|'; an empty prompt starts from the start token" + _HELP_RUN + "."),
+        typer.Option(help=_help("Prompts separated by '|'; an empty prompt starts from the start token"
+                                + _HELP_RUN + ".")),
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate per sample" + _HELP_RUN + ".")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help=_help("Tokens to generate per sample" + _HELP_RUN + "."))
+    ] = None,
     value_mode: Annotated[
-        str | None, typer.Option(help="median (fix to the median response on the concept) or zero" + _HELP_RUN + ".")
+        str | None,
+        typer.Option(help=_help("median (fix to the median response on the concept) or zero" + _HELP_RUN + ".")),
     ] = None,
-    top_k: Annotated[int | None, typer.Option(help="Top-k cut, 0 = none" + _HELP_RUN + ".")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass" + _HELP_RUN + ".")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature" + _HELP_RUN + ".")] = None,
-    checkpoints: Annotated[str | None, typer.Option(help="Comma-separated checkpoints (default: all).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps (default: the run's).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16 (default: the run's).")] = None,
+    top_k: Annotated[int | None, typer.Option(help=_help("Top-k cut, 0 = none" + _HELP_RUN + "."))] = None,
+    top_p: Annotated[float | None, typer.Option(help=_help("Nucleus sampling mass" + _HELP_RUN + "."))] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help=_help("Sampling temperature, at least 0.01" + _HELP_RUN + "."))
+    ] = None,
+    checkpoints: Annotated[
+        str | None, typer.Option(help=_help("Comma-separated checkpoints (default: all)."))
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=_help("auto, cpu, cuda, cuda:1, mps (default: the run's)."))
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help=_help("auto, float32, bfloat16, float16 (default: the run's)."))
+    ] = None,
     config_dir: Annotated[Path | None, typer.Option(
-        help="The folder the run's config was in: the store records local checkpoints relative to it "
-        "(default: the current folder).")] = None,
+        help=_help("The folder the run's config was in: the store records local checkpoints relative to it "
+                   "(default: the current folder)."))] = None,
 ) -> None:
     """Fix a concept's top expert units during generation and record what the model writes, per checkpoint."""
     import polars as pl

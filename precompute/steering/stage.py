@@ -300,6 +300,19 @@ def _rows(generations: list[dict[str, Any]], plan: SteeringPlan, concept: str, *
     ).select(list(STEERING_SCHEMA))
 
 
+def _check_fits(loaded: Any, plan: SteeringPlan, checkpoint: str) -> None:
+    """The last guard before generating: every prompt plus ``max_new_tokens`` fits the model's positions (the
+    callers check it first, naming the setting; this catches a checkpoint whose context is shorter)."""
+    from precompute.config import RunConfig, SteeringSpec
+    from precompute.validate import shape_of, steering_problems
+
+    cfg = RunConfig(steering=SteeringSpec(prompts=list(plan.prompts), max_new_tokens=plan.sampling.max_new_tokens))
+    cfg.where = "steering"
+    shape = shape_of(loaded.model, f"checkpoint {checkpoint!r}", getattr(loaded, "tokenizer", None))
+    for problem in steering_problems(cfg, shape):
+        raise SteeringError(problem)
+
+
 def steer_checkpoint(
     loaded: Any,
     plan: SteeringPlan,
@@ -319,6 +332,7 @@ def steer_checkpoint(
 
     note = note or (lambda _message: None)
     tick = progress or (lambda _n=1: None)
+    _check_fits(loaded, plan, checkpoint)
     sites = find_mlp_sites(loaded.model)
     per_gen = len(plan.prompts) * len(plan.seeds)
     parts = []
@@ -367,6 +381,14 @@ def settings_from_store(
     Checked by the config's own declared rules, so a bad option fails exactly as a bad config key does;
     ``options`` (key -> the option as typed, e.g. ``'--n-neurons'``) names the option in the message.
     """
+    return _steering_config(info, overrides, where=where, options=options).steering
+
+
+def _steering_config(
+    info: Mapping[str, Any], overrides: Mapping[str, Any], *, where: str, options: Mapping[str, str] | None = None
+) -> Any:
+    """The ``RunConfig`` behind :func:`settings_from_store` (its ``where`` and ``overridden`` name the settings
+    in later messages)."""
     from precompute.config import config_from_dict
 
     stored = dict((info["config"] or {}).get("steering") or {})
@@ -378,7 +400,41 @@ def settings_from_store(
     cfg.where = where
     cfg.overridden = {f"steering.{k}": v for k, v in (options or {}).items()}
     cfg.validate()
-    return cfg.steering
+    return cfg
+
+
+def _location(
+    store: Path, checkpoint: str, source: str, revision: str | None, config_dir: str | Path | None,
+    locate: Callable[[str, str | None, str | Path | None], str],
+) -> str:
+    """Where a recorded checkpoint loads from. A local one (recorded without a revision) must be a folder here:
+    one that is not found is refused, saying where it was looked for and how to point at it, and is never
+    asked of the hub (a relative path such as ``ckpts/step_3`` looks like a hub id ``owner/name``)."""
+    location = locate(source, revision, config_dir)
+    if revision is not None:
+        from precompute.checkpoints.resolve import looks_like_local_path
+
+        if looks_like_local_path(source) and not Path(location).expanduser().is_dir():
+            raise SteeringError(
+                f"{store}: checkpoint {checkpoint!r}: {source!r} is not a hub id (owner/name) and no such local "
+                f"folder exists ({Path(location).expanduser().resolve()}); the hub was not asked"
+            )
+        return location
+    if Path(location).expanduser().is_dir():
+        return location
+    base = Path(config_dir) if config_dir is not None else Path.cwd()
+    tried = [Path(source).expanduser()] if Path(source).expanduser().is_absolute() else [base / source]
+    if config_dir is not None and not Path(source).is_absolute():
+        tried.append(Path.cwd() / source)  # checkpoint_location falls back to the current folder
+    looked = " and ".join(str(p.resolve()) for p in dict.fromkeys(tried))
+    hint = (
+        "the store records local checkpoints relative to the run config's folder: pass --config-dir with that "
+        "folder" if not Path(source).is_absolute() else "the folder has moved or was deleted"
+    )
+    raise SteeringError(
+        f"{store}: checkpoint {checkpoint!r}: local checkpoint folder {source!r} not found (looked in {looked}); "
+        f"{hint} (the hub was not asked)"
+    )
 
 
 def run_steering(
@@ -403,11 +459,13 @@ def run_steering(
     that folder (default: the current folder).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from precompute.progress import make_progress
     from precompute.provenance import checkpoint_location
     from precompute.store import StoreError, StoreWriter
     from precompute.store.read import concept_experts, steering_inputs, steering_rows_at, steering_sentences
+    from precompute.validate import RunSettingError, shape_from_config, shape_of, steering_problems
 
     store_path = Path(store_path)
     console = console or Console(stderr=True)
@@ -415,7 +473,8 @@ def run_steering(
     unknown = sorted(set(overrides) - ({f.name for f in dataclasses.fields(SteeringSpec)} - {"enabled"}))
     if unknown:
         raise TypeError(f"run_steering: unknown setting {unknown[0]!r}")
-    spec = settings_from_store(info, overrides, where=str(store_path), options=options)
+    cfg = _steering_config(info, overrides, where=str(store_path), options=options)
+    spec = cfg.steering
     plan = plan_steering(
         spec, known_concepts=info["concepts"], langs=info["langs"],
         sentences=steering_sentences(store_path, list(spec.concepts or info["concepts"])),
@@ -437,20 +496,34 @@ def run_steering(
     if load is None:
         from precompute.model import load_checkpoint as load
 
+    # Where each checkpoint loads from, and whether the model can honour the settings: all before the first load.
+    locations = [
+        _location(store_path, checkpoint, source, revision, config_dir, checkpoint_location)
+        for checkpoint, _step, revision, source in ck.iter_rows()
+    ]
+    first = ck.row(0)
+    shape = shape_from_config(locations[0], first[2], f"checkpoint {first[0]!r}")
+    if shape is not None:
+        for problem in steering_problems(cfg, shape):
+            raise RunSettingError(problem)
     run_id = info["run_id"]
     frames = []
     with make_progress(console) as bar:
         task = bar.add_task("steer", total=ck.height * plan.n_generations)
-        for checkpoint, _step, revision, source in ck.iter_rows():
-            bar.update(task, description=f"steer {checkpoint}")
-            loaded = load(checkpoint_location(source, revision, config_dir), revision, device=device, dtype=dtype)
+        for (checkpoint, _step, revision, _source), location in zip(ck.iter_rows(), locations):
+            bar.update(task, description=escape(f"steer {checkpoint}"))
+            loaded = load(location, revision, device=device, dtype=dtype)
+            tokenizer = getattr(loaded, "tokenizer", None)
+            for problem in steering_problems(cfg, shape_of(loaded.model, f"checkpoint {checkpoint!r}", tokenizer)):
+                raise RunSettingError(problem)  # before this checkpoint generates anything
             experts = concept_experts(
                 store_path, run_id, checkpoint, plan.source_langs, plan.concepts, max(plan.steered, default=0)
             )
             new = steer_checkpoint(
                 loaded, plan, experts, checkpoint=checkpoint,
                 progress=lambda n=1: bar.advance(task, n),
-                note=lambda message: bar.console.print(f"[yellow]note:[/] {message}", soft_wrap=True),
+                note=lambda message: bar.console.print(f"[yellow]note:[/] {escape(message)}", soft_wrap=True,
+                                                       highlight=False),
             )
             del loaded
             with StoreWriter(store_path) as writer:

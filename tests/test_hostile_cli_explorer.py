@@ -1,0 +1,498 @@
+"""Hostile input to `precompute steer`, the checkpoint resolver and the explorer (issue: items 7, 8, 10, 11, 15,
+16, 17 and 20).
+
+The CLI's contract is the one of ``test_reliability_hostile``: every bad input gives exactly one ``error:`` line
+naming the input at fault, no traceback, the previous store byte-identical. The explorer's: store text stays
+text, charts draw only finite numbers (and say what they left out), a CSV never holds a spreadsheet formula.
+
+- ranges are checked *before* they are expanded (``--seeds 0-99999999999``, a template of 10^12 steps), and a
+  range that runs backwards says so;
+- steering settings the model cannot honour (a prompt plus ``max_new_tokens`` past its positions, a temperature
+  at which sampling overflows) are refused before the first checkpoint is loaded;
+- store strings and help texts that go through rich show as typed (``[/b]`` in a concept id, ``[steering]`` in
+  ``--help``);
+- a local checkpoint that is not found is refused saying where it was looked for and how to point at it
+  (``--config-dir``), and a local-looking path never goes to the hub.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+from markdown_it import MarkdownIt
+from streamlit.testing.v1 import AppTest
+
+from precompute.checkpoints.resolve import (
+    CheckpointError,
+    list_hub_branches,
+    looks_like_local_path,
+    resolve_model_checkpoints,
+    resolve_set,
+)
+from precompute.cli import app
+from precompute.config import MAX_RANGE_VALUES, ConfigError, config_from_dict, parse_int_ranges
+from precompute.steering.stage import steer_checkpoint
+from tests.reliability_support import assert_refused, checkpoints, config_text, copy_of_reference, runner, workdir
+
+TINY_POSITIONS = 48  # the tiny demo model's n_positions (precompute.demo.train.TINY_SPEC.n_ctx)
+
+
+def write(path: Path, content: str) -> Path:
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path) -> Path:
+    """A copy of the reliability run's store (three local checkpoints, recorded relative to its config)."""
+    return copy_of_reference(tmp_path)
+
+
+def here() -> list[str]:
+    """Where the reliability run's local checkpoints are found from: the folder of its config."""
+    return ["--config-dir", str(workdir())]
+
+
+@pytest.fixture()
+def no_network(monkeypatch) -> list:
+    """Every attempt to open a connection is recorded and refused (the hub must not be asked)."""
+    attempts: list = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+# --- 7, 20: ranges are checked before they are expanded ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("--seeds", "0-99999999999", "at most 100,000"),
+        ("--seeds", "0-5,7-99999999999", "at most 100,000"),
+        ("--n-neurons", "0-999999999999", "at most 100,000"),
+        ("--seeds", "0-100000", "100,001 values"),
+        ("--seeds", "5-1", "range 5-1 runs backwards (from 5 down to 1); write it low to high, 1-5"),
+        ("--n-neurons", "0,10-3", "range 10-3 runs backwards"),
+        ("--seeds", "3-", "expected comma-separated integers or ranges"),
+        ("--seeds", "a-b", "expected comma-separated integers or ranges"),
+    ],
+)
+def test_steer_range_options_are_checked_before_expanding(option, value, says, store):
+    started = time.perf_counter()
+    line = assert_refused(["steer", store, option, value], names=option, says=says, store=store)
+    assert time.perf_counter() - started < 30, "the range was built before it was checked"
+    assert "must list at least" not in line, line
+
+
+def test_parse_int_ranges_never_builds_a_huge_list():
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="at most 100,000"):
+        parse_int_ranges("0-" + "9" * 30, "--seeds")
+    with pytest.raises(ConfigError, match="runs backwards"):
+        parse_int_ranges("9" * 30 + "-0", "--seeds")
+    assert time.perf_counter() - started < 1
+    assert parse_int_ranges("0,2-4, 7", "--x") == [0, 2, 3, 4, 7]
+    assert parse_int_ranges("-1", "--x") == [-1]  # left to the setting's rule ("must be >= 0")
+    assert len(parse_int_ranges(f"1-{MAX_RANGE_VALUES}", "--x")) == MAX_RANGE_VALUES
+
+
+def test_negative_seed_is_refused_by_the_settings_rule(store):
+    assert_refused(["steer", store, "--seeds", "-1"], names="--seeds", says="must be in [0, 4294967295], got -1",
+                   store=store)
+
+
+def test_checkpoint_template_with_too_many_steps_is_refused_at_load(tmp_path, store):
+    text = config_text().split("[[checkpoints]]")[0] + (
+        '[checkpoint_set]\ntemplate = "global_step{step}"\nstart = 0\nstop = 1000000000000\nevery = 1\n'
+    )
+    config = write(tmp_path / "run.toml", text)
+    started = time.perf_counter()
+    line = assert_refused(["run", config, "--out", store], names=config, says="1,000,000,000,001 checkpoints",
+                          store=store)
+    assert "[checkpoint_set]" in line and time.perf_counter() - started < 30
+    # A config built in code, past the declared check, is refused by the resolver before it builds a name.
+    cfg = config_from_dict({"model": {"id": "org/model"}})
+    cfg.checkpoint_set.template, cfg.checkpoint_set.stop, cfg.checkpoint_set.every = "s{step}", 10**12, 1
+    with pytest.raises(CheckpointError, match="1,000,000,000,000 checkpoints"):
+        resolve_set(cfg)
+
+
+def test_checkpoint_template_of_a_sane_size_still_resolves():
+    cfg = config_from_dict({"model": {"id": "org/model"},
+                            "checkpoint_set": {"template": "global_step{step}", "stop": 3000, "every": 1000}})
+    assert [c.name for c in resolve_set(cfg)] == ["global_step1000", "global_step2000", "global_step3000"]
+
+
+# --- 8: steering settings the model cannot honour are refused before the first checkpoint -----------------------
+
+
+@pytest.mark.parametrize(
+    "args, names, says",
+    [
+        (["--max-new-tokens", "100"], "--max-new-tokens", f"reads at most {TINY_POSITIONS} positions"),
+        (["--max-new-tokens", str(TINY_POSITIONS)], "--max-new-tokens", "use max_new_tokens <= 47"),
+        (["--max-new-tokens", "1000000000"], "--max-new-tokens", "does not fit"),
+        (["--prompts", "Montag " * 60], "--prompts", "nothing is left to generate: shorten the prompt"),
+        (["--prompts", "|Montag", "--max-new-tokens", "46"], "--max-new-tokens", "(prompt 'Montag' is"),
+        (["--temperature", "1e-300"], "--temperature", "must be >= 0.01, got 1e-300 (below it exp(logit"),
+        (["--temperature", "0.001"], "--temperature", "overflows float32"),
+        (["--temperature", "0"], "--temperature", "must be > 0"),
+    ],
+)
+def test_steering_the_model_cannot_honour_is_refused_up_front(args, names, says, store, monkeypatch):
+    import precompute.model
+
+    def never(*_a, **_k):
+        raise AssertionError("a checkpoint was loaded before the settings were checked")
+
+    monkeypatch.setattr(precompute.model, "load_checkpoint", never)
+    assert_refused(["steer", store, *here(), "--seeds", "0", *args], names=names, says=says, store=store)
+
+
+def test_steering_that_fits_exactly_still_runs(store):
+    result = runner.invoke(app, ["steer", str(store), *here(), "--checkpoints", checkpoints()[-1].name,
+                                 "--seeds", "0", "--n-neurons", "0", "--prompts", "", "--max-new-tokens", "47",
+                                 "--temperature", "0.01", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "steering, names, says",
+    [
+        ("max_new_tokens = 100", "[steering] max_new_tokens", f"reads at most {TINY_POSITIONS} positions"),
+        ("temperature = 1e-300", "[steering] temperature", "must be >= 0.01"),
+        (f"prompts = [\"{'Montag ' * 60}\"]", "[steering] prompts", "shorten the prompt"),
+    ],
+)
+def test_run_refuses_steering_the_model_cannot_honour_before_any_compute(steering, names, says, tmp_path, store):
+    text = config_text(extra=f'[steering]\nenabled = true\nconcepts = ["monday"]\nsource_langs = ["de"]\n{steering}')
+    config = write(tmp_path / "run.toml", text)
+    line = assert_refused(["run", config, "--out", store], names=config, says=says, store=store)
+    assert names in line, line
+
+
+def test_steer_checkpoint_guards_a_shorter_context_itself():
+    """The last guard, for a caller that did not check: nothing is generated past the model's positions."""
+    from precompute.config import SteeringSpec
+    from precompute.model import load_checkpoint
+    from precompute.steering.intervene import SteeringError
+    from precompute.steering.stage import plan_steering
+
+    loaded = load_checkpoint(str(checkpoints()[-1].path), device="cpu", dtype="float32")
+    sentences = pl.DataFrame(schema={"concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8,
+                                     "span_start": pl.Int64, "span_end": pl.Int64})
+    plan = plan_steering(SteeringSpec(n_neurons=[0], seeds=[0], max_new_tokens=TINY_POSITIONS), known_concepts=["c"],
+                         langs=["en", "de"], sentences=sentences, default=["c"], where="test")
+    with pytest.raises(SteeringError, match=f"reads at most {TINY_POSITIONS} positions"):
+        steer_checkpoint(loaded, plan, pl.DataFrame(), checkpoint="last")
+
+
+# --- 10: rich markup in store strings and help texts -----------------------------------------------------------
+
+
+def test_steer_help_keeps_bracketed_words():
+    result = runner.invoke(app, ["steer", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\s+", " ", result.output)
+    for words in ("[steering] concepts", "[steering] source_langs", "the run's [steering] setting"):
+        assert words in text, words
+    assert "(default:  " not in text and "run's  setting" not in text
+
+
+MARKUP_CONCEPT = "[/b]monday[bold][link=http://203.0.113.9]x"
+MARKUP_CHECKPOINT = "step[/]12[red]"
+
+
+def _rename(con: duckdb.DuckDBPyConnection, column: str, old: str, new: str) -> None:
+    tables = [t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.columns WHERE column_name = ? AND table_schema = 'main'",
+        [column]).fetchall()]
+    for table in tables:
+        con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [new, old])
+
+
+def test_markup_in_store_strings_is_printed_as_text(store):
+    """A concept id and a checkpoint name holding rich markup: the notes and the progress show them as typed."""
+    with duckdb.connect(str(store)) as con:
+        _rename(con, "concept_id", "monday", MARKUP_CONCEPT)
+        _rename(con, "checkpoint", checkpoints()[-1].name, MARKUP_CHECKPOINT)
+    # n_neurons 6 is above the 5 experts stored ([experts] top_k = 5): a note names the concept and checkpoint.
+    result = runner.invoke(app, ["steer", str(store), *here(), "--concepts", MARKUP_CONCEPT, "--source-langs", "de",
+                                 "--checkpoints", MARKUP_CHECKPOINT, "--n-neurons", "6", "--seeds", "0",
+                                 "--max-new-tokens", "2", "--device", "cpu"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "MarkupError" not in result.output
+    flat = result.stderr.replace("\n", "")
+    assert f"note: {MARKUP_CHECKPOINT}: only 5 experts stored for {MARKUP_CONCEPT!r}/'de'" in flat, result.stderr
+    assert f"steer {MARKUP_CHECKPOINT}" in flat
+
+
+def test_markup_in_an_unknown_concept_is_one_error_line(store):
+    assert_refused(["steer", store, "--concepts", MARKUP_CONCEPT], names=repr(MARKUP_CONCEPT),
+                   says="unknown concept", store=store)
+
+
+# --- 17: a local checkpoint that is not found is never asked of the hub ------------------------------------------
+
+
+def test_steer_without_config_dir_says_where_it_looked_and_asks_no_hub(store, tmp_path, no_network, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the run config's folder: the recorded relative sources are not found here
+    line = assert_refused(["steer", store, "--seeds", "0"], names=store, says="local checkpoint folder", store=store)
+    assert "--config-dir" in line and str(tmp_path.resolve()) in line and "hub was not asked" in line, line
+    assert "unreachable" not in line and no_network == []
+
+
+def test_steer_with_a_wrong_config_dir_names_both_places(store, tmp_path, no_network, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    wrong = tmp_path / "elsewhere"
+    wrong.mkdir()
+    line = assert_refused(["steer", store, "--config-dir", wrong, "--seeds", "0"], names=store,
+                          says="not found (looked in", store=store)
+    assert str(wrong.resolve()) in line and str(tmp_path.resolve()) in line and no_network == [], line
+
+
+@pytest.mark.parametrize(
+    "name, local",
+    [("gpt2", False), ("EleutherAI/pythia-70m", False), ("org/model.v2-x_y", False), ("./ckpts", True),
+     ("../ckpts/step_3", True), ("/abs/ckpt", True), ("~/ckpt", True), ("ckpts/run/step_3", True),
+     ("ckpts\\step_3", True), ("org/", True), ("with space", True), ("-leading", True), (".hidden", True)],
+)
+def test_local_looking_names(name, local):
+    assert looks_like_local_path(name) is local
+
+
+@pytest.mark.parametrize("name", ["./nope", "../nope/ckpt", "runs/a/b", "/no/such/folder"])
+def test_local_looking_model_is_never_sent_to_the_hub(name, no_network, tmp_path):
+    with pytest.raises(CheckpointError, match="no such local folder") as err:
+        list_hub_branches(name)
+    assert "hub was not asked" in str(err.value)
+    with pytest.raises(CheckpointError, match="no such local folder"):
+        resolve_model_checkpoints(name, base_dir=tmp_path)
+    cfg = config_from_dict({"model": {"id": name}, "checkpoint_set": {"template": "s{step}", "steps": [1]}},
+                           base_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="not a hub id"):
+        resolve_set(cfg)
+    assert no_network == []
+
+
+def test_checkpoints_command_on_a_missing_local_folder(tmp_path, no_network):
+    missing = "./no-such-checkpoints"
+    assert_refused(["checkpoints", missing], names=missing, says="no such local folder")
+    assert no_network == []
+
+
+# --- 11: the explorer's charts draw only finite values ---------------------------------------------------------
+
+APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
+NAN_PAGES = ["overview", "probes", "concepts", "neuron", "compression", "language", "compare", "language_neurons",
+             "steering"]
+
+
+@pytest.fixture(scope="module")
+def nonfinite_store(synthetic_store, tmp_path_factory) -> Path:
+    """The synthetic store with NaN, +inf and -inf in every floating-point column (a row in seven of each)."""
+    target = tmp_path_factory.mktemp("nonfinite") / "store.duckdb"
+    shutil.copyfile(synthetic_store, target)
+    with duckdb.connect(str(target)) as con:
+        cols = con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND data_type IN ('DOUBLE', 'FLOAT', 'REAL')"
+        ).fetchall()
+        assert cols
+        for table, column in cols:
+            for rest, value in ((0, "nan"), (1, "inf"), (2, "-inf")):
+                con.execute(f"UPDATE {table} SET {column} = '{value}'::DOUBLE WHERE rowid % 7 = {rest}")
+    return target
+
+
+def run_app(monkeypatch, store: Path, page: str | None = None, **params: str) -> AppTest:
+    monkeypatch.setenv("CROSSLING_STORE", str(store))
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    for key, value in params.items():
+        at.query_params[key] = str(value)
+    if page:
+        at.switch_page(f"views/{page}.py")
+    return at.run()
+
+
+def _arrow_floats(blob: bytes) -> list[float]:
+    if not blob:
+        return []
+    table = pa.ipc.open_stream(io.BytesIO(blob)).read_all()
+    out = []
+    for column in table.columns:
+        if pa.types.is_floating(column.type):
+            out += [v for v in column.to_pylist() if v is not None]
+    return out
+
+
+def assert_finite_charts(at: AppTest) -> int:
+    """Every chart's spec and data hold only finite numbers; returns the number of charts."""
+    charts = list(at.get("vega_lite_chart"))
+    for element in charts:
+        spec = element.proto.spec
+        assert "NaN" not in spec and "Infinity" not in spec, spec[:500]
+        blobs = [element.proto.data.data] + [d.data.data for d in element.proto.datasets]
+        for blob in blobs:
+            assert all(math.isfinite(v) for v in _arrow_floats(blob))
+    return len(charts)
+
+
+@pytest.mark.parametrize("page", NAN_PAGES)
+def test_pages_with_nonfinite_numbers_draw_finite_charts(page, monkeypatch, nonfinite_store):
+    at = run_app(monkeypatch, nonfinite_store, page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert assert_finite_charts(at) >= (1 if page in ("overview", "probes", "concepts", "neuron") else 0)
+
+
+def test_what_a_chart_leaves_out_is_said(monkeypatch, nonfinite_store):
+    at = run_app(monkeypatch, nonfinite_store, "probes")
+    captions = [c.value for c in at.caption]
+    said = [c for c in captions if c.startswith("Not drawn")]
+    assert said, captions
+    assert "NaN or infinite" in said[0] and "downloads keep them" in said[0]
+
+
+def test_finite_chart_unit():
+    import altair as alt
+
+    from explorer import charts
+    from explorer.downloads import finite_chart, left_out_text
+
+    df = pl.DataFrame({"checkpoint": ["a", "b", "c", "d"], "step": [1, 2, 3, 4], "lang": ["en"] * 4,
+                       "ap": [float("nan"), float("inf"), float("-inf"), 0.5], "rank": [1, 2, 3, 4]})
+    order = ["a", "b", "c", "d"]
+    lines = charts.lines_over_checkpoints(df, order, "ap", color="lang")
+    layered = charts.with_chance(lines, reference=charts.chance_lines(df.select("checkpoint", "lang", "ap"), order,
+                                                                      "ap", color="lang", y_title="ap", label="t"))
+    for chart in (lines, layered, alt.hconcat(lines, lines)):
+        drawn, left_out = finite_chart(chart)
+        spec = drawn.to_json()
+        assert "NaN" not in spec and "Infinity" not in spec
+        assert dict(left_out) == {("ap", "NaN"): 1, ("ap", "+inf"): 1, ("ap", "-inf"): 1}
+        assert "NaN" in chart.to_json()  # the chart given is left as it is
+    assert left_out_text(left_out) == ("Not drawn: 3 values that are NaN or infinite (ap: 1 +inf, 1 -inf, 1 NaN). "
+                                       "The downloads keep them as stored.")
+    assert charts.finite_min(pl.Series([float("-inf"), 0.2, float("nan")])) == 0.2
+    assert charts.finite_min(pl.Series([float("nan")], dtype=pl.Float64), 0.5) == 0.5
+    heat = pl.DataFrame({"checkpoint": ["a"], "step": [1], "layer": [0], "accuracy": [float("-inf")],
+                         "accuracy_std": [0.0], "n_test": [3]})
+    assert "Infinity" not in finite_chart(charts.probe_heatmap(heat, ["a"]))[0].to_json()
+
+
+# --- 15: the peak token is bold whatever the text has next to it -----------------------------------------------
+
+_MD = MarkdownIt("commonmark")
+WJ = "\u2060"
+
+PEAK_CASES = [
+    ("a,b", 1, 2), ("**Monday** is here", 2, 8), ("x**y**z", 1, 3), ("foo.bar", 3, 4), ("(Montag)", 0, 1),
+    ("_a_ b", 0, 1), ("Mo*n*day", 2, 3), ('he said "Montag"!', 8, 16), ("**", 0, 2), ("a ** b", 1, 4),
+    ("[l](http://203.0.113.9/x) Montag", 1, 2), ("<b>Montag</b>", 3, 9), ("`code`x", 0, 1), ("x~~y~~", 1, 3),
+    ("1. Montag", 0, 2), ("# Montag", 2, 8), ("Mon*day*", 3, 8), ("день,ночь", 4, 5), ("a\\b", 1, 2),
+]
+
+
+def _rendered(markdown: str, *, code_ok: bool = False) -> tuple[str, list[str]]:
+    """(the text a reader sees, the text of each bold span), from CommonMark's rendering of ``markdown``."""
+    out = _MD.renderInline(markdown)
+    bold = [html.unescape(re.sub(r"<[^>]+>", "", b)).replace(WJ, "") for b in re.findall(r"<strong>(.*?)</strong>",
+                                                                                        out)]
+    assert "<a " not in out and "<img" not in out and "<em>" not in out, out
+    assert code_ok or "<code>" not in out, out
+    text = html.unescape(re.sub(r"<[^>]+>", "", out)).replace(WJ, "")
+    return text, bold
+
+
+@pytest.mark.parametrize("text, start, end", PEAK_CASES)
+def test_peak_token_is_bold_and_the_text_stays_text(text, start, end):
+    from explorer.drilldown import highlighted
+
+    seen, bold = _rendered(highlighted(text, start, end))
+    assert seen == text  # every character of the store's text shows, no asterisk added or lost
+    assert bold == [text[start:end].strip()]
+
+
+def test_old_bold_markers_leaked_asterisks():
+    """Why the markers are fenced: plain ``**`` between a letter and punctuation is not bold in CommonMark."""
+    from explorer.text import md
+
+    assert "**" in _MD.renderInline(f"a**{md(',')}**b")
+
+
+def test_every_top_context_of_the_synthetic_store_highlights(synthetic_store):
+    from explorer.drilldown import highlighted
+
+    with duckdb.connect(str(synthetic_store), read_only=True) as con:
+        rows = con.execute("SELECT s.text, t.peak_start, t.peak_end FROM unit_top_contexts t "
+                           "JOIN sentences s USING (sentence_id)").fetchall()
+    assert rows
+    for text, start, end in rows:
+        seen, bold = _rendered(highlighted(text, start, end))
+        assert seen == " ".join(text.splitlines()), text
+        if start is not None and end is not None and 0 <= start < end <= len(text) and text[start:end].strip():
+            assert bold == [text[start:end].strip()], (text, start, end)
+
+
+def test_neuron_page_with_markdown_in_contexts(monkeypatch, synthetic_store, tmp_path):
+    target = tmp_path / "store.duckdb"
+    shutil.copyfile(synthetic_store, target)
+    with duckdb.connect(str(target)) as con:
+        row = con.execute("SELECT checkpoint, layer, unit FROM unit_top_contexts LIMIT 1").fetchone()
+        con.execute("UPDATE sentences SET text = '**' || text || '** [l](http://203.0.113.9/x) <b>b</b>'")
+        con.execute("UPDATE unit_top_contexts SET peak_start = 0, peak_end = 4")
+    checkpoint, layer, unit = row
+    at = run_app(monkeypatch, target, "neuron", layer=str(layer), unit=str(unit), dckpt=checkpoint)
+    assert not at.exception, [e.value for e in at.exception]
+    contexts = [m.value for m in at.markdown if "`" in m.value and "\\." in m.value[:6]]
+    assert contexts, [m.value for m in at.markdown][:20]
+    for value in contexts:
+        seen, bold = _rendered(value, code_ok=True)  # the response is a code span: the page's own markup
+        assert len(bold) == 1 and "[l](" in seen and "<b>b</b>" in seen, (value, seen)
+
+
+# --- 16: CSV downloads never hold a spreadsheet formula ------------------------------------------------------------
+
+FORMULAS = ["=HYPERLINK(\"http://203.0.113.9\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "=1", "-"]
+
+
+def test_csv_cells_that_would_be_formulas_are_quoted():
+    from explorer.downloads import csv_bytes
+
+    df = pl.DataFrame({"label": [*FORMULAS, "plain", "a=b", None],
+                       "value": [-1.5] * (len(FORMULAS) + 3),
+                       "cat": pl.Series([*FORMULAS, "plain", "a=b", None]).cast(pl.Categorical)})
+    back = pl.read_csv(io.BytesIO(csv_bytes(df)))
+    for column in ("label", "cat"):
+        got = back[column].to_list()
+        assert got[: len(FORMULAS)] == ["'" + f for f in FORMULAS], got
+        assert got[len(FORMULAS):] == ["plain", "a=b", None]
+    assert back["value"].to_list() == df["value"].to_list()  # numbers stay numbers
+    assert not any(line[:1] in "=+-@\t\r" for line in csv_bytes(df).decode().splitlines()[1:] if line[:1] != "'")
+
+
+def test_csv_download_of_every_page_uses_the_safe_writer():
+    """The one CSV writer of the explorer is csv_bytes (no other write_csv in explorer/)."""
+    root = Path(__file__).resolve().parents[1] / "explorer"
+    users = [p.relative_to(root).as_posix() for p in root.rglob("*.py") if "write_csv" in p.read_text("utf-8")]
+    assert users == ["downloads.py"], users
+    text = (root / "downloads.py").read_text("utf-8")
+    assert text.count("write_csv") == 1 and "csv_safe(df).write_csv()" in text
