@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from precompute.inputs.langcodes import canonical_language
+from precompute.inputs.langcodes import canonical_language, language_code_problem
 
 
 class ConfigError(Exception):
@@ -48,6 +48,9 @@ class Rule:
     unique: bool = False
     min_items: int = 0
     normalize: Callable[[Any], Any] | None = None
+    # Why one value (each item of a list) cannot be used, or None: a check no bound can express (a language code
+    # with spaces, or one that names no language).
+    validate: Callable[[Any], str | None] | None = None
     hint: str = ""
     # A lower bound below which a value is allowed by type but cannot work (checked after ge/gt): refused as
     # "must be >= floor, got x (floor_why)".
@@ -84,6 +87,8 @@ class Rule:
         hint = f" ({self.hint})" if self.hint else ""
         if self.choices is not None and value not in self.choices:
             return f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if self.validate is not None and (why := self.validate(value)):
+            return f"has a bad value: {why}"
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not self._in_range(value):
             return f"must be {self._range_text()}, got {value!r}{hint}"
         if self.floor is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
@@ -291,7 +296,8 @@ class DataSpec:
     """The concept set and which part of it to use."""
 
     concepts: str = setting("builtin", required=True, hint="'builtin' or a concept-set file")
-    languages: list[str] = setting(factory=list, unique=True, normalize=canonical_language)
+    languages: list[str] = setting(factory=list, unique=True, normalize=canonical_language,
+                                   validate=language_code_problem)
     concept_ids: list[str] = setting(factory=list, unique=True)
     max_contexts: int = setting(0, ge=0, hint="0: all")
 
@@ -413,7 +419,8 @@ class SteeringSpec:
 
     enabled: bool = setting(False)
     concepts: list[str] = setting(factory=list, unique=True)
-    source_langs: list[str] = setting(factory=list, unique=True, normalize=canonical_language)
+    source_langs: list[str] = setting(factory=list, unique=True, normalize=canonical_language,
+                                      validate=language_code_problem)
     n_neurons: list[int] = setting(factory=lambda: [0, 50], ge=0, min_items=1, unique=True)
     seeds: list[int] = setting(factory=lambda: [0, 1, 2], min_items=1, unique=True, ge=0, le=2**32 - 1)
     prompts: list[str] = setting(factory=lambda: [""], min_items=1)

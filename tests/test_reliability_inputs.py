@@ -501,3 +501,18 @@ def test_bad_chance_settings_are_refused_in_one_line(experts, says):
     with pytest.raises(ConfigError) as err:
         config_from_dict({"model": {"id": "tiny"}, "experts": experts}, where="run.toml")
     assert str(err.value).startswith("run.toml: ") and says in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, says",
+    [
+        ("data", "languages", ["en "], "[data] languages has a bad value: language code 'en ' has spaces in it"),
+        ("data", "languages", ["und"], "[data] languages has a bad value: 'und' is not a language"),
+        ("steering", "source_langs", ["de", " es"], "[steering] source_langs has a bad value: language code ' es'"),
+    ],
+)
+def test_language_codes_are_refused_against_the_config_key(section, key, value, says):
+    """A code that cannot be looked up is named at the key that holds it, not at the concept set it meets later."""
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": {"id": "tiny"}, section: {key: value}}, where="run.toml")
+    assert str(err.value).startswith("run.toml: ") and says in str(err.value)

@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from precompute.inputs.langcodes import canonical_language
+from precompute.inputs.langcodes import canonical_language, language_code_problem, not_a_language
 from precompute.text import first_line as _first_line
 
 BUILTIN_CONCEPT_SET = "builtin"  # how a config or the command line names the built-in set
@@ -112,7 +112,7 @@ def is_valid_language(code: str) -> bool:
     """True if babel knows ``code`` as a locale (``de``, ``zh_Hant``, ``pt-BR``) or a language name."""
     from babel import Locale
 
-    if not code or code != code.strip():
+    if not code or code != code.strip() or not_a_language(code):  # und, zxx, mul, ... name no language
         return False
     try:
         _lang_locale(code)
@@ -179,9 +179,10 @@ class ConceptSet:
             have = set(self.languages["lang"].to_list())
             unknown = [lang for lang in languages if lang not in have]
             if unknown:
+                why = next((p for p in map(language_code_problem, unknown) if p), None)  # "en ", "und"
                 raise ConceptSetError(
                     f"{where}: unknown language(s) {_listing(unknown)} "
-                    f"(available: {', '.join(sorted(have))})"
+                    f"(available: {', '.join(sorted(have))})" + (f"; {why}" if why else "")
                 )
             frame = frame.filter(pl.col("lang").is_in(list(languages)))
         if concept_ids:
@@ -461,7 +462,8 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         if lang is None or not lang.strip():
             problems.append((row, f"{where}: row {row}, {_col('lang')}: empty language code"))
         elif not is_valid_language(lang):
-            problems.append((row, f"{where}: row {row}, {_col('lang')}: unknown language code {lang!r}"))
+            why = not_a_language(lang) or f"unknown language code {lang!r}"
+            problems.append((row, f"{where}: row {row}, {_col('lang')}: {why}"))
         if text is None or not text.strip():
             problems.append((row, f"{where}: row {row}, {_col('text')}: empty or whitespace-only text"))
         elif "\x00" in text:

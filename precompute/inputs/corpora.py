@@ -8,9 +8,15 @@ into a concept set that :func:`precompute.inputs.concepts.load_concept_set` acce
 (FLORES+, Tatoeba or OPUS exports): line *i* of every file is the same sentence. A keyword file names each
 concept by a regular expression matched on the *pivot* language. Rules:
 
-* matching is case-insensitive and respects word boundaries: a match may not start right after, nor end
-  right before, a letter or digit (``\\w``), so ``house`` finds "House" and "house." but not "household";
-  for a pivot written without spaces (Chinese, Japanese, Thai, ...) patterns match character sequences;
+* matching is case-insensitive and respects word boundaries: text and patterns are put in Unicode NFC and
+  case-folded (``str.casefold``: ``Straße`` = ``STRASSE`` = ``strasse``; İ folds to i plus a combining dot
+  above, and in Turkish and Azerbaijani, Turkic folding makes I <-> ı and İ <-> i); a match may not start
+  right after, nor end right before, a letter, digit or underscore (``\\w``), a combining mark (category M:
+  Hindi कम is not in कमी, ``cafe`` is not in an NFD "café") or a ZWNJ/ZWJ, so ``house`` finds "House" and
+  "house." but not "household"; for a pivot written without spaces (Chinese, Japanese, Thai, ...) patterns
+  match character sequences (that do not end before a combining mark);
+* each pattern is checked on its own line: inline global flags (``(?i)``) are refused (they cannot be scoped
+  to one pattern), groups and backreferences stay within their pattern;
 * a pivot line that matches the patterns of two or more concepts is **dropped** (it would be a positive of
   one concept and a negative, containing the concept, of the other); so is an aligned line that is empty
   in some language, or whose text in some language repeats one already taken for the same concept;
@@ -25,10 +31,11 @@ concept by a regular expression matched on the *pivot* language. Rules:
   the pivot would pool the pivot differently from its translations.
 
 ``from-corpus`` (:func:`build_from_corpus`): one monolingual UTF-8 file per language (one sentence per line,
-not aligned) and a lexicon of surface forms per concept and language. Forms are matched case-insensitively
-on word boundaries, and in languages written without spaces on character sequences (leftmost, longest form
-first, so 日本語 "Japanese" is not a mention of 日本 "Japan" when both are in the lexicon); the span is the
-first mention, in Python string offsets (code points). A line mentioning two concepts is dropped; per
+not aligned) and a lexicon of surface forms per concept and language. Forms are matched as patterns are
+(NFC, case-folded, on word boundaries), and in languages written without spaces on character sequences
+(leftmost, longest form first, so 日本語 "Japanese" is not a mention of 日本 "Japan" when both are in the
+lexicon); the stored text is the line in NFC, and the span is the first mention in it, in Python string
+offsets (code points) of that stored text. A line mentioning two concepts is dropped; per
 (concept, language) at most ``max_per_concept`` lines are kept, and each concept gets the same count in
 every language where it has at least ``min_per_concept`` (the smallest of those counts, capped).
 
@@ -47,6 +54,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import re
+import sys
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,6 +65,7 @@ from typing import Any
 import polars as pl
 
 from precompute.inputs.concepts import ConceptSetError, concept_set_from_frame, is_valid_language
+from precompute.inputs.langcodes import canonical_language, not_a_language
 
 DEFAULT_MAX_PER_CONCEPT = 100
 DEFAULT_MIN_PER_CONCEPT = 5
@@ -65,8 +75,15 @@ NO_LICENCE = "not given (pass --licence)"
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "dz", "yue", "wuu"})
 
 _FLORES_SPLITS = ("devtest", "dev", "test")
-_FLORES_CODE = re.compile(r"^([a-z]{2,3})_([A-Z][a-z]{3})(?:_[a-z]{4}\d{4})?$")  # spa_Latn, apc_Arab_sout3123
+# spa_Latn, apc_Arab_sout3123; any case (SPA_LATN, eng_latn): BCP 47 and ISO 639 are case-insensitive
+_FLORES_CODE = re.compile(r"^([a-z]{2,3})_([a-z]{4})(?:_[a-z]{4}\d{4})?$", re.IGNORECASE)
 MAX_PROBLEMS = 200
+#: The matching rule, as the provenance records it.
+MATCHING_RULE = (
+    "text and patterns in Unicode NFC, case-folded with str.casefold (Turkic folding for tr/az: I-ı, İ-i); "
+    "word boundaries: no letter, digit, underscore, combining mark (M*), ZWNJ or ZWJ right before or after a "
+    "match; without spaces (zh, ja, th, ...) character sequences that do not end before a combining mark"
+)
 
 
 class CorpusError(ConceptSetError):
@@ -87,13 +104,20 @@ def _raise_problems(problems: list[str]) -> None:
 
 @lru_cache(maxsize=1024)
 def language_code(code: str) -> str | None:
-    """The CLDR code of an ISO 639-1/639-3 or FLORES code (``spa_Latn`` -> ``es``), or None if unknown."""
+    """The CLDR code of an ISO 639-1/639-3 or FLORES code (``spa_Latn`` -> ``es``), or None if unknown.
+
+    Case does not matter (``EN``, ``SPA_LATN``, ``pt-br``); codes that name no language (``und``, ``zxx``,
+    ``mul``, ``mis``, ``qaa``-``qtz``: :func:`~precompute.inputs.langcodes.not_a_language`) give None.
+    """
     from babel.core import get_global, parse_locale
 
+    if not code.isascii() or not_a_language(code):
+        return None
     match = _FLORES_CODE.match(code)
-    base, script = (match.group(1), match.group(2)) if match else (code, None)
+    base, script = (match.group(1).lower(), match.group(2).title()) if match else (code.lower(), None)
     if not match and ("_" in code or "-" in code):  # a locale such as zh_Hant or pt-BR
-        return code.replace("_", "-") if is_valid_language(code) else None
+        spelled = canonical_language(code)
+        return spelled if is_valid_language(spelled) else None
     if not re.fullmatch(r"[a-z]{2,3}", base):
         return None
     if len(base) == 2 and is_valid_language(base):
@@ -115,16 +139,243 @@ def language_of_file(name: str) -> str | None:
     stem, dot, suffix = name.rpartition(".")
     if not dot:
         return None
-    if suffix in ("txt", *_FLORES_SPLITS):
+    if suffix.lower() in ("txt", *_FLORES_SPLITS):
         return language_code(stem)
-    if stem in _FLORES_SPLITS:
+    if stem.lower() in _FLORES_SPLITS:
         return language_code(suffix)
     return None
+
+
+def _named_code(name: str) -> str:
+    """The code part of a corpus file name (``und`` of ``und.txt``), for messages."""
+    stem, _, suffix = name.rpartition(".")
+    return suffix if stem.lower() in _FLORES_SPLITS else stem
 
 
 def uses_spaces(lang: str) -> bool:
     """False for languages written without spaces between words (match character sequences there)."""
     return lang.replace("-", "_").split("_")[0] not in NO_SPACE_LANGUAGES
+
+
+def language_refusal(given: str) -> str:
+    """Why ``given`` is not a language code :func:`language_code` maps: not a language (``und``), or unknown."""
+    return not_a_language(given) or f"unknown language code {given!r}"
+
+
+# --- Unicode-aware matching: NFC, case folding, word boundaries that respect combining marks --------------
+
+#: Languages with Turkic case folding (Unicode CaseFolding.txt, status T): I <-> ı and İ <-> i.
+TURKIC_LANGUAGES = frozenset({"tr", "az"})
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode normalisation form C (composed): the form every stored text and pattern is in."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def turkic(lang: str) -> bool:
+    return lang.replace("-", "_").split("_")[0] in TURKIC_LANGUAGES
+
+
+def fold(text: str, turkic_rules: bool = False) -> str:
+    """Full Unicode case folding (``str.casefold``), character by character: ß and ẞ -> ``ss``, İ -> ``i``
+    plus U+0307 COMBINING DOT ABOVE, I -> ``i``. With ``turkic_rules`` (Turkish, Azerbaijani) I -> ``ı`` and
+    İ -> ``i`` first, as Unicode's Turkic folding does."""
+    if turkic_rules:
+        text = text.replace("I", "ı").replace("İ", "i")
+    return text.casefold()
+
+
+def fold_with_offsets(text: str, turkic_rules: bool = False) -> tuple[str, list[int] | None]:
+    """``fold(text)`` and, where folding changed the length, the index in ``text`` of every folded character
+    (None: the offsets are the same). A match ``[s, e)`` in the folded text is ``[owner[s], owner[e-1] + 1)``
+    in ``text`` if ``s`` starts and ``e`` ends one character's folding."""
+    folded = fold(text, turkic_rules)
+    if len(folded) == len(text):  # every character folds to one: the offsets agree
+        return folded, None
+    owner: list[int] = []
+    for i, char in enumerate(text):
+        owner.extend([i] * len(fold(char, turkic_rules)))
+    return folded, owner
+
+
+def original_span(owner: list[int] | None, start: int, end: int) -> tuple[int, int] | None:
+    """The span in the unfolded text of the folded span ``[start, end)``; None if it cuts a character's folding
+    (``s`` of the ``ss`` of ß)."""
+    if owner is None:
+        return start, end
+    if (start > 0 and owner[start] == owner[start - 1]) or (end < len(owner) and owner[end] == owner[end - 1]):
+        return None
+    return owner[start], owner[end - 1] + 1
+
+
+@lru_cache(maxsize=1)
+def _marks() -> str:
+    """A character-class body of every combining mark (general category M: Mn, Mc, Me)."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+def _word_char(spaced: bool) -> str:
+    """The class of characters a match may not touch: ``\\w``, combining marks, ZWNJ, ZWJ (spaced), or marks."""
+    return rf"[\w{_marks()}\u200c\u200d]" if spaced else f"[{_marks()}]"
+
+
+@lru_cache(maxsize=2)
+def word_char(spaced: bool) -> re.Pattern[str]:
+    return re.compile(_word_char(spaced))
+
+
+def boundaries(spaced: bool) -> tuple[str, str]:
+    """The lookbehind and lookahead around every pattern or form.
+
+    Spaced languages: no letter, digit, underscore (``\\w``), combining mark, ZWNJ or ZWJ right before the
+    match or right after it, so Hindi कम is not found in कमी (its vowel sign ी is a mark) nor ``cafe`` in an
+    NFD ``café``. Languages without spaces: only no combining mark right after, so a match never ends inside
+    a character cluster (Thai ก in กิ).
+    """
+    inner = _word_char(spaced)
+    return (rf"(?<!{inner})" if spaced else ""), rf"(?!{inner})"
+
+
+class PatternError(ValueError):
+    """A keyword pattern that cannot be case-folded as written (the message says why)."""
+
+
+_FLAGS = set("aiLmsux-")
+
+
+def fold_pattern(pattern: str, turkic_rules: bool = False) -> str:
+    """``pattern`` (a Python regular expression, NFC) with its literal characters case-folded, to match the
+    folded text: ``Straße`` -> ``stra(?:ss)e``, ``[A-Z]`` -> ``[a-z]``, ``\\u00C9`` -> ``é``. Escapes such as
+    ``\\w`` or ``\\S``, group names, flags and backreferences are kept as written.
+
+    Raises :class:`PatternError` for a character class holding a character whose folding is several
+    characters (``[ß]`` would never match the folded ``ss``).
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+
+    def literal(char: str, written: str) -> str:
+        folded = fold(char, turkic_rules)
+        if folded == char:
+            return written
+        if in_class:
+            if len(folded) != 1:
+                raise PatternError(
+                    f"the character class holds {char!r}, which case-folds to {folded!r} ({len(folded)} characters), "
+                    f"so it can never match; write (?:{folded}|...) outside the class"
+                )
+            return re.escape(folded)
+        return re.escape(folded) if len(folded) == 1 else f"(?:{re.escape(folded)})"
+
+    def upto(end_char: str, start: int) -> int:
+        j = pattern.find(end_char, start)
+        return n if j < 0 else j + 1
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            d = pattern[i + 1]
+            width = {"x": 2, "u": 4, "U": 8}.get(d, 0)
+            digits = pattern[i + 2 : i + 2 + width]
+            if width and len(digits) == width and re.fullmatch(r"[0-9a-fA-F]+", digits) and int(digits, 16) < 0x110000:
+                out.append(literal(chr(int(digits, 16)), pattern[i : i + 2 + width]))
+                i += 2 + width
+            elif d == "N" and pattern.startswith("{", i + 2):
+                j = upto("}", i + 3)
+                written = pattern[i:j]
+                try:
+                    out.append(literal(unicodedata.lookup(written[3:-1]), written))
+                except KeyError:
+                    out.append(written)  # an unknown name: re.compile reports it
+                i = j
+            elif d.isascii() and d.isalnum():  # \w \S \b \A \Z \1 \g<...>: as written
+                out.append(pattern[i : i + 2])
+                i += 2
+            else:  # an escaped literal: \. \( \ß
+                out.append(literal(d, pattern[i : i + 2]))
+                i += 2
+        elif in_class:
+            if c == "]":
+                in_class = False
+                out.append(c)
+            else:
+                out.append(literal(c, c))
+            i += 1
+        elif c == "[":
+            in_class = True
+            j = i + 1
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):  # "[]abc]": the first "]" is literal
+                j += 1
+            out.append(pattern[i:j])
+            i = j
+        elif c == "(" and pattern.startswith("(?", i):
+            rest = pattern[i + 2 :]
+            if rest.startswith(("P<", "P=", "#", "(")):  # group name, backreference, comment, condition
+                j = upto(">" if rest.startswith("P<") else ")", i + 3)
+            elif rest.startswith(("<=", "<!")):
+                j = i + 4
+            elif rest.startswith(("=", "!", ":", ">")):
+                j = i + 3
+            else:  # flags: (?i) (?x:...) (?-i:...)
+                j = i + 2
+                while j < n and pattern[j] in _FLAGS:
+                    j += 1
+                if j < n and pattern[j] in ":)":
+                    j += 1
+            out.append(pattern[i:j])
+            i = j
+        elif c == "{":
+            m = re.compile(r"\{\d*(?:,\d*)?\}").match(pattern, i)
+            j = m.end() if m else i + 1
+            out.append(pattern[i:j])
+            i = j
+        else:
+            out.append(literal(c, c))
+            i += 1
+    return "".join(out)
+
+
+class Matcher:
+    """Case-folded, NFC, word-boundary matching of one concept's patterns (or of a language's forms).
+
+    ``regexes`` run on the folded text and end in the lookahead of :func:`boundaries`; the start boundary
+    (in spaced languages) is checked here, on the character before a match, so that the regular expression
+    starts with the pattern and Python's literal-prefix search stays fast. Patterns without groups are joined
+    into one regular expression; patterns with groups keep their own (joined, ``\\1`` would refer to another
+    pattern's group, and two patterns could not both name a group ``(?P<x>...)``). An empty match (``\\b``,
+    ``(?=x)``) is no mention.
+    """
+
+    def __init__(self, regexes: list[re.Pattern[str]], turkic_rules: bool = False, spaced: bool = True) -> None:
+        self.regexes = regexes
+        self.turkic_rules = turkic_rules
+        self.word_start = word_char(True) if spaced else None
+
+    def search_folded(self, folded: str) -> bool:
+        for regex in self.regexes:
+            pos = 0
+            while (m := regex.search(folded, pos)) is not None:
+                start = m.start()
+                if m.end() > start and (self.word_start is None or start == 0
+                                        or not self.word_start.match(folded, start - 1)):
+                    return True
+                pos = start + 1
+        return False
+
+    def search(self, text: str) -> bool:
+        """True if ``text`` (any normalisation, any case) holds a match."""
+        return self.search_folded(fold(nfc(text), self.turkic_rules))
 
 
 @dataclass(frozen=True)
@@ -147,7 +398,10 @@ def corpus_files(corpus_dir: Path, languages: list[str] | None = None) -> list[C
         if path.name.startswith(".") or path.is_dir():
             continue
         lang = language_of_file(path.name)
-        if lang is None:
+        refused = not_a_language(_named_code(path.name)) if lang is None else None
+        if refused:
+            problems.append(f"{path}: the file name says {refused}")
+        elif lang is None:
             problems.append(
                 f"{path}: cannot tell the language from the file name (use <lang>.txt, e.g. es.txt, or a "
                 "FLORES name such as spa_Latn.devtest); move other files out of the directory"
@@ -160,6 +414,10 @@ def corpus_files(corpus_dir: Path, languages: list[str] | None = None) -> list[C
     if not by_lang:
         raise CorpusError(f"{corpus_dir}: no language files (expected <lang>.txt or FLORES names)")
     if languages:
+        unknown = [given for given in languages if language_code(given) is None]
+        if unknown:
+            raise CorpusError(f"--languages: {language_refusal(unknown[0])}"
+                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
         wanted = {language_code(x) or x: x for x in languages}
         missing = [given for code, given in wanted.items() if code not in by_lang]
         if missing:
@@ -190,6 +448,10 @@ def iter_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, str | Non
             raw = raw.rstrip(b"\n").rstrip(b"\r")
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+            if number == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                problems.append(f"{path}: line 1, column 1: a UTF-16 file (byte-order mark 0x{raw[:2].hex()}); "
+                                "convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8")
+                return
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -199,6 +461,13 @@ def iter_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, str | Non
                 continue
             if "\x00" in text:
                 problems.append(f"{path}: line {number}, column {text.index(chr(0)) + 1}: NUL character")
+                yield number, None
+                continue
+            if "\r" in text:  # CR-only (classic Mac) line endings make the whole file one line
+                problems.append(
+                    f"{path}: line {number}, column {text.index(chr(13)) + 1}: carriage return (CR) inside the "
+                    "line; lines must end in LF or CRLF (convert CR-only line endings, e.g. tr '\\r' '\\n')"
+                )
                 yield number, None
                 continue
             yield number, text
@@ -255,7 +524,12 @@ def read_tsv(
                         f"(found: {', '.join(map(repr, header))}; columns are separated by tabs)"
                     )
             for i, name in enumerate(header):
-                if name not in required + optional:
+                if header.index(name) != i:
+                    problems.append(
+                        f"{path}: line {number}, column {i + 1}: column {name!r} appears twice in the header "
+                        f"(also column {header.index(name) + 1}); keep one"
+                    )
+                elif name not in required + optional:
                     problems.append(
                         f"{path}: line {number}, column {i + 1}: unknown column {name!r} "
                         f"(expected {', '.join(required + optional)})"
@@ -316,21 +590,57 @@ def _concept_meta(
 
 @dataclass
 class KeywordConcept:
-    """A concept of a keyword file: its patterns (alternatives) compiled into one regular expression."""
+    """A concept of a keyword file: its patterns (alternatives), matched by ``regex`` (a :class:`Matcher`:
+    NFC, case-folded, on word boundaries; ``regex.search(text)`` is True if a pivot line names the concept)."""
 
     concept_id: str
     patterns: list[str]
-    regex: re.Pattern[str]
+    regex: Matcher
     label: str | None
     category: str | None
 
 
+def _compile_pattern(pattern: str, spaced: bool, turkic_rules: bool) -> tuple[re.Pattern[str] | None, str | None]:
+    """The folded regular expression of one keyword pattern (with its end boundary: :class:`Matcher` checks
+    the start), or why it cannot be used."""
+    try:
+        alone = re.compile(pattern)
+    except re.error as exc:
+        where = f" at character {exc.pos + 1} of the pattern" if exc.pos is not None else ""
+        return None, f"invalid regular expression{where}: {exc.msg}"
+    if alone.fullmatch(""):
+        return None, f"pattern {pattern!r} matches the empty string"
+    flags = re.match(r"\(\?[aiLmsux]+\)", pattern)
+    try:
+        re.compile(f"(?:{pattern})")
+    except re.error:  # Python 3.11+: a global flag anywhere but the very start, i.e. inside the wrapper
+        letters = flags.group(0)[2:-1] if flags else "x"
+        return None, (f"pattern {pattern!r} sets inline global flags{f' {flags.group(0)}' if flags else ''}, "
+                      f"which cannot be scoped to one pattern; write ({'?'}{letters}:...) around the part they are "
+                      "for, or leave them out (matching is always case-insensitive, (?i) is not needed)")
+    try:
+        folded = fold_pattern(nfc(pattern), turkic_rules)
+    except PatternError as exc:
+        return None, f"pattern {pattern!r}: {exc}"
+    after = boundaries(spaced)[1]
+    try:
+        return re.compile(f"(?:{folded}){after}"), None
+    except re.error as exc:  # e.g. a lookbehind whose width case folding changed: (?<=ß|a)
+        return None, f"pattern {pattern!r} cannot be matched case-folded (as {folded!r}): {exc.msg}"
+
+
 def load_keywords(path: Path, pivot: str) -> dict[str, KeywordConcept]:
-    """Read ``concept_id``, ``pattern`` (, ``label``, ``category``); several lines of a concept are alternatives."""
+    """Read ``concept_id``, ``pattern`` (, ``label``, ``category``); several lines of a concept are alternatives.
+
+    Every pattern is checked on its own, so a problem names its line: invalid, empty-matching, inline global
+    flags (``(?i)``: they cannot be scoped to one alternative), or a class that case folding breaks.
+    """
     problems: list[str] = []
     rows, columns = read_tsv(path, ("concept_id", "pattern"), ("label", "category"), problems)
     spaced = uses_spaces(pivot)
+    turkic_rules = turkic(pivot)
     patterns: dict[str, list[str]] = {}
+    compiled_of: dict[str, list[re.Pattern[str]]] = {}
     seen: dict[tuple[str, str], int] = {}
     for row in rows:
         cid, pattern = row.fields["concept_id"], row.fields["pattern"]
@@ -339,28 +649,28 @@ def load_keywords(path: Path, pivot: str) -> dict[str, KeywordConcept]:
         if not pattern:
             problems.append(f"{_at(path, row, columns, 'pattern')}: empty pattern")
             continue
-        try:
-            compiled = re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
-            where = f" at character {exc.pos + 1} of the pattern" if exc.pos is not None else ""
-            problems.append(f"{_at(path, row, columns, 'pattern')}: invalid regular expression{where}: {exc.msg}")
+        compiled, why = _compile_pattern(pattern, spaced, turkic_rules)
+        if compiled is None:
+            problems.append(f"{_at(path, row, columns, 'pattern')}: {why}")
             continue
-        if compiled.fullmatch(""):
-            problems.append(f"{_at(path, row, columns, 'pattern')}: pattern {pattern!r} matches the empty string")
+        if (cid, nfc(pattern)) in seen:
+            problems.append(f"{_at(path, row, columns, 'pattern')}: duplicate of line {seen[(cid, nfc(pattern))]}")
             continue
-        if (cid, pattern) in seen:
-            problems.append(f"{_at(path, row, columns, 'pattern')}: duplicate of line {seen[(cid, pattern)]}")
-            continue
-        seen[(cid, pattern)] = row.line
+        seen[(cid, nfc(pattern))] = row.line
         if cid:
             patterns.setdefault(cid, []).append(pattern)
+            compiled_of.setdefault(cid, []).append(compiled)
     meta = _concept_meta(path, rows, columns, problems)
     _raise_sorted(problems)
     out: dict[str, KeywordConcept] = {}
     for cid, pats in patterns.items():
-        body = "|".join(f"(?:{p})" for p in pats)
-        regex = re.compile(rf"(?<!\w)(?:{body})(?!\w)" if spaced else f"(?:{body})", re.IGNORECASE)
-        out[cid] = KeywordConcept(cid, pats, regex, meta[cid]["label"], meta[cid]["category"])
+        regexes = compiled_of[cid]
+        if len(regexes) > 1 and not any(r.groups for r in regexes):  # one search per line instead of several
+            after = boundaries(spaced)[1]
+            bodies = [r.pattern[: -len(after)] for r in regexes]
+            regexes = [re.compile(f"(?:{'|'.join(bodies)}){after}")]
+        matcher = Matcher(regexes, turkic_rules, spaced)
+        out[cid] = KeywordConcept(cid, pats, matcher, meta[cid]["label"], meta[cid]["category"])
     if len(out) < 2:
         raise CorpusError(f"{path}: {len(out)} concept(s); at least 2 are needed (negatives for AP)")
     return out
@@ -368,14 +678,20 @@ def load_keywords(path: Path, pivot: str) -> dict[str, KeywordConcept]:
 
 @dataclass
 class Lexicon:
-    """Surface forms per language: ``forms[lang]`` maps a case-folded form to (concept, form)."""
+    """Surface forms per language: ``forms[lang]`` maps a form, NFC and case-folded (:func:`fold`, Turkic in
+    Turkish and Azerbaijani), to its concept; ``regexes[lang]`` finds them in folded text (:func:`fold`)."""
 
     forms: dict[str, dict[str, str]]
     meta: dict[str, dict[str, str | None]]
     regexes: dict[str, re.Pattern[str]] = field(default_factory=dict)
 
-    def concept_of(self, lang: str, matched: str) -> str:
-        return self.forms[lang][matched.casefold()]
+    def key(self, lang: str, form: str) -> str:
+        return fold(nfc(form), turkic(lang))
+
+    def concept_of(self, lang: str, matched: str) -> str | None:
+        """The concept of a matched form (the folded text a regex matched, or the text as written)."""
+        table = self.forms.get(lang, {})
+        return table.get(matched) or table.get(self.key(lang, matched))
 
 
 def load_lexicon(path: Path) -> Lexicon:
@@ -392,12 +708,16 @@ def load_lexicon(path: Path) -> Lexicon:
         if not given:
             problems.append(f"{_at(path, row, columns, 'lang')}: empty language code")
         elif lang is None:
-            problems.append(f"{_at(path, row, columns, 'lang')}: unknown language code {given!r}")
+            problems.append(f"{_at(path, row, columns, 'lang')}: {language_refusal(given)}")
         if not form:
             problems.append(f"{_at(path, row, columns, 'form')}: empty form")
+        elif unicodedata.category(nfc(form)[0])[0] == "M":
+            problems.append(f"{_at(path, row, columns, 'form')}: form {form!r} starts with a combining mark "
+                            f"(U+{ord(nfc(form)[0]):04X}), so it can never start a word")
+            continue
         if not (cid and lang and form):
             continue
-        key = form.casefold()
+        key = fold(nfc(form), turkic(lang))
         if (lang, key) in where:
             line, other = where[(lang, key)]
             what = "duplicate of" if other == cid else f"the same form as concept {other!r} on"
@@ -409,9 +729,9 @@ def load_lexicon(path: Path) -> Lexicon:
     _raise_sorted(problems)
     lexicon = Lexicon(forms, meta)
     for lang, table in forms.items():
-        body = "|".join(re.escape(f) for f in sorted(table, key=lambda f: (-len(f), f)))
-        lexicon.regexes[lang] = re.compile(rf"(?<!\w)(?:{body})(?!\w)" if uses_spaces(lang) else f"(?:{body})",
-                                           re.IGNORECASE)
+        body = "|".join(re.escape(f) for f in sorted(table, key=lambda f: (-len(f), f)))  # longest first
+        before, after = boundaries(uses_spaces(lang))
+        lexicon.regexes[lang] = re.compile(f"{before}(?:{body}){after}")
     return lexicon
 
 
@@ -464,7 +784,7 @@ def _base_provenance(method: str, licence: str | None, command: str) -> dict[str
         "crossling_version": __version__,
         "license": licence or NO_LICENCE,
         "command": command,
-        "span_units": "Unicode code points (Python str offsets)",
+        "span_units": "Unicode code points (Python str offsets) of the stored text, which is in NFC",
     }
 
 
@@ -483,9 +803,13 @@ def build_from_parallel(
     """A concept set from a line-aligned corpus and pivot-language keyword patterns (rules: module docstring)."""
     _check_counts({"max_per_concept": max_per_concept, "min_per_concept": min_per_concept})
     pivot_code = language_code(pivot)
+    if pivot_code is None:
+        raise CorpusError(f"--pivot: {language_refusal(pivot)}")
     files = corpus_files(corpus_dir, languages)
     by_lang = {f.lang: f for f in files}
-    if pivot_code is None or pivot_code not in by_lang:
+    if pivot_code not in by_lang:
+        if languages and pivot_code in {f.lang for f in corpus_files(corpus_dir)}:
+            raise CorpusError(f"--languages {','.join(languages)}: leaves out the pivot language {pivot!r}; add it")
         raise CorpusError(f"{corpus_dir}: no file for the pivot language {pivot!r} (have: {', '.join(by_lang)})")
     concepts = load_keywords(keywords_path, pivot_code)
 
@@ -495,12 +819,14 @@ def build_from_parallel(
     n_multi = 0
     n_lines: dict[str, int] = {}
     pivot_path = by_lang[pivot_code].path
+    pivot_turkic = turkic(pivot_code)
     last = 0
     for number, text in iter_lines(pivot_path, []):  # its problems are reported by pass 2
         last = number
         if not text:
             continue
-        hit = [cid for cid, c in concepts.items() if c.regex.search(text)]
+        folded = fold(nfc(text), pivot_turkic)
+        hit = [cid for cid, c in concepts.items() if c.regex.search_folded(folded)]
         if len(hit) == 1:
             candidates[number] = hit[0]
         elif len(hit) > 1:
@@ -515,7 +841,7 @@ def build_from_parallel(
         for number, text in iter_lines(f.path, problems):
             last = number
             if number in candidates and text is not None:
-                got[number] = text.strip()
+                got[number] = nfc(text).strip()  # stored in NFC, the form the pivot was matched in
         n_lines[f.lang] = last
         texts[f.lang] = got
         if last != n_lines[pivot_code]:
@@ -554,7 +880,9 @@ def build_from_parallel(
     if len(kept) < 2:
         raise CorpusError(
             f"{keywords_path}: only {len(kept)} concept(s) match at least {min_per_concept} usable lines of "
-            f"{pivot_path.name}; at least 2 are needed (lower --min-per-concept, or add patterns)"
+            f"{pivot_path.name}; at least 2 are needed (lower --min-per-concept, or add patterns); lines per "
+            "concept: " + ", ".join(f"{cid} {len(per_concept[cid])}" for cid in sorted(per_concept)[:20])
+            + (f", ... ({len(per_concept)} concepts)" if len(per_concept) > 20 else "")
         )
 
     rows: list[dict[str, Any]] = []
@@ -577,8 +905,7 @@ def build_from_parallel(
         "keywords": {"file": keywords_path.name, "sha256": file_sha256(keywords_path),
                      "patterns": {cid: c.patterns for cid, c in sorted(concepts.items())}},
         "rules": {
-            "matching": "case-insensitive regular expressions on the pivot; word boundaries (no letter or digit "
-                        "right before or after a match) unless the pivot is written without spaces",
+            "matching": "regular expressions on the pivot; " + MATCHING_RULE,
             "several_concepts": "a pivot line matching two or more concepts is dropped",
             "empty_or_repeated": "an aligned line empty in some language, or repeating a text taken for the "
                                  "same concept, is dropped",
@@ -627,6 +954,7 @@ def build_from_corpus(
             f"{lexicon_path}: language(s) {', '.join(missing)} have forms but no file in {corpus_dir} "
             f"(have: {', '.join(sorted(by_lang))})"
         )
+    unread = sorted(f"{f.path.name} ({f.lang})" for f in files if f.lang not in lexicon.forms)
     files = [f for f in files if f.lang in lexicon.forms]
 
     problems: list[str] = []
@@ -638,14 +966,21 @@ def build_from_corpus(
     seen: dict[tuple[str, str], set[str]] = {}
     for f in files:
         regex = lexicon.regexes[f.lang]
+        turkic_rules = turkic(f.lang)
         last = 0
         n_multi[f.lang] = 0
         for number, raw in iter_lines(f.path, problems):
             last = number
-            text = raw.strip() if raw else ""
+            text = nfc(raw).strip() if raw else ""  # stored in NFC; spans are offsets into the stored text
             if not text:
                 continue
-            mentions = [(m.start(), m.end(), lexicon.concept_of(f.lang, m.group(0))) for m in regex.finditer(text)]
+            folded, owner = fold_with_offsets(text, turkic_rules)
+            mentions = []
+            for m in regex.finditer(folded):
+                span = original_span(owner, m.start(), m.end())
+                cid_of = lexicon.concept_of(f.lang, m.group(0))
+                if span is not None and cid_of is not None:
+                    mentions.append((span[0], span[1], cid_of))
             if not mentions:
                 continue
             if len({c for _, _, c in mentions}) > 1:
@@ -681,10 +1016,39 @@ def build_from_corpus(
         per_concept[cid] = {lang: n for lang, n in per_concept[cid].items() if lang not in lonely}
         if not per_concept[cid]:
             del per_concept[cid]
+    # Everything left out, said once each: (concept, language) pairs under the minimum, whole concepts,
+    # whole languages (no concept reaches the minimum there, or only one does: AP needs negatives).
+    have_forms = {lang: set(table.values()) for lang, table in lexicon.forms.items()}
+    lines_of = {(cid, f.lang): len(heaps.get((cid, f.lang), ())) for f in files for cid in have_forms[f.lang]}
+    kept_langs = {lang for langs in per_concept.values() for lang in langs}
+    languages_left_out: dict[str, str] = {}
+    for f in files:
+        if f.lang in kept_langs:
+            continue
+        good = sorted(by_lang_concepts.get(f.lang, ()))
+        if good:
+            languages_left_out[f.lang] = f"only 1 concept with {min_per_concept} lines ({good[0]})"
+        else:
+            most = max(have_forms[f.lang], key=lambda c: (lines_of[(c, f.lang)], c))
+            languages_left_out[f.lang] = (f"no concept with {min_per_concept} lines (most: {most}, "
+                                          f"{lines_of[(most, f.lang)]})")
+    concepts_left_out = {
+        cid: {lang: lines_of[(cid, lang)] for lang in sorted(by_lang) if (cid, lang) in lines_of}
+        for cid in sorted(set(lexicon.meta) - set(per_concept))
+    }
+    pairs_left_out = {
+        f"{cid}/{lang}": n for (cid, lang), n in sorted(lines_of.items())
+        if cid in per_concept and lang in kept_langs and lang not in per_concept[cid]
+    }
+    left_out_text = (
+        f"languages left out: {', '.join(f'{lang} ({why})' for lang, why in languages_left_out.items())}"
+        if languages_left_out else ""
+    )
     if len(per_concept) < 2:
         raise CorpusError(
             f"{lexicon_path}: only {len(per_concept)} concept(s) have at least {min_per_concept} lines in some "
             f"language of {corpus_dir}; at least 2 are needed (lower --min-per-concept, or add forms)"
+            + (f"; {left_out_text}" if left_out_text else "")
         )
     counts: dict[str, int] = {}
     for cid in sorted(per_concept):
@@ -706,8 +1070,8 @@ def build_from_corpus(
         "sources": _sources(files, n_lines),
         "lexicon": {"file": lexicon_path.name, "sha256": file_sha256(lexicon_path)},
         "rules": {
-            "matching": "case-insensitive lexicon forms on word boundaries; character sequences in languages "
-                        "written without spaces; leftmost, longest form first; the span is the first mention",
+            "matching": "lexicon forms; " + MATCHING_RULE + "; leftmost, longest form first; the span is the first "
+                        "mention, in the stored (NFC) text",
             "several_concepts": "a line mentioning two or more concepts is dropped; repeated lines count once",
             "selection": "per (concept, language) the lowest sha256(seed/concept/lang/line) ranks, in line order; "
                          "every language of a concept gets the same count (the smallest, capped at "
@@ -716,16 +1080,29 @@ def build_from_corpus(
         },
         "lines_per_concept": counts,
         "matches": {f"{cid}/{lang}": n for (cid, lang), n in sorted(matched.items())},
-        "dropped": {"lines_with_several_concepts": n_multi, "languages_with_fewer_than_2_concepts": lonely},
+        "dropped": {"lines_with_several_concepts": n_multi, "languages_with_fewer_than_2_concepts": lonely,
+                    "languages_left_out": languages_left_out, "concepts_left_out": concepts_left_out,
+                    "concept_languages_left_out": pairs_left_out, "files_without_forms": unread},
     })
     report = [
-        (f"{len(files)} languages, {len(per_concept)} concepts; {min(counts.values())}-{max(counts.values())} "
-        f"lines per (concept, language) (cap {max_per_concept})"),
+        (f"{len(kept_langs)} of {len(files)} languages, {len(per_concept)} of {len(lexicon.meta)} concepts; "
+         f"{min(counts.values())}-{max(counts.values())} lines per (concept, language) (cap {max_per_concept})"),
         "dropped lines mentioning several concepts: "
         + ", ".join(f"{lang} {n}" for lang, n in sorted(n_multi.items())),
     ]
-    if lonely:
-        report.append(f"left out (fewer than 2 concepts with {min_per_concept} lines): {', '.join(lonely)}")
+    if left_out_text:
+        report.append(left_out_text)
+    if concepts_left_out:
+        report.append(
+            f"concepts left out (fewer than {min_per_concept} lines in every language): "
+            + ", ".join(f"{cid} ({', '.join(f'{lang} {n}' for lang, n in per.items())})"
+                        for cid, per in concepts_left_out.items())
+        )
+    if pairs_left_out:
+        report.append(f"concepts kept without some languages (fewer than {min_per_concept} lines there): "
+                      + ", ".join(f"{key} {n}" for key, n in pairs_left_out.items()))
+    if unread:
+        report.append(f"files with no forms in the lexicon, not read: {', '.join(unread)}")
     return BuildResult(frame, provenance, report)
 
 

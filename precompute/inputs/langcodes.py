@@ -33,3 +33,39 @@ def canonical_language(code: str) -> str:
         else:
             out.append(part.lower())
     return "-".join(out)
+
+
+#: Codes that are valid BCP 47 / ISO 639 but name no language: babel still "knows" some of them (``und`` is
+#: shown as "English (United States)" through CLDR's likely subtags), so they are refused by name.
+NOT_LANGUAGES: dict[str, str] = {
+    "und": "ISO 639 'undetermined'",
+    "zxx": "ISO 639 'no linguistic content'",
+    "mul": "ISO 639 'multiple languages'",
+    "mis": "ISO 639 'uncoded languages'",
+    "root": "CLDR's root locale",
+}
+
+
+def not_a_language(code: str) -> str | None:
+    """Why ``code`` names no language (``und``, ``zxx``, ``mul``, ``mis``, ``root``, the private-use
+    ``qaa``-``qtz``, also with a script or region: ``und-Latn``), or None for any other code."""
+    primary = code.strip().replace("_", "-").split("-")[0].lower()
+    if primary in NOT_LANGUAGES:
+        return f"{code!r} is not a language ({NOT_LANGUAGES[primary]}); give the language's own code"
+    if len(primary) == 3 and primary.isascii() and "qaa" <= primary <= "qtz":
+        return f"{code!r} is not a language (ISO 639 private use, qaa-qtz); give the language's own code"
+    return None
+
+
+def language_code_problem(code: str) -> str | None:
+    """Why a language code as written in a config or on the command line cannot be used, before any lookup:
+    spaces around or inside it (``"en "``), or a code that names no language (:func:`not_a_language`).
+
+    Meant for the place that reads the code, so the message can name that key or option rather than the
+    concept set it is later looked up in. None when the code may be looked up (it may still be unknown).
+    """
+    if not code or not code.strip():
+        return "empty language code"
+    if code != code.strip() or any(c.isspace() for c in code):
+        return f"language code {code!r} has spaces in it; write {code.strip()!r}"
+    return not_a_language(code)
