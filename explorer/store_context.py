@@ -25,7 +25,8 @@ from explorer.paths import BUILD_HINT, ENV_STORE, store_path
 from explorer.problems import REBUILD_HINT, StoreProblem, problem_from
 from explorer.text import md, md_code
 from explorer.widgets import url_select
-from precompute.store import HalfWrittenStoreError, StoreError, connect, newest_part
+from precompute.store import HalfWrittenStoreError, StoreError, connect, newest_part, writer_active
+from precompute.store.read import RunProgress, run_progress, unfinished_hint
 from precompute.text import first_line
 
 _CTX_KEY = "_crossling_ctx"
@@ -108,6 +109,19 @@ def _lacking_tables(path: Path) -> list[str]:
     return []
 
 
+def _progress(path: Path, version: Version, runs: Any, run_id: str, present: list[str]) -> RunProgress | None:
+    """How far the run got (finished, planned, missing), from the runs row and the store's meta."""
+    row = runs.filter(runs["run_id"] == run_id)
+    meta = dict(_raw(path, version, Q.meta).iter_rows()) if runs.height == 1 else {}
+    return run_progress(meta, row["finished_at"][0], present) if row.height else None
+
+
+def _unfinished_text(path: Path, progress: RunProgress) -> str:
+    """Why an unfinished run has nothing to show, and what to do: wait for its writer, or find its parts."""
+    text = md(f"The run is unfinished: {progress.summary()}; {unfinished_hint(path, progress)}.")
+    return text + (" Reload this page when it has published one." if writer_active(path) else "")
+
+
 def open_context() -> Ctx:
     """Validate the store and pick the run; raise ``StoreProblem`` with a clear message otherwise."""
     path = store_path()
@@ -151,12 +165,15 @@ def open_context() -> Ctx:
             help="This store holds several runs; pick the one to explore.",
         )
     checkpoints = _raw(path, version, Q.checkpoints, run_id)
+    progress = _progress(path, version, runs, run_id, checkpoints["checkpoint"].to_list())
     if checkpoints.height == 0:
         raise StoreProblem(
             f"Run {md_code(run_id)} in {md_code(path.name)} has no completed checkpoint yet.",
-            "The precompute is probably still working on its first checkpoint. Reload this page when "
-            "it has published one.",
+            _unfinished_text(path, progress) if progress is not None and progress.unfinished else
+            "Reload this page when a precompute has published one (`precompute info STORE` shows progress).",
         )
+    if progress is not None and progress.summary():  # shown on every page: its figures are not the whole run's
+        st.sidebar.warning(md(f"{path.name}: {progress.summary()}"))
     settings = _raw(path, version, Q.run_settings, run_id)
     top_k = settings["top_k"] or 1
     return Ctx(

@@ -57,6 +57,7 @@ from precompute.store import (
     json_dumps,
     utc_now,
 )
+from precompute.store.read import plan_meta, read_meta, read_runs
 from precompute.validate import check_finite, shape_from_config, shape_of, validate_run
 
 PROVENANCE_PACKAGES = [
@@ -526,8 +527,15 @@ def run(
     force: bool = False,
     console: Console | None = None,
     checkpoints: list[CheckpointSpec] | None = None,
+    planned: list[str] | None = None,
+    shard: str | None = None,
 ) -> RunSummary:
-    """Run every stage for every checkpoint not yet in the store, publishing one checkpoint at a time."""
+    """Run every stage for every checkpoint not yet in the store, publishing one checkpoint at a time.
+
+    ``planned`` names every checkpoint of the run (default: ``checkpoints``'); ``shard`` ("I/N") says that
+    ``checkpoints`` are one shard's. Both are recorded in the store's meta when the run starts, so a store whose
+    run stopped says what it lacks (`precompute.store.read.RunProgress`).
+    """
     console = console or Console(stderr=True)
     started = time.perf_counter()
     hf_logging.disable_progress_bar()  # our own progress display covers loading
@@ -546,12 +554,16 @@ def run(
     # Steering, when [steering] enabled: its concepts and languages are checked before anything is written.
     steering = plan_for_run(cfg.steering, concept_set, cfg.data.languages, cfg.where) if cfg.steering.enabled else None
     todo_specs = checkpoints
+    plan = plan_meta(list(planned) if planned is not None else [c.name for c in checkpoints], shard,
+                     [c.name for c in checkpoints] if shard else None)
     summary = RunSummary(store=store, run_id=run_id)
     with StoreWriter(store) as writer:
         finished = set() if force else set(_unchanged_checkpoints(cfg, writer, run_id, todo_specs))
         todo = [c for c in todo_specs if c.name not in finished]
         summary.skipped = [c.name for c in todo_specs if c.name in finished]
         if not todo:
+            if not _finished(writer, run_id):  # a run stopped after its last checkpoint: finished now
+                _finish_run(writer, run_id, plan)
             console.print(
                 f"[green]{escape(str(store))}: all {len(todo_specs)} checkpoints already done; nothing to do",
                 soft_wrap=True,
@@ -587,6 +599,7 @@ def run(
                         # Where the concept set comes from (its files' names and hashes, licence, builder):
                         # `precompute info` shows it, so a shared store says what its sentences are.
                         "concept_set_provenance": json_dumps(concept_set.provenance),
+                        **{k: v for k, v in plan.items() if v is not None},
                     },
                 )
                 tables, _ = analyse_checkpoint(
@@ -619,9 +632,35 @@ def run(
                 del loaded
                 _drop_finished_tasks(progress, keep=overall)
                 progress.advance(overall)
-        writer.finish_run(run_id)
+        _finish_run(writer, run_id, plan)  # the plan as this run saw it, and finished_at
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _finished(writer: StoreWriter, run_id: str) -> bool:
+    """Whether the store's run is stamped finished (a store without the run counts as finished: nothing to do)."""
+    if not writer.target.exists():
+        return True
+    runs = [r for r in read_runs(writer.path) if r["run_id"] == run_id]
+    return not runs or runs[0].get("finished_at") is not None
+
+
+def _finish_run(writer: StoreWriter, run_id: str, plan: dict[str, str | None]) -> None:
+    """Stamp the run finished and record its plan in meta, in one transaction (the one that ends the run).
+
+    A new store gets its plan with its first write (`StoreWriter.ensure_run`'s meta), so a run stopped before
+    its end says what it lacks; an existing store's plan changes only here, when the run ends (a run that is
+    stopped or refused leaves the published store file as it was).
+    """
+    meta = read_meta(writer.path) if writer.target.exists() else {}
+    with writer.transaction() as con:
+        for key, value in plan.items():
+            if value is None:
+                if key in meta:
+                    con.execute("DELETE FROM meta WHERE key = ?", [key])
+            elif meta.get(key) != value:
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
 
 
 def _label(spec: CheckpointSpec) -> str:

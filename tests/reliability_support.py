@@ -38,7 +38,7 @@ VOLATILE = {
     "checkpoints": {"completed_at"},
     "stage_timings": {"seconds", "tokens_per_s", "peak_mem_mb"},
 }
-VOLATILE_META = {"created_at"}
+VOLATILE_META = {"created_at", "store_id", "store_generation", "store_epoch"}  # random per store / per write
 
 runner = CliRunner()
 

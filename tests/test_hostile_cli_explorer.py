@@ -496,3 +496,22 @@ def test_csv_download_of_every_page_uses_the_safe_writer():
     assert users == ["downloads.py"], users
     text = (root / "downloads.py").read_text("utf-8")
     assert text.count("write_csv") == 1 and "csv_safe(df).write_csv()" in text
+
+
+@pytest.mark.parametrize(
+    "layers, says",
+    [
+        ("0-999999999999", "holds 1,000,000,000,000 values in all; at most 10,000"),
+        ("0-5,3-10001", "at most 10,000"),
+        ("3-1", "runs backwards"),
+        ("1,,2", "expected layer numbers and ranges"),
+    ],
+)
+def test_run_layers_range_is_checked_before_it_is_built(layers, says, tmp_path):
+    """--layers is refused in one line, at once (it was expanded first: 10^12 layers grew without bound)."""
+    config = tmp_path / "run.toml"
+    config.write_text(config_text(), encoding="utf-8")
+    started = time.perf_counter()
+    assert_refused(["run", config, "--out", tmp_path / "s.duckdb", "--layers", layers], names="--layers", says=says)
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "s.duckdb").exists()

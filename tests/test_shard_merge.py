@@ -55,7 +55,8 @@ def table_rows(path: Path) -> dict[str, list]:
         for table in DDL:
             cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()
                     if r[0] not in TIMING_COLUMNS.get(table, set())]
-            where = " WHERE key <> 'created_at'" if table == "meta" else ""
+            where = (" WHERE key NOT IN ('created_at', 'store_id', 'store_generation', 'store_epoch')"
+                     if table == "meta" else "")
             out[table] = sorted(map(repr, con.execute(f"SELECT {', '.join(cols)} FROM {table}{where}").fetchall()))
         return out
     finally:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from precompute.cli.errors import err_console
+from precompute.cli.errors import err_console, fail
 
 console = Console()
 
@@ -83,9 +83,14 @@ def tiny_checkpoints(
 
     They are what configs/tiny-local.toml runs on: try shards and merge without downloading anything.
     """
-    from precompute.demo.train import tiny_test_model
+    from precompute.demo.train import DemoFolderError, tiny_test_model
 
-    saved = tiny_test_model(out, steps=steps)
+    if steps < 1:
+        fail(f"--steps {steps}: must be at least 1")
+    try:
+        saved = tiny_test_model(out, steps=steps)
+    except DemoFolderError as exc:  # it would replace what it did not write: refused, nothing touched
+        fail(str(exc))
     for ck in saved:
         err_console.print(escape(f"  {ck.path}  step {ck.step}  tokens seen {ck.tokens_seen:,}"), highlight=False)
     typer.echo(f"{out}: {len(saved)} checkpoints ready")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from precompute.cli.errors import err_console, fail
+from precompute.config import ConfigError, parse_int_ranges
 
 DEMO_STORE = Path("data/demo.duckdb")  # relative: the demo is built in the folder the command runs in
 DEMO_WORK = Path("data/demo_run")
@@ -49,6 +52,7 @@ def run(
     specs = resolve_checkpoints(cfg, where=str(config))
     if not specs:
         fail(f"{config}: no checkpoints listed ([[checkpoints]] tables or a [checkpoint_set])")
+    planned = [c.name for c in specs]  # the whole run, recorded in the store so that a stopped run says what it lacks
     part = parse_shard(shard) if shard is not None else shard_from_env()
     if "{shard}" in str(out):
         if part is None:
@@ -58,13 +62,14 @@ def run(
         chosen = select_shard(specs, part)
         names = ", ".join(c.name for c in chosen) or "none"
         err_console.print(
-            f"shard {part} ({part.origin}): {len(chosen)} of {len(specs)} checkpoints: {names}", soft_wrap=True
+            f"shard {part} ({part.origin}): {len(chosen)} of {len(specs)} checkpoints: {escape(names)}", soft_wrap=True
         )
         if not chosen:
             typer.echo(f"shard {part}: no checkpoints (the run has {len(specs)}); nothing to do")
             return
         specs = chosen
-    summary = run_pipeline(cfg, out, force=force, console=err_console, checkpoints=specs)
+    summary = run_pipeline(cfg, out, force=force, console=err_console, checkpoints=specs, planned=planned,
+                           shard=f"{part.index}/{part.count}" if part is not None else None)
     typer.echo(
         f"{summary.store}: {len(summary.done)} checkpoint(s) written, "
         f"{len(summary.skipped)} already present, {summary.seconds:.1f} s"
@@ -72,17 +77,19 @@ def run(
 
 
 def _parse_layers(text: str) -> list[int]:
-    """'0-5,12' -> [0, 1, 2, 3, 4, 5, 12]; one red line for anything else."""
-    layers: set[int] = set()
-    for part in text.replace(" ", "").split(","):
-        bounds = part.split("-")
-        if not part or len(bounds) > 2 or not all(b.isdigit() for b in bounds):
-            fail(f"--layers {text!r}: expected layer numbers and ranges such as 0-5,12")
-        low, high = int(bounds[0]), int(bounds[-1])
-        if low > high:
-            fail(f"--layers {text!r}: range {part} runs backwards")
-        layers.update(range(low, high + 1))
-    return sorted(layers)
+    """'0-5,12' -> [0, 1, 2, 3, 4, 5, 12]; one red line for anything else. A range is checked before it is built
+    (no model has 10,000 blocks), so '0-999999999999' is refused instead of filling the memory."""
+    compact = text.replace(" ", "")
+    if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", compact):
+        fail(f"--layers {text!r}: expected layer numbers and ranges such as 0-5,12")
+    try:
+        return sorted(set(parse_int_ranges(compact, "--layers", max_values=_MAX_LAYERS)))
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+#: More MLP blocks than any model has; a --layers range beyond it is refused before it is built.
+_MAX_LAYERS = 10_000
 
 
 def demo(
@@ -92,6 +99,10 @@ def demo(
 ) -> None:
     """Train the tiny multilingual demo model (checkpoints) and run the whole pipeline on it."""
     from precompute.demo.run import run_demo
+    from precompute.demo.train import DemoFolderError
 
-    store = run_demo(out=out, work=work, force=force, console=err_console)
+    try:
+        store = run_demo(out=out, work=work, force=force, console=err_console)
+    except DemoFolderError as exc:  # it would replace what it did not write: refused, nothing touched
+        fail(str(exc))
     typer.echo(f"demo store ready: {store}  (open it with: explorer {store})")

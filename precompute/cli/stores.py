@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from precompute.cli.errors import err_console
+from precompute.text import printable
 
 console = Console()
 
@@ -35,7 +36,10 @@ def info(
     def e(text: str) -> str:  # a store's strings are data: shown as text, never as markup or control codes
         return escape(printable(text))
 
-    console.print(f"[bold]{e(data['store'])}[/] (schema v{data['schema_version']})")
+    console.print(f"[bold]{e(data['store'])}[/] (schema v{data['schema_version']}, opens in DuckDB "
+                  f"{e(str(data.get('opens_in_duckdb')))})", soft_wrap=True)
+    if data.get("progress"):  # an unfinished run (or one shard of a run): said before anything else
+        console.print(f"[yellow]{e(data['progress'])}[/]", soft_wrap=True, highlight=False)
     for r in data["runs"]:
         console.print(f"model: [bold]{e(r['model_id'])}[/]  run {e(r['run_id'])}  device {e(str(r['device']))} {e(str(r['dtype']))}")
         if r["model_card"]:
@@ -113,27 +117,45 @@ def report(
     store: Annotated[Path, typer.Argument(help="A crossling store (.duckdb).")],
 ) -> None:
     """The headline figures of a store, first vs last checkpoint (the numbers the README quotes)."""
+    from precompute.store.read import read_progress, unfinished_hint
     from precompute.store.report import headline_report
 
-    typer.echo(headline_report(store))
+    text = headline_report(store)
+    progress = read_progress(store)
+    if progress is not None and progress.summary():  # the figures of an unfinished run are not the run's
+        hint = f"; {unfinished_hint(store, progress)}" if progress.unfinished else ""
+        err_console.print(f"[yellow]warning:[/] {escape(printable(f'{store}: {progress.summary()}{hint}'))}",
+                          soft_wrap=True, highlight=False)
+    typer.echo(text)
 
 
 def merge(
     inputs: Annotated[list[Path], typer.Argument(help="Stores of one run's shards (.duckdb).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Merged store to create, or to extend if it holds the same run.")],
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", help="Also merge shards whose run is unfinished (the merged store records what is missing).",
+    )] = False,
 ) -> None:
-    """Merge shard stores of one run into OUT; refuses stores of different models, configs or concept sets."""
+    """Merge shard stores of one run into OUT; refuses stores of different models, configs or concept sets, and
+    shards whose run is unfinished (unless --allow-partial)."""
     from precompute.store.merge import merge_stores
 
-    summary = merge_stores(list(inputs), out, console=err_console)
+    summary = merge_stores(list(inputs), out, console=err_console, allow_partial=allow_partial)
     for warning in summary.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True, highlight=False)
     for path, names in summary.added.items():
         err_console.print(escape(f"  {path}: {len(names)} checkpoint(s) {', '.join(names)}"), soft_wrap=True,
                           highlight=False)
     for name, path in summary.duplicates:
         err_console.print(escape(f"  {path}: {name} already merged with identical rows; kept once"),
                           soft_wrap=True, highlight=False)
+    if summary.missing:
+        shown = ", ".join(summary.missing[:8]) + (f" and {len(summary.missing) - 8} more" if len(summary.missing) > 8 else "")
+        err_console.print(
+            f"[yellow]warning:[/] {escape(printable(str(out)))}: unfinished: it lacks {len(summary.missing)} of the "
+            f"run's {len(summary.planned or [])} planned checkpoint(s) ({escape(printable(shown))}); it says so until "
+            "they are merged in", soft_wrap=True, highlight=False,
+        )
     typer.echo(
         f"{out}: run {summary.run_id}, {summary.n_added} checkpoint(s) added"
         + (f", {len(summary.duplicates)} duplicate(s) skipped" if summary.duplicates else "")

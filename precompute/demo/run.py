@@ -12,10 +12,20 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from precompute.config import load_config
-from precompute.demo.train import DemoCheckpoint, train_demo_model
+from precompute.demo.train import (
+    DemoCheckpoint,
+    DemoFolderError,
+    check_folder,
+    refuse_foreign,
+    train_demo_model,
+    write_owned_file,
+)
 from precompute.inputs.concepts import BUILTIN_CONCEPT_SET
+
+CONFIG_NAME = "demo.toml"
 
 # Settings of the demo run: the paper's method (max pooling over the context's tokens, Tang et al.'s LAPE, steering
 # with Spanish experts from the start token), sized for 2 CPU cores: K = 50 experts of 2,048 units instead of 500,
@@ -78,12 +88,16 @@ def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | N
 
     console = console or Console(stderr=True)
     work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
+    check_folder(work)
+    # demo.toml is replaced only when the demo wrote it (and nobody edited it since): checked before training.
+    refuse_foreign(work, [CONFIG_NAME], "precompute demo")
+    if (work / "checkpoints").exists() and not (work / "checkpoints").is_dir():
+        raise DemoFolderError(f"{work / 'checkpoints'}: is a file; precompute demo keeps its checkpoints there")
     console.print("[bold]1/2 training the demo model[/] (skipped when its checkpoints exist)")
     checkpoints = train_demo_model(work / "checkpoints", progress=True, force=force)
-    config_path = work / "demo.toml"
-    config_path.write_text(demo_config_text(checkpoints, work, DEMO_MODEL_CARD), encoding="utf-8")
-    console.print(f"[bold]2/2 running the pipeline, steering included[/] ({config_path} -> {out})")
+    config_path = work / CONFIG_NAME
+    write_owned_file(work, CONFIG_NAME, demo_config_text(checkpoints, work, DEMO_MODEL_CARD))
+    console.print(f"[bold]2/2 running the pipeline, steering included[/] ({escape(str(config_path))} -> {escape(str(out))})")
     cfg = load_config(config_path)
     run(cfg, Path(out), force=force, console=console)
     return Path(out)

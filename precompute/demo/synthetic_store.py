@@ -120,7 +120,7 @@ def build_synthetic_store(
         "device": "cpu",
         "dtype": "float32",
         "started_at": started,
-        "finished_at": None,
+        "finished_at": started,  # a whole (synthetic) run: finished
     }
     lang_frame = pl.DataFrame(
         {

@@ -8,6 +8,8 @@ the rest of crossling loads like any other model (``AutoModelForCausalLM.from_pr
     ``training_config.json``  the settings (compared on re-runs: same settings -> training is skipped),
                               the corpus statistics and sha256, the results (initial/final losses), versions.
     ``training_log.json``     the loss of every optimiser step.
+    ``.crossling-demo``       what the demo wrote here (folders by name, files by sha256): the only things a later
+                              run with other settings removes or replaces; anything else refuses it.
     ``MODEL_CARD.md``         `DEMO_MODEL_CARD` plus the measured numbers of this run.
     ``step_000016/`` ...      one checkpoint per entry of ``checkpoint_steps``: ``config.json``,
                               ``model.safetensors``, the tokenizer files and ``crossling_checkpoint.json``
@@ -51,17 +53,18 @@ from precompute.demo.corpus import (
 )
 
 __all__ = [
-    "DemoSpec",
-    "DemoCheckpoint",
     "DEFAULT_SPEC",
-    "TINY_SPEC",
     "DEFAULT_STEPS",
     "DEMO_MODEL_CARD",
-    "default_checkpoint_steps",
+    "TINY_SPEC",
+    "DemoCheckpoint",
+    "DemoFolderError",
+    "DemoSpec",
     "count_parameters",
-    "train_demo_model",
-    "tiny_test_model",
+    "default_checkpoint_steps",
     "load_demo_checkpoints",
+    "tiny_test_model",
+    "train_demo_model",
 ]
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
@@ -358,6 +361,8 @@ def _save_checkpoint(out_dir: Path, model, tokenizer, ckpt: DemoCheckpoint) -> N
     from transformers.utils import logging as hf_logging
 
     tmp = out_dir / f".{ckpt.name}.tmp"
+    _claim_folder(out_dir, tmp.name)
+    _claim_folder(out_dir, ckpt.name)
     if tmp.exists():
         shutil.rmtree(tmp)
     bars = hf_logging.is_progress_bar_enabled()
@@ -383,15 +388,144 @@ def _save_checkpoint(out_dir: Path, model, tokenizer, ckpt: DemoCheckpoint) -> N
     os.replace(tmp, final)
 
 
-def _clear_run(out_dir: Path) -> None:
-    """Remove what an earlier demo run left in out_dir (only the files this module writes)."""
+class DemoFolderError(ValueError):
+    """A folder the demo training would have to delete or overwrite something in that it did not write."""
+
+
+#: The demo's record of what it wrote into a folder: ``{"files": {name: [sha256, ...]}, "folders": [name, ...]}``.
+#: Only what is listed here (a file still as it was written, a checkpoint folder) is ever deleted or replaced.
+MARKER_FILE = ".crossling-demo"
+_MARKER_NOTE = "written by crossling's demo training (precompute tiny-checkpoints / precompute demo): what it may replace"
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_marker(folder: Path) -> dict:
+    """What the demo recorded writing into ``folder`` (empty lists when it recorded nothing)."""
+    try:
+        data = json.loads((Path(folder) / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"files": {}, "folders": []}
+    files = data.get("files") if isinstance(data, dict) else None
+    folders = data.get("folders") if isinstance(data, dict) else None
+    def plain(name: object) -> bool:  # a name inside the folder, never a path that leads out of it
+        return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+    return {
+        "files": {k: [str(h) for h in v] for k, v in files.items() if plain(k) and isinstance(v, list)}
+        if isinstance(files, dict) else {},
+        "folders": [f for f in folders if plain(f)] if isinstance(folders, list) else [],
+    }
+
+
+def _write_marker(folder: Path, marker: dict) -> None:
+    tmp = folder / (MARKER_FILE + ".tmp")
+    tmp.write_text(json.dumps({"note": _MARKER_NOTE, **marker}, indent=2, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, folder / MARKER_FILE)
+
+
+def _claim_folder(folder: Path, name: str) -> None:
+    """Record, before making it, that the folder ``name`` inside ``folder`` is the demo's."""
+    marker = read_marker(folder)
+    if name not in marker["folders"]:
+        marker["folders"].append(name)
+        _write_marker(folder, marker)
+
+
+def write_owned_file(folder: Path, name: str, text: str) -> None:
+    """Write ``folder/name`` (atomically), recording in the marker that the demo wrote exactly this content."""
+    data = text.encode("utf-8")
+    marker = read_marker(folder)
+    hashes = marker["files"].setdefault(name, [])
+    digest = _sha256(data)
+    if digest not in hashes:
+        hashes.append(digest)
+        del hashes[:-4]  # the last few versions: one killed between the marker and the rename stays provable
+        _write_marker(folder, marker)
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)
+
+
+def not_owned(folder: Path, names: Sequence[str]) -> list[str]:
+    """The entries among ``names`` in ``folder`` that exist and that the demo cannot prove it wrote (a file
+    whose content is not one it recorded, a folder it did not record), as ``name`` or ``name/``."""
+    marker = read_marker(folder)
+    out = []
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            if name not in marker["folders"]:
+                out.append(name + "/")
+        elif path.exists() or path.is_symlink():
+            hashes = marker["files"].get(name, [])
+            try:
+                ok = not path.is_symlink() and path.is_file() and _sha256(path.read_bytes()) in hashes
+            except OSError:
+                ok = False
+            if not ok:
+                out.append(name)
+    return out
+
+
+def refuse_foreign(folder: Path, names: Sequence[str], what: str) -> None:
+    """Raise `DemoFolderError` (one line) when ``folder`` holds any of ``names`` that the demo did not write."""
+    foreign = not_owned(folder, names)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise DemoFolderError(
+            f"{folder}: holds {shown}, which {what} did not write (not recorded in {MARKER_FILE}, or changed "
+            "since) and would have to remove or replace; move them away or choose another folder"
+        )
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse (one line) a path that is not a folder the demo can write in."""
+    if folder.exists() and not folder.is_dir():
+        raise DemoFolderError(f"{folder}: is a file, not a folder; choose a folder for the checkpoints")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoFolderError(f"{folder}: cannot make the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DemoFolderError(f"{folder}: the folder is not writable")
+
+
+def _run_entries(out_dir: Path, ckpt_steps: Sequence[int]) -> list[str]:
+    """Everything a demo run in ``out_dir`` removes or replaces: the earlier run's files and checkpoint folders
+    (and their unfinished copies), and the folders this run writes."""
+    names = {CONFIG_FILE, LOG_FILE, CARD_FILE}
     for p in out_dir.glob("step_*"):
-        if p.is_dir() and p.name[5:].isdigit():
-            shutil.rmtree(p)
+        if p.name[5:].isdigit():
+            names.add(p.name)
     for p in out_dir.glob(".step_*.tmp"):
-        shutil.rmtree(p, ignore_errors=True)
-    for name in (CONFIG_FILE, LOG_FILE, CARD_FILE):
-        (out_dir / name).unlink(missing_ok=True)
+        names.add(p.name)
+    for step in ckpt_steps:
+        names.add(_ckpt_name(step))
+        names.add(f".{_ckpt_name(step)}.tmp")
+    return sorted(names)
+
+
+def _clear_run(out_dir: Path) -> None:
+    """Remove what an earlier demo run left in out_dir: only what its marker proves the demo wrote.
+
+    Callers check first (`refuse_foreign`); whatever the marker does not list is left where it is.
+    """
+    marker = read_marker(out_dir)
+    for name in marker["folders"]:
+        path = out_dir / name
+        ours = name.startswith("step_") or (name.startswith(".step_") and name.endswith(".tmp"))
+        if ours and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+    for name in list(marker["files"]):
+        if name in (CONFIG_FILE, LOG_FILE, CARD_FILE) and not not_owned(out_dir, [name]):
+            (out_dir / name).unlink(missing_ok=True)
+    _write_marker(out_dir, {"files": {}, "folders": []})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -466,7 +600,8 @@ def train_demo_model(
 
     If ``out_dir`` already holds a complete run with the same settings (``training_config.json``), nothing is
     trained and the saved checkpoints are returned (``force=True`` retrains). A run with other settings, or an
-    interrupted one, is replaced. ``checkpoint_steps`` defaults to `default_checkpoint_steps(steps)`; every
+    interrupted one, is replaced, but only what the demo recorded writing (``out_dir/.crossling-demo``: folders by
+    name, files by content hash): anything else of the names it uses raises `DemoFolderError`, untouched. ``checkpoint_steps`` defaults to `default_checkpoint_steps(steps)`; every
     entry must lie in ``0..steps`` (0 saves the random initialisation, with its evaluation loss as
     ``train_loss``; otherwise ``train_loss`` is the mean training loss since the previous checkpoint). ``num_threads`` sets torch's intra-op threads for the run (restored after;
     ``None`` leaves them alone).
@@ -484,11 +619,13 @@ def train_demo_model(
         raise ValueError(f"train_demo_model: n_embd {spec.n_embd} is not divisible by n_head {spec.n_head}")
     settings = _settings(spec, languages, steps, ckpt_steps, seed)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_folder(out_dir)
     if not force:
         existing = _existing_run(out_dir, settings)
         if existing is not None:
             return existing
+    # Only what this module recorded writing is removed or replaced: anything else refuses the run, untouched.
+    refuse_foreign(out_dir, _run_entries(out_dir, ckpt_steps), "training the demo model")
     _clear_run(out_dir)
 
     import torch
@@ -623,16 +760,15 @@ def train_demo_model(
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "model_card": card,
         }
-        (out_dir / LOG_FILE).write_text(json.dumps(log) + "\n")
-        (out_dir / CARD_FILE).write_text(
+        write_owned_file(out_dir, LOG_FILE, json.dumps(log) + "\n")
+        write_owned_file(
+            out_dir, CARD_FILE,
             card + "\nMeasured in this run: "
             f"{n_params:,} parameters; evaluation loss (held-out records) {results['initial_eval_loss']} at "
             f"initialisation -> {results['final_eval_loss']} at step {steps} (uniform over the vocabulary: "
             f"{results['uniform_loss']}); {tokens_seen:,} training tokens seen; trained in "
             f"{t_train:.0f} s on {torch.get_num_threads()} CPU thread(s).\n")
-        tmp = out_dir / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, out_dir / CONFIG_FILE)
+        write_owned_file(out_dir, CONFIG_FILE, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
         return ckpts
     finally:
         torch.set_num_threads(prev_threads)

@@ -35,3 +35,8 @@ class HalfWrittenStoreError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another precompute process is writing this store."""
+
+
+class ForeignPartError(StoreError):
+    """A checkpoint part that cannot prove it belongs to this store file (another store or run, another copy of
+    the file, a folder or file that is not a part): never read, never packed, never deleted."""

@@ -23,6 +23,7 @@ The inputs are opened read-only (DuckDB ``ATTACH ... (READ_ONLY)``); the output 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from precompute.store.errors import StoreError
 from precompute.store.identity import config_difference, run_difference
 from precompute.store.lock import writer_active
 from precompute.store.parts import newest_part
-from precompute.store.read import read_store_run
+from precompute.store.read import PLAN_KEY, SHARD_KEY, RunProgress, read_progress, read_store_run, unfinished_hint
 from precompute.store.schema import DDL
 from precompute.store.writer import StoreWriter
 
@@ -62,6 +63,7 @@ class _Input:
     run: dict
     checkpoints: dict[str, dict]  # checkpoint -> its checkpoints row
     layers: list[tuple]
+    progress: RunProgress | None = None  # finished or not, what it was meant to hold (see precompute.store.read)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class MergeSummary:
     added: dict[str, list[str]] = field(default_factory=dict)  # input path -> checkpoints taken from it
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint, input it was skipped in)
     warnings: list[str] = field(default_factory=list)
+    planned: list[str] | None = None  # every checkpoint of the run, as its shards recorded it (None: not recorded)
+    missing: list[str] = field(default_factory=list)  # planned checkpoints the merged store lacks
 
     @property
     def n_added(self) -> int:
@@ -105,7 +109,23 @@ def _read_input(path: Path, alias: str) -> _Input:
     if "run_ids" in stored.run:
         ids = ", ".join(sorted(stored.run["run_ids"]))
         raise MergeError(f"{path}: holds several runs ({ids}); merge stores of one run each")
-    return _Input(path=path, alias=alias, run=stored.run, checkpoints=stored.checkpoints, layers=stored.layers)
+    return _Input(path=path, alias=alias, run=stored.run, checkpoints=stored.checkpoints, layers=stored.layers,
+                  progress=read_progress(path))
+
+
+def _check_finished(item: _Input, allow_partial: bool, summary: MergeSummary) -> None:
+    """Refuse a shard whose run is unfinished (``runs.finished_at`` empty, or planned checkpoints missing), unless
+    ``allow_partial``: merged, it would make the merged store look complete."""
+    progress = item.progress
+    if progress is None or not progress.unfinished:
+        return
+    what = progress.summary()
+    if not allow_partial:
+        raise MergeError(
+            f"{item.path}: {what}; {unfinished_hint(item.path, progress)}; or pass --allow-partial to merge the "
+            "checkpoints it holds (the merged store then records the missing ones and stays unfinished)"
+        )
+    summary.warnings.append(f"{item.path}: {what}; merging the {len(item.checkpoints)} checkpoint(s) it holds")
 
 
 def _check_same_run(ref: _Input, other: _Input) -> None:
@@ -155,8 +175,14 @@ def _rows_differ(
     return con.execute(sql, {"run": run_id, "ck": checkpoint}).fetchone()[0] > 0
 
 
-def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = None) -> MergeSummary:
-    """Merge the stores ``inputs`` (shards of one run) into ``out`` (created, or extended if it holds the run)."""
+def merge_stores(
+    inputs: list[Path], out: Path, *, console: Console | None = None, allow_partial: bool = False
+) -> MergeSummary:
+    """Merge the stores ``inputs`` (shards of one run) into ``out`` (created, or extended if it holds the run).
+
+    An input whose run is unfinished is refused unless ``allow_partial``; the merged store records the run's
+    planned checkpoints (``meta.planned_checkpoints``, from the inputs) and is finished only when it holds them all.
+    """
     console = console or Console(stderr=True)
     out = Path(out)
     if not inputs:
@@ -179,6 +205,9 @@ def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = Non
     for item in items:
         if item is not ref:
             _check_same_run(ref, item)
+    summary = MergeSummary(out=out, run_id=ref.run["run_id"])
+    for item in items:
+        _check_finished(item, allow_partial, summary)
         if writer_active(item.path):
             console.print(
                 f"[yellow]warning:[/] {escape(str(item.path))} is still being written; merging the checkpoints it "
@@ -186,7 +215,6 @@ def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = Non
                 soft_wrap=True,
             )
     run_id = ref.run["run_id"]
-    summary = MergeSummary(out=out, run_id=run_id)
     packages = {i.run.get("packages_json") for i in items + ([base] if base else [])}
     if len(packages) > 1:
         summary.warnings.append(
@@ -251,8 +279,13 @@ def merge_stores(inputs: list[Path], out: Path, *, console: Console | None = Non
                     f"INSERT INTO {_q(out_db, table)} ({cols}) SELECT {cols} FROM {_q(a, table)} WHERE run_id = ?",
                     [run_id],
                 )
-        _merge_run_row(con, out_db, run_id, items + ([base] if base else []))
+        stores = items + ([base] if base else [])
+        summary.planned = _merged_plan(stores)
+        merged = set(holder)
+        summary.missing = [c for c in summary.planned or [] if c not in merged]
+        _merge_run_row(con, out_db, run_id, stores, complete=_complete(stores, summary))
         _merge_created_at(con, out_db, items)
+        _merge_plan(con, out_db, summary.planned)
 
         # 3. checkpoints, table by table, from the input that holds each.
         for item in items:
@@ -291,9 +324,39 @@ def _copy_global(con: duckdb.DuckDBPyConnection, out_db: str, alias: str) -> Non
         )
 
 
-def _merge_run_row(con: duckdb.DuckDBPyConnection, out_db: str, run_id: str, stores: list[_Input]) -> None:
+def _merged_plan(stores: list[_Input]) -> list[str] | None:
+    """Every checkpoint any store's run planned, in the order they list them (None: none recorded a plan)."""
+    plans = [s.progress.planned for s in stores if s.progress is not None and s.progress.planned is not None]
+    if not plans:
+        return None
+    out: list[str] = []
+    for plan in plans:
+        out += [c for c in plan if c not in out]
+    return out
+
+
+def _complete(stores: list[_Input], summary: MergeSummary) -> bool:
+    """The merged run is finished when it holds every planned checkpoint (or, with no plan recorded, when every
+    store's run finished)."""
+    if summary.planned is not None:
+        return not summary.missing
+    return all(s.run.get("finished_at") is not None for s in stores)
+
+
+def _merge_plan(con: duckdb.DuckDBPyConnection, out_db: str, planned: list[str] | None) -> None:
+    """The merged store's plan: the whole run (a merged store is no shard), as the run itself records it."""
+    con.execute(f"DELETE FROM {_q(out_db, 'meta')} WHERE key = ?", [SHARD_KEY])
+    if planned is not None:
+        con.execute(f"INSERT OR REPLACE INTO {_q(out_db, 'meta')} VALUES (?, ?)", [PLAN_KEY, json.dumps(planned)])
+
+
+def _merge_run_row(
+    con: duckdb.DuckDBPyConnection, out_db: str, run_id: str, stores: list[_Input], *, complete: bool = True
+) -> None:
     started = [s.run.get("started_at") for s in stores if s.run.get("started_at") is not None]
     finished = [s.run.get("finished_at") for s in stores if s.run.get("finished_at") is not None]
+    if not complete:
+        finished = []  # runs.finished_at stays empty: the merged store does not hold the whole run
     devices = sorted({s.run.get("device") for s in stores if s.run.get("device")})
     con.execute(
         f"UPDATE {_q(out_db, 'runs')} SET started_at = ?, finished_at = ?, device = ? WHERE run_id = ?",

@@ -9,7 +9,10 @@ install or load an extension, reach the network or read another local file. File
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import stat
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import duckdb
 
 from precompute.store import parts
 from precompute.store.errors import (
+    ForeignPartError,
     HalfWrittenStoreError,
     NotCrosslingStoreError,
     NotDuckDBError,
@@ -27,7 +31,15 @@ from precompute.store.errors import (
     UnsafeStoreError,
 )
 from precompute.store.lock import real_path
-from precompute.store.schema import CHECKPOINT_TABLES, DDL, SCHEMA_VERSION, schema_version
+from precompute.store.schema import (
+    ADDED_COLUMNS,
+    CHECKPOINT_TABLES,
+    DDL,
+    SCHEMA_VERSION,
+    STORAGE_NUMBER,
+    STORAGE_VERSION,
+    schema_version,
+)
 from precompute.text import first_line as _first_line
 
 # Set before a file is opened, for every connection: no extension is fetched or loaded, no file or URL is read
@@ -51,10 +63,13 @@ def connect(path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConne
     DuckDB shares one instance per file within a process and refuses a second connection "with a different
     configuration": where someone in this process (a notebook) holds the file open with other settings, the
     file is attached read-only to a private instance instead (:func:`connect_attached`; its default database
-    is the store, though cursors made from it start in the in-memory one).
+    is the store, though cursors made from it start in the in-memory one). A file opened for writing is written
+    in :data:`~precompute.store.schema.STORAGE_VERSION` (readable by older DuckDB versions).
     """
+    # An absolute path: a relative name such as ``md:x.duckdb`` or ``:memory:`` is a file here, never a URL.
+    config = dict(LOCKDOWN) if read_only else {**LOCKDOWN, "storage_compatibility_version": STORAGE_VERSION}
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=dict(LOCKDOWN))
+        return duckdb.connect(os.path.abspath(path), read_only=read_only, config=config)
     except duckdb.ConnectionException as exc:
         if not read_only or "different configuration" not in str(exc):
             raise
@@ -89,8 +104,8 @@ def connect_attached(
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         for alias, file in files.items():
-            mode = "" if alias in writable else " (READ_ONLY)"
-            con.execute(f"ATTACH '{_sql_str(file)}' AS {_ident(alias)}{mode}")
+            mode = f" (STORAGE_VERSION {repr_sql(STORAGE_VERSION)})" if alias in writable else " (READ_ONLY)"
+            con.execute(f"ATTACH {repr_sql(file)} AS {_ident(alias)}{mode}")
         con.execute(f"USE {_ident(use)}")
     except BaseException:
         con.close()
@@ -117,6 +132,40 @@ _MAGIC: list[tuple[int, bytes, str]] = [
 ]
 _DUCKDB_MAGIC_AT = 8
 _DUCKDB_MAGIC = b"DUCK"
+
+
+def storage_number(path: str | Path) -> int | None:
+    """The storage version number in a DuckDB file's header (64: what DuckDB 0.10 to 1.1 write, and crossling's
+    storage version); None for a file too short to have one."""
+    with open(path, "rb") as handle:
+        head = handle.read(_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC) + 8)
+    if len(head) < _DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC) + 8:
+        return None
+    return int.from_bytes(head[_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC):], "little")
+
+
+#: The first DuckDB release that reads each storage version number a file header can have.
+_FIRST_READER = {64: "1.1.0", 65: "1.2.0"}
+
+
+def opens_in_duckdb(path: str | Path, recorded: str | None) -> str:
+    """``">= 1.0.0"``: the DuckDB versions that open a store file, from its recorded storage version, or else
+    from the number in its header."""
+    from precompute.store.schema import OPENS_IN_DUCKDB
+
+    if recorded == STORAGE_VERSION:
+        return f">= {OPENS_IN_DUCKDB}"
+    if recorded:
+        return f">= {recorded.removeprefix('v')}"
+    number = storage_number(path)
+    if number in _FIRST_READER:
+        return f">= {_FIRST_READER[number]}"
+    return f"> 1.1 only (storage number {number}; rewritten as {STORAGE_VERSION} at its next write)"
+
+
+def in_storage_version(path: str | Path) -> bool:
+    """Whether a DuckDB file is in crossling's storage version (so a copy of it can be written as it is)."""
+    return storage_number(path) == STORAGE_NUMBER
 
 
 def sniff_format(path: Path) -> str | None:
@@ -151,12 +200,13 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
     """
     path = Path(path)
     _check_file(path)
+    parts.check_folder(real_path(path), path)
     if parts.listed_parts(real_path(path)):
         return open_snapshot(path)
     try:
         con = connect(path, read_only=True)
     except duckdb.Error as exc:
-        raise NotDuckDBError(f"{path}: not a readable DuckDB file ({_first_line(exc)})") from None
+        raise _unopenable(path, exc) from None
     try:
         check_store(con, path)
     except BaseException:
@@ -166,17 +216,63 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def _check_file(path: Path) -> None:
-    """Refuse what is not a DuckDB file before DuckDB sees it (missing, a folder, SQLite, CSV, ...)."""
-    if not path.exists():
-        raise StoreMissingError(f"{path}: no such store")
-    if path.is_dir():
+    """Refuse what is not a DuckDB file before DuckDB sees it (missing, a folder, a FIFO or device, SQLite, CSV...).
+
+    Nothing but a regular file is ever opened: reading a FIFO would wait for a writer forever.
+    """
+    _check_path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise StoreMissingError(f"{path}: no such store") from None
+    except OSError as exc:
+        raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
+    if stat.S_ISDIR(mode):
         raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
+    if not stat.S_ISREG(mode):
+        raise StoreMissingError(f"{path}: is {_file_kind(mode)}, not a DuckDB store file")
     try:
         looks_like = sniff_format(path)
     except OSError as exc:
         raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
     if looks_like is not None:
         raise NotDuckDBError(f"{path}: not a readable DuckDB file ({looks_like})")
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, for the error line."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_path(path: Path) -> None:
+    """Refuse a path DuckDB cannot open: it reads a backslash as a folder separator on every system."""
+    for name in (os.path.abspath(path), str(real_path(path))):
+        if "\\" in name:
+            raise StoreMissingError(
+                f"{path}: DuckDB cannot open a path with a backslash in it ({name}: it reads \\ as a folder "
+                "separator); rename the file or folder"
+            )
+
+
+def check_output(path: str | Path) -> None:
+    """Refuse an output path (a store to create or extend) that exists and is not a regular file, before
+    anything opens it."""
+    path = Path(path)
+    _check_path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreMissingError(f"{path}: cannot use it as a store ({exc.strerror or _first_line(exc)})") from None
+    if stat.S_ISDIR(mode):
+        raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
+    if not stat.S_ISREG(mode):
+        raise StoreMissingError(f"{path}: is {_file_kind(mode)}, not a DuckDB store file")
 
 
 #: The database a snapshot's queries run in: views over the store file and its live parts (or the file itself).
@@ -197,6 +293,7 @@ def open_snapshot(path: str | Path, *, alias: str = SNAPSHOT_ALIAS) -> duckdb.Du
     path = Path(path)
     _check_file(path)
     target = real_path(path)
+    parts.check_folder(target, path)
     for _ in range(20):
         listed = parts.listed_parts(target)
         con = _attach_snapshot(path, listed, alias)
@@ -211,7 +308,7 @@ def _attach_snapshot(path: Path, listed: dict[int, Path], alias: str) -> duckdb.
     try:
         con = connect_attached({base: path}, use=base, also_allowed=list(listed.values()))
     except duckdb.Error as exc:
-        raise NotDuckDBError(f"{path}: not a readable DuckDB file ({_first_line(exc)})") from None
+        raise _unopenable(path, exc) from None
     try:
         check_store(con, path)
         if not listed:
@@ -220,7 +317,7 @@ def _attach_snapshot(path: Path, listed: dict[int, Path], alias: str) -> duckdb.
         if attached is None:
             con.close()
             return None
-        live = live_parts(con, base, attached)
+        live = live_parts(con, base, attached, path)
         for name in set(attached.values()) - set(live.values()):
             con.execute(f"DETACH {_ident(name)}")  # packed already, or replaced by a newer part
         con.execute(f"ATTACH ':memory:' AS {_ident(alias)}")
@@ -249,8 +346,17 @@ def attach_parts(con: duckdb.DuckDBPyConnection, path: Path, listed: dict[int, P
     attached: dict[int, str] = {}
     for seq, part in listed.items():
         name = f"crossling_part_{seq}"
+        parts.check_part_file(part, path)  # a FIFO named like a part would block the ATTACH forever
         try:
-            con.execute(f"ATTACH '{_sql_str(os.path.abspath(part))}' AS {_ident(name)} (READ_ONLY)")
+            looks_like = sniff_format(part)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise HalfWrittenStoreError(f"{path}: checkpoint part {part.name} unreadable ({exc.strerror})") from None
+        if looks_like is not None:  # the words the store file gets: a SQLite database, an empty file, ...
+            raise NotDuckDBError(f"{path}: checkpoint part {part.name} is not a readable DuckDB file ({looks_like})")
+        try:
+            con.execute(f"ATTACH {repr_sql(os.path.abspath(part))} AS {_ident(name)} (READ_ONLY)")
         except duckdb.Error as exc:
             if not part.exists():
                 return None
@@ -264,20 +370,84 @@ def attach_parts(con: duckdb.DuckDBPyConnection, path: Path, listed: dict[int, P
     return attached
 
 
-def live_parts(con: duckdb.DuckDBPyConnection, base: str, attached: dict[int, str]) -> dict[int, str]:
-    """The attached parts (seq -> alias) a reader must see: for each checkpoint its newest part, unless the store
-    file ``base`` already holds that checkpoint as the part wrote it (same ``completed_at``: packed already)."""
-    newest: dict[tuple[str, str], tuple[int, Any]] = {}
-    for seq, name in attached.items():
-        for run_id, checkpoint, completed in con.execute(
-            f"SELECT run_id, checkpoint, completed_at FROM {_ident(name)}.main.checkpoints"
-        ).fetchall():
-            newest[(run_id, checkpoint)] = max(newest.get((run_id, checkpoint), (-1, None)), (seq, completed),
-                                               key=lambda item: item[0])
+def live_parts(
+    con: duckdb.DuckDBPyConnection, base: str, attached: dict[int, str], path: str | Path = "the store"
+) -> dict[int, str]:
+    """The attached parts (seq -> alias) a reader must see (the rule: :mod:`precompute.store.parts`): those that
+    prove they were written on top of the store file ``base`` as it is (its store id, generation and epoch, its
+    run and that run's config), each the newest part of its checkpoint. Dead parts (older than the file) are left
+    out; a foreign part raises :class:`ForeignPartError`, naming it. A file without a store id (written before
+    ids existed) keeps the old rule for parts without one: the newest part of each checkpoint, unless the file
+    holds that checkpoint with the same ``completed_at`` (packed already)."""
+    file_meta = _meta(con, base)
+    runs = {run_id: config for run_id, config in con.execute(
+        f"SELECT run_id, config_json FROM {_ident(base)}.main.runs").fetchall()}
     packed = set(con.execute(f"SELECT run_id, checkpoint, completed_at FROM {_ident(base)}.main.checkpoints")
                  .fetchall())
-    live = {seq for key, (seq, completed) in newest.items() if (*key, completed) not in packed}
+    newest: dict[tuple[str, str], tuple[int, Any]] = {}
+    for seq, name in attached.items():
+        rows = con.execute(f"SELECT run_id, checkpoint, completed_at FROM {_ident(name)}.main.checkpoints").fetchall()
+        verdict = _part_verdict(file_meta, runs, packed, _meta(con, name), rows)
+        if verdict == "dead":
+            continue
+        if verdict != "live":
+            raise ForeignPartError(
+                f"{path}: checkpoint part {seq:06d}.duckdb does not belong to this store file ({verdict}); it is "
+                "not read, packed or deleted: move it out of the parts folder"
+            )
+        for run_id, checkpoint, completed in rows:
+            if newest.get((run_id, checkpoint), (-1, None))[0] < seq:
+                newest[(run_id, checkpoint)] = (seq, completed)
+    legacy = parts.STORE_ID not in file_meta
+    live = {seq for key, (seq, completed) in newest.items() if not (legacy and (*key, completed) in packed)}
     return {seq: name for seq, name in attached.items() if seq in live}
+
+
+def config_sha256(config_json: str | None) -> str:
+    """The fingerprint of a run's config as a part records it: of ``runs.config_json`` as the file stores it."""
+    return hashlib.sha256((config_json or "").encode()).hexdigest()[:16]
+
+
+def _meta(con: duckdb.DuckDBPyConnection, database: str) -> dict[str, str]:
+    return dict(con.execute(f"SELECT key, value FROM {_ident(database)}.main.meta").fetchall())
+
+
+def _part_verdict(
+    file_meta: dict[str, str], runs: dict[str, str], packed: set[tuple], meta: dict[str, str], rows: list[tuple]
+) -> str:
+    """'live' (a candidate: still the newest-of-its-checkpoint test), 'dead', or why the part is foreign."""
+    run_ids = sorted({r[0] for r in rows})
+    strangers = [r for r in run_ids if r not in runs]
+    if strangers:
+        return f"its run {strangers[0]} is not a run of this store"
+    file_id, part_id = file_meta.get(parts.STORE_ID), meta.get(parts.STORE_ID)
+    if part_id is None:
+        if file_id is None:
+            return "live"  # both written before store ids: the old rule
+        if rows and all(tuple(r) in packed for r in rows):
+            return "dead"  # an old crossling's part, packed by the pack that gave the file its id
+        return "it records no store id: written for another store file, by an older crossling"
+    if file_id is None:
+        return f"it was written on a store file with id {part_id[:12]}, and this file has none (an older copy?)"
+    if part_id != file_id:
+        return f"it belongs to another store (store id {part_id[:12]}, this file's {file_id[:12]})"
+    try:
+        part_gen, file_gen = int(meta.get(parts.STORE_GENERATION, "")), int(file_meta.get(parts.STORE_GENERATION, ""))
+    except ValueError:
+        return "its store generation is not a number"
+    if part_gen < file_gen:
+        return "dead"  # the file was published after it: packed already, or superseded by a newer file
+    if part_gen > file_gen:
+        return (f"it was written on generation {part_gen} of this store and the file is generation {file_gen}: "
+                "the file was replaced by an older copy")
+    if meta.get(parts.STORE_EPOCH) != file_meta.get(parts.STORE_EPOCH):
+        return f"it was written on another copy of this store file (generation {part_gen}, another epoch)"
+    run_id = meta.get(parts.PART_RUN)
+    if run_ids and run_ids != [run_id]:
+        return f"its checkpoints are of run {', '.join(run_ids)}, its meta says run {run_id}"
+    if run_id is not None and meta.get(parts.PART_CONFIG) != config_sha256(runs.get(run_id)):
+        return f"it was computed with another config than run {run_id} of this store"
+    return "live"
 
 
 def _check_part(con: duckdb.DuckDBPyConnection, path: Path, part: Path) -> None:
@@ -290,6 +460,11 @@ def _check_part(con: duckdb.DuckDBPyConnection, path: Path, part: Path) -> None:
         raise UnsafeStoreError(f"{path}: checkpoint part {part.name} is not crossling's: it defines {code[0]}")
     if version != SCHEMA_VERSION:
         raise SchemaVersionError(f"{path}: checkpoint part {part.name} has schema version {version}")
+    problem = schema_problem(con, required=("meta", "checkpoints"))
+    if problem:
+        raise HalfWrittenStoreError(
+            f"{path}: checkpoint part {part.name} is not a whole crossling part: {problem}; move it away"
+        )
 
 
 def _create_union_views(con: duckdb.DuckDBPyConnection, base: str, live: dict[int, str]) -> None:
@@ -368,6 +543,78 @@ def check_store(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
             f"{f' (and {len(missing) - 3} more)' if len(missing) > 3 else ''}, which schema version "
             f"{SCHEMA_VERSION} has; it was edited or damaged, copy or compute it again"
         )
+    try:
+        problem = schema_problem(con)
+    except duckdb.Error as exc:
+        raise HalfWrittenStoreError(f"{path}: {corrupt_reason(exc)}") from None
+    if problem:
+        raise HalfWrittenStoreError(
+            f"{path}: not a whole crossling store: {problem}; it was edited or damaged, copy or compute it again"
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_columns() -> dict[str, dict[str, str]]:
+    """table -> column -> type, of the schema as this crossling creates it (in a private in-memory database)."""
+    from precompute.store.schema import create_schema
+
+    con = duckdb.connect(":memory:", config=dict(LOCKDOWN))
+    try:
+        create_schema(con)
+        return _columns_of(con)
+    finally:
+        con.close()
+
+
+def _columns_of(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for table, column, sql_type in con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' ORDER BY table_name, column_index"
+    ).fetchall():
+        found.setdefault(table, {})[column] = sql_type
+    return found
+
+
+def schema_problem(con: duckdb.DuckDBPyConnection, required: Collection[str] = ()) -> str | None:
+    """What the current database lacks or has wrong against the schema (None: nothing), in a few words:
+    a ``required`` table missing, a column missing (columns added to the schema later may be missing), a column
+    the schema does not have, or a column of another type. Tables of the schema it lacks are fine otherwise."""
+    want, have = _schema_columns(), _columns_of(con)
+    added = {(table, column) for table, column, _ in ADDED_COLUMNS}
+    for table in required:
+        if table not in have:
+            return f"no table {table}"
+    for table, columns in want.items():
+        if table not in have:
+            continue
+        for column, sql_type in columns.items():
+            got = have[table].get(column)
+            if got is None and (table, column) not in added:
+                return f"table {table} has no column {column} (schema version {SCHEMA_VERSION} has it)"
+            if got is not None and got != sql_type:
+                return f"column {table}.{column} is {got}, schema version {SCHEMA_VERSION} has {sql_type}"
+        extra = [c for c in have[table] if c not in columns]
+        if extra:
+            return f"table {table} has a column {extra[0]} that schema version {SCHEMA_VERSION} does not have"
+    return None
+
+
+#: DuckDB's file header and its two database headers, 4 KiB each: a file shorter than this is no database.
+_HEADERS_BYTES = 3 * 4096
+
+
+def _unopenable(path: Path, exc: BaseException) -> StoreError:
+    """Why DuckDB would not open ``path``: a file with whole DuckDB headers (the main header and the two database
+    headers, 4 KiB each) that still cannot be opened is cut short or damaged (DuckDB reads past the headers at
+    once for some storage versions); anything else is not a DuckDB file."""
+    try:
+        header_ok = path.stat().st_size >= _HEADERS_BYTES and sniff_format(path) is None
+    except OSError:
+        header_ok = False
+    if header_ok:
+        return HalfWrittenStoreError(f"{path}: {corrupt_reason(exc)}")
+    return NotDuckDBError(f"{path}: not a readable DuckDB file ({_first_line(exc)})")
 
 
 def _corrupt_error(exc: BaseException) -> type[StoreError]:

@@ -17,7 +17,15 @@ from typing import Any
 import duckdb
 
 from precompute.store.errors import HalfWrittenStoreError
-from precompute.store.open import corrupt_reason, open_readonly, snapshot_files, table_counts, verify_readable
+from precompute.store.open import (
+    _ident,
+    corrupt_reason,
+    open_readonly,
+    opens_in_duckdb,
+    snapshot_files,
+    table_counts,
+    verify_readable,
+)
 from precompute.store.schema import DDL, checkpoint_order
 
 
@@ -49,6 +57,12 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     """Every ``runs`` row of a store, as dicts (oldest first)."""
     with _reading(path) as con:
         return _dicts(con, "SELECT * FROM runs ORDER BY started_at NULLS LAST, run_id")
+
+
+def read_meta(path: str | Path) -> dict[str, str]:
+    """The store's ``meta`` table as a dict."""
+    with _reading(path) as con:
+        return dict(con.execute("SELECT key, value FROM meta").fetchall())
 
 
 def read_checkpoint_fingerprints(path: str | Path, run_id: str) -> dict[str, str | None]:
@@ -99,11 +113,11 @@ def table_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     sizes: dict[str, int] = {}
     try:
         for database in files or [current]:
-            con.execute(f'USE "{database}"')
+            con.execute(f"USE {_ident(database)}")
             for table, size in _file_table_sizes(con).items():
                 sizes[table] = sizes.get(table, 0) + size
     finally:
-        con.execute(f'USE "{current}"')
+        con.execute(f"USE {_ident(current)}")
     return {t: sizes[t] for t in DDL if t in sizes}
 
 
@@ -149,6 +163,137 @@ def _json_or_empty(value: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# --------------------------------------------------------------------------------------------------
+# Unfinished runs: what a run was meant to hold (recorded in ``meta`` when it starts) and what it holds.
+
+#: meta key: the run's checkpoints as a JSON list of names, every shard's (what the whole run is meant to hold).
+PLAN_KEY = "planned_checkpoints"
+#: meta key, only in a shard's store: ``{"shard": "I/N", "checkpoints": [...]}`` (what this store is meant to hold).
+SHARD_KEY = "planned_shard"
+
+
+def plan_meta(planned: list[str], shard: str | None = None, shard_checkpoints: list[str] | None = None) -> dict[str, str | None]:
+    """The meta rows that record a run's plan (None: the key is removed, e.g. no shard)."""
+    return {
+        PLAN_KEY: json.dumps(list(planned)),
+        SHARD_KEY: json.dumps({"shard": shard, "checkpoints": list(shard_checkpoints or [])}) if shard else None,
+    }
+
+
+def _names(value: Any) -> list[str] | None:
+    return [str(v) for v in value] if isinstance(value, list) else None
+
+
+@dataclass
+class RunProgress:
+    """How far a store's run got: finished or not (``runs.finished_at``), what it was meant to hold, what it holds."""
+
+    finished: bool
+    present: list[str]
+    planned: list[str] | None = None  # the whole run's checkpoints (None: not recorded, an older store)
+    shard: str | None = None
+    shard_planned: list[str] | None = None
+
+    @property
+    def own_plan(self) -> list[str] | None:
+        """What this store was meant to hold: its shard's checkpoints, or the whole run's."""
+        return self.shard_planned if self.shard else self.planned
+
+    @property
+    def missing(self) -> list[str]:
+        """Checkpoints this store was meant to hold and lacks."""
+        have = set(self.present)
+        return [c for c in self.own_plan or [] if c not in have]
+
+    @property
+    def run_missing(self) -> list[str]:
+        """Checkpoints of the whole run this store lacks (a finished shard lacks the other shards')."""
+        have = set(self.present)
+        return [c for c in self.planned or [] if c not in have]
+
+    @property
+    def unfinished(self) -> bool:
+        return not self.finished or bool(self.missing)
+
+    def summary(self) -> str | None:
+        """One sentence for info, report, merge and the explorer (None: a finished, complete run)."""
+        held = len(self.present)
+        missing = self.missing
+        own = self.own_plan
+        where = f" of shard {self.shard}" if self.shard else ""
+        if self.unfinished:
+            head = "unfinished run (runs.finished_at is empty)" if not self.finished else "incomplete run"
+            if own is None:
+                return (f"{head}: it holds {held} checkpoint(s); how many it was meant to hold was not recorded "
+                        "(a store written before crossling recorded it)")
+            if not missing:
+                return (f"{head}: it holds all {len(own)} planned checkpoint(s){where} but stopped before it was "
+                        "marked finished (run the same command again to mark it)")
+            return (f"{head}: it holds {len(own) - len(missing)} of the {len(own)} planned checkpoint(s){where}; "
+                    f"missing {len(missing)}: {_listed(missing)}")
+        if self.shard and self.run_missing:
+            return (f"shard {self.shard} of a run of {len(self.planned or [])} checkpoints: it holds its "
+                    f"{len(own or [])}; the other {len(self.run_missing)} ({_listed(self.run_missing)}) are in the "
+                    "other shards' stores (`precompute merge` them)")
+        return None
+
+
+def _listed(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def run_progress(meta: dict[str, Any], finished_at: Any, present: list[str]) -> RunProgress:
+    """`RunProgress` from a store's ``meta`` (key -> value), its run's ``finished_at`` and its checkpoints."""
+    try:
+        planned = _names(json.loads(meta[PLAN_KEY])) if meta.get(PLAN_KEY) else None
+    except (TypeError, ValueError):
+        planned = None
+    try:
+        shard = json.loads(meta[SHARD_KEY]) if meta.get(SHARD_KEY) else None
+    except (TypeError, ValueError):
+        shard = None
+    shard = shard if isinstance(shard, dict) and isinstance(shard.get("shard"), str) else None
+    return RunProgress(
+        finished=finished_at is not None, present=list(present), planned=planned,
+        shard=shard["shard"] if shard else None, shard_planned=_names(shard.get("checkpoints")) if shard else None,
+    )
+
+
+def unfinished_hint(path: str | Path, progress: RunProgress) -> str:
+    """What to do about an unfinished store: wait for its writer, or where its checkpoints went."""
+    from precompute.store.lock import writer_active
+    from precompute.store.parts import newest_part
+
+    path = Path(path)
+    if writer_active(path):
+        return "a precompute is writing it now; it publishes one checkpoint at a time"
+    if progress.missing and not newest_part(path):
+        return (f"no precompute is writing it and no {path.name}.parts/ folder is beside it: if it was copied from "
+                "where it ran, the checkpoints a stopped run published are in that folder there (copy it along, or "
+                "run `precompute pack` there first); otherwise run the same `precompute run` again to finish it")
+    return "no precompute is writing it: run the same `precompute run` again to finish it"
+
+
+def read_progress(path: str | Path) -> RunProgress | None:
+    """The `RunProgress` of a store's one run (None for a store with no run or several)."""
+    with _reading(path) as con:
+        runs = con.execute("SELECT run_id, finished_at FROM runs").fetchall()
+        if len(runs) != 1:
+            return None
+        present = [r[0] for r in con.execute(
+            f"SELECT checkpoint FROM checkpoints WHERE run_id = ? ORDER BY {checkpoint_order()}", [runs[0][0]]
+        ).fetchall()]
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    return run_progress(meta, runs[0][1], present)
+
+
+def _progress_line(path: str | Path, progress: RunProgress) -> str | None:
+    line = progress.summary()
+    if line and progress.unfinished:
+        line += f"; {unfinished_hint(path, progress)}"
+    return line
+
+
 def store_info(path: str | Path) -> dict[str, Any]:
     """A JSON-ready summary of a store (keys: model, checkpoints, languages, concepts, tables, ...)."""
     with _reading(path, verify=True) as con:
@@ -175,9 +320,12 @@ def store_info(path: str | Path) -> dict[str, Any]:
         tables = table_counts(con)
         sizes = table_sizes(con)
     model = runs[0][1] if runs else None
+    progress = run_progress(meta, runs[0][8], [c[0] for c in checkpoints]) if len(runs) == 1 else None
     return {
         "store": str(path),
         "schema_version": int(meta.get("schema_version", 0)),
+        "storage_version": meta.get("storage_version"),
+        "opens_in_duckdb": opens_in_duckdb(path, meta.get("storage_version")),
         "model": model,
         "runs": [
             {
@@ -201,6 +349,13 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "table_bytes": sizes,
         "file_bytes": Path(path).stat().st_size,
         "unpacked_parts": parts,  # checkpoints published as part files, not yet packed into the store file
+        # The run's progress: finished (runs.finished_at set), what it was meant to hold (recorded when it started;
+        # None in stores written before that), what it lacks, and one sentence saying so (None when complete).
+        "finished": None if progress is None else not progress.unfinished,
+        "planned_checkpoints": None if progress is None else progress.own_plan,
+        "missing_checkpoints": None if progress is None else progress.missing,
+        "shard": None if progress is None else progress.shard,
+        "progress": None if progress is None else _progress_line(path, progress),
         "stage_timings": [
             {"stage": t[0], "seconds": t[1], "tokens_per_s": t[2], "peak_mem_mb": t[3]}
             for t in timings

@@ -9,6 +9,15 @@ import duckdb
 
 SCHEMA_VERSION = 1
 
+# The DuckDB storage format every file crossling writes is in (store files and checkpoint parts): the oldest the
+# schema needs, so that a collaborator opens a store with the DuckDB they have (every version since 1.1, the
+# oldest pyproject allows), not only with the one that wrote it. Recorded in ``meta`` (key ``storage_version``)
+# at every write; the file's header says it too (storage number 64). Measured: DuckDB 1.1.3 reads a store and its
+# parts (tests/test_hostile_parts.py); DuckDB 1.0.0 cannot read the primary keys, written as 'v1.0.0' or older.
+STORAGE_VERSION = "v1.1.0"
+STORAGE_NUMBER = 64
+OPENS_IN_DUCKDB = "1.1.0"
+
 
 # Tables in dependency order. Every statement is idempotent (IF NOT EXISTS).
 DDL: dict[str, str] = {

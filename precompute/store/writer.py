@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,20 +33,23 @@ import polars as pl
 
 from precompute.faults import maybe_fail
 from precompute.store import lock, parts
-from precompute.store.errors import StoreError
+from precompute.store.errors import ForeignPartError, StoreError
 from precompute.store.identity import run_difference
 from precompute.store.layout import checkpoint_frames
 from precompute.store.open import (
     _first_line,
     attach_parts,
+    check_output,
+    config_sha256,
     connect,
     connect_attached,
+    in_storage_version,
     live_parts,
     open_readonly,
     verify_readable,
 )
 from precompute.store.read import read_checkpoint_fingerprints, read_runs
-from precompute.store.schema import CHECKPOINT_TABLES, DDL, create_schema
+from precompute.store.schema import CHECKPOINT_TABLES, DDL, STORAGE_VERSION, create_schema
 
 
 def utc_now() -> datetime:
@@ -83,12 +87,20 @@ class StoreWriter:
         self._lock_fd: int | None = None
 
     def __enter__(self) -> StoreWriter:
+        check_output(self.path)  # a FIFO, a device, a folder: refused before anything opens or locks it
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = lock.acquire(self.target, shown=self.path)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot lock the store for writing ({_os_reason(exc)})") from None
         try:
+            # A pack deletes the parts it folds in: never through a symlinked folder, never parts of no file.
+            parts.check_folder(self.target, self.path, writing=True)
+            if not self.target.exists() and parts.listed_parts(self.target):
+                raise ForeignPartError(
+                    f"{self.path}: there is no store file, but its parts folder {parts.parts_dir(self.target).name} "
+                    "holds checkpoint parts (of another store file, or of one deleted since); move them away"
+                )
             if self.target.exists():
                 # Validates that what we are about to extend is a whole store of our schema.
                 con = open_readonly(self.path)  # through a link too: its messages name the path given
@@ -148,7 +160,7 @@ class StoreWriter:
         )
         try:
             attached = attach_parts(con, self.path, listed)  # we hold the lock: no part vanishes
-            live = live_parts(con, "crossling_file", attached or {})
+            live = live_parts(con, "crossling_file", attached or {}, self.path)
         finally:
             con.close()
         return {seq: path for seq, path in listed.items() if seq in live}
@@ -175,7 +187,10 @@ class StoreWriter:
         listed, live = parts.listed_parts(self.target), self._live_parts()
         try:
             if self.target.exists():
-                shutil.copyfile(self.target, tmp)
+                if in_storage_version(self.target):
+                    shutil.copyfile(self.target, tmp)
+                else:  # written by an older crossling in a newer DuckDB's format: rewritten once, readable by all
+                    _copy_in_storage_version(self.target, tmp)
             maybe_fail("store.copied")
             part_aliases = {f"crossling_part_{seq}": path for seq, path in live.items()}
             if attach or part_aliases:
@@ -187,6 +202,7 @@ class StoreWriter:
             with _committed(con):
                 if live:
                     _absorb_parts(con, list(part_aliases))
+                _stamp_file(con)
                 yield con
             _publish(tmp, self.target)
             if listed:
@@ -205,9 +221,28 @@ class StoreWriter:
             tmp.unlink(missing_ok=True)
             tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
 
+    def _file_identity(self, run_id: str) -> dict[str, str]:
+        """What a part written now copies into its meta to prove it belongs to the store file as it is (the rule:
+        :mod:`precompute.store.parts`). A file written before store ids existed is given one first (one copy)."""
+        for _ in range(2):
+            con = connect_attached({"crossling_file": self.target}, use="crossling_file")
+            try:
+                meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                config = con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchall()
+            finally:
+                con.close()
+            if parts.STORE_ID in meta:
+                identity = {key: meta[key] for key in parts.IDENTITY_KEYS if key in meta}
+                return {**identity, parts.PART_RUN: run_id,
+                        parts.PART_CONFIG: config_sha256(config[0][0] if config else None)}
+            with self.transaction():
+                pass  # packs the file's old-style parts and gives it its store id
+        raise StoreError(f"{self.path}: the store file records no store id after it was rewritten")
+
     @contextlib.contextmanager
-    def _part_transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _part_transaction(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection on a new, empty part file of the schema; committed and published as the next part."""
+        identity = self._file_identity(run_id)
         seq = parts.newest_seq(self.target) + 1
         final = parts.part_path(self.target, seq)
         tmp = parts.private_part_path(self.target, seq)
@@ -218,6 +253,7 @@ class StoreWriter:
             con = connect(tmp, read_only=False)
             maybe_fail("store.copied")
             with _committed(con):
+                _stamp_part(con, identity)
                 yield con
             _publish(tmp, final)
         except (OSError, duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException) as exc:
@@ -281,7 +317,7 @@ class StoreWriter:
         rows for readers, and the pack deletes them); the very first write of a store creates the file.
         """
         in_part = self.target.exists()
-        with self._part_transaction() if in_part else self.transaction() as con:
+        with self._part_transaction(run_id) if in_part else self.transaction() as con:
             if not in_part:
                 con.execute(
                     "DELETE FROM checkpoints WHERE run_id = ? AND checkpoint = ?",
@@ -348,6 +384,40 @@ def _committed(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnec
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
+    finally:
+        con.close()
+
+
+def _stamp_file(con: duckdb.DuckDBPyConnection) -> None:
+    """Record in the store file being published its identity: its store id (drawn once), the next generation and
+    a new epoch (so that every part written on the previous file is now older than the file), and its storage
+    version."""
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    try:
+        generation = int(meta.get(parts.STORE_GENERATION) or 0) + 1
+    except ValueError:
+        generation = 1
+    rows = [
+        (parts.STORE_ID, meta.get(parts.STORE_ID) or uuid.uuid4().hex),
+        (parts.STORE_GENERATION, str(generation)),
+        (parts.STORE_EPOCH, uuid.uuid4().hex),
+        ("storage_version", STORAGE_VERSION),
+    ]
+    con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+
+
+def _stamp_part(con: duckdb.DuckDBPyConnection, identity: Mapping[str, str]) -> None:
+    """A part's meta: the identity of the store file it is written on, its run and its config's fingerprint."""
+    rows = [*identity.items(), ("storage_version", STORAGE_VERSION)]
+    con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+
+
+def _copy_in_storage_version(source: Path, copy: Path) -> None:
+    """A copy of the store file ``source`` written in crossling's storage version (every table, every row)."""
+    con = connect_attached({"crossling_src": source, "crossling_dst": copy}, use="crossling_dst",
+                           writable=["crossling_dst"])
+    try:
+        con.execute("COPY FROM DATABASE crossling_src TO crossling_dst")
     finally:
         con.close()
 
