@@ -246,8 +246,8 @@ def test_bad_keywords_named_by_file_line_column(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as exc:
         load_keywords(path, "en")
     problems = _problems(exc)
-    assert problems[0] == (f"{path}: line 5, column 2 ('pattern'): invalid regular expression at character 1 of "
-                           "the pattern: missing ), unterminated subpattern")
+    assert problems[0] == (f"{path}: line 5, column 2 ('pattern'): invalid regular expression '(joy' at character 1 "
+                           "of the pattern: missing ), unterminated subpattern")
     assert f"{path}: line 6, column 1 ('concept_id'): empty concept id" in problems
     assert f"{path}: line 7, column 2 ('pattern'): pattern 'x*' matches the empty string" in problems
     assert f"{path}: line 8, column 3 ('label'): concept 'house' has label 'Home' here but 'House' on line 4" in problems

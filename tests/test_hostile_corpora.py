@@ -307,8 +307,9 @@ def test_empty_width_matches_are_no_mention(tmp_path: Path) -> None:
     ("(?i)house", ("pattern '(?i)house' sets inline global flags (?i), which cannot be scoped to one pattern; "
                   "write (?i:...)")),
     ("(?x)h o u s e", "pattern '(?x)h o u s e' sets inline global flags (?x)"),
-    ("house(?i)", "invalid regular expression at character 6 of the pattern: global flags not at the start"),
-    ("(?P<a>x)(?P<a>y)", "invalid regular expression at character 13 of the pattern: redefinition of group name"),
+    ("house(?i)", "invalid regular expression 'house(?i)' at character 6 of the pattern: global flags not at the start"),
+    ("(?P<a>x)(?P<a>y)", ("invalid regular expression '(?P<a>x)(?P<a>y)' at character 13 of the pattern: "
+                          "redefinition of group name")),
     ("stra[ßs]e", "pattern 'stra[ßs]e': the character class holds 'ß', which case-folds to 'ss'"),
     ("(?<=ß|a)b", "pattern '(?<=ß|a)b' cannot be matched case-folded"),
 ])

@@ -607,7 +607,7 @@ def _compile_pattern(pattern: str, spaced: bool, turkic_rules: bool) -> tuple[re
         alone = re.compile(pattern)
     except re.error as exc:
         where = f" at character {exc.pos + 1} of the pattern" if exc.pos is not None else ""
-        return None, f"invalid regular expression{where}: {exc.msg}"
+        return None, f"invalid regular expression {pattern!r}{where}: {exc.msg}"
     if alone.fullmatch(""):
         return None, f"pattern {pattern!r} matches the empty string"
     flags = re.match(r"\(\?[aiLmsux]+\)", pattern)
