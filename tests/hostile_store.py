@@ -29,7 +29,8 @@ MODULE_PATH = f"model.layers.<img src=http://{HOST}/module.png>.mlp"
 HOSTILE_STRINGS = (LAST_CHECKPOINT, FIRST_CHECKPOINT, CONCEPT_LABEL, LANGUAGE_NAME, MODEL_ID, MODULE_PATH)
 
 
-def _rename(con: duckdb.DuckDBPyConnection, column: str, old: str, new: str) -> None:
+def rename_everywhere(con: duckdb.DuckDBPyConnection, column: str, old: str, new: str) -> None:
+    """Replace the value ``old`` of ``column`` by ``new`` in every table that has the column."""
     tables = [t for (t,) in con.execute(
         "SELECT table_name FROM information_schema.columns WHERE column_name = ? AND table_schema = 'main'",
         [column]).fetchall()]
@@ -42,8 +43,8 @@ def make_hostile_store(source: Path, target: Path) -> Path:
     shutil.copyfile(source, target)
     with duckdb.connect(str(target)) as con:
         names = [r[0] for r in con.execute("SELECT checkpoint FROM checkpoints ORDER BY step").fetchall()]
-        _rename(con, "checkpoint", names[-1], LAST_CHECKPOINT)
-        _rename(con, "checkpoint", names[0], FIRST_CHECKPOINT)
+        rename_everywhere(con, "checkpoint", names[-1], LAST_CHECKPOINT)
+        rename_everywhere(con, "checkpoint", names[0], FIRST_CHECKPOINT)
         con.execute("UPDATE concepts SET label = ?", [CONCEPT_LABEL])
         con.execute("UPDATE languages SET name = ?", [LANGUAGE_NAME])
         con.execute("UPDATE runs SET model_id = ?, model_card = ?", [MODEL_ID, MODEL_CARD])

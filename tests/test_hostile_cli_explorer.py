@@ -43,6 +43,7 @@ from precompute.checkpoints.resolve import (
 from precompute.cli import app
 from precompute.config import MAX_RANGE_VALUES, ConfigError, config_from_dict, parse_int_ranges
 from precompute.steering.stage import steer_checkpoint
+from tests.hostile_store import rename_everywhere
 from tests.reliability_support import assert_refused, checkpoints, config_text, copy_of_reference, runner, workdir
 
 TINY_POSITIONS = 48  # the tiny demo model's n_positions (precompute.demo.train.TINY_SPEC.n_ctx)
@@ -220,19 +221,11 @@ MARKUP_CONCEPT = "[/b]monday[bold][link=http://203.0.113.9]x"
 MARKUP_CHECKPOINT = "step[/]12[red]"
 
 
-def _rename(con: duckdb.DuckDBPyConnection, column: str, old: str, new: str) -> None:
-    tables = [t for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.columns WHERE column_name = ? AND table_schema = 'main'",
-        [column]).fetchall()]
-    for table in tables:
-        con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [new, old])
-
-
 def test_markup_in_store_strings_is_printed_as_text(store):
     """A concept id and a checkpoint name holding rich markup: the notes and the progress show them as typed."""
     with duckdb.connect(str(store)) as con:
-        _rename(con, "concept_id", "monday", MARKUP_CONCEPT)
-        _rename(con, "checkpoint", checkpoints()[-1].name, MARKUP_CHECKPOINT)
+        rename_everywhere(con, "concept_id", "monday", MARKUP_CONCEPT)
+        rename_everywhere(con, "checkpoint", checkpoints()[-1].name, MARKUP_CHECKPOINT)
     # n_neurons 6 is above the 5 experts stored ([experts] top_k = 5): a note names the concept and checkpoint.
     result = runner.invoke(app, ["steer", str(store), *here(), "--concepts", MARKUP_CONCEPT, "--source-langs", "de",
                                  "--checkpoints", MARKUP_CHECKPOINT, "--n-neurons", "6", "--seeds", "0",

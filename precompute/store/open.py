@@ -227,16 +227,21 @@ def _check_file(path: Path) -> None:
         raise StoreMissingError(f"{path}: no such store") from None
     except OSError as exc:
         raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
-    if stat.S_ISDIR(mode):
-        raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
-    if not stat.S_ISREG(mode):
-        raise StoreMissingError(f"{path}: is {_file_kind(mode)}, not a DuckDB store file")
+    _refuse_non_file(path, mode)
     try:
         looks_like = sniff_format(path)
     except OSError as exc:
         raise StoreMissingError(f"{path}: cannot read the store ({exc.strerror or _first_line(exc)})") from None
     if looks_like is not None:
         raise NotDuckDBError(f"{path}: not a readable DuckDB file ({looks_like})")
+
+
+def _refuse_non_file(path: Path, mode: int) -> None:
+    """A store is a regular file: a folder, FIFO, socket or device is refused before anything opens it."""
+    if stat.S_ISDIR(mode):
+        raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
+    if not stat.S_ISREG(mode):
+        raise StoreMissingError(f"{path}: is {_file_kind(mode)}, not a DuckDB store file")
 
 
 def _file_kind(mode: int) -> str:
@@ -269,10 +274,7 @@ def check_output(path: str | Path) -> None:
         return
     except OSError as exc:
         raise StoreMissingError(f"{path}: cannot use it as a store ({exc.strerror or _first_line(exc)})") from None
-    if stat.S_ISDIR(mode):
-        raise StoreMissingError(f"{path}: is a directory, not a DuckDB store")
-    if not stat.S_ISREG(mode):
-        raise StoreMissingError(f"{path}: is {_file_kind(mode)}, not a DuckDB store file")
+    _refuse_non_file(path, mode)
 
 
 #: The database a snapshot's queries run in: views over the store file and its live parts (or the file itself).
