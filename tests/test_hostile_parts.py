@@ -43,7 +43,7 @@ from precompute.store.errors import ForeignPartError
 from precompute.store.merge import merge_stores
 from precompute.store.open import storage_number
 from precompute.store.schema import OPENS_IN_DUCKDB, STORAGE_NUMBER, STORAGE_VERSION
-from tests.reliability_support import assert_refused, leftovers, runner
+from tests.reliability_support import assert_refused, config_text, leftovers, runner
 from tests.test_store_parts import _checkpoints, _listing, _neuron_ap, _rows
 from tests.test_store_safety import _ensure
 
@@ -571,3 +571,11 @@ def test_a_relative_store_name_that_looks_like_a_url_is_a_file(tmp_path, monkeyp
     _store(Path("md:store.duckdb"))
     assert (tmp_path / "md:store.duckdb").is_file()
     assert _checkpoints(Path("md:store.duckdb")) == ["c1"]
+
+
+def test_run_with_a_fifo_as_out_is_refused_at_once(fifo, tmp_path):
+    """`precompute run --out FIFO` on the real tiny model: refused in one line before any compute, never hangs."""
+    config = tmp_path / "run.toml"
+    config.write_text(config_text(), encoding="utf-8")
+    _with_watchdog(lambda: assert_refused(["run", config, "--out", fifo], names=fifo, says="is a FIFO (named pipe)"))
+    assert leftovers(fifo) == []
