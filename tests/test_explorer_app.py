@@ -39,9 +39,11 @@ def bare_store(tmp_path_factory) -> Path:
     return build_synthetic_store(tmp_path_factory.mktemp("bare") / "bare.duckdb", optional_tables=False)
 
 
-def run_app(monkeypatch, store: Path | str, page: str | None = None, **params: str) -> AppTest:
+def run_app(
+    monkeypatch, store: Path | str, page: str | None = None, *, timeout: float = 60, **params: str
+) -> AppTest:
     monkeypatch.setenv("CROSSLING_STORE", str(store))
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
     for key, value in params.items():
         at.query_params[key] = str(value)
     if page:

@@ -45,6 +45,7 @@ from precompute.config import MAX_RANGE_VALUES, ConfigError, config_from_dict, p
 from precompute.steering.stage import steer_checkpoint
 from tests.hostile_store import rename_everywhere
 from tests.reliability_support import assert_refused, checkpoints, config_text, copy_of_reference, runner, workdir
+from tests.test_explorer_app import run_app
 
 TINY_POSITIONS = 48  # the tiny demo model's n_positions (precompute.demo.train.TINY_SPEC.n_ctx)
 
@@ -293,7 +294,6 @@ def test_checkpoints_command_on_a_missing_local_folder(tmp_path, no_network):
 
 # --- 11: the explorer's charts draw only finite values ---------------------------------------------------------
 
-APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
 NAN_PAGES = ["overview", "probes", "concepts", "neuron", "compression", "language", "compare", "language_neurons",
              "steering"]
 
@@ -313,16 +313,6 @@ def nonfinite_store(synthetic_store, tmp_path_factory) -> Path:
             for rest, value in ((0, "nan"), (1, "inf"), (2, "-inf")):
                 con.execute(f"UPDATE {table} SET {column} = '{value}'::DOUBLE WHERE rowid % 7 = {rest}")
     return target
-
-
-def run_app(monkeypatch, store: Path, page: str | None = None, **params: str) -> AppTest:
-    monkeypatch.setenv("CROSSLING_STORE", str(store))
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    for key, value in params.items():
-        at.query_params[key] = str(value)
-    if page:
-        at.switch_page(f"views/{page}.py")
-    return at.run()
 
 
 def _arrow_floats(blob: bytes) -> list[float]:
@@ -350,14 +340,14 @@ def assert_finite_charts(at: AppTest) -> int:
 
 @pytest.mark.parametrize("page", NAN_PAGES)
 def test_pages_with_nonfinite_numbers_draw_finite_charts(page, monkeypatch, nonfinite_store):
-    at = run_app(monkeypatch, nonfinite_store, page)
+    at = run_app(monkeypatch, nonfinite_store, page, timeout=90)
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert assert_finite_charts(at) >= (1 if page in ("overview", "probes", "concepts", "neuron") else 0)
 
 
 def test_what_a_chart_leaves_out_is_said(monkeypatch, nonfinite_store):
-    at = run_app(monkeypatch, nonfinite_store, "probes")
+    at = run_app(monkeypatch, nonfinite_store, "probes", timeout=90)
     captions = [c.value for c in at.caption]
     said = [c for c in captions if c.startswith("Not drawn")]
     assert said, captions
@@ -453,7 +443,7 @@ def test_neuron_page_with_markdown_in_contexts(monkeypatch, synthetic_store, tmp
         con.execute("UPDATE sentences SET text = '**' || text || '** [l](http://203.0.113.9/x) <b>b</b>'")
         con.execute("UPDATE unit_top_contexts SET peak_start = 0, peak_end = 4")
     checkpoint, layer, unit = row
-    at = run_app(monkeypatch, target, "neuron", layer=str(layer), unit=str(unit), dckpt=checkpoint)
+    at = run_app(monkeypatch, target, "neuron", timeout=90, layer=str(layer), unit=str(unit), dckpt=checkpoint)
     assert not at.exception, [e.value for e in at.exception]
     contexts = [m.value for m in at.markdown if "`" in m.value and "\\." in m.value[:6]]
     assert contexts, [m.value for m in at.markdown][:20]
