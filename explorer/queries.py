@@ -912,8 +912,8 @@ def pair_emergence(
 ) -> pl.DataFrame:
     """Per (concept, language pair): the first checkpoint from which its top-K overlap (``measure``: Jaccard or
     |A ∩ B| / k) stays above the random-set threshold after the run's correction over the checkpoint's pairs
-    (``overlap_chance.jaccard_threshold_corrected`` / ``over_k_threshold_corrected``) at every later checkpoint; ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id``
-    None)."""
+    (``overlap_chance.jaccard_threshold_corrected`` / ``over_k_threshold_corrected``) at every later checkpoint;
+    ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id`` None)."""
     if measure not in OVERLAP_MEASURES:
         raise ValueError(f"measure must be one of {OVERLAP_MEASURES}, got {measure!r}")
     return frame(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from precompute.store.report import permutation_test_text
+
 
 def significance_text(rows: pl.DataFrame) -> str:
     """One sentence naming the test behind the ``significant`` column of ``rows`` (`explorer.queries`'
@@ -16,11 +18,5 @@ def significance_text(rows: pl.DataFrame) -> str:
     if alpha is None or first.get("correction") is None:  # a store from before p-values
         return (f"Significant: AP above the 99th percentile of the best unit's AP over {n_shuffles} label "
                 "shuffles, uncorrected (this store predates the corrected test; recompute it).")
-    if first["correction"] == "bh":
-        how = (f"Benjamini-Hochberg at FDR {alpha:g} over the {first.get('n_cells') or 'all'} (concept, language) "
-               "cells of the checkpoint")
-    else:
-        how = f"no correction over cells (each at level {alpha:g} on its own)"
-    return (f"Significant: AP above the corrected permutation threshold, the best of all units' AP under "
-            f"{n_shuffles} label shuffles (a max-over-units test; Monte-Carlo resolution "
-            f"{first['p_resolution']:.2g}, no p-value below 1/({n_shuffles} + 1)); {how}.")
+    test = permutation_test_text(n_shuffles, first["p_resolution"], alpha, first["correction"], first.get("n_cells"))
+    return f"Significant: AP above the corrected permutation threshold, by a {test}."

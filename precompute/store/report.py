@@ -85,11 +85,26 @@ def _overlap_measure(con, overlap_columns: set[str]) -> str:
 _MEASURE_TEXT = {"jaccard": "Jaccard", "over_k": "|A∩B|/k"}
 
 
+def _columns(con, table: str) -> set[str]:
+    """The columns ``table`` has in this store (older stores lack those added since)."""
+    return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
+def permutation_test_text(
+    n_shuffles: int, resolution: float, alpha: float, correction: str | None, n_cells: int | None = None
+) -> str:
+    """How the experts' significance was decided, in words: the report and the explorer's pages say the same."""
+    cells = f"{n_cells} " if n_cells else ""
+    how = (f"Benjamini-Hochberg at FDR {alpha:g} over the {cells}(concept, language) cells of each checkpoint"
+           if correction == "bh" else f"no correction over cells (each at level {alpha:g} alone)")
+    return (f"permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
+            f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}")
+
+
 def _significance_lines(con, cks: list[tuple]) -> list[str]:
     """How the experts' significance was decided (issue 19): the test, its shuffles and Monte-Carlo resolution,
     the correction over cells, and how many (concept, language) cells pass at the first and last checkpoint."""
-    columns = {r[0] for r in con.execute("DESCRIBE chance_ap").fetchall()}
-    if "p_value" not in columns:
+    if "p_value" not in _columns(con, "chance_ap"):
         return [("Expert significance: this store predates p-values (threshold = a quantile of the shuffles' best "
                  "AP, without correction); recompute it for a test that holds its level")]
     rows = con.execute(
@@ -101,13 +116,10 @@ def _significance_lines(con, cks: list[tuple]) -> list[str]:
     if first is None or not first[0]:
         return ["Expert significance: no permutation test was run ([experts] permutations = 0)"]
     n_shuffles, resolution, alpha, correction = first[:4]
-    how = (f"Benjamini-Hochberg at FDR {alpha:g} over the (concept, language) cells of each checkpoint"
-           if correction == "bh" else f"no correction over cells (each at level {alpha:g} alone)")
     lines = [
         ("Expert significance (a cell = one concept in one language; its best unit's AP against the best of all "
          "units under shuffled labels):"),
-        (f"  permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
-         f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}"),
+        f"  {permutation_test_text(n_shuffles, resolution, alpha, correction)}",
     ]
     for label, (ck, _) in (("first", cks[0]), ("last", cks[-1])):
         if ck in by_ck:
@@ -119,16 +131,14 @@ def _significance_lines(con, cks: list[tuple]) -> list[str]:
 
 def _corrected(con, measure: str) -> str:
     """The SQL of the overlap threshold a pair must exceed: after the run's correction where the store has it."""
-    columns = {r[0] for r in con.execute("DESCRIBE overlap_chance").fetchall()}
-    if f"{measure}_threshold_corrected" in columns:
+    if f"{measure}_threshold_corrected" in _columns(con, "overlap_chance"):
         return f"coalesce(ch.{measure}_threshold_corrected, ch.{measure}_threshold)"
     return f"ch.{measure}_threshold"
 
 
 def _pair_correction_text(con) -> str:
     """How the pairs' threshold was corrected, as the report says it."""
-    columns = {r[0] for r in con.execute("DESCRIBE overlap_chance").fetchall()}
-    if "correction" in columns:
+    if "correction" in _columns(con, "overlap_chance"):
         row = con.execute("SELECT any_value(correction), any_value(null_quantile), max(n_cells) FROM overlap_chance "
                           "WHERE correction IS NOT NULL").fetchone()
         if row and row[0] == "bh":
@@ -188,7 +198,7 @@ def headline_report(path: str | Path) -> str:
             "LID probe accuracy per layer (layer 0 = embeddings):",
         ]
         present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-        probe_columns = {r[0] for r in con.execute("DESCRIBE probe_results").fetchall()}
+        probe_columns = _columns(con, "probe_results")
         chance_probes = {"majority_baseline", "control_accuracy", "accuracy_lo", "accuracy_hi"} <= probe_columns
         reps = [r[0] for r in con.execute(
             "SELECT DISTINCT representation FROM probe_results ORDER BY representation DESC").fetchall()]
@@ -211,7 +221,7 @@ def headline_report(path: str | Path) -> str:
                     lines.append(f"  {'control':>11}: none (no token type in this representation, so no control task; "
                                  f"majority class {_nan(rows[0][4]):.3f})")
         intervals = _headline_intervals(con) if "headline_ci" in present else {}
-        measure = _overlap_measure(con, {r[0] for r in con.execute("DESCRIBE expert_overlap").fetchall()})
+        measure = _overlap_measure(con, _columns(con, "expert_overlap"))
         lines += ["", ("Cross-lingual expert overlap (mean over concepts and language pairs; 95% bootstrap "
                        "interval over concepts; chance = random top-K sets):")]
         for label, ck in (("first", first), ("last", last)):
