@@ -9,11 +9,12 @@
         store.overlap_over_training()               # mean cross-lingual overlap per checkpoint
         store.probe_grid()                          # LID accuracy per (checkpoint, layer)
 
-The store is opened read-only as the explorer and ``precompute info`` open it (:class:`explorer.queries.StoreConnection`,
-a snapshot through :func:`precompute.store.open_snapshot`: the store file plus its live checkpoint parts, in a
-private DuckDB instance, so a run in progress, a killed run's parts or another connection to the same file in
-this process change nothing; a file that is not a crossling store of this schema is refused with a
-:class:`~precompute.store.StoreError` subclass, and SQL kept in the file never runs), and every method calls a function of :mod:`explorer.queries`, the SQL the
+The store is opened read-only as the explorer and ``precompute info`` open it
+(:class:`explorer.queries.StoreConnection`, a snapshot through :func:`precompute.store.open_snapshot`: the store
+file plus its live checkpoint parts, in a private DuckDB instance, so a run in progress, a killed run's parts or
+another connection to the same file in this process change nothing; a file that is not a crossling store of this
+schema is refused with a :class:`~precompute.store.StoreError` subclass, and SQL kept in the file never runs), and
+every method calls a function of :mod:`explorer.queries`, the SQL the
 pages run, so a notebook and the explorer always agree. This module imports no Streamlit, no torch.
 
 A name the store does not hold (a checkpoint, concept, language, layer, unit, representation or metric) and an
@@ -32,7 +33,7 @@ from typing import Any, Self
 import polars as pl
 
 from explorer import queries as Q
-from precompute.store import StoreError
+from precompute.store import StoreError, listed
 from precompute.store.read import RunProgress, run_progress
 
 #: The largest ``k`` or ``limit`` (DuckDB's BIGINT): beyond it an argument is refused, not passed to SQL.
@@ -66,8 +67,7 @@ def _count(argument: str, value: Any, *, low: int = 1) -> int:
 
 
 def _shown(names: list[Any], most: int = 12) -> str:
-    shown = ", ".join(map(str, names[:most])) + (f" and {len(names) - most} more" if len(names) > most else "")
-    return shown or "none"
+    return listed(names, most) or "none"
 
 
 class Store:

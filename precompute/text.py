@@ -1,6 +1,7 @@
-"""Text that crosses a boundary: the first line of an error, and store strings made safe for a terminal.
+"""Text that crosses a boundary: the first line of an error, store strings made safe for a terminal, and a
+long list of names cut short for one line.
 
-Every module that turns an exception into one line, and every printer of a store's strings, uses these two,
+Every module that turns an exception into one line, and every printer of a store's strings, uses these,
 so that a reworded message or a hostile string is handled the same way everywhere.
 """
 
@@ -22,3 +23,9 @@ def printable(text: str) -> str:
     return "".join(
         ch if ch == "\n" or not (ord(ch) < 32 or 127 <= ord(ch) < 160) else f"\\x{ord(ch):02x}" for ch in text
     )
+
+
+def listed(names, most: int = 8) -> str:
+    """``names`` joined by commas for one line, the first ``most`` of them and "and K more" (empty: "")."""
+    names = [str(n) for n in names]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

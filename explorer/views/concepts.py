@@ -115,7 +115,8 @@ with right:
         )
         # Chance (issue 14.5): random top-K sets' exact expected Jaccard or |A∩B|/k; Spearman's is 0.
         reference = (chance_ov.select("checkpoint", pl.col(f"{measure}_mean").alias(measure))
-                     if measure in ("jaccard", "over_k") else chance_ov.select("checkpoint", pl.lit(0.0).alias(measure)))
+                     if measure in ("jaccard", "over_k")
+                     else chance_ov.select("checkpoint", pl.lit(0.0).alias(measure)))
         chart(charts.with_chance(lines, reference=charts.chance_lines(
                   reference, order, measure, label="chance (random top-K sets)")) if reference.height else lines,
               hist, f"overlap_history_{concept}")

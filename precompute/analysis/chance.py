@@ -364,7 +364,8 @@ def chance_ap_table(
     uncorrected = [ap_threshold(nulls[k], level_count) for k in keys]
     return frame.with_columns(
         p_value=pl.Series(p_values), p_adjusted=pl.Series(adjusted),
-        threshold=pl.Series(thresholds, dtype=pl.Float64), threshold_uncorrected=pl.Series(uncorrected, dtype=pl.Float64),
+        threshold=pl.Series(thresholds, dtype=pl.Float64),
+        threshold_uncorrected=pl.Series(uncorrected, dtype=pl.Float64),
     ).with_columns(significant=pl.col("best_ap") > pl.col("threshold")).select(CHANCE_AP_COLUMNS)
 
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from precompute.cli.errors import err_console
-from precompute.text import printable
+from precompute.text import listed, printable
 
 console = Console()
 
@@ -150,7 +150,7 @@ def merge(
         err_console.print(escape(f"  {path}: {name} already merged with identical rows; kept once"),
                           soft_wrap=True, highlight=False)
     if summary.missing:
-        shown = ", ".join(summary.missing[:8]) + (f" and {len(summary.missing) - 8} more" if len(summary.missing) > 8 else "")
+        shown = listed(summary.missing)
         err_console.print(
             f"[yellow]warning:[/] {escape(printable(str(out)))}: unfinished: it lacks {len(summary.missing)} of the "
             f"run's {len(summary.planned or [])} planned checkpoint(s) ({escape(printable(shown))}); it says so until "

@@ -51,6 +51,7 @@ from precompute.demo.corpus import (
     corpus_sha256,
     corpus_stats,
 )
+from precompute.text import listed
 
 __all__ = [
     "DEFAULT_SPEC",
@@ -395,7 +396,8 @@ class DemoFolderError(ValueError):
 #: The demo's record of what it wrote into a folder: ``{"files": {name: [sha256, ...]}, "folders": [name, ...]}``.
 #: Only what is listed here (a file still as it was written, a checkpoint folder) is ever deleted or replaced.
 MARKER_FILE = ".crossling-demo"
-_MARKER_NOTE = "written by crossling's demo training (precompute tiny-checkpoints / precompute demo): what it may replace"
+_MARKER_NOTE = ("written by crossling's demo training (precompute tiny-checkpoints / precompute demo): "
+                "what it may replace")
 
 
 def _sha256(data: bytes) -> str:
@@ -477,7 +479,7 @@ def refuse_foreign(folder: Path, names: Sequence[str], what: str) -> None:
     """Raise `DemoFolderError` (one line) when ``folder`` holds any of ``names`` that the demo did not write."""
     foreign = not_owned(folder, names)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        shown = listed(foreign, 5)
         raise DemoFolderError(
             f"{folder}: holds {shown}, which {what} did not write (not recorded in {MARKER_FILE}, or changed "
             "since) and would have to remove or replace; move them away or choose another folder"
@@ -601,10 +603,11 @@ def train_demo_model(
     If ``out_dir`` already holds a complete run with the same settings (``training_config.json``), nothing is
     trained and the saved checkpoints are returned (``force=True`` retrains). A run with other settings, or an
     interrupted one, is replaced, but only what the demo recorded writing (``out_dir/.crossling-demo``: folders by
-    name, files by content hash): anything else of the names it uses raises `DemoFolderError`, untouched. ``checkpoint_steps`` defaults to `default_checkpoint_steps(steps)`; every
-    entry must lie in ``0..steps`` (0 saves the random initialisation, with its evaluation loss as
-    ``train_loss``; otherwise ``train_loss`` is the mean training loss since the previous checkpoint). ``num_threads`` sets torch's intra-op threads for the run (restored after;
-    ``None`` leaves them alone).
+    name, files by content hash): anything else of the names it uses raises `DemoFolderError`, untouched.
+    ``checkpoint_steps`` defaults to `default_checkpoint_steps(steps)`; every entry must lie in ``0..steps`` (0
+    saves the random initialisation, with its evaluation loss as ``train_loss``; otherwise ``train_loss`` is the
+    mean training loss since the previous checkpoint). ``num_threads`` sets torch's intra-op threads for the run
+    (restored after; ``None`` leaves them alone).
     """
     out_dir = Path(out_dir)
     languages = list(languages)

@@ -60,14 +60,15 @@ from precompute.store.writer import (
     json_dumps,
     utc_now,
 )
-from precompute.text import first_line, printable
+from precompute.text import first_line, listed, printable
 
 __all__ = [
     "CHECKPOINT_TABLES", "DDL", "INDEXES", "LOCKDOWN", "MLP_LAYER_TABLES", "SCHEMA_VERSION", "CheckpointRows",
     "HalfWrittenStoreError", "NotCrosslingStoreError", "NotDuckDBError", "SchemaVersionError", "StoreError",
     "StoreLockedError", "StoreMissingError", "StoreWriter", "UnsafeStoreError", "check_store",
     "checkpoint_order", "comparable_config", "config_difference", "config_fingerprint", "connect",
-    "connect_attached", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps", "newest_part",
+    "connect_attached", "corrupt_reason", "create_schema", "first_line", "insert_rows", "json_dumps", "listed",
+    "newest_part",
     "open_readonly", "open_snapshot", "printable", "read_checkpoint_fingerprints", "read_runs", "read_store_run", "real_path",
     "run_difference", "schema_version", "sniff_format", "store_info", "stored_code", "table_counts", "utc_now",
     "verify_readable", "writer_active",

@@ -27,6 +27,7 @@ from precompute.store.open import (
     verify_readable,
 )
 from precompute.store.schema import DDL, checkpoint_order
+from precompute.text import listed
 
 
 @contextmanager
@@ -172,7 +173,9 @@ PLAN_KEY = "planned_checkpoints"
 SHARD_KEY = "planned_shard"
 
 
-def plan_meta(planned: list[str], shard: str | None = None, shard_checkpoints: list[str] | None = None) -> dict[str, str | None]:
+def plan_meta(
+    planned: list[str], shard: str | None = None, shard_checkpoints: list[str] | None = None
+) -> dict[str, str | None]:
     """The meta rows that record a run's plan (None: the key is removed, e.g. no shard)."""
     return {
         PLAN_KEY: json.dumps(list(planned)),
@@ -230,16 +233,12 @@ class RunProgress:
                 return (f"{head}: it holds all {len(own)} planned checkpoint(s){where} but stopped before it was "
                         "marked finished (run the same command again to mark it)")
             return (f"{head}: it holds {len(own) - len(missing)} of the {len(own)} planned checkpoint(s){where}; "
-                    f"missing {len(missing)}: {_listed(missing)}")
+                    f"missing {len(missing)}: {listed(missing)}")
         if self.shard and self.run_missing:
             return (f"shard {self.shard} of a run of {len(self.planned or [])} checkpoints: it holds its "
-                    f"{len(own or [])}; the other {len(self.run_missing)} ({_listed(self.run_missing)}) are in the "
+                    f"{len(own or [])}; the other {len(self.run_missing)} ({listed(self.run_missing)}) are in the "
                     "other shards' stores (`precompute merge` them)")
         return None
-
-
-def _listed(names: list[str], most: int = 8) -> str:
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def run_progress(meta: dict[str, Any], finished_at: Any, present: list[str]) -> RunProgress:
