@@ -28,6 +28,7 @@ import torch
 from precompute.config import ConfigError, RunConfig
 from precompute.inputs.concepts import ConceptSet
 from precompute.model import ModelLoadError, find_mlp_sites
+from precompute.model.tokens import NO_START_TOKEN, sequence_ids
 
 
 class RunSettingError(ConfigError):
@@ -155,14 +156,11 @@ def steering_problems(cfg: RunConfig, shape: ModelShape, tokenizer: Any = None) 
     if tok is None:
         lengths = dict.fromkeys(spec.prompts, 1)
     else:
-        from precompute.steering.intervene import SteeringError, prompt_ids
-
         lengths = {}
         for prompt in spec.prompts:
-            try:
-                lengths[prompt] = len(prompt_ids(tok, prompt))
-            except SteeringError as exc:
-                yield f"{_key(cfg, 'steering.prompts')}: prompt {prompt!r}: {exc}"
+            lengths[prompt] = len(sequence_ids(tok, prompt))
+            if not lengths[prompt]:
+                yield f"{_key(cfg, 'steering.prompts')}: prompt {prompt!r}: {NO_START_TOKEN}"
                 return
     if not lengths:
         return

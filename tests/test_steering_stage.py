@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from precompute.cli import app
 from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
-from precompute.steering.intervene import SteeringError, prepended_ids, prompt_ids, start_ids
+from precompute.model.tokens import prepended_ids, start_ids
+from precompute.steering.intervene import SteeringError, prompt_ids
 from precompute.steering.labels import UND, output_languages
 from precompute.store import open_readonly
 from tests.tiny_models import BOS, EOS, build_tiny_tokenizer

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from precompute.model.tokens import NO_START_TOKEN, sequence_ids
+
 
 class SteeringError(ValueError):
     """A steering request that cannot be run, with a one-line reason."""
@@ -97,40 +99,12 @@ def _fixing_hook(idx: torch.Tensor, vals: torch.Tensor) -> Callable:
     return hook
 
 
-# --------------------------------------------------------------------------------------------------
-# The start token
-
-
-def prepended_ids(tokenizer: Any) -> list[int]:
-    """The token ids the tokenizer itself puts before a text (e.g. XGLM ``[</s>]``, Llama ``[<s>]``; GPT-2 ``[]``).
-
-    Found by tokenizing one probe text with and without special tokens: what comes before the plain ids.
-    """
-    for probe in ("a", "hello", "x y"):
-        plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-        full = list(tokenizer(probe)["input_ids"])
-        if not plain:
-            continue
-        for at in range(len(full) - len(plain) + 1):
-            if full[at:at + len(plain)] == plain:
-                return full[:at]
-    return []
-
-
-def start_ids(tokenizer: Any) -> list[int]:
-    """The start of every generated sequence: the prepended token(s), else BOS, else EOS (never doubled)."""
-    ids = prepended_ids(tokenizer)
-    if ids:
-        return ids
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return [int(start)] if start is not None else []
-
-
 def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The start token(s) followed by the prompt's own tokens (no special tokens added a second time)."""
-    ids = start_ids(tokenizer) + (list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else [])
+    """The start token(s) followed by the prompt's own tokens (`precompute.model.tokens.sequence_ids`); a
+    `SteeringError` where there is nothing to start generating from."""
+    ids = sequence_ids(tokenizer, prompt)
     if not ids:
-        raise SteeringError("the tokenizer has no start, BOS or EOS token: give a non-empty prompt")
+        raise SteeringError(NO_START_TOKEN)
     return ids
 
 
