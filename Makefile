@@ -1,13 +1,14 @@
 # crossling: two commands on a fresh machine.
 #   make demo   set up .venv, build data/demo.duckdb if absent, open the explorer on it
 #   make test   set up .venv, run the whole test suite
+#   make lint   ruff check and ruff format --check (settings in pyproject.toml); CI runs it before the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STORE := data/demo.duckdb
 
-.PHONY: setup demo demo-store test test-fast browser-deps clean
+.PHONY: setup demo demo-store test test-fast lint format browser-deps clean
 
 setup: $(STAMP)
 
@@ -31,6 +32,15 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || ( \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium could not be installed; the browser test will be skipped" )
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rewrites the files in place: what `make lint` then accepts.
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q

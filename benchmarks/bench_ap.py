@@ -53,14 +53,18 @@ def main() -> None:
 
     start = time.perf_counter()
     ref = np.array(
-        [[average_precision_score(labels[:, c], scores[:, j]) for j in range(args.neurons)]
-         for c in range(args.concepts)]
+        [
+            [average_precision_score(labels[:, c], scores[:, j]) for j in range(args.neurons)]
+            for c in range(args.concepts)
+        ]
     )
     loop = time.perf_counter() - start
 
-    print(f"threads: AP {min(_cpu_workers(), -(-args.neurons // 1024))} (of {os.cpu_count()} CPUs; "
-          f"CROSSLING_AP_THREADS overrides), torch {torch.get_num_threads()}, sklearn loop 1; "
-          f"load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    print(
+        f"threads: AP {min(_cpu_workers(), -(-args.neurons // 1024))} (of {os.cpu_count()} CPUs; "
+        f"CROSSLING_AP_THREADS overrides), torch {torch.get_num_threads()}, sklearn loop 1; "
+        f"load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+    )
     print(f"{args.contexts} contexts x {args.neurons} neurons x {args.concepts} concept(s)")
     print(f"sklearn per-neuron loop : {loop:8.3f} s")
     print(f"vectorised (numba, cpu) : {vectorised:8.3f} s  (warm-up, JIT compile or cache load: {warm_up:.2f} s)")

@@ -61,16 +61,26 @@ def main() -> None:
     rng = np.random.default_rng(0)
     cols = rng.choice(args.units, size=min(args.check, args.units), replace=False)
     a_np, l_np, ap_np = acts[:, cols].float().cpu().numpy(), labels.cpu().numpy(), ap[:, cols].cpu().numpy()
-    worst = max(abs(average_precision_score(l_np[:, c], a_np[:, j]) - ap_np[c, j])
-                for c in range(min(args.concepts, 5)) for j in range(len(cols)))
+    worst = max(
+        abs(average_precision_score(l_np[:, c], a_np[:, j]) - ap_np[c, j])
+        for c in range(min(args.concepts, 5))
+        for j in range(len(cols))
+    )
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "units": args.units, "contexts": args.contexts, "concepts": args.concepts, "seconds": seconds,
-        "ap_per_s": args.units * args.concepts / seconds, "peak_gpu_mib": peak, "max_abs_diff_vs_sklearn": worst,
+        "units": args.units,
+        "contexts": args.contexts,
+        "concepts": args.concepts,
+        "seconds": seconds,
+        "ap_per_s": args.units * args.concepts / seconds,
+        "peak_gpu_mib": peak,
+        "max_abs_diff_vs_sklearn": worst,
     }
-    print(f"AP {args.contexts} contexts x {args.units:,} units x {args.concepts} concepts on {result['device']}: "
-          f"{seconds:.2f} s ({result['ap_per_s']:,.0f} AP/s), peak GPU {peak or 0:,.0f} MiB, "
-          f"max |diff| vs sklearn {worst:.1e}")
+    print(
+        f"AP {args.contexts} contexts x {args.units:,} units x {args.concepts} concepts on {result['device']}: "
+        f"{seconds:.2f} s ({result['ap_per_s']:,.0f} AP/s), peak GPU {peak or 0:,.0f} MiB, "
+        f"max |diff| vs sklearn {worst:.1e}"
+    )
     out = args.out or Path(__file__).resolve().parent / "out" / f"bench_ap_device-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -69,22 +69,38 @@ def main() -> int:
         old_s += time.perf_counter() - start
         top = pl.DataFrame({"lang": ["xx"] * args.concepts, "concept_id": names, "ap": best})
         start = time.perf_counter()
-        out = chance_ap_table(acts, langs, concepts, top, n_shuffles=spec.permutations,
-                              quantile=spec.permutation_quantile, correction=spec.correction, seed=trial)
+        out = chance_ap_table(
+            acts,
+            langs,
+            concepts,
+            top,
+            n_shuffles=spec.permutations,
+            quantile=spec.permutation_quantile,
+            correction=spec.correction,
+            seed=trial,
+        )
         new_s += time.perf_counter() - start
         new_raw += int((out["p_value"] <= 1 - spec.permutation_quantile).sum())
         new_bh += int(out["significant"].sum())
         trials_bh += bool(out["significant"].any())
     cells = args.trials * args.concepts
     one, five, _ = os.getloadavg()
-    print(f"{args.trials} noise trials x {args.concepts} concepts, {args.units:,} units x {args.contexts:,} contexts "
-          f"({os.cpu_count()} CPUs, load {one:.2f}/{five:.2f}); nominal level 1 %")
-    print(f"before (0.99 quantile of 5 shuffles per concept):     cells passing {share(old_pass, cells)}; "
-          f"{old_s / args.trials:.3f} s a trial")
-    print(f"after, uncorrected (p <= 0.01, {spec.permutations} shuffles per P):    cells passing "
-          f"{share(new_raw, cells)}; {new_s / args.trials:.3f} s a trial")
-    print(f"after, Benjamini-Hochberg over the {args.concepts} cells:            cells passing {share(new_bh, cells)}; "
-          f"trials with any {share(trials_bh, args.trials)}")
+    print(
+        f"{args.trials} noise trials x {args.concepts} concepts, {args.units:,} units x {args.contexts:,} contexts "
+        f"({os.cpu_count()} CPUs, load {one:.2f}/{five:.2f}); nominal level 1 %"
+    )
+    print(
+        f"before (0.99 quantile of 5 shuffles per concept):     cells passing {share(old_pass, cells)}; "
+        f"{old_s / args.trials:.3f} s a trial"
+    )
+    print(
+        f"after, uncorrected (p <= 0.01, {spec.permutations} shuffles per P):    cells passing "
+        f"{share(new_raw, cells)}; {new_s / args.trials:.3f} s a trial"
+    )
+    print(
+        f"after, Benjamini-Hochberg over the {args.concepts} cells:            cells passing {share(new_bh, cells)}; "
+        f"trials with any {share(trials_bh, args.trials)}"
+    )
     return 0
 
 

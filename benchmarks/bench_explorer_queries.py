@@ -84,10 +84,18 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
         return rng.randrange(n_layers), rng.randrange(n_units)
 
     # Drill-downs exist for the selected units only (top-K experts, LAPE units): time them on those.
-    drilled = [tuple(r) for r in Q.frame(con, "SELECT DISTINCT checkpoint, layer, unit FROM unit_top_contexts "
-                                                   "USING SAMPLE 500 ROWS").rows()] or [(ck[-1], 0, 0)]
-    words = [w for (t,) in Q.frame(con, "SELECT text FROM sentences USING SAMPLE 200 ROWS").rows()
-             for w in t.split() if len(w) > 3] or ["monday"]
+    drilled = [
+        tuple(r)
+        for r in Q.frame(
+            con, "SELECT DISTINCT checkpoint, layer, unit FROM unit_top_contexts USING SAMPLE 500 ROWS"
+        ).rows()
+    ] or [(ck[-1], 0, 0)]
+    words = [
+        w
+        for (t,) in Q.frame(con, "SELECT text FROM sentences USING SAMPLE 200 ROWS").rows()
+        for w in t.split()
+        if len(w) > 3
+    ] or ["monday"]
 
     def drilled_unit() -> tuple[str, int, int]:
         """(checkpoint, layer, unit) of a unit that has drill-downs at that checkpoint."""
@@ -109,7 +117,10 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
         ("representations", lambda: Q.representations(con, run)),
         ("probe_grid", lambda: Q.probe_grid(con, run, rng.choice(reps))),
         ("probe_languages(ckpt)", lambda: Q.probe_languages(con, run, rng.choice(reps), k(), None)),
-        ("probe_languages(layer)", lambda: Q.probe_languages(con, run, rng.choice(reps), None, rng.randrange(probe_layers))),
+        (
+            "probe_languages(layer)",
+            lambda: Q.probe_languages(con, run, rng.choice(reps), None, rng.randrange(probe_layers)),
+        ),
         ("overlap_summary", lambda: Q.overlap_summary(con, run)),
         ("concept_overlap_matrix", lambda: Q.concept_overlap_matrix(con, run, k(), c())),
         ("concept_overlap_history", lambda: Q.concept_overlap_history(con, run, c())),
@@ -129,7 +140,10 @@ def cases(con: Q.StoreConnection, rng: random.Random) -> list[tuple[str, callabl
         ("language_probe_f1", lambda: Q.language_probe_f1(con, run, lang())),
         ("similarity_metrics", lambda: Q.similarity_metrics(con, run)),
         ("similarity_by_layer", lambda: Q.similarity_by_layer(con, run, rng.choice(metrics))),
-        ("similarity_pairs", lambda: Q.similarity_pairs(con, run, k(), rng.randrange(probe_layers), rng.choice(metrics))),
+        (
+            "similarity_pairs",
+            lambda: Q.similarity_pairs(con, run, k(), rng.randrange(probe_layers), rng.choice(metrics)),
+        ),
         ("compression", lambda: Q.compression(con, run)),
         ("neuron_counts", lambda: Q.neuron_counts(con, run)),
         ("language_neuron_counts", lambda: Q.language_neuron_counts(con, run)),
@@ -194,7 +208,9 @@ def _page_load_s(page, url: str, heading: str) -> float:
                  const drawn = [...charts].filter(c => c.querySelector('canvas, svg')).length;
                  const running = document.querySelector("[data-testid='stStatusWidget']") !== null;
                  return [charts.length, drawn, running];
-               }""", [CHART])
+               }""",
+            [CHART],
+        )
         now = time.perf_counter()
         idle = state[0] > 0 and state[0] == state[1] and not state[2]
         if idle and state == seen:
@@ -245,8 +261,10 @@ def page_loads(path: Path, loads: int, seed: int) -> list[tuple[str, list[float]
 
 def report_page_loads(results: list[tuple[str, list[float]]]) -> None:
     load = os.getloadavg()
-    print(f"\n{'page load':28s} {'p50 s':>8s} {'max s':>8s}   (first query to last chart drawn, headless Chromium, "
-          f"{len(results[0][1])} loads each; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    print(
+        f"\n{'page load':28s} {'p50 s':>8s} {'max s':>8s}   (first query to last chart drawn, headless Chromium, "
+        f"{len(results[0][1])} loads each; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})"
+    )
     for name, secs in results:
         print(f"{name:28s} {statistics.median(secs):8.2f} {max(secs):8.2f}")
 
@@ -259,9 +277,14 @@ def report(path: Path, rows: list, repeat: int) -> bool:
     print(f"\nstore {path} ({path.stat().st_size / 1e6:.0f} MB)")
     print("rows: " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, DuckDB threads={threads}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"\n{'query':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} {'cpu ms':>8s} {'rows':>7s}   "
-          f"({repeat} calls each; cpu = median CPU time of this process, all threads)")
+    print(
+        f"machine: {os.cpu_count()} CPUs, DuckDB threads={threads}, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(
+        f"\n{'query':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} {'cpu ms':>8s} {'rows':>7s}   "
+        f"({repeat} calls each; cpu = median CPU time of this process, all threads)"
+    )
     ok = True
     for name, p50, p95, worst, cpu, n in rows:
         flag = "" if p95 <= GOAL_MS else "  over goal"
@@ -277,20 +300,36 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--small", action="store_true", help="a tiny store, to check the script itself")
-    p.add_argument("--bloom7b1", action="store_true",
-                   help="BLOOM-7b1 paper scale: 30 x 16,384 units, 40 checkpoints, 16 languages, 200 concepts, "
-                        "K = 500 (64 M neuron_ap rows); building it takes long (printed), once")
+    p.add_argument(
+        "--bloom7b1",
+        action="store_true",
+        help="BLOOM-7b1 paper scale: 30 x 16,384 units, 40 checkpoints, 16 languages, 200 concepts, "
+        "K = 500 (64 M neuron_ap rows); building it takes long (printed), once",
+    )
     p.add_argument("--build-only", action="store_true", help="build the store(s), time nothing")
     p.add_argument("--check", action="store_true", help="exit 1 when a query misses the goal")
     p.add_argument("--only", metavar="REGEX", help="time only the queries whose name matches REGEX")
-    p.add_argument("--page-load", type=int, nargs="?", const=5, default=0, metavar="N",
-                   help="also time N (default 5) loads of the Concepts and Neuron pages in headless Chromium "
-                        "(needs /usr/bin/chromium and playwright)")
+    p.add_argument(
+        "--page-load",
+        type=int,
+        nargs="?",
+        const=5,
+        default=0,
+        metavar="N",
+        help="also time N (default 5) loads of the Concepts and Neuron pages in headless Chromium "
+        "(needs /usr/bin/chromium and playwright)",
+    )
     args = p.parse_args()
     scale = dict(PAPER_SCALE)
     if args.small:
-        scale.update(n_layers=4, n_units=256, checkpoints=3, languages=scale["languages"][:4],
-                     concepts=scale["concepts"][:10], k=50)
+        scale.update(
+            n_layers=4,
+            n_units=256,
+            checkpoints=3,
+            languages=scale["languages"][:4],
+            concepts=scale["concepts"][:10],
+            k=50,
+        )
         args.out = args.out.with_name(args.out.stem + "_small.duckdb")
     elif args.bloom7b1:
         scale.update(BLOOM_7B1_SCALE)

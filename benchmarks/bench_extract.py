@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.inputs.concepts import DEFAULT_CONCEPT_SET, load_concept_set
 from precompute.extract import extract, token_budget_batches, tokenize_contexts
+from precompute.inputs.concepts import DEFAULT_CONCEPT_SET, load_concept_set
 from precompute.model import LoadedModel, resolve_device, resolve_dtype
 
 BLOOM_560M = dict(vocab_size=250_880, hidden_size=1024, n_layer=24, n_head=16)
@@ -113,8 +113,12 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
     fast.padding_side = "right"
@@ -126,11 +130,19 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--contexts", type=int, default=0, help="contexts to run (default: 128 on CPU, 6,480 on CUDA)")
-    parser.add_argument("--batch-tokens", type=int, default=0, help="padded tokens per batch (default 2,048 CPU, 16,384 CUDA)")
+    parser.add_argument(
+        "--batch-tokens", type=int, default=0, help="padded tokens per batch (default 2,048 CPU, 16,384 CUDA)"
+    )
     parser.add_argument("--vocab", type=int, default=8000, help="BPE vocabulary trained on the concept set")
-    parser.add_argument("--repeats", type=int, default=0, help="timed passes of each side, interleaved; the best "
-                        "is kept (default 2 on CPU, 3 on CUDA)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/out/bench_extract-<device>.json)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=0,
+        help="timed passes of each side, interleaved; the best is kept (default 2 on CPU, 3 on CUDA)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default benchmarks/out/bench_extract-<device>.json)"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -148,8 +160,10 @@ def main() -> None:
     sentences = sentences[pick]
     tokenizer = build_tokenizer(concept_set.sentences["text"].to_list(), args.vocab)
     contexts = tokenize_contexts(
-        tokenizer, sentences["text"].to_list(),
-        list(zip(sentences["span_start"].to_list(), sentences["span_end"].to_list())), 64,
+        tokenizer,
+        sentences["text"].to_list(),
+        list(zip(sentences["span_start"].to_list(), sentences["span_end"].to_list())),
+        64,
     )
     lengths = contexts.lengths
     n_tokens = int(lengths.sum())
@@ -163,15 +177,27 @@ def main() -> None:
     n_params = sum(p.numel() for p in {p.data_ptr(): p for p in model.parameters()}.values())
     n_embed = model.transformer.word_embeddings.weight.numel()
     n_blocks = sum(p.numel() for p in model.transformer.h.parameters())
-    print(f"model: BLOOM-560m shape, {n_params / 1e6:.0f} M parameters ({n_blocks / 1e6:.0f} M in the 24 blocks, "
-          f"{n_embed / 1e6:.0f} M embedding), built in {time.perf_counter() - start:.1f} s", flush=True)
-    loaded = LoadedModel(model=model, tokenizer=tokenizer, device=device, dtype=dtype,
-                         n_layers=config.n_layer, hidden_size=config.hidden_size)
+    print(
+        f"model: BLOOM-560m shape, {n_params / 1e6:.0f} M parameters ({n_blocks / 1e6:.0f} M in the 24 blocks, "
+        f"{n_embed / 1e6:.0f} M embedding), built in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        n_layers=config.n_layer,
+        hidden_size=config.hidden_size,
+    )
 
     batches = token_budget_batches(lengths, batch_tokens)
     padded = sum(len(b) * int(lengths[b].max()) for b in batches)
-    print(f"inputs: {len(lengths)} contexts, {n_tokens} tokens (mean {lengths.mean():.1f}, max {lengths.max()}), "
-          f"{len(batches)} batches of <= {batch_tokens} padded tokens ({padded / n_tokens - 1:.0%} padding)", flush=True)
+    print(
+        f"inputs: {len(lengths)} contexts, {n_tokens} tokens (mean {lengths.mean():.1f}, max {lengths.max()}), "
+        f"{len(batches)} batches of <= {batch_tokens} padded tokens ({padded / n_tokens - 1:.0%} padding)",
+        flush=True,
+    )
 
     prebuilt = []
     for batch in batches:
@@ -224,16 +250,31 @@ def main() -> None:
     rate = {k: n_tokens / v for k, v in best.items()}
     overhead = best["extract"] / best["bare"] - 1
     result = {
-        "device": str(device), "device_name": device_name(device), "dtype": str(dtype).replace("torch.", ""),
-        "torch": torch.__version__, "contexts": len(lengths), "tokens": n_tokens, "mean_tokens": float(lengths.mean()),
-        "batch_tokens": batch_tokens, "batches": len(batches), "padding_fraction": padded / n_tokens - 1,
-        "params_total": n_params, "params_blocks": n_blocks, "flops_per_token": flops_per_token,
-        "peak_matmul_tflops": peak / 1e12, "flop_bound_tokens_per_s": bound,
-        "seconds": best, "tokens_per_s": rate, "fraction_of_flop_bound": {k: r / bound for k, r in rate.items()},
-        "extract_overhead": overhead, "peak_mem_mib": peak_mem or None,
+        "device": str(device),
+        "device_name": device_name(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "contexts": len(lengths),
+        "tokens": n_tokens,
+        "mean_tokens": float(lengths.mean()),
+        "batch_tokens": batch_tokens,
+        "batches": len(batches),
+        "padding_fraction": padded / n_tokens - 1,
+        "params_total": n_params,
+        "params_blocks": n_blocks,
+        "flops_per_token": flops_per_token,
+        "peak_matmul_tflops": peak / 1e12,
+        "flop_bound_tokens_per_s": bound,
+        "seconds": best,
+        "tokens_per_s": rate,
+        "fraction_of_flop_bound": {k: r / bound for k, r in rate.items()},
+        "extract_overhead": overhead,
+        "peak_mem_mib": peak_mem or None,
     }
-    print(f"peak dense matmul ({result['dtype']}): {peak / 1e12:.3f} TFLOP/s -> FLOP-bound rate "
-          f"{bound:,.0f} tokens/s at {flops_per_token / 1e9:.3f} GFLOP/token")
+    print(
+        f"peak dense matmul ({result['dtype']}): {peak / 1e12:.3f} TFLOP/s -> FLOP-bound rate "
+        f"{bound:,.0f} tokens/s at {flops_per_token / 1e9:.3f} GFLOP/token"
+    )
     for name in ("bare", "extract"):
         mem = f", peak {peak_mem[name]:,.0f} MiB" if name in peak_mem else ""
         print(f"{name:8s}: {rate[name]:10,.0f} tokens/s  ({rate[name] / bound:6.1%} of FLOP-bound){mem}")

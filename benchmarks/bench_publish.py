@@ -33,34 +33,50 @@ def inputs(langs: list[str], concepts: list[str], layers: int, units: int) -> di
     return {
         "languages": pl.DataFrame({"lang": langs, "name": langs}),
         "concepts": pl.DataFrame({"concept_id": concepts, "label": concepts}),
-        "sentences": pl.DataFrame({
-            "sentence_id": np.arange(len(langs) * len(concepts), dtype=np.int64),
-            "concept_id": [c for _ in langs for c in concepts], "lang": [lang for lang in langs for _ in concepts],
-            "text": ["x"] * (len(langs) * len(concepts)),
-        }),
-        "layers": pl.DataFrame({
-            "layer": np.arange(layers, dtype=np.int32), "n_neurons": [units] * layers,
-            "hidden_size": [1024] * layers, "module_path": [f"h.{i}.mlp" for i in range(layers)],
-        }),
+        "sentences": pl.DataFrame(
+            {
+                "sentence_id": np.arange(len(langs) * len(concepts), dtype=np.int64),
+                "concept_id": [c for _ in langs for c in concepts],
+                "lang": [lang for lang in langs for _ in concepts],
+                "text": ["x"] * (len(langs) * len(concepts)),
+            }
+        ),
+        "layers": pl.DataFrame(
+            {
+                "layer": np.arange(layers, dtype=np.int32),
+                "n_neurons": [units] * layers,
+                "hidden_size": [1024] * layers,
+                "module_path": [f"h.{i}.mlp" for i in range(layers)],
+            }
+        ),
     }
 
 
 def checkpoint_tables(rng: np.random.Generator, langs, concepts, layers: int, units: int, k: int) -> dict:
     pairs = len(langs) * len(concepts)
     n = pairs * k
-    neuron_ap = pl.DataFrame({
-        "lang": np.repeat(langs, len(concepts) * k), "concept_id": np.tile(np.repeat(concepts, k), len(langs)),
-        "layer": rng.integers(0, layers, n, dtype=np.int32), "unit": rng.integers(0, units, n, dtype=np.int32),
-        "ap": rng.random(n), "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), pairs),
-        "median_pos_act": rng.random(n),
-    })
+    neuron_ap = pl.DataFrame(
+        {
+            "lang": np.repeat(langs, len(concepts) * k),
+            "concept_id": np.tile(np.repeat(concepts, k), len(langs)),
+            "layer": rng.integers(0, layers, n, dtype=np.int32),
+            "unit": rng.integers(0, units, n, dtype=np.int32),
+            "ap": rng.random(n),
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), pairs),
+            "median_pos_act": rng.random(n),
+        }
+    )
     total = layers * units
-    summary = pl.DataFrame({
-        "layer": np.repeat(np.arange(layers, dtype=np.int32), units),
-        "unit": np.tile(np.arange(units, dtype=np.int32), layers),
-        "mean_ap": rng.random(total), "max_ap": rng.random(total),
-        "best_concept_id": rng.choice(concepts, total), "best_lang": rng.choice(langs, total),
-    })
+    summary = pl.DataFrame(
+        {
+            "layer": np.repeat(np.arange(layers, dtype=np.int32), units),
+            "unit": np.tile(np.arange(units, dtype=np.int32), layers),
+            "mean_ap": rng.random(total),
+            "max_ap": rng.random(total),
+            "best_concept_id": rng.choice(concepts, total),
+            "best_lang": rng.choice(langs, total),
+        }
+    )
     return {"neuron_ap": neuron_ap, "neuron_summary": summary}
 
 
@@ -84,9 +100,17 @@ def main() -> None:
         store = Path(tmp) / "publish.duckdb"
         writer = StoreWriter(store).__enter__()
         run_id = "bench"
-        writer.ensure_run(run={"run_id": run_id, "model_id": "synthetic", "config_json": "{}",
-                               "concept_set_sha256": "0", "packages_json": "{}"},
-                          meta={}, **inputs(langs, concepts, args.layers, args.units))
+        writer.ensure_run(
+            run={
+                "run_id": run_id,
+                "model_id": "synthetic",
+                "config_json": "{}",
+                "concept_set_sha256": "0",
+                "packages_json": "{}",
+            },
+            meta={},
+            **inputs(langs, concepts, args.layers, args.units),
+        )
         for i in range(1, args.checkpoints + 1):
             tables = checkpoint_tables(rng, langs, concepts, args.layers, args.units, args.k)
             start = time.perf_counter()
@@ -94,8 +118,10 @@ def main() -> None:
             seconds = time.perf_counter() - start
             if i in report:
                 part = parts.part_path(store, parts.newest_seq(store)).stat().st_size / 2**20
-                published = store.stat().st_size / 2**20 + sum(
-                    p.stat().st_size for p in parts.listed_parts(store).values()) / 2**20
+                published = (
+                    store.stat().st_size / 2**20
+                    + sum(p.stat().st_size for p in parts.listed_parts(store).values()) / 2**20
+                )
                 start = time.perf_counter()
                 con = open_readonly(store)
                 open_s = time.perf_counter() - start
@@ -105,15 +131,22 @@ def main() -> None:
                 con.close()
                 copy_s = whole_file_copy_seconds(store)
                 rows.append((i, seconds))
-                print(f"checkpoint {i:3d}: publish {seconds:6.2f} s   part {part:6,.0f} MiB   published {published:7,.0f} "
-                      f"MiB   reader: open {open_s * 1000:5.0f} ms, one unit over all checkpoints {query_s * 1000:5.0f} "
-                      f"ms ({n} rows)   a whole-file copy + fsync of it all: {copy_s:5.2f} s   "
-                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"checkpoint {i:3d}: publish {seconds:6.2f} s   part {part:6,.0f} MiB   "
+                    f"published {published:7,.0f} "
+                    f"MiB   reader: open {open_s * 1000:5.0f} ms, one unit over all checkpoints {query_s * 1000:5.0f} "
+                    f"ms ({n} rows)   a whole-file copy + fsync of it all: {copy_s:5.2f} s   "
+                    f"load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
         start = time.perf_counter()
         writer.__exit__(None, None, None)  # the pack: one copy of the store file, the parts folded in
         pack_s = time.perf_counter() - start
-        print(f"pack at the end (one writer session): {pack_s:6.2f} s, store {store.stat().st_size / 2**20:,.0f} MiB, "
-              f"parts left: {len(parts.listed_parts(store))}", flush=True)
+        print(
+            f"pack at the end (one writer session): {pack_s:6.2f} s, store {store.stat().st_size / 2**20:,.0f} MiB, "
+            f"parts left: {len(parts.listed_parts(store))}",
+            flush=True,
+        )
     first, last = rows[0], rows[-1]
     print(f"checkpoint {last[0]} / checkpoint {first[0]} publish time: {last[1] / first[1]:.2f}x (goal <= 2x)")
 

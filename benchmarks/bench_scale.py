@@ -149,13 +149,23 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
     langs, concept_ids = data["langs"], data["concept_ids"]
     with timer.stage("probes"):
         tables["probe_results"], tables["probe_per_language"] = probe_tables(
-            representations, langs, seeds=seeds, test_size=cfg.probes.test_size, C=cfg.probes.C,
-            max_iter=cfg.probes.max_iter, max_train=cfg.probes.max_train,
+            representations,
+            langs,
+            seeds=seeds,
+            test_size=cfg.probes.test_size,
+            C=cfg.probes.C,
+            max_iter=cfg.probes.max_iter,
+            max_train=cfg.probes.max_train,
         )
     with timer.stage("experts"):
         experts = score_experts(
-            data["responses"], langs, concept_ids, offsets, top_k=cfg.experts.top_k,
-            chunk_neurons=cfg.experts.chunk_neurons, device="cpu",
+            data["responses"],
+            langs,
+            concept_ids,
+            offsets,
+            top_k=cfg.experts.top_k,
+            chunk_neurons=cfg.experts.chunk_neurons,
+            device="cpu",
         )
         tables["neuron_ap"] = experts.top
         tables["neuron_summary"] = neuron_summary(experts, offsets)
@@ -166,15 +176,25 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
         tables["expert_sharing"] = expert_sharing(experts.top, shared)
     with timer.stage("similarity"):
         tables["similarity"], tables["compression"] = convergence_tables(
-            representations.get("mean", resid.expand(LAYERS + 1, n, D_MODEL)), langs.tolist(),
-            concept_ids.tolist(), device="cpu",
+            representations.get("mean", resid.expand(LAYERS + 1, n, D_MODEL)),
+            langs.tolist(),
+            concept_ids.tolist(),
+            device="cpu",
         )
     a = cfg.analysis
     with timer.stage("lape"):
         tables["language_neurons"], tables["neuron_counts"] = language_neuron_tables(
-            data["active"], langs.tolist(), offsets, selection=a.lape_selection, quantile=a.lape_quantile,
-            filter_rate=a.lape_filter_rate, bar_ratio=a.lape_bar_ratio, min_prob=a.lape_min_prob,
-            max_lape=a.lape_max, shared_experts=shared, n_tokens=torch.from_numpy(data["token_counts"]),
+            data["active"],
+            langs.tolist(),
+            offsets,
+            selection=a.lape_selection,
+            quantile=a.lape_quantile,
+            filter_rate=a.lape_filter_rate,
+            bar_ratio=a.lape_bar_ratio,
+            min_prob=a.lape_min_prob,
+            max_lape=a.lape_max,
+            shared_experts=shared,
+            n_tokens=torch.from_numpy(data["token_counts"]),
             device="cpu",
         )
     try:  # the chance levels and drill-down tables (issue 14), once the code has them
@@ -184,8 +204,18 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
         pipeline = dd = None
     if pipeline is not None and hasattr(pipeline, "chance_tables"):
         with timer.stage("chance"):
-            tables.update(pipeline.chance_tables(cfg, data["responses"], langs, concept_ids, experts,
-                                                 tables["expert_overlap"], shared, torch.device("cpu")))
+            tables.update(
+                pipeline.chance_tables(
+                    cfg,
+                    data["responses"],
+                    langs,
+                    concept_ids,
+                    experts,
+                    tables["expert_overlap"],
+                    shared,
+                    torch.device("cpu"),
+                )
+            )
     del experts
     drilldown = "not in the code yet"
     if dd is not None:  # its post-forward parts: the peak tokens and output tokens need the model itself
@@ -198,22 +228,38 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
             top = tables["neuron_ap"]
             picked = top.with_columns(col=pl.Series(dd.global_columns(top, offsets))).join(chosen, on="col", how="semi")
             tables["unit_response_hist"] = dd.response_histograms(
-                data["responses"], langs, concept_ids, picked, offsets, spec.hist_bins, torch.device("cpu"))
+                data["responses"], langs, concept_ids, picked, offsets, spec.hist_bins, torch.device("cpu")
+            )
             drilldown += f"; {len(units_sel):,} units, {best.height:,} top-context rows"
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp, StoreWriter(Path(tmp) / "scale.duckdb") as writer:
         run_id = "bench-scale"
         writer.ensure_run(
-            run={"run_id": run_id, "model_id": "synthetic", "config_json": "{}", "concept_set_sha256": "0",
-                 "packages_json": "{}"},
+            run={
+                "run_id": run_id,
+                "model_id": "synthetic",
+                "config_json": "{}",
+                "concept_set_sha256": "0",
+                "packages_json": "{}",
+            },
             meta={},
             languages=pl.DataFrame({"lang": data["lang_list"], "name": data["lang_list"]}),
             concepts=pl.DataFrame({"concept_id": data["concept_list"], "label": data["concept_list"]}),
-            sentences=pl.DataFrame({"sentence_id": np.arange(n, dtype=np.int64), "concept_id": concept_ids,
-                                    "lang": langs, "text": ["x"] * n}),
-            layers=pl.DataFrame({"layer": np.arange(LAYERS, dtype=np.int32),
-                                 "n_neurons": np.diff(offsets).astype(np.int32),
-                                 "hidden_size": np.full(LAYERS, D_MODEL, dtype=np.int32),
-                                 "module_path": [f"h.{i}.mlp" for i in range(LAYERS)]}),
+            sentences=pl.DataFrame(
+                {
+                    "sentence_id": np.arange(n, dtype=np.int64),
+                    "concept_id": concept_ids,
+                    "lang": langs,
+                    "text": ["x"] * n,
+                }
+            ),
+            layers=pl.DataFrame(
+                {
+                    "layer": np.arange(LAYERS, dtype=np.int32),
+                    "n_neurons": np.diff(offsets).astype(np.int32),
+                    "hidden_size": np.full(LAYERS, D_MODEL, dtype=np.int32),
+                    "module_path": [f"h.{i}.mlp" for i in range(LAYERS)],
+                }
+            ),
         )
         tables["stage_timings"] = timer.frame()
         with timer.stage("store"):
@@ -262,13 +308,19 @@ def one_language(units: int, per_lang: int, cfg: RunConfig) -> None:
         max_ap_null(scores, n_pos, n_shuffles=cfg.experts.permutations, rng=gen, chunk_neurons=chunk)
     chance_s = time.perf_counter() - start
     print(f"expert AP + top-K {experts_s:7.1f} s   x {N_LANGS} languages = {N_LANGS * experts_s:7.0f} s")
-    print(f"chance before (5 shuffles x {N_CONCEPTS} concepts = {5 * N_CONCEPTS} AP columns, 0.99 quantile of 5 "
-          f"draws) {before_s:7.1f} s   x {N_LANGS} languages = {N_LANGS * before_s:7.0f} s")
-    print(f"chance after ({cfg.experts.permutations} shuffles x {len(sizes)} distinct positive count(s) = "
-          f"{cfg.experts.permutations * len(sizes)} AP columns, exact Monte-Carlo p-values) {chance_s:7.1f} s   "
-          f"x {N_LANGS} languages = {N_LANGS * chance_s:7.0f} s   (after / before = {chance_s / before_s:.2f}x)")
-    print(f"expert AP + chance after, all languages: {N_LANGS * (experts_s + chance_s):.0f} s of the "
-          f"{GOAL_SECONDS:.0f} s goal for every stage of one checkpoint ({load()})")
+    print(
+        f"chance before (5 shuffles x {N_CONCEPTS} concepts = {5 * N_CONCEPTS} AP columns, 0.99 quantile of 5 "
+        f"draws) {before_s:7.1f} s   x {N_LANGS} languages = {N_LANGS * before_s:7.0f} s"
+    )
+    print(
+        f"chance after ({cfg.experts.permutations} shuffles x {len(sizes)} distinct positive count(s) = "
+        f"{cfg.experts.permutations * len(sizes)} AP columns, exact Monte-Carlo p-values) {chance_s:7.1f} s   "
+        f"x {N_LANGS} languages = {N_LANGS * chance_s:7.0f} s   (after / before = {chance_s / before_s:.2f}x)"
+    )
+    print(
+        f"expert AP + chance after, all languages: {N_LANGS * (experts_s + chance_s):.0f} s of the "
+        f"{GOAL_SECONDS:.0f} s goal for every stage of one checkpoint ({load()})"
+    )
 
 
 def load() -> str:
@@ -278,8 +330,10 @@ def load() -> str:
 
 def print_point(units: int, per_lang: int, result: dict, seeds: int) -> None:
     n = N_LANGS * per_lang
-    print(f"\n== {units:,} units x {n:,} contexts ({per_lang:,} per language)  "
-          f"(synthetic data generated in {result['_generate'][0]:.1f} s; {load()})")
+    print(
+        f"\n== {units:,} units x {n:,} contexts ({per_lang:,} per language)  "
+        f"(synthetic data generated in {result['_generate'][0]:.1f} s; {load()})"
+    )
     print(f"{'stage':12s} {'seconds':>9s} {'peak RSS GiB':>13s}")
     total = 0.0
     peak = 0.0
@@ -292,9 +346,14 @@ def print_point(units: int, per_lang: int, result: dict, seeds: int) -> None:
         peak = max(peak, rss)
         note = f"   ({result['_drilldown']})" if stage == "drilldown" else ""
         print(f"{stage:12s} {s:9.2f} {rss / 1024:13.2f}{note}")
-    print(f"{'all stages':12s} {total:9.2f} {peak / 1024:13.2f}   (goal <= {GOAL_SECONDS:.0f} s, <= {GOAL_RSS_GB:.0f} GiB)")
-    print(f"pipeline's pooled activations at this size (held in RAM or spilled): "
-          f"{pipeline_nbytes(units, n, seeds) / 2**30:.1f} GiB")
+    print(
+        f"{'all stages':12s} {total:9.2f} {peak / 1024:13.2f}   "
+        f"(goal <= {GOAL_SECONDS:.0f} s, <= {GOAL_RSS_GB:.0f} GiB)"
+    )
+    print(
+        f"pipeline's pooled activations at this size (held in RAM or spilled): "
+        f"{pipeline_nbytes(units, n, seeds) / 2**30:.1f} GiB"
+    )
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -309,8 +368,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     p.add_argument("--point", nargs=2, type=int, metavar=("UNITS", "PER_LANG"), help="measure one size only")
-    p.add_argument("--one-language", nargs=2, type=int, metavar=("UNITS", "PER_LANG"),
-                   help="the AP-bound stages for one language at this size, extrapolated to all languages")
+    p.add_argument(
+        "--one-language",
+        nargs=2,
+        type=int,
+        metavar=("UNITS", "PER_LANG"),
+        help="the AP-bound stages for one language at this size, extrapolated to all languages",
+    )
     p.add_argument("--units", type=int, nargs="+", default=[12288, 24576, 49152, 98304])
     p.add_argument("--contexts", type=int, nargs="+", default=[1000, 2000, 4000], help="contexts per language")
     p.add_argument("--law-contexts", type=int, default=1000, help="contexts per language of the units sweep")
@@ -323,8 +387,11 @@ def main() -> int:
     if args.quick:  # 4 languages x 20 concepts: checks the script, measures nothing
         N_LANGS, N_CONCEPTS = 4, 20
         args.units, args.contexts, args.law_contexts, args.law_units = [1536, 3072], [40, 80], 40, 1536
-    print(f"{N_LANGS} languages x {N_CONCEPTS} concepts; machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, {load()}; "
-          f"K = {cfg.experts.top_k}, probe seeds {cfg.probes.seeds}, max_train {cfg.probes.max_train}")
+    print(
+        f"{N_LANGS} languages x {N_CONCEPTS} concepts; machine: {os.cpu_count()} CPUs, "
+        f"torch threads {torch.get_num_threads()}, {load()}; "
+        f"K = {cfg.experts.top_k}, probe seeds {cfg.probes.seeds}, max_train {cfg.probes.max_train}"
+    )
     if args.one_language:
         one_language(*args.one_language, cfg)
         return 0
@@ -343,11 +410,15 @@ def main() -> int:
             by_contexts[per_lang] = run_point(args.law_units, per_lang, cfg, args.store_dir)
         print_point(args.law_units, per_lang, by_contexts[per_lang], seeds)
 
-    print(f"\n== growth law ({load()}): t ~ units^a (at {args.law_contexts} contexts/language), "
-          f"t ~ contexts^b (at {args.law_units:,} units)")
+    print(
+        f"\n== growth law ({load()}): t ~ units^a (at {args.law_contexts} contexts/language), "
+        f"t ~ contexts^b (at {args.law_units:,} units)"
+    )
     ref_c = max(args.contexts)
-    print(f"extrapolation: t(U, C) = t({args.law_units:,}, {ref_c}) x (U / {args.law_units:,})^a x "
-          f"(C / {ref_c})^b, C = {PAPER_CONTEXTS_PER_LANG} contexts per language")
+    print(
+        f"extrapolation: t(U, C) = t({args.law_units:,}, {ref_c}) x (U / {args.law_units:,})^a x "
+        f"(C / {ref_c})^b, C = {PAPER_CONTEXTS_PER_LANG} contexts per language"
+    )
     print(f"{'stage':12s} {'a (units)':>9s} {'b (ctx)':>8s} {'BLOOM-560m s':>13s} {'BLOOM-7b1 s':>12s}")
     totals = [0.0, 0.0]
     for stage in STAGES:
@@ -363,8 +434,10 @@ def main() -> int:
     print(f"{'all stages':12s} {'':9s} {'':8s} {totals[0]:13.1f} {totals[1]:12.1f}   (goal <= {GOAL_SECONDS:.0f} s)")
     n_full = N_LANGS * PAPER_CONTEXTS_PER_LANG
     for name, u in (("BLOOM-560m", BLOOM_560M_UNITS), ("BLOOM-7b1", BLOOM_7B1_UNITS)):
-        print(f"{name}: the pipeline's pooled activations {pipeline_nbytes(u, n_full, seeds) / 2**30:.0f} GiB "
-              f"(responses + activity {2 * n_full * u * 2 / 2**30:.0f} GiB float16) for {n_full:,} contexts")
+        print(
+            f"{name}: the pipeline's pooled activations {pipeline_nbytes(u, n_full, seeds) / 2**30:.0f} GiB "
+            f"(responses + activity {2 * n_full * u * 2 / 2**30:.0f} GiB float16) for {n_full:,} contexts"
+        )
     peak = max(r[s][1] for r in list(by_units.values()) + list(by_contexts.values()) for s in STAGES if s in r)
     print(f"largest stage peak RSS measured: {peak / 1024:.2f} GiB; {load()}")
     return 0 if math.isfinite(peak) else 1

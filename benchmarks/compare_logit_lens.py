@@ -40,10 +40,12 @@ def main(path: str) -> int:
             top_new, top_old = new.topk(10, dim=0).indices, old.topk(10, dim=0).indices
             kept += [len(set(top_new[:, j].tolist()) & set(top_old[:, j].tolist())) for j in range(len(units))]
     kept_t = torch.tensor(kept, dtype=torch.float)
-    print(f"{path}: final norm {type(final_norm(model)).__name__} (centred: "
-          f"{subtracts_mean(final_norm(model), cols.shape[0])}); {len(kept)} units; top-10 promoted tokens kept "
-          f"by the exact lens: mean {kept_t.mean():.2f} of 10, worst {int(kept_t.min())}, all 10 kept by "
-          f"{(kept_t == 10).float().mean():.1%} of units")
+    print(
+        f"{path}: final norm {type(final_norm(model)).__name__} (centred: "
+        f"{subtracts_mean(final_norm(model), cols.shape[0])}); {len(kept)} units; top-10 promoted tokens kept "
+        f"by the exact lens: mean {kept_t.mean():.2f} of 10, worst {int(kept_t.min())}, all 10 kept by "
+        f"{(kept_t == 10).float().mean():.1%} of units"
+    )
     return 0
 
 

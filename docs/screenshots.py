@@ -28,7 +28,9 @@ def main() -> None:
         last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
         concept, layer, unit = con.execute(
             "SELECT concept_id, layer, unit FROM shared_experts WHERE checkpoint = ? "
-            "ORDER BY n_langs_topk DESC, mean_ap DESC LIMIT 1", [last]).fetchone()
+            "ORDER BY n_langs_topk DESC, mean_ap DESC LIMIT 1",
+            [last],
+        ).fetchone()
     with served(store, ROOT) as (url, _):
         OUT.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
@@ -40,12 +42,18 @@ def main() -> None:
             # tall and the lower part kept): what fires the unit, how it responds, what it writes.
             page.set_viewport_size({"width": 1440, "height": 4600})
             page.wait_for_timeout(3000)
-            top = page.get_by_role("heading", name="What fires it, how it responds, what it writes").first.bounding_box()
-            page.screenshot(path=str(OUT / "neuron-drilldown.png"),
-                            clip={"x": 0, "y": top["y"] - 20, "width": 1440, "height": 4600 - top["y"] + 20})
+            top = page.get_by_role(
+                "heading", name="What fires it, how it responds, what it writes"
+            ).first.bounding_box()
+            page.screenshot(
+                path=str(OUT / "neuron-drilldown.png"),
+                clip={"x": 0, "y": top["y"] - 20, "width": 1440, "height": 4600 - top["y"] + 20},
+            )
             browser.close()
-    print(f"wrote {OUT / 'concepts.png'}, {OUT / 'neuron.png'} and {OUT / 'neuron-drilldown.png'} "
-          f"({concept}, L{layer} U{unit}, {last})")
+    print(
+        f"wrote {OUT / 'concepts.png'}, {OUT / 'neuron.png'} and {OUT / 'neuron-drilldown.png'} "
+        f"({concept}, L{layer} U{unit}, {last})"
+    )
 
 
 if __name__ == "__main__":

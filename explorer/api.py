@@ -100,8 +100,9 @@ class Store:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -166,18 +167,25 @@ class Store:
         ck = self.checkpoints()
         parts = [
             Q.top_units(self._con, self.run_id, name, concept, k).select(
-                pl.lit(name).alias("checkpoint"), pl.lit(step, dtype=ck["step"].dtype).alias("step"), pl.all())
+                pl.lit(name).alias("checkpoint"), pl.lit(step, dtype=ck["step"].dtype).alias("step"), pl.all()
+            )
             for name, step in zip(ck["checkpoint"].to_list(), ck["step"].to_list())
         ]
         return pl.concat(parts, how="vertical")
 
-    def shared_experts(self, concept: str, checkpoint: str | None = None, min_langs: int | None = None,
-                       limit: int = 500) -> pl.DataFrame:
+    def shared_experts(
+        self, concept: str, checkpoint: str | None = None, min_langs: int | None = None, limit: int = 500
+    ) -> pl.DataFrame:
         """Units in the top-K of ``concept`` in at least ``min_langs`` languages (default: the run's)
         at one checkpoint (default: the last), most shared first."""
-        return Q.shared_experts(self._con, self.run_id, self._checkpoint(checkpoint), self._concept(concept),
-                                self.min_langs if min_langs is None else _count("min_langs", min_langs),
-                                _count("limit", limit))
+        return Q.shared_experts(
+            self._con,
+            self.run_id,
+            self._checkpoint(checkpoint),
+            self._concept(concept),
+            self.min_langs if min_langs is None else _count("min_langs", min_langs),
+            _count("limit", limit),
+        )
 
     def shared_expert_history(self, concept: str) -> pl.DataFrame:
         """Per checkpoint: how many shared experts ``concept`` has, and the most languages any one has."""
@@ -185,14 +193,18 @@ class Store:
 
     def compare(self, concept: str, checkpoint_a: str, checkpoint_b: str, k: int | None = None) -> pl.DataFrame:
         """Per language, which of the concept's top-``k`` units stayed, entered or left from A to B."""
-        return Q.compare_checkpoints(self._con, self.run_id, self._concept(concept),
-                                     self._checkpoint(checkpoint_a, "checkpoint_a"),
-                                     self._checkpoint(checkpoint_b, "checkpoint_b"), self._k(k))
+        return Q.compare_checkpoints(
+            self._con,
+            self.run_id,
+            self._concept(concept),
+            self._checkpoint(checkpoint_a, "checkpoint_a"),
+            self._checkpoint(checkpoint_b, "checkpoint_b"),
+            self._k(k),
+        )
 
     def language_experts(self, lang: str, checkpoint: str | None = None, k: int | None = None) -> pl.DataFrame:
         """One language's top-``k`` experts of every concept, with how many languages share each."""
-        return Q.language_experts(self._con, self.run_id, self._lang(lang), self._checkpoint(checkpoint),
-                                  self._k(k))
+        return Q.language_experts(self._con, self.run_id, self._lang(lang), self._checkpoint(checkpoint), self._k(k))
 
     # --- overlap over training ------------------------------------------------------------------------------
 
@@ -235,8 +247,9 @@ class Store:
         """LID probe accuracy (and macro F1) per (checkpoint, layer); layer 0 is the embedding output."""
         return Q.probe_grid(self._con, self.run_id, self._representation(representation))
 
-    def probe_languages(self, representation: str = "mean", checkpoint: str | None = None,
-                        layer: int | None = None) -> pl.DataFrame:
+    def probe_languages(
+        self, representation: str = "mean", checkpoint: str | None = None, layer: int | None = None
+    ) -> pl.DataFrame:
         """Per-language F1 of the LID probe, for one checkpoint and/or one layer (None = all)."""
         if checkpoint is not None:
             checkpoint = self._checkpoint(checkpoint)
@@ -249,8 +262,9 @@ class Store:
     def similarity_by_layer(self, metric: str) -> pl.DataFrame:
         metrics = Q.similarity_metrics(self._con, self.run_id)
         if metrics and metric not in metrics:  # a store without the analysis answers with an empty frame
-            raise ArgumentError("metric", f"no similarity metric {metric!r} in run {self.run_id!r}; it has "
-                                f"{_shown(metrics)}")
+            raise ArgumentError(
+                "metric", f"no similarity metric {metric!r} in run {self.run_id!r}; it has {_shown(metrics)}"
+            )
         return Q.similarity_by_layer(self._con, self.run_id, metric)
 
     def compression(self) -> pl.DataFrame:
@@ -270,8 +284,9 @@ class Store:
         if not names:
             progress = self.progress
             why = progress.summary() if progress.unfinished else None
-            raise StoreError(f"{self.path}: run {self.run_id!r} has no completed checkpoint yet"
-                             + (f" ({why})" if why else ""))
+            raise StoreError(
+                f"{self.path}: run {self.run_id!r} has no completed checkpoint yet" + (f" ({why})" if why else "")
+            )
         if name is None:
             return names[-1]
         if not isinstance(name, str) or name not in names:
@@ -298,18 +313,25 @@ class Store:
     def _representation(self, representation: str) -> str:
         names = Q.representations(self._con, self.run_id)
         if not isinstance(representation, str) or (names and representation not in names):
-            raise ArgumentError("representation", f"no probe representation {representation!r} in run "
-                                f"{self.run_id!r}; it has {_shown(names)}")
+            raise ArgumentError(
+                "representation",
+                f"no probe representation {representation!r} in run {self.run_id!r}; it has {_shown(names)}",
+            )
         return representation
 
     def _unit(self, layer: int, unit: int) -> tuple[int, int]:
         """(layer, unit) of the run's model: a layer it hooked, a unit below that layer's width."""
         layers = dict(zip(*(self.layers()[c].to_list() for c in ("layer", "n_neurons")), strict=True))
         if isinstance(layer, bool) or not isinstance(layer, int) or (layers and layer not in layers):
-            raise ArgumentError("layer", f"no MLP layer {layer!r} in run {self.run_id!r}; it has "
-                                f"{_shown(sorted(layers))}")
-        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 0 or (
-                layer in layers and unit >= layers[layer]):
+            raise ArgumentError(
+                "layer", f"no MLP layer {layer!r} in run {self.run_id!r}; it has {_shown(sorted(layers))}"
+            )
+        if (
+            isinstance(unit, bool)
+            or not isinstance(unit, int)
+            or unit < 0
+            or (layer in layers and unit >= layers[layer])
+        ):
             width = f"0-{layers[layer] - 1}" if layer in layers else "from 0"
             raise ArgumentError("unit", f"no unit {unit!r} in layer {layer}; its units are {width}")
         return layer, unit

@@ -13,13 +13,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (`make browser-deps`): no browser download
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -52,7 +59,8 @@ def check_page(page, url: str | None, heading: str, shot: Path | None) -> None:
         page.goto(url, wait_until="domcontentloaded")
     page.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=60_000)
     page.locator("[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg").first.wait_for(
-        timeout=60_000)
+        timeout=60_000
+    )
     page.wait_for_timeout(1500)  # let the remaining charts draw
     assert page.locator("[data-testid='stException']").count() == 0, "an exception box is shown"
     assert page.locator("[data-testid='stAlertContentError']").count() == 0, "an error box is shown"
@@ -73,7 +81,10 @@ def served(store: Path, root: Path, log: Path | None = None, timeout: float = 60
     out = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "explorer.launch", str(store), "--port", str(port), "--no-browser"],
-        cwd=str(root), env={**os.environ, "PYTHONPATH": str(root)}, stdout=out, stderr=subprocess.STDOUT,
+        cwd=str(root),
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=out,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -39,7 +39,10 @@ def _data(df: pl.DataFrame) -> alt.Data:
 
 def _ckpt_x(order: Sequence[str], title: str = "checkpoint (training order)") -> alt.X:
     return alt.X(
-        "checkpoint:O", sort=list(order), title=title, scale=alt.Scale(domain=list(order)),
+        "checkpoint:O",
+        sort=list(order),
+        title=title,
+        scale=alt.Scale(domain=list(order)),
         axis=alt.Axis(labelAngle=-35, labelLimit=120),
     )
 
@@ -54,14 +57,23 @@ def probe_heatmap(df: pl.DataFrame, order: Sequence[str], metric: str = "accurac
             x=_ckpt_x(order),
             y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
             color=alt.Color(
-                f"{metric}:Q", title=metric.replace("_", " "),
+                f"{metric}:Q",
+                title=metric.replace("_", " "),
                 scale=alt.Scale(scheme=SEQ_SCHEME, domain=[min(lo, 0.5), 1.0]),
             ),
-            tooltip=["checkpoint:N", "step:Q", "layer:O", alt.Tooltip(f"{metric}:Q", format=".3f"),
-                     alt.Tooltip("accuracy_std:Q", format=".3f"), "n_test:Q"],
+            tooltip=[
+                "checkpoint:N",
+                "step:Q",
+                "layer:O",
+                alt.Tooltip(f"{metric}:Q", format=".3f"),
+                alt.Tooltip("accuracy_std:Q", format=".3f"),
+                "n_test:Q",
+            ],
         )
-        .properties(height=_row_step(df["layer"].n_unique() if df.height else 1),
-                    title=f"LID probe {metric.replace('_', ' ')}: layer x checkpoint")
+        .properties(
+            height=_row_step(df["layer"].n_unique() if df.height else 1),
+            title=f"LID probe {metric.replace('_', ' ')}: layer x checkpoint",
+        )
     )
 
 
@@ -98,7 +110,12 @@ def lines_over_checkpoints(
 
 
 def lines_over_layers(
-    df: pl.DataFrame, y: str, *, color: str, title: str = "", y_title: str | None = None,
+    df: pl.DataFrame,
+    y: str,
+    *,
+    color: str,
+    title: str = "",
+    y_title: str | None = None,
     domain: tuple[float, float] | None = None,
 ) -> alt.Chart:
     scale = alt.Scale(domain=list(domain)) if domain else alt.Scale(zero=False)
@@ -116,7 +133,11 @@ def lines_over_layers(
 
 
 def lang_heatmap(
-    df: pl.DataFrame, value: str, *, title: str, domain: tuple[float, float] = (0.0, 1.0),
+    df: pl.DataFrame,
+    value: str,
+    *,
+    title: str,
+    domain: tuple[float, float] = (0.0, 1.0),
     langs: Sequence[str] | None = None,
 ) -> alt.Chart:
     """A language x language matrix with the value written in each cell."""
@@ -126,8 +147,9 @@ def lang_heatmap(
         y=alt.Y("lang_a:N", sort=order, title=None),
     )
     rect = base.mark_rect().encode(
-        color=alt.Color(f"{value}:Q", title=value.replace("_", " "),
-                        scale=alt.Scale(scheme=SEQ_SCHEME, domain=list(domain))),
+        color=alt.Color(
+            f"{value}:Q", title=value.replace("_", " "), scale=alt.Scale(scheme=SEQ_SCHEME, domain=list(domain))
+        ),
         tooltip=["lang_a:N", "lang_b:N", alt.Tooltip(f"{value}:Q", format=".3f")],
     )
     parts = [rect]
@@ -135,22 +157,26 @@ def lang_heatmap(
         parts.append(
             base.mark_text(fontSize=10).encode(
                 text=alt.Text(f"{value}:Q", format=".2f"),
-                color=alt.condition(alt.datum[value] > (domain[0] + domain[1]) / 2,
-                                    alt.value("black"), alt.value("white")),
+                color=alt.condition(
+                    alt.datum[value] > (domain[0] + domain[1]) / 2, alt.value("black"), alt.value("white")
+                ),
             )
         )
     return alt.layer(*parts).properties(height=HEIGHT, title=plain(title))
 
 
-def rank_lines(df: pl.DataFrame, order: Sequence[str], *, color: str = "lang", title: str = "", k: int | None = None) -> alt.Chart:
+def rank_lines(
+    df: pl.DataFrame, order: Sequence[str], *, color: str = "lang", title: str = "", k: int | None = None
+) -> alt.Chart:
     """Rank trajectories (rank 1 at the top, log scale); gaps where the unit left the top-K."""
     return (
         alt.Chart(_data(df))
         .mark_line(point=True)
         .encode(
             x=_ckpt_x(order),
-            y=alt.Y("rank:Q", title="rank (1 = best)", scale=alt.Scale(type="log", reverse=True,
-                                                                        domain=[1, max(k or 1, 2)])),
+            y=alt.Y(
+                "rank:Q", title="rank (1 = best)", scale=alt.Scale(type="log", reverse=True, domain=[1, max(k or 1, 2)])
+            ),
             color=alt.Color(f"{color}:N"),
             tooltip=["checkpoint:N", f"{color}:N", "rank:Q", alt.Tooltip("ap:Q", format=".3f")],
         )
@@ -159,8 +185,14 @@ def rank_lines(df: pl.DataFrame, order: Sequence[str], *, color: str = "lang", t
 
 
 def concept_checkpoint_grid(
-    df: pl.DataFrame, order: Sequence[str], *, value: str, rows: Sequence[str], title: str,
-    row_field: str = "concept_id", max_value: int | None = None,
+    df: pl.DataFrame,
+    order: Sequence[str],
+    *,
+    value: str,
+    rows: Sequence[str],
+    title: str,
+    row_field: str = "concept_id",
+    max_value: int | None = None,
 ) -> alt.Chart:
     """A (concept x checkpoint) grid coloured by a count, e.g. languages where a unit is top-K."""
     domain = [0, max_value] if max_value else alt.Undefined
@@ -170,8 +202,11 @@ def concept_checkpoint_grid(
         .encode(
             x=_ckpt_x(order),
             y=alt.Y(f"{row_field}:N", sort=list(rows), title=row_field.replace("_", " ")),
-            color=alt.Color(f"{value}:Q", title=value.replace("_", " "),
-                            scale=alt.Scale(domain=domain, range=["#c6dbef", "#08306b"])),
+            color=alt.Color(
+                f"{value}:Q",
+                title=value.replace("_", " "),
+                scale=alt.Scale(domain=domain, range=["#c6dbef", "#08306b"]),
+            ),
             tooltip=[f"{c}:{'Q' if df[c].dtype.is_numeric() else 'N'}" for c in df.columns if c != "step"],
         )
         .properties(height=alt.Step(18 if len(rows) > 8 else 26), title=plain(title))
@@ -232,7 +267,12 @@ CHANCE_DASH = [5, 4]
 
 
 def chance_lines(
-    df: pl.DataFrame, order: Sequence[str], y: str, *, color: str | None = None, y_title: str | None = None,
+    df: pl.DataFrame,
+    order: Sequence[str],
+    y: str,
+    *,
+    color: str | None = None,
+    y_title: str | None = None,
     label: str = "chance",
 ) -> alt.Chart:
     """Dashed reference lines of a chance level over checkpoints (one per ``color`` value, else one grey line).
@@ -242,7 +282,8 @@ def chance_lines(
     enc: dict = {
         "x": _ckpt_x(order),
         "y": alt.Y(f"{y}:Q", title=y_title or y.replace("_", " ")),
-        "tooltip": ["reference:N", "checkpoint:N", alt.Tooltip(f"{y}:Q", format=".4f")] + ([f"{color}:N"] if color else []),
+        "tooltip": ["reference:N", "checkpoint:N", alt.Tooltip(f"{y}:Q", format=".4f")]
+        + ([f"{color}:N"] if color else []),
     }
     if color:
         enc["color"] = alt.Color(f"{color}:N", title=color.replace("_", " "))
@@ -251,7 +292,12 @@ def chance_lines(
 
 
 def interval_band(
-    df: pl.DataFrame, x: alt.X, lo: str = "lo", hi: str = "hi", *, color: str | None = None,
+    df: pl.DataFrame,
+    x: alt.X,
+    lo: str = "lo",
+    hi: str = "hi",
+    *,
+    color: str | None = None,
     y_title: str | None = None,
 ) -> alt.Chart:
     """A translucent band from ``lo`` to ``hi`` (a bootstrap interval) along ``x``; rows with no bounds are left out."""
@@ -279,7 +325,9 @@ def layer_axis() -> alt.X:
     return alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0))
 
 
-def with_chance(chart: alt.Chart, *, band: alt.Chart | None = None, reference: alt.Chart | None = None) -> alt.LayerChart:
+def with_chance(
+    chart: alt.Chart, *, band: alt.Chart | None = None, reference: alt.Chart | None = None
+) -> alt.LayerChart:
     """``chart`` with its interval band below and its chance line above (the scales are shared); the title moves
     to the layer, where Vega-Lite draws it."""
     title = chart.title

@@ -79,13 +79,24 @@ def downloads(df: pl.DataFrame, name: str) -> None:
     key = _key(name)
     with st.container(horizontal=True, gap="small"):
         st.download_button(
-            "CSV", data=lambda: csv_bytes(df), file_name=f"{base}.csv", mime="text/csv",
-            on_click="ignore", icon="⬇️", key=f"dl.csv.{key}", type="tertiary",
+            "CSV",
+            data=lambda: csv_bytes(df),
+            file_name=f"{base}.csv",
+            mime="text/csv",
+            on_click="ignore",
+            icon="⬇️",
+            key=f"dl.csv.{key}",
+            type="tertiary",
         )
         st.download_button(
-            "Parquet", data=lambda: parquet_bytes(df), file_name=f"{base}.parquet",
-            mime="application/vnd.apache.parquet", on_click="ignore", icon="⬇️",
-            key=f"dl.parquet.{key}", type="tertiary",
+            "Parquet",
+            data=lambda: parquet_bytes(df),
+            file_name=f"{base}.parquet",
+            mime="application/vnd.apache.parquet",
+            on_click="ignore",
+            icon="⬇️",
+            key=f"dl.parquet.{key}",
+            type="tertiary",
         )
 
 
@@ -154,8 +165,10 @@ def left_out_text(left_out: Counter) -> str:
         by_column.setdefault(column, []).append(f"{n} {kind}")
     total = sum(left_out.values())
     parts = "; ".join(f"{column}: {', '.join(kinds)}" for column, kinds in by_column.items())
-    return (f"Not drawn: {total} value{'s' if total != 1 else ''} that {'are' if total != 1 else 'is'} NaN or "
-            f"infinite ({parts}). The downloads keep them as stored.")
+    return (
+        f"Not drawn: {total} value{'s' if total != 1 else ''} that {'are' if total != 1 else 'is'} NaN or "
+        f"infinite ({parts}). The downloads keep them as stored."
+    )
 
 
 def chart(altair_chart: Any, df: pl.DataFrame, name: str) -> None:
@@ -180,7 +193,11 @@ def table(
 ) -> None:
     """A table with CSV/Parquet downloads of exactly its rows."""
     st.dataframe(
-        df, hide_index=True, column_config=column_config, column_order=column_order, width="stretch",
+        df,
+        hide_index=True,
+        column_config=column_config,
+        column_order=column_order,
+        width="stretch",
         height=height if isinstance(height, str) or df.height * 35 + 40 > height else "auto",
     )
     downloads(df.drop([c for c in df.columns if c == "open"]), name)

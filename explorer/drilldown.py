@@ -68,17 +68,25 @@ def drilldown_section(layer: int, unit: int, concept: str | None) -> None:
 
     st.markdown(f"**Top contexts per language at {md(checkpoint_label(ckpt))}** (peak token in bold)")
     if contexts.height == 0:
-        empty(f"No drill-downs for layer {layer} · unit {unit} at {md(ckpt)}: they are stored for the units that "
-              "are a top-K expert of some concept or language-specific (LAPE) there, up to [drilldown] max_units.")
+        empty(
+            f"No drill-downs for layer {layer} · unit {unit} at {md(ckpt)}: they are stored for the units that "
+            "are a top-K expert of some concept or language-specific (LAPE) there, up to [drilldown] max_units."
+        )
     else:
         langs = contexts["lang"].unique().sort().to_list()
         for tab, lang in zip(st.tabs([md(fmt_lang(x)) for x in langs]), langs):
             with tab:
                 for row in contexts.filter(pl.col("lang") == lang).iter_rows(named=True):
-                    st.markdown(f"{row['rank']}\\. `{row['response']:.3f}` · "
-                                f"{highlighted(row['text'], row['peak_start'], row['peak_end'])}")
-                    st.caption(f"concept {md(fmt_concept(row['concept_id']))} · sentence {row['sentence_id']} · "
-                               f"peak activation {row['peak_act']:.3f}" if row["peak_act"] is not None else "")
+                    st.markdown(
+                        f"{row['rank']}\\. `{row['response']:.3f}` · "
+                        f"{highlighted(row['text'], row['peak_start'], row['peak_end'])}"
+                    )
+                    st.caption(
+                        f"concept {md(fmt_concept(row['concept_id']))} · sentence {row['sentence_id']} · "
+                        f"peak activation {row['peak_act']:.3f}"
+                        if row["peak_act"] is not None
+                        else ""
+                    )
         table(contexts, f"neuron_L{layer}_U{unit}_top_contexts_{ckpt}")
 
     st.markdown("**Response distribution: the concept's contexts against the language's other contexts**")
@@ -88,21 +96,32 @@ def drilldown_section(layer: int, unit: int, concept: str | None) -> None:
     else:
         pick = concept if concept in concepts else concepts[0]
         top = st.columns(2)
-        pick = plain_selectbox("Concept (histograms)", concepts, format_func=fmt_concept,
-                               index=concepts.index(pick), key="neuron.hconcept", where=top[0])
+        pick = plain_selectbox(
+            "Concept (histograms)",
+            concepts,
+            format_func=fmt_concept,
+            index=concepts.index(pick),
+            key="neuron.hconcept",
+            where=top[0],
+        )
         h_langs = hist.filter(pl.col("concept_id") == pick)["lang"].unique().sort().to_list()
-        lang = plain_selectbox("Language (histograms)", h_langs, format_func=fmt_lang, key="neuron.hlang",
-                               where=top[1])
+        lang = plain_selectbox("Language (histograms)", h_langs, format_func=fmt_lang, key="neuron.hlang", where=top[1])
         one = hist.filter((pl.col("concept_id") == pick) & (pl.col("lang") == (lang or h_langs[0])))
         left, right = st.columns(2)
         with left:
             mine = one.filter(pl.col("grp") == "concept")
-            chart(charts.response_histogram(mine, title=f"{fmt_concept(pick)} contexts ({int(mine['n'].sum())})"),
-                  mine, f"neuron_L{layer}_U{unit}_hist_{pick}_{lang}_concept")
+            chart(
+                charts.response_histogram(mine, title=f"{fmt_concept(pick)} contexts ({int(mine['n'].sum())})"),
+                mine,
+                f"neuron_L{layer}_U{unit}_hist_{pick}_{lang}_concept",
+            )
         with right:
             rest = one.filter(pl.col("grp") == "other")
-            chart(charts.response_histogram(rest, title=f"other contexts ({int(rest['n'].sum())})", color="#9e9e9e"),
-                  rest, f"neuron_L{layer}_U{unit}_hist_{pick}_{lang}_other")
+            chart(
+                charts.response_histogram(rest, title=f"other contexts ({int(rest['n'].sum())})", color="#9e9e9e"),
+                rest,
+                f"neuron_L{layer}_U{unit}_hist_{pick}_{lang}_other",
+            )
 
     st.markdown("**What it writes: direct effect on the output logits (logit lens), over training**")
     if tokens.height == 0:
@@ -113,23 +132,34 @@ def drilldown_section(layer: int, unit: int, concept: str | None) -> None:
         for where, direction in ((g_left, "promoted"), (g_right, "suppressed")):
             with where:
                 rows = tokens.filter(pl.col("direction") == direction)
-                chart(charts.token_grid(rows, order, title=f"most {direction} tokens"), rows,
-                      f"neuron_L{layer}_U{unit}_{direction}_tokens")
+                chart(
+                    charts.token_grid(rows, order, title=f"most {direction} tokens"),
+                    rows,
+                    f"neuron_L{layer}_U{unit}_{direction}_tokens",
+                )
                 listed = at.filter(pl.col("direction") == direction)
                 if listed.height:
-                    st.markdown(f"At {md(ckpt)}: " + ", ".join(
-                        f"{md(t)} ({v:+.2f})" for t, v in zip(listed["token"].to_list(), listed["logit"].to_list())))
-        st.caption("Each unit of activation adds its down-projection column to the residual stream. Its exact direct "
-                   "effect: the column, mean-centred where the final norm is a LayerNorm (its mean subtraction is "
-                   "linear), times the final norm's scale, through the unembedding, centred over the vocabulary; "
-                   "it raises these logits most and lowers those most. Only the norm's division by the stream's "
-                   "size depends on the context, and it does not change the order.")
+                    st.markdown(
+                        f"At {md(ckpt)}: "
+                        + ", ".join(
+                            f"{md(t)} ({v:+.2f})" for t, v in zip(listed["token"].to_list(), listed["logit"].to_list())
+                        )
+                    )
+        st.caption(
+            "Each unit of activation adds its down-projection column to the residual stream. Its exact direct "
+            "effect: the column, mean-centred where the final norm is a LayerNorm (its mean subtraction is "
+            "linear), times the final norm's scale, through the unembedding, centred over the vocabulary; "
+            "it raises these logits most and lowers those most. Only the norm's division by the stream's "
+            "size depends on the context, and it does not change the order."
+        )
 
     st.markdown(f"**Units with the most similar cross-lingual profile at {md(checkpoint_label(ckpt))}**")
     similar = q(Q.similar_units, c.run_id, ckpt, layer, unit, 10)
     if similar.height:
         table(with_neuron_links(similar), f"neuron_L{layer}_U{unit}_similar_{ckpt}", column_config=LINK_CONFIG)
-        st.caption("Cosine of the units' AP vectors over concept x language (from the stored top-K rows; an AP "
-                   "outside a unit's top-K counts as 0).")
+        st.caption(
+            "Cosine of the units' AP vectors over concept x language (from the stored top-K rows; an AP "
+            "outside a unit's top-K counts as 0)."
+        )
     else:
         empty("No other unit is a top-K expert of any (concept, language) this unit serves at this checkpoint.")

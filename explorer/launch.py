@@ -35,8 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Explore a crossling store (a DuckDB file written by `precompute`) in the browser.",
     )
     p.add_argument("store", nargs="?", help="the store to open (default: data/demo.duckdb in the current folder)")
-    p.add_argument("--port", type=int, default=None,
-                   help=f"port to serve on (default: {DEFAULT_PORT}, or the next free one; the one used is printed)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port to serve on (default: {DEFAULT_PORT}, or the next free one; the one used is printed)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window (headless server)")
     return p
@@ -143,15 +147,24 @@ def url_for(host: str, port: int) -> str:
 def streamlit_args(store: Path, *, port: int | None, host: str, no_browser: bool) -> list[str]:
     """The ``streamlit run`` command line (without the program name)."""
     args = [
-        "run", str(APP),
-        "--server.address", host,
-        "--server.headless", "true" if no_browser else "false",
-        "--server.fileWatcherType", "none",
-        "--server.runOnSave", "false",
-        "--browser.gatherUsageStats", "false",
-        "--browser.serverAddress", "localhost" if host in ("127.0.0.1", "localhost") else host,
-        "--client.toolbarMode", "viewer",
-        "--theme.base", "light",
+        "run",
+        str(APP),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true" if no_browser else "false",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--browser.serverAddress",
+        "localhost" if host in ("127.0.0.1", "localhost") else host,
+        "--client.toolbarMode",
+        "viewer",
+        "--theme.base",
+        "light",
     ]
     if port is not None:
         args += ["--server.port", str(port), "--browser.serverPort", str(port)]

@@ -28,13 +28,18 @@ def with_neuron_links(df: pl.DataFrame, concept: str | None = None) -> pl.DataFr
     if concept is not None:
         extra += f"&concept={_quote(concept)}"
         return df.with_columns(
-            pl.format("neuron?layer={}&unit={}" + extra, pl.col("layer"), pl.col("unit")).alias("open"))
+            pl.format("neuron?layer={}&unit={}" + extra, pl.col("layer"), pl.col("unit")).alias("open")
+        )
     if "concept_id" in df.columns:
         return df.with_columns(
-            pl.format("neuron?layer={}&unit={}&concept={}" + extra, pl.col("layer"), pl.col("unit"),
-                      pl.col("concept_id").map_elements(_quote, return_dtype=pl.Utf8)).alias("open"))
-    return df.with_columns(
-        pl.format("neuron?layer={}&unit={}" + extra, pl.col("layer"), pl.col("unit")).alias("open"))
+            pl.format(
+                "neuron?layer={}&unit={}&concept={}" + extra,
+                pl.col("layer"),
+                pl.col("unit"),
+                pl.col("concept_id").map_elements(_quote, return_dtype=pl.Utf8),
+            ).alias("open")
+        )
+    return df.with_columns(pl.format("neuron?layer={}&unit={}" + extra, pl.col("layer"), pl.col("unit")).alias("open"))
 
 
 def neuron_link(layer: int, unit: int, label: str | None = None, concept: str | None = None) -> None:
@@ -44,5 +49,4 @@ def neuron_link(layer: int, unit: int, label: str | None = None, concept: str | 
         params["concept"] = concept
     if ctx().n_runs > 1:
         params["run"] = ctx().run_id
-    st.page_link("views/neuron.py", label=md(label or f"layer {layer} · unit {unit}"), icon="🧠",
-                 query_params=params)
+    st.page_link("views/neuron.py", label=md(label or f"layer {layer} · unit {unit}"), icon="🧠", query_params=params)

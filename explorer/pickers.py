@@ -61,13 +61,20 @@ def language_label_func() -> Callable[[str], str]:
     return fmt
 
 
-def pick_checkpoint(label: str = "Checkpoint", *, param: str = "ckpt", key: str, default: str | None = None,
-                    where: Any = None) -> str:
+def pick_checkpoint(
+    label: str = "Checkpoint", *, param: str = "ckpt", key: str, default: str | None = None, where: Any = None
+) -> str:
     """A slider over training, mirrored in the URL."""
     order = checkpoint_order()
     return url_select(
-        label, order, param=param, key=key, default=default if default is not None else order[-1],
-        what="checkpoint", slider=True, where=where,
+        label,
+        order,
+        param=param,
+        key=key,
+        default=default if default is not None else order[-1],
+        what="checkpoint",
+        slider=True,
+        where=where,
     )
 
 
@@ -75,21 +82,37 @@ def pick_concept(*, key: str, param: str = "concept", where: Any = None) -> str:
     ids = q(Q.concepts)["concept_id"].to_list()
     if not ids:
         raise StoreProblem("The store lists no concepts.", REBUILD_HINT)
-    return url_select("Concept", ids, param=param, key=key, what="concept", format_func=concept_label_func(),
-                      where=where)
+    return url_select(
+        "Concept", ids, param=param, key=key, what="concept", format_func=concept_label_func(), where=where
+    )
 
 
 def pick_language(*, key: str, param: str = "lang", where: Any = None, default: str | None = None) -> str:
     langs = q(Q.languages)["lang"].to_list()
     if not langs:
         raise StoreProblem("The store lists no languages.", REBUILD_HINT)
-    return url_select("Language", langs, param=param, key=key, what="language",
-                      format_func=language_label_func(), where=where, default=default)
+    return url_select(
+        "Language",
+        langs,
+        param=param,
+        key=key,
+        what="language",
+        format_func=language_label_func(),
+        where=where,
+        default=default,
+    )
 
 
 def pick_k(*, key: str, param: str = "k", default: int = 10, where: Any = None) -> int:
     top_k = ctx().top_k
     return url_int(
-        "Top-K", param=param, key=key, min_value=1, max_value=top_k, default=min(default, top_k),
-        what="top-K", where=where, help=f"How many of the stored top-{top_k} units per language to show.",
+        "Top-K",
+        param=param,
+        key=key,
+        min_value=1,
+        max_value=top_k,
+        default=min(default, top_k),
+        what="top-K",
+        where=where,
+        help=f"How many of the stored top-{top_k} units per language to show.",
     )

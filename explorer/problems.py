@@ -45,8 +45,7 @@ _HINTS: dict[type[StoreError], str] = {
         "the explorer refuses to run. Ask for a store written by `precompute`."
     ),
     NotCrosslingStoreError: (
-        "This DuckDB file was not written by crossling. Open a store written by `precompute run` "
-        "or `precompute demo`."
+        "This DuckDB file was not written by crossling. Open a store written by `precompute run` or `precompute demo`."
     ),
     SchemaVersionError: (
         f"This explorer reads schema version {SCHEMA_VERSION}. Open the store with the crossling "

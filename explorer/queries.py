@@ -145,9 +145,7 @@ def run_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
         got = frame(con, "SELECT max(k) AS k FROM expert_overlap WHERE run_id = ?", [run_id])["k"][0]
         top_k = int(got) if got is not None else None
     if not isinstance(min_langs, int):
-        got = frame(
-            con, "SELECT min(n_langs_topk) AS m FROM shared_experts WHERE run_id = ?", [run_id]
-        )["m"][0]
+        got = frame(con, "SELECT min(n_langs_topk) AS m FROM shared_experts WHERE run_id = ?", [run_id])["m"][0]
         min_langs = int(got) if got is not None else 2
     measure = experts.get("overlap_measure") if isinstance(experts, dict) else None
     measure = measure if measure in OVERLAP_MEASURES else "jaccard"
@@ -308,9 +306,7 @@ def concept_overlap_matrix(
     )
 
 
-def concept_overlap_history(
-    con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str
-) -> pl.DataFrame:
+def concept_overlap_history(con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str) -> pl.DataFrame:
     """One concept's pairwise overlap at every checkpoint (each unordered pair once)."""
     return frame(
         con,
@@ -325,9 +321,7 @@ def concept_overlap_history(
     )
 
 
-def concept_overlap_ranking(
-    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str
-) -> pl.DataFrame:
+def concept_overlap_ranking(con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str) -> pl.DataFrame:
     """Every concept's mean pairwise overlap at one checkpoint, most shared first."""
     return frame(
         con,
@@ -342,9 +336,7 @@ def concept_overlap_ranking(
 # --- concepts: top-K units and shared experts -----------------------------------------------------
 
 
-def top_units(
-    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, concept_id: str, k: int
-) -> pl.DataFrame:
+def top_units(con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, concept_id: str, k: int) -> pl.DataFrame:
     """Per language, the concept's top-``k`` units at one checkpoint (rank 1 = best AP)."""
     return frame(
         con,
@@ -374,9 +366,7 @@ def shared_experts(
     )
 
 
-def shared_expert_history(
-    con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str
-) -> pl.DataFrame:
+def shared_expert_history(con: duckdb.DuckDBPyConnection, run_id: str, concept_id: str) -> pl.DataFrame:
     """Per checkpoint: how many units are shared experts of one concept, and the most languages any has."""
     return frame(
         con,
@@ -421,9 +411,7 @@ def compare_checkpoints(
 # --- one neuron --------------------------------------------------------------------------------------
 
 
-def neuron_ap_history(
-    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
-) -> pl.DataFrame:
+def neuron_ap_history(con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int) -> pl.DataFrame:
     """Every (checkpoint, lang, concept) where the unit is a top-K expert, with its AP and rank."""
     return frame(
         con,
@@ -435,9 +423,7 @@ def neuron_ap_history(
     )
 
 
-def neuron_summary_history(
-    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
-) -> pl.DataFrame:
+def neuron_summary_history(con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int) -> pl.DataFrame:
     """The unit's AP summary (over all concepts and languages) at every checkpoint."""
     return frame(
         con,
@@ -449,9 +435,7 @@ def neuron_summary_history(
     )
 
 
-def neuron_shared_history(
-    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
-) -> pl.DataFrame:
+def neuron_shared_history(con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int) -> pl.DataFrame:
     """Checkpoints and concepts for which the unit is a shared expert (top-K in many languages)."""
     return frame(
         con,
@@ -463,9 +447,7 @@ def neuron_shared_history(
     )
 
 
-def top_shared_neurons(
-    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 20
-) -> pl.DataFrame:
+def top_shared_neurons(con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 20) -> pl.DataFrame:
     """The most cross-lingual units at one checkpoint: most languages, then most concepts."""
     return frame(
         con,
@@ -525,9 +507,7 @@ def unit_response_hist(
     )
 
 
-def unit_output_tokens(
-    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
-) -> pl.DataFrame:
+def unit_output_tokens(con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int) -> pl.DataFrame:
     """The unit's top promoted and suppressed output tokens (direct effect on the logits) at every
     checkpoint, in training order."""
     return frame(
@@ -569,8 +549,22 @@ def similar_units(
            SELECT a.layer, a.unit, a.dot / (a.norm * m.norm) AS cosine, a.n_shared_cells, a.n_cells
            FROM agg a, my_norm m
            ORDER BY cosine DESC, a.n_shared_cells DESC, a.layer, a.unit LIMIT ?""",
-        [run_id, checkpoint, checkpoint, layer, unit, run_id, checkpoint, checkpoint, layer, unit,
-         run_id, checkpoint, checkpoint, limit],
+        [
+            run_id,
+            checkpoint,
+            checkpoint,
+            layer,
+            unit,
+            run_id,
+            checkpoint,
+            checkpoint,
+            layer,
+            unit,
+            run_id,
+            checkpoint,
+            checkpoint,
+            limit,
+        ],
     )
 
 
@@ -611,9 +605,7 @@ def search_units(
 # --- one language ------------------------------------------------------------------------------------
 
 
-def language_experts(
-    con: duckdb.DuckDBPyConnection, run_id: str, lang: str, checkpoint: str, k: int
-) -> pl.DataFrame:
+def language_experts(con: duckdb.DuckDBPyConnection, run_id: str, lang: str, checkpoint: str, k: int) -> pl.DataFrame:
     """One language's top-``k`` experts of every concept at one checkpoint, with how many languages
     share each (``n_langs_topk`` is null where fewer than the run's ``min_langs`` do)."""
     return frame(
@@ -662,9 +654,9 @@ def language_probe_f1(con: duckdb.DuckDBPyConnection, run_id: str, lang: str) ->
 
 def similarity_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
     """Metrics present in the similarity table."""
-    return frame(
-        con, "SELECT DISTINCT metric FROM similarity WHERE run_id = ? ORDER BY metric", [run_id]
-    )["metric"].to_list()
+    return frame(con, "SELECT DISTINCT metric FROM similarity WHERE run_id = ? ORDER BY metric", [run_id])[
+        "metric"
+    ].to_list()
 
 
 def similarity_by_layer(con: duckdb.DuckDBPyConnection, run_id: str, metric: str) -> pl.DataFrame:
@@ -730,9 +722,7 @@ def language_neuron_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.Da
     )
 
 
-def language_neurons(
-    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 1000
-) -> pl.DataFrame:
+def language_neurons(con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 1000) -> pl.DataFrame:
     """The most language-specific neurons at one checkpoint (lowest LAPE first)."""
     return frame(
         con,
@@ -742,9 +732,7 @@ def language_neurons(
     )
 
 
-def neuron_language_history(
-    con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int
-) -> pl.DataFrame:
+def neuron_language_history(con: duckdb.DuckDBPyConnection, run_id: str, layer: int, unit: int) -> pl.DataFrame:
     """The checkpoints at which one unit is language-specific (LAPE), with its language."""
     return frame(
         con,
@@ -783,7 +771,6 @@ def steering_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFram
             GROUP BY ALL ORDER BY {_T_ORDER}, t.concept_id, t.source_lang, t.n_neurons""",
         [run_id],
     )
-
 
 
 def steering_language_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
@@ -984,15 +971,57 @@ def unit_emergence(
 
 # Every function the pages call, for the benchmark and the tests.
 PAGE_QUERIES = [
-    meta, table_counts, runs, run_settings, checkpoints, languages, concepts, layers,
-    sentence_counts, concept_sentences, stage_timings, representations, probe_grid,
-    probe_languages, overlap_summary, concept_overlap_matrix, concept_overlap_history,
-    concept_overlap_ranking, top_units, shared_experts, shared_expert_history, compare_checkpoints,
-    neuron_ap_history, neuron_summary_history, neuron_shared_history, top_shared_neurons,
-    language_experts, language_sharing, language_probe_f1, similarity_metrics,
-    similarity_by_layer, similarity_pairs, compression, neuron_counts, language_neuron_counts,
-    language_neurons, steering, steering_summary, steering_language_shares, missing_tables,
-    probe_chance, overlap_chance, headline_intervals, expert_significance, pair_emergence, unit_emergence,
-    concept_chance_history, unit_top_contexts, unit_response_hist, unit_output_tokens, similar_units,
-    search_concepts, search_units,
+    meta,
+    table_counts,
+    runs,
+    run_settings,
+    checkpoints,
+    languages,
+    concepts,
+    layers,
+    sentence_counts,
+    concept_sentences,
+    stage_timings,
+    representations,
+    probe_grid,
+    probe_languages,
+    overlap_summary,
+    concept_overlap_matrix,
+    concept_overlap_history,
+    concept_overlap_ranking,
+    top_units,
+    shared_experts,
+    shared_expert_history,
+    compare_checkpoints,
+    neuron_ap_history,
+    neuron_summary_history,
+    neuron_shared_history,
+    top_shared_neurons,
+    language_experts,
+    language_sharing,
+    language_probe_f1,
+    similarity_metrics,
+    similarity_by_layer,
+    similarity_pairs,
+    compression,
+    neuron_counts,
+    language_neuron_counts,
+    language_neurons,
+    steering,
+    steering_summary,
+    steering_language_shares,
+    missing_tables,
+    probe_chance,
+    overlap_chance,
+    headline_intervals,
+    expert_significance,
+    pair_emergence,
+    unit_emergence,
+    concept_chance_history,
+    unit_top_contexts,
+    unit_response_hist,
+    unit_output_tokens,
+    similar_units,
+    search_concepts,
+    search_units,
 ]

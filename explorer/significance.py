@@ -16,7 +16,9 @@ def significance_text(rows: pl.DataFrame) -> str:
     first = rows.row(0, named=True)
     n_shuffles, alpha = int(first["n_shuffles"]), first.get("alpha")
     if alpha is None or first.get("correction") is None:  # a store from before p-values
-        return (f"Significant: AP above the 99th percentile of the best unit's AP over {n_shuffles} label "
-                "shuffles, uncorrected (this store predates the corrected test; recompute it).")
+        return (
+            f"Significant: AP above the 99th percentile of the best unit's AP over {n_shuffles} label "
+            "shuffles, uncorrected (this store predates the corrected test; recompute it)."
+        )
     test = permutation_test_text(n_shuffles, first["p_resolution"], alpha, first["correction"], first.get("n_cells"))
     return f"Significant: AP above the corrected permutation threshold, by a {test}."

@@ -161,7 +161,12 @@ def open_context() -> Ctx:
     run_id = run_ids[0]
     if len(run_ids) > 1:
         run_id = url_select(
-            "Run", run_ids, param="run", key="sidebar.run", what="run", where=st.sidebar,
+            "Run",
+            run_ids,
+            param="run",
+            key="sidebar.run",
+            what="run",
+            where=st.sidebar,
             help="This store holds several runs; pick the one to explore.",
         )
     checkpoints = _raw(path, version, Q.checkpoints, run_id)
@@ -169,14 +174,20 @@ def open_context() -> Ctx:
     if checkpoints.height == 0:
         raise StoreProblem(
             f"Run {md_code(run_id)} in {md_code(path.name)} has no completed checkpoint yet.",
-            _unfinished_text(path, progress) if progress is not None and progress.unfinished else
-            "Reload this page when a precompute has published one (`precompute info STORE` shows progress).",
+            _unfinished_text(path, progress)
+            if progress is not None and progress.unfinished
+            else "Reload this page when a precompute has published one (`precompute info STORE` shows progress).",
         )
     if progress is not None and progress.summary():  # shown on every page: its figures are not the whole run's
         st.sidebar.warning(md(f"{path.name}: {progress.summary()}"))
     settings = _raw(path, version, Q.run_settings, run_id)
     top_k = settings["top_k"] or 1
     return Ctx(
-        path=str(path), version=version, run_id=run_id, n_runs=len(run_ids),
-        top_k=int(top_k), min_langs=int(settings["min_langs"] or 2), overlap_measure=settings["overlap_measure"],
+        path=str(path),
+        version=version,
+        run_id=run_id,
+        n_runs=len(run_ids),
+        top_k=int(top_k),
+        min_langs=int(settings["min_langs"] or 2),
+        overlap_measure=settings["overlap_measure"],
     )

@@ -34,7 +34,12 @@ def _sync(param: str, key: str, value_str: str) -> None:
 
 
 def _from_url(
-    param: str, key: str, options_str: list[str], default_index: int, what: str, options: Sequence[Any],
+    param: str,
+    key: str,
+    options_str: list[str],
+    default_index: int,
+    what: str,
+    options: Sequence[Any],
     missing: str = NOT_IN_STORE,
 ) -> None:
     """Seed the widget's session state from the URL when the URL changed (a new link)."""
@@ -121,7 +126,8 @@ def url_int(
     return value
 
 
-def plain_selectbox(label: str, options: Sequence[Any], *, format_func: Callable[[Any], str] = str,
-                    where: Any = None, **kwargs: Any) -> Any:
+def plain_selectbox(
+    label: str, options: Sequence[Any], *, format_func: Callable[[Any], str] = str, where: Any = None, **kwargs: Any
+) -> Any:
     """A selectbox not mirrored in the URL (a menu, such as a jump list) whose labels are plain text."""
     return (where or st).selectbox(label, list(options), format_func=plain_func(format_func), **kwargs)

@@ -91,8 +91,12 @@ class Rule:
             return f"has a bad value: {why}"
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not self._in_range(value):
             return f"must be {self._range_text()}, got {value!r}{hint}"
-        if self.floor is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and not value >= self.floor:
+        if (
+            self.floor is not None
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and not value >= self.floor
+        ):
             return f"must be >= {self.floor}, got {value!r} ({self.floor_why or 'too small to work'})"
         return None
 
@@ -143,8 +147,10 @@ def parse_int_ranges(text: str, option: str, *, max_values: int = MAX_RANGE_VALU
                 f"{option}: expected comma-separated integers or ranges such as 0-99, got {text!r}"
             ) from None
         if high < low:
-            raise ConfigError(f"{option} {text!r}: range {part} runs backwards (from {low} down to {high}); "
-                              f"write it low to high, {high}-{low}")
+            raise ConfigError(
+                f"{option} {text!r}: range {part} runs backwards (from {low} down to {high}); "
+                f"write it low to high, {high}-{low}"
+            )
         count = high - low + 1
         if len(values) + count > max_values:
             raise ConfigError(
@@ -296,8 +302,9 @@ class DataSpec:
     """The concept set and which part of it to use."""
 
     concepts: str = setting("builtin", required=True, hint="'builtin' or a concept-set file")
-    languages: list[str] = setting(factory=list, unique=True, normalize=canonical_language,
-                                   validate=language_code_problem)
+    languages: list[str] = setting(
+        factory=list, unique=True, normalize=canonical_language, validate=language_code_problem
+    )
     concept_ids: list[str] = setting(factory=list, unique=True)
     max_contexts: int = setting(0, ge=0, hint="0: all")
 
@@ -419,8 +426,9 @@ class SteeringSpec:
 
     enabled: bool = setting(False)
     concepts: list[str] = setting(factory=list, unique=True)
-    source_langs: list[str] = setting(factory=list, unique=True, normalize=canonical_language,
-                                      validate=language_code_problem)
+    source_langs: list[str] = setting(
+        factory=list, unique=True, normalize=canonical_language, validate=language_code_problem
+    )
     n_neurons: list[int] = setting(factory=lambda: [0, 50], ge=0, min_items=1, unique=True)
     seeds: list[int] = setting(factory=lambda: [0, 1, 2], min_items=1, unique=True, ge=0, le=2**32 - 1)
     prompts: list[str] = setting(factory=lambda: [""], min_items=1)
@@ -433,7 +441,9 @@ class SteeringSpec:
     # and far below it logit / temperature is infinite itself, so sampling ends in an error at the first
     # checkpoint; such a temperature is greedy decoding in all but name anyway.
     temperature: float = setting(
-        0.8, gt=0, floor=0.01,
+        0.8,
+        gt=0,
+        floor=0.01,
         floor_why="below it exp(logit / temperature) overflows float32 and sampling fails; it is greedy anyway",
     )
 
@@ -519,9 +529,7 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: {key} must be int, got bool")
     if not isinstance(value, tp):
-        raise ConfigError(
-            f"{where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -532,9 +540,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str, where: str) -> Any:
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in known:
-            raise ConfigError(
-                f"{where}: unknown key {full!r} (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"{where}: unknown key {full!r} (known: {', '.join(sorted(known))})")
         kwargs[key] = _convert(value, hints[key], full, where)
     return cls(**kwargs)
 

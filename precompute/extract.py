@@ -133,9 +133,7 @@ def tokenize_contexts(
         return_special_tokens_mask=True,
     )
     masks, reals, cut = [], [], np.zeros(len(texts), dtype=bool)
-    for i, (offsets, special, (start, end)) in enumerate(
-        zip(enc["offset_mapping"], enc["special_tokens_mask"], spans)
-    ):
+    for i, (offsets, special, (start, end)) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"], spans)):
         offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
         real = ~np.asarray(special, dtype=bool).reshape(-1)
         if start is None or end is None:
@@ -166,9 +164,7 @@ def max_positions(model, requested: int) -> int:
     return min(requested, limit) if limit else requested
 
 
-def token_budget_batches(
-    lengths: np.ndarray, batch_tokens: int, max_padding: float = 0.2
-) -> list[np.ndarray]:
+def token_budget_batches(lengths: np.ndarray, batch_tokens: int, max_padding: float = 0.2) -> list[np.ndarray]:
     """Group contexts by length (longest first) so that batch_size * padded_length <= batch_tokens.
 
     Length buckets: a batch also closes before a context shorter than ``(1 - max_padding)`` times the batch's
@@ -179,9 +175,7 @@ def token_budget_batches(
     batches, current, current_max = [], [], 0
     for idx in order:
         longest = max(current_max, int(lengths[idx]))
-        if current and (
-            longest * (len(current) + 1) > batch_tokens or int(lengths[idx]) < (1 - max_padding) * longest
-        ):
+        if current and (longest * (len(current) + 1) > batch_tokens or int(lengths[idx]) < (1 - max_padding) * longest):
             batches.append(np.array(current))
             current, longest = [], int(lengths[idx])
         current.append(idx)
@@ -359,10 +353,7 @@ def extract(
 
         return hook
 
-    handles = [
-        site.module.register_forward_pre_hook(make_hook(site, offsets[i]))
-        for i, site in enumerate(sites)
-    ]
+    handles = [site.module.register_forward_pre_hook(make_hook(site, offsets[i])) for i, site in enumerate(sites)]
     handles += [
         site.gate.register_forward_hook(make_gate_hook(site, offsets[i]))
         for i, site in enumerate(sites)
@@ -483,7 +474,8 @@ def unit_peaks(
     layer_of = np.searchsorted(offsets, units, side="right") - 1
     picks = {
         i: torch.from_numpy(units[layer_of == i] - offsets[i]).to(device)
-        for i in range(len(sites)) if (layer_of == i).any()
+        for i in range(len(sites))
+        if (layer_of == i).any()
     }
     starts = {i: int(np.searchsorted(layer_of, i)) for i in picks}
     state: dict[str, torch.Tensor] = {}

@@ -57,15 +57,15 @@ class FaultSpecError(ValueError):
 
 
 def parse(spec: str) -> list[tuple[str, str, int]]:
-    """``"kill@store.insert:3,stop@extract.batch"`` -> ``[("kill", "store.insert", 3), ("stop", "extract.batch", 1)]``."""
+    """``"kill@store.insert:3,stop@extract.batch"``
+    -> ``[("kill", "store.insert", 3), ("stop", "extract.batch", 1)]``."""
     faults = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         action, sep, rest = item.partition("@")
         point, _, nth = rest.partition(":")
         if not sep or action not in ACTIONS or point not in POINTS:
             raise FaultSpecError(
-                f"{ENV}={spec!r}: bad fault {item!r} (use ACTION@POINT[:N], ACTION in {ACTIONS}, "
-                f"POINT in {POINTS})"
+                f"{ENV}={spec!r}: bad fault {item!r} (use ACTION@POINT[:N], ACTION in {ACTIONS}, POINT in {POINTS})"
             )
         try:
             n = int(nth) if nth else 1

@@ -61,7 +61,14 @@ from precompute.store.read import plan_meta, read_meta, read_runs
 from precompute.validate import check_finite, shape_from_config, shape_of, validate_run
 
 PROVENANCE_PACKAGES = [
-    "torch", "transformers", "tokenizers", "duckdb", "polars", "scikit-learn", "numpy", "babel",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "duckdb",
+    "polars",
+    "scikit-learn",
+    "numpy",
+    "babel",
 ]
 
 
@@ -209,8 +216,8 @@ def prepare_contexts(
         if no_span.any():
             first = sentences.filter(no_span).row(0, named=True)
             raise ConfigError(
-                f"[extract] pooling = \"span\" needs the concept's span in every context; {int(no_span.sum())} "
-                f"have none (first: {first['concept_id']}/{first['lang']}); use pooling = \"max\" or add "
+                f'[extract] pooling = "span" needs the concept\'s span in every context; {int(no_span.sum())} '
+                f'have none (first: {first["concept_id"]}/{first["lang"]}); use pooling = "max" or add '
                 "span_start/span_end to the concept set"
             )
     cut = np.asarray(contexts.span_cut, dtype=bool)
@@ -229,9 +236,9 @@ def prepare_contexts(
             f"context(s) ({named})"
         )
         if cfg.extract.on_truncated_span == "error":
-            raise ConfigError(f"{what}; raise max_length or set [extract] on_truncated_span = \"drop\"")
+            raise ConfigError(f'{what}; raise max_length or set [extract] on_truncated_span = "drop"')
         if console is not None:
-            console.print(f"  {escape(what)}: dropped (on_truncated_span = \"drop\")", soft_wrap=True)
+            console.print(f'  {escape(what)}: dropped (on_truncated_span = "drop")', soft_wrap=True)
     keep = np.flatnonzero(~cut)
     if len(keep) < len(cut):
         contexts = contexts.subset(keep)
@@ -289,9 +296,14 @@ def analyse_checkpoint(
             spill_dir=spill_dir,
         )
     check_finite(
-        {**{f"MLP activations ({name} pooling)": t for name, t in pooled.mlp.items()},
-         "residual stream (mean)": pooled.resid_mean, "residual stream (token)": pooled.resid_token},
-        label or "checkpoint", pooled.layer_offsets, pooled.layer_ids,
+        {
+            **{f"MLP activations ({name} pooling)": t for name, t in pooled.mlp.items()},
+            "residual stream (mean)": pooled.resid_mean,
+            "residual stream (token)": pooled.resid_token,
+        },
+        label or "checkpoint",
+        pooled.layer_offsets,
+        pooled.layer_ids,
     )
     representations = {
         "mean": pooled.resid_mean,
@@ -344,16 +356,17 @@ def analyse_checkpoint(
         tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared, loaded.device))
     if cfg.drilldown.enabled:
         with timer.stage("drilldown"):
-            tables.update(drilldown_stage(cfg, loaded, pooled, activations, sentences, contexts, experts.top,
-                                          tables["language_neurons"]))
+            tables.update(
+                drilldown_stage(
+                    cfg, loaded, pooled, activations, sentences, contexts, experts.top, tables["language_neurons"]
+                )
+            )
     if pooled.layer_ids != list(range(len(pooled.layer_ids))):
         # Scoring numbers hooked layers by position; store the model's own block indices.
         mapping = dict(enumerate(pooled.layer_ids))
         for name in MLP_LAYER_TABLES:
             if name in tables and tables[name].height:
-                tables[name] = tables[name].with_columns(
-                    pl.col("layer").replace_strict(mapping, return_dtype=pl.Int32)
-                )
+                tables[name] = tables[name].with_columns(pl.col("layer").replace_strict(mapping, return_dtype=pl.Int32))
     tables["stage_timings"] = timer.frame()
     return tables, pooled
 
@@ -380,19 +393,31 @@ def chance_tables(
     spec = cfg.experts
     pairs = overlap.filter(pl.col("lang_a") != pl.col("lang_b"))
     chance = overlap_chance(
-        spec.overlap_top, n_units, len(experts.full_ap), spec.min_langs, spec.permutation_quantile,
-        expert_k=spec.top_k, correction=spec.correction,
+        spec.overlap_top,
+        n_units,
+        len(experts.full_ap),
+        spec.min_langs,
+        spec.permutation_quantile,
+        expert_k=spec.top_k,
+        correction=spec.correction,
         intersections=np.rint(pairs["over_k"].to_numpy() * min(spec.overlap_top, n_units)).astype(np.int64),
     )
     return {
         "chance_ap": chance_ap_table(
-            activations, langs, concept_ids, experts.top, n_shuffles=spec.permutations,
-            quantile=spec.permutation_quantile, correction=spec.correction, chunk_neurons=spec.chunk_neurons,
+            activations,
+            langs,
+            concept_ids,
+            experts.top,
+            n_shuffles=spec.permutations,
+            quantile=spec.permutation_quantile,
+            correction=spec.correction,
+            chunk_neurons=spec.chunk_neurons,
             device=device,
         ),
         "overlap_chance": chance,
-        "headline_ci": headline_intervals(overlap, shared, chance, experts.concept_ids,
-                                          n_resamples=cfg.analysis.bootstrap),
+        "headline_ci": headline_intervals(
+            overlap, shared, chance, experts.concept_ids, n_resamples=cfg.analysis.bootstrap
+        ),
     }
 
 
@@ -424,7 +449,11 @@ def drilldown_stage(
     best = dd.top_contexts(activations, langs, units, spec.top_contexts, loaded.device)
     rows = best["row"].to_numpy()
     positions, peak_act = unit_peaks(
-        loaded, contexts, rows, best["col"].to_numpy(), batch_tokens=cfg.extract.batch_tokens,
+        loaded,
+        contexts,
+        rows,
+        best["col"].to_numpy(),
+        batch_tokens=cfg.extract.batch_tokens,
         layers=cfg.extract.layers,
     )
     union = np.unique(rows)
@@ -447,10 +476,16 @@ def drilldown_stage(
         mine = unit_in[layer_pos == i]
         if len(mine):
             effects = direct_effects(loaded.model, site, torch.from_numpy(mine))
-            out_rows.append(dd.output_token_rows(
-                effects, i, mine, spec.top_tokens, len(tokenizer),
-                lambda ids: tokenizer.batch_decode([[t] for t in ids]),
-            ))
+            out_rows.append(
+                dd.output_token_rows(
+                    effects,
+                    i,
+                    mine,
+                    spec.top_tokens,
+                    len(tokenizer),
+                    lambda ids: tokenizer.batch_decode([[t] for t in ids]),
+                )
+            )
     tokens = pl.concat(out_rows) if out_rows else None
     return {
         "unit_top_contexts": contexts_rows,
@@ -468,9 +503,7 @@ def analysis_tables(
     device: torch.device,
 ) -> dict[str, pl.DataFrame]:
     """Compression (representation convergence) and language-specific neurons (LAPE)."""
-    similarity, compression = convergence_tables(
-        pooled.resid_mean, langs.tolist(), concept_ids.tolist(), device=device
-    )
+    similarity, compression = convergence_tables(pooled.resid_mean, langs.tolist(), concept_ids.tolist(), device=device)
     language_neurons, counts = language_neuron_tables(
         pooled.mlp_active,
         langs.tolist(),
@@ -505,7 +538,10 @@ def steering_stage(
     tid = progress.add_task("  steering", total=plan.n_generations)
     with timer.stage("steering"):
         tables["steering"] = steer_checkpoint(
-            loaded, plan, tables["neuron_ap"], checkpoint=checkpoint,
+            loaded,
+            plan,
+            tables["neuron_ap"],
+            checkpoint=checkpoint,
             progress=lambda n=1: progress.advance(tid, n),
             note=lambda message: progress.console.print(f"  [yellow]note:[/] {escape(message)}", soft_wrap=True),
         )
@@ -554,8 +590,11 @@ def run(
     # Steering, when [steering] enabled: its concepts and languages are checked before anything is written.
     steering = plan_for_run(cfg.steering, concept_set, cfg.data.languages, cfg.where) if cfg.steering.enabled else None
     todo_specs = checkpoints
-    plan = plan_meta(list(planned) if planned is not None else [c.name for c in checkpoints], shard,
-                     [c.name for c in checkpoints] if shard else None)
+    plan = plan_meta(
+        list(planned) if planned is not None else [c.name for c in checkpoints],
+        shard,
+        [c.name for c in checkpoints] if shard else None,
+    )
     summary = RunSummary(store=store, run_id=run_id)
     with StoreWriter(store) as writer:
         finished = set() if force else set(_unchanged_checkpoints(cfg, writer, run_id, todo_specs))
@@ -576,12 +615,11 @@ def run(
             for spec in todo:
                 source, revision = checkpoint_source(cfg, spec)
                 progress.console.print(
-                    f"[bold]checkpoint {escape(spec.name)}[/] ({escape(source)}{'@' + escape(revision) if revision else ''})"
+                    f"[bold]checkpoint {escape(spec.name)}[/] "
+                    f"({escape(source)}{'@' + escape(revision) if revision else ''})"
                 )
                 load_start = time.perf_counter()
-                loaded = load_checkpoint(
-                    source, revision, device=cfg.model.device, dtype=cfg.model.dtype
-                )
+                loaded = load_checkpoint(source, revision, device=cfg.model.device, dtype=cfg.model.dtype)
                 load_seconds = time.perf_counter() - load_start
                 validate_run(cfg, concept_set, shape_of(loaded.model, _label(spec)))  # the exact shape, before writing
                 # Truncated concept spans refuse the run (or are dropped) before anything is written.
@@ -668,9 +706,7 @@ def _label(spec: CheckpointSpec) -> str:
     return f"checkpoint {spec.name!r}"
 
 
-def _unchanged_checkpoints(
-    cfg: RunConfig, writer: StoreWriter, run_id: str, specs: list[CheckpointSpec]
-) -> list[str]:
+def _unchanged_checkpoints(cfg: RunConfig, writer: StoreWriter, run_id: str, specs: list[CheckpointSpec]) -> list[str]:
     """The checkpoints of ``specs`` already in the store, computed from the weights they have now.
 
     A checkpoint whose weights changed under its name (another fingerprint than the one recorded) stops the
@@ -708,9 +744,7 @@ def layer_frame(loaded: LoadedModel, layers: list[int]) -> pl.DataFrame:
     )
 
 
-def run_record(
-    cfg: RunConfig, run_id: str, concept_set: ConceptSet, loaded: LoadedModel, started
-) -> dict:
+def run_record(cfg: RunConfig, run_id: str, concept_set: ConceptSet, loaded: LoadedModel, started) -> dict:
     """The runs-table row: model, full config, concept-set hash, package versions, device."""
     return {
         "run_id": run_id,

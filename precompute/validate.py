@@ -80,8 +80,9 @@ def shape_from_config(source: str, revision: str | None, label: str) -> ModelSha
         local = Path(source).expanduser()
         kwargs = {} if local.is_dir() or not revision else {"revision": revision}
         config = _text_config(
-            AutoConfig.from_pretrained(str(local) if local.is_dir() else source, local_files_only=True,
-                                       trust_remote_code=False, **kwargs)
+            AutoConfig.from_pretrained(
+                str(local) if local.is_dir() else source, local_files_only=True, trust_remote_code=False, **kwargs
+            )
         )
         n_layers = _config_value(config, _LAYER_KEYS)
         positions = _config_value(config, POSITION_KEYS)
@@ -91,8 +92,13 @@ def shape_from_config(source: str, revision: str | None, label: str) -> ModelSha
         return None
     width = _config_value(config, _INTERMEDIATE_KEYS)  # only where stated: defaults differ by family
     where = str(local) if local.is_dir() else source
-    return ModelShape(n_layers, (width,) * n_layers if width else None, label, positions,
-                      (where, None if local.is_dir() else revision))
+    return ModelShape(
+        n_layers,
+        (width,) * n_layers if width else None,
+        label,
+        positions,
+        (where, None if local.is_dir() else revision),
+    )
 
 
 def shape_of(model: torch.nn.Module, label: str, tokenizer: Any = None) -> ModelShape:

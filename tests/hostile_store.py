@@ -31,9 +31,13 @@ HOSTILE_STRINGS = (LAST_CHECKPOINT, FIRST_CHECKPOINT, CONCEPT_LABEL, LANGUAGE_NA
 
 def rename_everywhere(con: duckdb.DuckDBPyConnection, column: str, old: str, new: str) -> None:
     """Replace the value ``old`` of ``column`` by ``new`` in every table that has the column."""
-    tables = [t for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.columns WHERE column_name = ? AND table_schema = 'main'",
-        [column]).fetchall()]
+    tables = [
+        t
+        for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = ? AND table_schema = 'main'",
+            [column],
+        ).fetchall()
+    ]
     for table in tables:
         con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [new, old])
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -43,14 +43,14 @@ VOLATILE_META = {"created_at", "store_id", "store_generation", "store_epoch"}  #
 runner = CliRunner()
 
 
-@lru_cache(maxsize=None)
+@cache
 def workdir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="crossling-reliability-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def checkpoints():
     """Three checkpoints (steps 3, 6, 12) of the tiny demo model, trained once."""
     from precompute.demo.train import tiny_test_model
@@ -76,22 +76,36 @@ def config_text(
             f"concept_ids = {json.dumps(CONCEPTS)}\nmax_contexts = {MAX_CONTEXTS}"
         )
     lines = [
-        "[model]", 'id = "tiny"', 'card = "tiny reliability-test model"',
-        "[data]", data,
-        "[extract]", "batch_tokens = 256",
-        "[experts]", "top_k = 5", "min_langs = 2",
-        "[probes]", "seeds = [0]", "max_iter = 100", 'representations = ["mean"]',
+        "[model]",
+        'id = "tiny"',
+        'card = "tiny reliability-test model"',
+        "[data]",
+        data,
+        "[extract]",
+        "batch_tokens = 256",
+        "[experts]",
+        "top_k = 5",
+        "min_langs = 2",
+        "[probes]",
+        "seeds = [0]",
+        "max_iter = 100",
+        'representations = ["mean"]',
         extra,
     ]
     for ck in checkpoints()[-1:] if last_checkpoint_only else checkpoints():
-        lines += ["[[checkpoints]]", f'name = "{ck.name}"', f'path = "{ck.path}"', f"step = {ck.step}",
-                  f"tokens_seen = {ck.tokens_seen}"]
+        lines += [
+            "[[checkpoints]]",
+            f'name = "{ck.name}"',
+            f'path = "{ck.path}"',
+            f"step = {ck.step}",
+            f"tokens_seen = {ck.tokens_seen}",
+        ]
     for name, path in extra_checkpoints:
         lines += ["[[checkpoints]]", f'name = "{name}"', f'path = "{path}"', "step = 99"]
     return "\n".join(lines) + "\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def run_config() -> Path:
     path = workdir() / "run.toml"
     path.write_text(config_text(), encoding="utf-8")
@@ -102,7 +116,7 @@ def checkpoint_names() -> list[str]:
     return [ck.name for ck in checkpoints()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference_store() -> Path:
     """The config run once, uninterrupted, in this process (read-only: tests copy it)."""
     from precompute.cli import app
@@ -142,7 +156,11 @@ def subprocess_env(fault: str | None = None) -> dict[str, str]:
 def run_precompute(*args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``precompute ARGS`` in a fresh Python process (what a GPU job runs), optionally with a fault."""
     return subprocess.run(
-        precompute_cmd(*args), env=subprocess_env(fault), cwd=workdir(), capture_output=True, text=True,
+        precompute_cmd(*args),
+        env=subprocess_env(fault),
+        cwd=workdir(),
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 

@@ -37,8 +37,17 @@ def _result() -> ExpertResult:
     for lang, ap in full.items():
         idx = torch.argsort(ap[0], descending=True, stable=True)[:2]
         for rank, i in enumerate(idx.tolist(), 1):
-            rows.append({"lang": lang, "concept_id": "x", "layer": i // 3, "unit": i % 3,
-                         "ap": float(ap[0, i]), "rank": rank, "median_pos_act": 0.0})
+            rows.append(
+                {
+                    "lang": lang,
+                    "concept_id": "x",
+                    "layer": i // 3,
+                    "unit": i % 3,
+                    "ap": float(ap[0, i]),
+                    "rank": rank,
+                    "median_pos_act": 0.0,
+                }
+            )
     return ExpertResult(top=pl.DataFrame(rows), full_ap=full, concept_ids=["x"])
 
 
@@ -94,6 +103,8 @@ def test_expert_sharing_counts_shared_units_per_language():
 
     result = _result()
     shared = shared_experts(result, layer_offsets=[0, 3, 6], min_langs=3)  # only unit (0, 0)
-    counts = {(r["lang"], r["concept_id"]): (r["n_experts"], r["n_shared"])
-              for r in expert_sharing(result.top, shared).iter_rows(named=True)}
+    counts = {
+        (r["lang"], r["concept_id"]): (r["n_experts"], r["n_shared"])
+        for r in expert_sharing(result.top, shared).iter_rows(named=True)
+    }
     assert counts == {("de", "x"): (2, 1), ("en", "x"): (2, 1), ("fr", "x"): (2, 1)}

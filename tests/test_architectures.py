@@ -331,7 +331,9 @@ def test_weights_not_covering_the_model(tiny_dirs, tmp_path):
     dropped = "model.layers.1.mlp.down_proj.weight"
     del tensors[dropped]
     save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelLoadError, match=rf"partial: weights do not cover the model \(1 tensors missing: {dropped}"):
+    with pytest.raises(
+        ModelLoadError, match=rf"partial: weights do not cover the model \(1 tensors missing: {dropped}"
+    ):
         load_checkpoint(str(d))
 
 
@@ -350,15 +352,27 @@ def test_unknown_hub_id_offline(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("error", "offline", "reason"),
     [
-        (OSError("global_step99 is not a valid git identifier (branch name, tag name or commit id)"), False,
-         "unknown revision 'global_step99' (no such branch, tag or commit on the hub)"),
-        (OSError("x/y is not a local folder and is not a valid model identifier listed on the hub"), False,
-         "no such model on the hub"),
+        (
+            OSError("global_step99 is not a valid git identifier (branch name, tag name or commit id)"),
+            False,
+            "unknown revision 'global_step99' (no such branch, tag or commit on the hub)",
+        ),
+        (
+            OSError("x/y is not a local folder and is not a valid model identifier listed on the hub"),
+            False,
+            "no such model on the hub",
+        ),
         (OSError("You are trying to access a gated repo."), False, "gated repository"),
-        (OSError("We couldn't connect to 'https://huggingface.co' to load the files"), False,
-         "cannot be loaded (hub unreachable and not in the local cache)"),
-        (OSError("We couldn't connect to 'https://huggingface.co' to load the files"), True,
-         "cannot be loaded (offline and not in the local cache)"),
+        (
+            OSError("We couldn't connect to 'https://huggingface.co' to load the files"),
+            False,
+            "cannot be loaded (hub unreachable and not in the local cache)",
+        ),
+        (
+            OSError("We couldn't connect to 'https://huggingface.co' to load the files"),
+            True,
+            "cannot be loaded (offline and not in the local cache)",
+        ),
         (ValueError("something else"), False, None),
     ],
 )
@@ -465,8 +479,12 @@ def test_tiny_xglm_goes_through_every_stage(tmp_path):
         {
             "model": {"id": str(model_dir), "device": "cpu", "dtype": "float32", "card": "tiny random XGLM"},
             "checkpoints": [{"name": "step_000004", "path": str(model_dir), "step": 4}],
-            "data": {"concepts": str(DEFAULT_CONCEPT_SET), "languages": ["en", "es", "ru"],
-                     "concept_ids": ["monday", "march", "india"], "max_contexts": 6},
+            "data": {
+                "concepts": str(DEFAULT_CONCEPT_SET),
+                "languages": ["en", "es", "ru"],
+                "concept_ids": ["monday", "march", "india"],
+                "max_contexts": 6,
+            },
             "experts": {"top_k": 4, "min_langs": 2},
             "probes": {"seeds": [0, 1], "max_iter": 50},
             "analysis": {"lape_quantile": 0.05},
@@ -478,16 +496,25 @@ def test_tiny_xglm_goes_through_every_stage(tmp_path):
     summary = run(cfg, store)
     assert summary.done == ["step_000004"]
     con = duckdb.connect(str(store), read_only=True)
-    n = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (
-        "probe_results", "neuron_ap", "shared_experts", "expert_overlap", "neuron_counts", "similarity")}
+    n = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("probe_results", "neuron_ap", "shared_experts", "expert_overlap", "neuron_counts", "similarity")
+    }
     assert n["neuron_ap"] == 3 * 3 * 4 and n["probe_results"] == 2 * (N_LAYERS + 1)
     assert n["expert_overlap"] == 3 * 3 and n["neuron_counts"] >= N_LAYERS
     assert con.execute("SELECT count(*) FROM neuron_ap WHERE NOT isfinite(median_pos_act)").fetchone()[0] == 0
     con.close()
 
     steered = run_steering(
-        store, concepts=["monday"], source_langs=["es"], n_neurons=[0, 2], seeds=[0], prompts=[""],
-        max_new_tokens=4, device="cpu", config_dir=tmp_path,
+        store,
+        concepts=["monday"],
+        source_langs=["es"],
+        n_neurons=[0, 2],
+        seeds=[0],
+        prompts=[""],
+        max_new_tokens=4,
+        device="cpu",
+        config_dir=tmp_path,
     )
     assert steered.height > 0
     con = duckdb.connect(str(store), read_only=True)

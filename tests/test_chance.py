@@ -71,7 +71,9 @@ def test_random_shared_expected_matches_monte_carlo():
     k, n, n_langs, min_langs, m = 6, 30, 5, 3, 4000
     sets = _random_sets(rng, m * n_langs, n, k).reshape(m, n_langs, n)
     shared = (sets.sum(axis=1) >= min_langs).sum(axis=1)
-    assert random_shared_expected(k, n, n_langs, min_langs) == pytest.approx(shared.mean(), abs=4 * shared.std() / np.sqrt(m))
+    assert random_shared_expected(k, n, n_langs, min_langs) == pytest.approx(
+        shared.mean(), abs=4 * shared.std() / np.sqrt(m)
+    )
     row = overlap_chance(k, n, n_langs, min_langs).row(0, named=True)
     assert row["jaccard_mean"] == pytest.approx(random_jaccard(k, n)) and row["n_units"] == n
 
@@ -80,16 +82,16 @@ def test_permutation_null_matches_brute_force_sklearn_loop():
     rng = np.random.default_rng(3)
     n_ctx, n_units, n_shuffles = 40, 13, 4
     scores = np.round(rng.normal(size=(n_ctx, n_units)), 1).astype(np.float32)  # rounding makes ties
-    null = max_ap_null(torch.from_numpy(scores), 10, n_shuffles=n_shuffles, rng=np.random.default_rng(7),
-                       chunk_neurons=5)
+    null = max_ap_null(
+        torch.from_numpy(scores), 10, n_shuffles=n_shuffles, rng=np.random.default_rng(7), chunk_neurons=5
+    )
     column = np.zeros((n_ctx, 1), dtype=bool)
     column[:10] = True
     shuffled = shuffled_labels(column, n_shuffles, np.random.default_rng(7))
     assert shuffled.shape == (n_ctx, n_shuffles) and (shuffled.sum(axis=0) == 10).all()  # positives kept
-    brute = np.array([
-        max(average_precision_score(shuffled[:, j], scores[:, u]) for u in range(n_units))
-        for j in range(n_shuffles)
-    ])
+    brute = np.array(
+        [max(average_precision_score(shuffled[:, j], scores[:, u]) for u in range(n_units)) for j in range(n_shuffles)]
+    )
     np.testing.assert_allclose(null, brute, rtol=1e-12, atol=1e-12)
 
 
@@ -100,7 +102,9 @@ def test_chance_ap_table_p_values_and_thresholds_from_the_null():
     langs = np.array(["de"] * 12 + ["en"] * 8)
     concepts = np.array(["a"] * 4 + ["b"] * 8 + ["a"] * 2 + ["b"] * 6)
     acts = torch.from_numpy(rng.normal(size=(20, 6)).astype(np.float32))
-    top = pl.DataFrame({"lang": ["de", "de", "en", "en"], "concept_id": ["a", "b", "a", "b"], "ap": [0.9, 0.5, 0.7, 0.6]})
+    top = pl.DataFrame(
+        {"lang": ["de", "de", "en", "en"], "concept_id": ["a", "b", "a", "b"], "ap": [0.9, 0.5, 0.7, 0.6]}
+    )
     out = chance_ap_table(acts, langs, concepts, top, n_shuffles=19, correction="none", quantile=0.9)
     rows = {(r["lang"], r["concept_id"]): r for r in out.iter_rows(named=True)}
     assert rows[("de", "a")]["random_ap"] == pytest.approx(random_ap(4, 12))
@@ -139,11 +143,15 @@ def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_n():
 
 
 def test_headline_intervals_rows():
-    overlap = pl.DataFrame({"concept_id": ["a", "a", "b", "b"], "jaccard": [0.1, 0.3, 0.2, 0.2],
-                            "spearman_ap": [0.5, 0.5, 0.1, 0.3]})
+    overlap = pl.DataFrame(
+        {"concept_id": ["a", "a", "b", "b"], "jaccard": [0.1, 0.3, 0.2, 0.2], "spearman_ap": [0.5, 0.5, 0.1, 0.3]}
+    )
     shared = pl.DataFrame({"concept_id": ["a", "a", "b"]})
     chance = overlap_chance(5, 100, 3, 2)
-    rows = {r["measure"]: r for r in headline_intervals(overlap, shared, chance, ["a", "b", "c"], n_resamples=200).iter_rows(named=True)}
+    rows = {
+        r["measure"]: r
+        for r in headline_intervals(overlap, shared, chance, ["a", "b", "c"], n_resamples=200).iter_rows(named=True)
+    }
     assert rows["mean_jaccard"]["estimate"] == pytest.approx(0.2)
     assert rows["mean_jaccard"]["chance"] == pytest.approx(random_jaccard(5, 100))
     assert rows["mean_spearman_ap"]["chance"] == 0.0
@@ -187,7 +195,8 @@ def test_pair_and_unit_emergence_match_a_recomputation(synthetic_store):
     n = len(cks)
     ov = con.execute(
         "SELECT o.concept_id, o.lang_a, o.lang_b, o.checkpoint, o.jaccard > ch.jaccard_threshold_corrected "
-        "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint)").fetchall()
+        "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint)"
+    ).fetchall()
     flags: dict[tuple, dict[int, bool]] = {}
     for concept, a, b, ck, above in ov:
         flags.setdefault((concept, a, b), {})[cks.index(ck)] = above
@@ -202,15 +211,17 @@ def test_pair_and_unit_emergence_match_a_recomputation(synthetic_store):
     min_langs = 2
     sig = con.execute(
         "SELECT n.concept_id, n.layer, n.unit, n.checkpoint, count(*) FROM neuron_ap n JOIN chance_ap ch "
-        "USING (run_id, checkpoint, lang, concept_id) WHERE n.ap > ch.threshold GROUP BY ALL").fetchall()
+        "USING (run_id, checkpoint, lang, concept_id) WHERE n.ap > ch.threshold GROUP BY ALL"
+    ).fetchall()
     uflags: dict[tuple, dict[int, bool]] = {}
     for concept, layer, unit, ck, n_langs in sig:
         uflags.setdefault((concept, layer, unit), {})[cks.index(ck)] = n_langs >= min_langs
     uexpected = {key: _stays_from(f, n) for key, f in uflags.items()}
     uexpected = {key: pos for key, pos in uexpected.items() if pos is not None}
     units = Q.unit_emergence(con, RUN_ID, min_langs)
-    assert {(r["concept_id"], r["layer"], r["unit"]): cks.index(r["emerged_at"]) for r in units.iter_rows(named=True)} \
-        == uexpected
+    assert {
+        (r["concept_id"], r["layer"], r["unit"]): cks.index(r["emerged_at"]) for r in units.iter_rows(named=True)
+    } == uexpected
     one = units.row(0, named=True)
     mine = Q.unit_emergence(con, RUN_ID, min_langs, None, one["layer"], one["unit"])
     assert one["concept_id"] in mine["concept_id"].to_list()
@@ -233,8 +244,9 @@ def test_report_prints_intervals_chance_and_emergence(synthetic_store):
     assert "permutation test of the max over units, 999 label shuffles" in text
     assert "Monte-Carlo resolution 0.001" in text and "Benjamini-Hochberg at FDR 0.01" in text
     con = duckdb.connect(str(synthetic_store), read_only=True)
-    n, sig = con.execute("SELECT count(*), count(*) FILTER (WHERE significant) FROM chance_ap "
-                         "WHERE checkpoint = 'global_step0'").fetchone()
+    n, sig = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE significant) FROM chance_ap WHERE checkpoint = 'global_step0'"
+    ).fetchone()
     con.close()
     assert f"first: {sig} of {n} cells significant after correction" in text
 
@@ -259,12 +271,15 @@ def _specs(at: AppTest) -> list[dict]:
 
 def _marks(spec: dict) -> list[str]:
     layers = spec.get("layer", [spec])
-    return [(lay.get("mark", {}).get("type") if isinstance(lay.get("mark"), dict) else lay.get("mark")) for lay in layers]
+    return [
+        (lay.get("mark", {}).get("type") if isinstance(lay.get("mark"), dict) else lay.get("mark")) for lay in layers
+    ]
 
 
 def _has_chance_line(spec: dict, label: str) -> bool:
     return any(
-        isinstance(lay.get("mark"), dict) and lay["mark"].get("strokeDash")
+        isinstance(lay.get("mark"), dict)
+        and lay["mark"].get("strokeDash")
         and any(v.get("reference") == label for v in lay.get("data", {}).get("values", []))
         for lay in spec.get("layer", [])
     )
@@ -296,8 +311,9 @@ def test_concepts_page_marks_non_significant_experts_and_draws_chance(monkeypatc
     assert sum(c.endswith("· n.s.") for c in cells) == int((~sig["significant"]).sum()) > 0
     assert any(not c.endswith("· n.s.") for c in cells)
     specs = _specs(at)
-    assert any(_has_chance_line(s, "chance (random top-K sets)") and "per language pair" in json.dumps(s)
-               for s in specs)
+    assert any(
+        _has_chance_line(s, "chance (random top-K sets)") and "per language pair" in json.dumps(s) for s in specs
+    )
     assert any(_has_chance_line(s, "chance (random top-K sets)") and "Shared experts" in json.dumps(s) for s in specs)
     assert any("Emergence" == h.value for h in at.subheader)
     assert any("stay above chance" in m.value for m in at.markdown)
@@ -330,8 +346,14 @@ def test_neuron_page_lists_emergence_and_thresholds(monkeypatch, synthetic_store
     con = duckdb.connect(str(synthetic_store), read_only=True)
     one = Q.unit_emergence(con, RUN_ID, 2).row(0, named=True)
     con.close()
-    at = _page(monkeypatch, synthetic_store, "neuron", layer=str(one["layer"]), unit=str(one["unit"]),
-               concept=one["concept_id"])
+    at = _page(
+        monkeypatch,
+        synthetic_store,
+        "neuron",
+        layer=str(one["layer"]),
+        unit=str(one["unit"]),
+        concept=one["concept_id"],
+    )
     assert any("Emergence" in m.value for m in at.markdown)
     tables = [d.value for d in at.dataframe]
     assert any("emerged_at" in t.columns and one["emerged_at"] in t["emerged_at"].tolist() for t in tables)

@@ -163,8 +163,12 @@ def test_overlap_over_k_is_the_intersection_over_k():
         overlap = expert_overlap(result, k)
         top = result.top.filter(pl.col("rank") <= k)
         for row in overlap.iter_rows(named=True):
-            sets = [set(top.filter((pl.col("lang") == lang) & (pl.col("concept_id") == row["concept_id"]))
-                        ["unit"].to_list()) for lang in (row["lang_a"], row["lang_b"])]
+            sets = [
+                set(
+                    top.filter((pl.col("lang") == lang) & (pl.col("concept_id") == row["concept_id"]))["unit"].to_list()
+                )
+                for lang in (row["lang_a"], row["lang_b"])
+            ]
             assert row["over_k"] == len(sets[0] & sets[1]) / k and row["k"] == k
             assert row["jaccard"] == len(sets[0] & sets[1]) / len(sets[0] | sets[1])
 

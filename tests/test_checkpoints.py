@@ -29,8 +29,17 @@ from precompute.config import ConfigError, config_from_dict, load_config
 
 runner = CliRunner()
 REPO = "bigscience/bloom-560m-intermediate"
-BRANCHES = ["main", "global_step1000", "global_step10000", "global_step100000", "global_step200000",
-            "global_step300000", "global_step400000", "global_step500000", "global_step600000"]
+BRANCHES = [
+    "main",
+    "global_step1000",
+    "global_step10000",
+    "global_step100000",
+    "global_step200000",
+    "global_step300000",
+    "global_step400000",
+    "global_step500000",
+    "global_step600000",
+]
 
 
 class _Ref:
@@ -84,9 +93,19 @@ def _cfg(checkpoint_set: dict, tmp_path: Path, model: str = REPO, **extra):
 
 @pytest.mark.parametrize(
     "name, step",
-    [("global_step1000", 1000), ("global_step0", 0), ("step_000128", 128), ("step143000", 143000),
-     ("checkpoint-500", 500), ("iter_0001000", 1000), ("ckpt_42", 42), ("2000", 2000), ("main", None),
-     ("bloom-560m", None), ("/runs/x/checkpoint-7/", 7)],
+    [
+        ("global_step1000", 1000),
+        ("global_step0", 0),
+        ("step_000128", 128),
+        ("step143000", 143000),
+        ("checkpoint-500", 500),
+        ("iter_0001000", 1000),
+        ("ckpt_42", 42),
+        ("2000", 2000),
+        ("main", None),
+        ("bloom-560m", None),
+        ("/runs/x/checkpoint-7/", 7),
+    ],
 )
 def test_parse_step(name, step):
     assert parse_step(name) == step
@@ -96,7 +115,11 @@ def test_match_names_glob_and_regex():
     assert match_names(BRANCHES, "global_step*")[0] == "global_step1000"
     assert "main" not in match_names(BRANCHES, "global_step*")
     assert match_names(BRANCHES, r"re:global_step[1-4]00000") == [
-        "global_step100000", "global_step200000", "global_step300000", "global_step400000"]
+        "global_step100000",
+        "global_step200000",
+        "global_step300000",
+        "global_step400000",
+    ]
     with pytest.raises(CheckpointError, match="not a valid regular expression"):
         match_names(BRANCHES, "re:(")
 
@@ -117,7 +140,11 @@ def test_revisions_need_no_hub_and_keep_step_order(tmp_path, monkeypatch):
 def test_template_range_and_steps(tmp_path):
     cfg = _cfg({"template": "global_step{step}", "start": 100000, "stop": 400000, "every": 100000}, tmp_path)
     assert [c.name for c in resolve_checkpoints(cfg)] == [
-        "global_step100000", "global_step200000", "global_step300000", "global_step400000"]
+        "global_step100000",
+        "global_step200000",
+        "global_step300000",
+        "global_step400000",
+    ]
     cfg = _cfg({"template": "global_step{step}", "stop": 30000, "every": 10000}, tmp_path)
     assert [c.step for c in resolve_checkpoints(cfg)] == [10000, 20000, 30000]  # start defaults to every
     cfg = _cfg({"template": "step{step}", "steps": [512, 1]}, tmp_path)
@@ -186,7 +213,10 @@ def test_local_glob_and_paths(tmp_path):
     cfg = _cfg({"local": "ckpts/step_*", "tokens_per_step": 10}, tmp_path, model="tiny")
     specs = resolve_checkpoints(cfg)
     assert [(c.name, c.step, c.tokens_seen) for c in specs] == [
-        ("step_000004", 4, 321), ("step_000030", 30, 300), ("step_000100", 100, 1000)]
+        ("step_000004", 4, 321),
+        ("step_000030", 30, 300),
+        ("step_000100", 100, 1000),
+    ]
     assert all(Path(c.path).is_absolute() and Path(c.path).is_dir() for c in specs)
     cfg = _cfg({"paths": ["ckpts/step_000100", "ckpts/step_000030"], "stop": 50}, tmp_path, model="tiny")
     assert [c.name for c in resolve_checkpoints(cfg)] == ["step_000030"]
@@ -197,8 +227,11 @@ def test_local_glob_and_paths(tmp_path):
 
 def test_tables_and_set_combine_without_duplicates(tmp_path):
     _local_checkpoints(tmp_path / "ckpts")
-    data = {"model": {"id": "tiny"}, "checkpoints": [{"name": "first", "path": "ckpts/step_000100", "step": 0}],
-            "checkpoint_set": {"local": "ckpts/step_*"}}
+    data = {
+        "model": {"id": "tiny"},
+        "checkpoints": [{"name": "first", "path": "ckpts/step_000100", "step": 0}],
+        "checkpoint_set": {"local": "ckpts/step_*"},
+    }
     specs = resolve_checkpoints(config_from_dict(data, base_dir=tmp_path))
     assert [c.name for c in specs] == ["first", "step_000004", "step_000030", "step_000100"]
     data["checkpoints"][0]["name"] = "step_000030"
@@ -208,13 +241,15 @@ def test_tables_and_set_combine_without_duplicates(tmp_path):
 
 @pytest.mark.parametrize(
     "spec, message",
-    [({"revisions": ["a"], "pattern": "b*"}, "several sources"),
-     ({"template": "global_step"}, "needs a {step} field"),
-     ({"template": "global_step{step}", "every": 10}, "needs steps"),
-     ({"pattern": "g*", "every": 0}, "every must be >= 1"),
-     ({"pattern": "g*", "start": 5, "stop": 1}, "start 5 is after stop 1"),
-     ({"steps": [1, 2]}, "need a source"),
-     ({"paterns": "g*"}, "unknown key 'checkpoint_set.paterns'")],
+    [
+        ({"revisions": ["a"], "pattern": "b*"}, "several sources"),
+        ({"template": "global_step"}, "needs a {step} field"),
+        ({"template": "global_step{step}", "every": 10}, "needs steps"),
+        ({"pattern": "g*", "every": 0}, "every must be >= 1"),
+        ({"pattern": "g*", "start": 5, "stop": 1}, "start 5 is after stop 1"),
+        ({"steps": [1, 2]}, "need a source"),
+        ({"paterns": "g*"}, "unknown key 'checkpoint_set.paterns'"),
+    ],
 )
 def test_bad_checkpoint_sets_are_one_line(tmp_path, spec, message):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("(", r"\(")):
@@ -233,8 +268,11 @@ def test_checkpoint_set_is_not_part_of_the_run_identity(tmp_path):
 
 def test_shipped_configs_load(fake_hub):
     configs = sorted(Path(__file__).resolve().parent.parent.glob("configs/*.toml"))
-    assert {p.name for p in configs} >= {"tiny-local.toml", "bloom-560m-intermediate.toml",
-                                          "bloom-7b1-intermediate.toml"}
+    assert {p.name for p in configs} >= {
+        "tiny-local.toml",
+        "bloom-560m-intermediate.toml",
+        "bloom-7b1-intermediate.toml",
+    }
     for path in configs:
         cfg = load_config(path)
         assert cfg.checkpoint_set.sources() or cfg.checkpoints, path
@@ -249,8 +287,14 @@ def test_shipped_configs_load(fake_hub):
 
 def test_parse_shard():
     assert parse_shard("0/2") == Shard(0, 2) and parse_shard(" 1 / 2 ") == Shard(1, 2)
-    for bad, message in [("2/2", "out of range"), ("a/b", "expected i/n"), ("1", "expected i/n"),
-                         ("-1/2", "expected i/n"), ("0/0", "must be >= 1"), ("1/2/3", "expected i/n")]:
+    for bad, message in [
+        ("2/2", "out of range"),
+        ("a/b", "expected i/n"),
+        ("1", "expected i/n"),
+        ("-1/2", "expected i/n"),
+        ("0/0", "must be >= 1"),
+        ("1/2/3", "expected i/n"),
+    ]:
         with pytest.raises(CheckpointError, match=message):
             parse_shard(bad)
 
@@ -271,8 +315,14 @@ def test_shard_from_slurm_env():
     assert (last.index, last.count) == (3, 4) and "SLURM_ARRAY_TASK_ID=3" in last.origin
     one_based = shard_from_env({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "4"})
     assert (one_based.index, one_based.count) == (0, 4)
-    stepped = shard_from_env({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "6",
-                              "SLURM_ARRAY_TASK_STEP": "2"})
+    stepped = shard_from_env(
+        {
+            "SLURM_ARRAY_TASK_ID": "4",
+            "SLURM_ARRAY_TASK_MIN": "0",
+            "SLURM_ARRAY_TASK_MAX": "6",
+            "SLURM_ARRAY_TASK_STEP": "2",
+        }
+    )
     assert (stepped.index, stepped.count) == (2, 4)
     with pytest.raises(CheckpointError, match="neither SLURM_ARRAY_TASK_COUNT"):
         shard_from_env({"SLURM_ARRAY_TASK_ID": "0"})
@@ -317,8 +367,15 @@ def test_cli_checkpoints_of_a_config_and_a_folder(tmp_path):
     assert [r["step"] for r in json.loads(folder.stdout)] == [4, 30, 100]
 
 
-@pytest.mark.parametrize("args, message", [(["--shard", "2/2"], "out of range"), (["--shard", "a/b"], "expected i/n"),
-                                           (["--layers", "3-1"], "runs backwards"), (["--layers", "x"], "expected")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shard", "2/2"], "out of range"),
+        (["--shard", "a/b"], "expected i/n"),
+        (["--layers", "3-1"], "runs backwards"),
+        (["--layers", "x"], "expected"),
+    ],
+)
 def test_cli_run_rejects_bad_shard_and_layers(tmp_path, args, message):
     _local_checkpoints(tmp_path / "ckpts")
     config = tmp_path / "run.toml"

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from precompute.cli.concepts import concepts_app
 from precompute.inputs.cldr import (
     CATEGORIES,
     DEFAULT_LANGUAGES,
@@ -20,7 +21,6 @@ from precompute.inputs.cldr import (
     provenance,
     write_concept_set,
 )
-from precompute.cli.concepts import concepts_app
 from precompute.inputs.concepts import (
     DEFAULT_CONCEPT_SET,
     ConceptSet,
@@ -74,9 +74,7 @@ def test_every_span_is_the_only_mention_of_its_concept(shipped_raw: pl.DataFrame
     """Each context mentions exactly one concept of the set (its own), at the stored span, and the
     span's text is (an inflection or truncation of) a CLDR form of that concept."""
     bad: list[tuple] = []
-    for cid, lang, text, s, e in shipped_raw.select(
-        "concept_id", "lang", "text", "span_start", "span_end"
-    ).iter_rows():
+    for cid, lang, text, s, e in shipped_raw.select("concept_id", "lang", "text", "span_start", "span_end").iter_rows():
         assert s is not None and e is not None and 0 <= s < e <= len(text)
         mentions = find_mentions(text, lang)
         if len(mentions) != 1 or mentions[0][:2] != (s, e) or cid not in mentions[0][2]:
@@ -108,9 +106,7 @@ def test_cjk_spans_and_surface_forms(shipped_raw: pl.DataFrame) -> None:
 def test_shipped_file_is_what_the_builder_makes(shipped_raw: pl.DataFrame) -> None:
     """Languages are built independently, so rebuilding two of them must give exactly their rows."""
     prov = json.loads(
-        __import__("pyarrow.parquet", fromlist=["x"]).read_schema(DEFAULT_CONCEPT_SET).metadata[
-            b"crossling_provenance"
-        ]
+        __import__("pyarrow.parquet", fromlist=["x"]).read_schema(DEFAULT_CONCEPT_SET).metadata[b"crossling_provenance"]
     )
     if prov["babel_version"] != babel.__version__:
         pytest.skip(f"shipped set was built with babel {prov['babel_version']}")
@@ -177,8 +173,12 @@ def test_good_tsv_csv_parquet(tmp_path: Path) -> None:
     cs = load_concept_set(_tsv(tmp_path / "ok.tsv", GOOD_ROWS))
     assert cs.sentences.height == 4 and cs.concepts["label"].to_list() == ["c1", "c2"]
     assert cs.sentences.schema == {
-        "sentence_id": pl.Int64, "concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8,
-        "span_start": pl.Int32, "span_end": pl.Int32,
+        "sentence_id": pl.Int64,
+        "concept_id": pl.Utf8,
+        "lang": pl.Utf8,
+        "text": pl.Utf8,
+        "span_start": pl.Int32,
+        "span_end": pl.Int32,
     }
     csv = tmp_path / "ok.csv"
     csv.write_text('concept_id,lang,text\nc1,en,"Monday, early"\nc1,en,last Monday\nc2,en,in March\nc2,en,March 3\n')
@@ -186,18 +186,25 @@ def test_good_tsv_csv_parquet(tmp_path: Path) -> None:
     assert cs_csv.sentences["text"][0] == "Monday, early" and cs_csv.sentences["span_start"].null_count() == 4
     pq = tmp_path / "ok.parquet"
     pl.DataFrame(
-        {"concept_id": ["a", "a", "b", "b"], "lang": ["ar"] * 4,
-         "text": ["مرحبا بالعالم", "e\u0301te\u0301 ☀️", "👩‍👩‍👧 family", "שלום עולם"],
-         "category": ["x", "x", "y", "y"]}
+        {
+            "concept_id": ["a", "a", "b", "b"],
+            "lang": ["ar"] * 4,
+            "text": ["مرحبا بالعالم", "e\u0301te\u0301 ☀️", "👩‍👩‍👧 family", "שלום עולם"],
+            "category": ["x", "x", "y", "y"],
+        }
     ).write_parquet(pq)
     cs_pq = load_concept_set(pq)  # RTL, combining marks, emoji are valid
     assert cs_pq.languages.row(0) == ("ar", "Arabic", "Arab", "Afro-Asiatic")
     assert cs_pq.concepts["category"].to_list() == ["x", "y"]
     # sha256 is of the content, not the bytes: the same rows as TSV and Parquet hash the same.
     frame = pl.DataFrame(
-        {"concept_id": [r[0] for r in GOOD_ROWS], "lang": [r[1] for r in GOOD_ROWS],
-         "text": [r[2] for r in GOOD_ROWS], "span_start": [int(r[3]) for r in GOOD_ROWS],
-         "span_end": [int(r[4]) for r in GOOD_ROWS]}
+        {
+            "concept_id": [r[0] for r in GOOD_ROWS],
+            "lang": [r[1] for r in GOOD_ROWS],
+            "text": [r[2] for r in GOOD_ROWS],
+            "span_start": [int(r[3]) for r in GOOD_ROWS],
+            "span_end": [int(r[4]) for r in GOOD_ROWS],
+        }
     )
     frame.write_parquet(tmp_path / "same.parquet")
     assert load_concept_set(tmp_path / "same.parquet").sha256 == cs.sha256

@@ -33,8 +33,13 @@ runner = CliRunner()
 
 LANGS = ["en", "de", "ru", "zh", "ja"]
 #: File names of the test corpus: plain ISO names and FLORES names (mapped to ISO codes by the builder).
-FILE_NAMES = {"en": "en.txt", "de": "deu_Latn.devtest", "ru": "ru.txt", "zh": "zho_Hans.devtest",
-              "ja": "jpn_Jpan.devtest"}
+FILE_NAMES = {
+    "en": "en.txt",
+    "de": "deu_Latn.devtest",
+    "ru": "ru.txt",
+    "zh": "zho_Hans.devtest",
+    "ja": "jpn_Jpan.devtest",
+}
 N_LINES = 400
 
 KEYWORDS = [
@@ -85,12 +90,25 @@ def _matches(lang: str, text: str) -> set[str]:
 # --- file names --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, lang", [
-    ("es.txt", "es"), ("spa_Latn.devtest", "es"), ("devtest.spa_Latn", "es"), ("eng_Latn.dev", "en"),
-    ("zho_Hans.devtest", "zh"), ("cmn_Hans.devtest", "zh"), ("zho_Hant.devtest", "zh-Hant"),
-    ("jpn_Jpan.devtest", "ja"), ("arb_Arab.devtest", "ar"), ("deu.txt", "de"), ("pt-BR.txt", "pt-BR"),
-    ("README.md", None), ("notes.txt", None), ("en", None),
-])
+@pytest.mark.parametrize(
+    "name, lang",
+    [
+        ("es.txt", "es"),
+        ("spa_Latn.devtest", "es"),
+        ("devtest.spa_Latn", "es"),
+        ("eng_Latn.dev", "en"),
+        ("zho_Hans.devtest", "zh"),
+        ("cmn_Hans.devtest", "zh"),
+        ("zho_Hant.devtest", "zh-Hant"),
+        ("jpn_Jpan.devtest", "ja"),
+        ("arb_Arab.devtest", "ar"),
+        ("deu.txt", "de"),
+        ("pt-BR.txt", "pt-BR"),
+        ("README.md", None),
+        ("notes.txt", None),
+        ("en", None),
+    ],
+)
 def test_language_of_file(name: str, lang: str | None) -> None:
     assert language_of_file(name) == lang
 
@@ -119,7 +137,9 @@ def test_parallel_keeps_alignment(parallel_dir: Path, keywords: Path, lines: dic
     assert not any(len(_matches("en", t)) > 1 for t in frame.filter(pl.col("lang") == "en")["text"])
     # Translations carry the concept: Japan is 日本 in Chinese and Japanese contexts.
     for lang in ("zh", "ja"):
-        assert all("日本" in t for t in frame.filter((pl.col("concept_id") == "japan") & (pl.col("lang") == lang))["text"])
+        assert all(
+            "日本" in t for t in frame.filter((pl.col("concept_id") == "japan") & (pl.col("lang") == lang))["text"]
+        )
 
 
 def test_parallel_word_boundaries(parallel_dir: Path, tmp_path: Path, lines: dict[str, list[str]]) -> None:
@@ -155,10 +175,26 @@ def test_parallel_counts_capped_balanced_deterministic(parallel_dir: Path, keywo
 
 def test_parallel_cli_output_passes_check_with_provenance(parallel_dir: Path, keywords: Path, tmp_path: Path) -> None:
     out = tmp_path / "flores-like.parquet"
-    result = runner.invoke(app, [
-        "concepts", "from-parallel", str(parallel_dir), "--pivot", "en", "--keywords", str(keywords),
-        "--out", str(out), "--licence", "Unicode License v3", "--max-per-concept", "6", "--min-per-concept", "3",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel_dir),
+            "--pivot",
+            "en",
+            "--keywords",
+            str(keywords),
+            "--out",
+            str(out),
+            "--licence",
+            "Unicode License v3",
+            "--max-per-concept",
+            "6",
+            "--min-per-concept",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     check = runner.invoke(app, ["concepts", "check", str(out)])
     assert check.exit_code == 0, check.output
@@ -202,8 +238,10 @@ def test_bad_corpus_named_by_file_line_column(lines: dict[str, list[str]], keywo
     problems = _problems(exc)
     assert f"{de}: line 3, column 3: not UTF-8 (byte 0xff)" in problems
     assert f"{ja}: line 7, column 5: NUL character" in problems
-    assert any(p.startswith(f"{ru}: line {N_LINES - 2}, column 1: {N_LINES - 3} lines where the pivot en.txt has "
-                            f"{N_LINES}") for p in problems), problems
+    assert any(
+        p.startswith(f"{ru}: line {N_LINES - 2}, column 1: {N_LINES - 3} lines where the pivot en.txt has {N_LINES}")
+        for p in problems
+    ), problems
     assert str(exc.value).startswith(str(de)) and "(and 2 more problems)" in str(exc.value)
 
 
@@ -235,22 +273,26 @@ def test_bad_keywords_named_by_file_line_column(tmp_path: Path) -> None:
         "# comments and blank lines are skipped\n"
         "\n"
         "house\thouses?\tHouse\n"
-        "joy\t(joy\tJoy\n"             # line 5: invalid regex
-        "\tearthquake\tEarthquake\n"   # line 6: empty id
-        "rain\tx*\tRain\n"             # line 7: matches the empty string
-        "house\thome\tHome\n"          # line 8: another label
-        "house\thouses?\tHouse\n"      # line 9: duplicate
-        "tree\ttree\n",                # line 10: ragged
+        "joy\t(joy\tJoy\n"  # line 5: invalid regex
+        "\tearthquake\tEarthquake\n"  # line 6: empty id
+        "rain\tx*\tRain\n"  # line 7: matches the empty string
+        "house\thome\tHome\n"  # line 8: another label
+        "house\thouses?\tHouse\n"  # line 9: duplicate
+        "tree\ttree\n",  # line 10: ragged
         encoding="utf-8",
     )
     with pytest.raises(CorpusError) as exc:
         load_keywords(path, "en")
     problems = _problems(exc)
-    assert problems[0] == (f"{path}: line 5, column 2 ('pattern'): invalid regular expression '(joy' at character 1 "
-                           "of the pattern: missing ), unterminated subpattern")
+    assert problems[0] == (
+        f"{path}: line 5, column 2 ('pattern'): invalid regular expression '(joy' at character 1 "
+        "of the pattern: missing ), unterminated subpattern"
+    )
     assert f"{path}: line 6, column 1 ('concept_id'): empty concept id" in problems
     assert f"{path}: line 7, column 2 ('pattern'): pattern 'x*' matches the empty string" in problems
-    assert f"{path}: line 8, column 3 ('label'): concept 'house' has label 'Home' here but 'House' on line 4" in problems
+    assert (
+        f"{path}: line 8, column 3 ('label'): concept 'house' has label 'Home' here but 'House' on line 4" in problems
+    )
     assert f"{path}: line 9, column 2 ('pattern'): duplicate of line 4" in problems
     assert f"{path}: line 10: 2 fields where the header has 3" in problems
     header = tmp_path / "header.tsv"
@@ -258,8 +300,10 @@ def test_bad_keywords_named_by_file_line_column(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as exc:
         load_keywords(header, "en")
     assert _problems(exc)[0].startswith(f"{header}: line 1: missing column 'concept_id' in the header")
-    assert f"{header}: line 1, column 1: unknown column 'concept' (expected concept_id, pattern, label, category)" \
+    assert (
+        f"{header}: line 1, column 1: unknown column 'concept' (expected concept_id, pattern, label, category)"
         in _problems(exc)
+    )
     latin1 = tmp_path / "latin1.tsv"
     latin1.write_bytes("concept_id\tpattern\ncafé\tcafé\n".encode("latin-1"))
     with pytest.raises(CorpusError, match=re.escape(f"{latin1}: line 2, column 4: not UTF-8")):
@@ -269,13 +313,37 @@ def test_bad_keywords_named_by_file_line_column(tmp_path: Path) -> None:
 def test_cli_errors_are_one_line(tmp_path: Path, parallel_dir: Path, keywords: Path) -> None:
     bad = tmp_path / "kw.tsv"
     bad.write_text("concept_id\tpattern\nhouse\t(house\nrain\train\n", encoding="utf-8")
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel_dir), "--pivot", "en", "--keywords",
-                                 str(bad), "--out", str(tmp_path / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel_dir),
+            "--pivot",
+            "en",
+            "--keywords",
+            str(bad),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     assert result.exit_code == 1
     assert f"{bad}: line 2, column 2 ('pattern'): invalid regular expression" in result.output
     assert "Traceback" not in result.output
-    wrong = runner.invoke(app, ["concepts", "from-parallel", str(parallel_dir), "--pivot", "en", "--keywords",
-                                str(keywords), "--out", str(tmp_path / "x.tsv")])
+    wrong = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel_dir),
+            "--pivot",
+            "en",
+            "--keywords",
+            str(keywords),
+            "--out",
+            str(tmp_path / "x.tsv"),
+        ],
+    )
     assert wrong.exit_code == 1 and "must be a .parquet file" in wrong.output
     assert not (tmp_path / "x.tsv").exists()
 
@@ -331,7 +399,9 @@ def test_corpus_spans_right_in_chinese_and_japanese(monolingual_dir: Path, tmp_p
             assert text[start:end] == japanese  # leftmost-longest: 日本語 is not a mention of 日本
     # In Japanese, 水曜日 is found inside text with no spaces around it.
     wed = frame.filter((pl.col("concept_id") == "wednesday") & (pl.col("lang") == "ja"))
-    assert wed.height > 0 and all(t[s:e] == "水曜日" for t, s, e in wed.select("text", "span_start", "span_end").iter_rows())
+    assert wed.height > 0 and all(
+        t[s:e] == "水曜日" for t, s, e in wed.select("text", "span_start", "span_end").iter_rows()
+    )
     # Balanced: each concept has the same count in every language it has.
     per = frame.group_by("concept_id", "lang").len().group_by("concept_id").agg(pl.col("len").n_unique())
     assert per["len"].to_list() == [1] * per.height
@@ -340,8 +410,22 @@ def test_corpus_spans_right_in_chinese_and_japanese(monolingual_dir: Path, tmp_p
 def test_corpus_output_passes_check(monolingual_dir: Path, tmp_path: Path) -> None:
     lexicon = _cldr_lexicon(tmp_path / "lexicon.tsv")
     out = tmp_path / "mono.parquet"
-    result = runner.invoke(app, ["concepts", "from-corpus", str(monolingual_dir), "--lexicon", str(lexicon),
-                                 "--out", str(out), "--max-per-concept", "5", "--min-per-concept", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-corpus",
+            str(monolingual_dir),
+            "--lexicon",
+            str(lexicon),
+            "--out",
+            str(out),
+            "--max-per-concept",
+            "5",
+            "--min-per-concept",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "no licence recorded" in result.output
     check = runner.invoke(app, ["concepts", "check", str(out)])
@@ -356,10 +440,10 @@ def test_bad_lexicon_named_by_file_line_column(tmp_path: Path, monolingual_dir: 
     path.write_text(
         "concept_id\tlang\tform\n"
         "japan\ten\tJapan\n"
-        "japan\txx\tJapon\n"        # line 3: unknown language
-        "jp\ten\tjapan\n"           # line 4: the same form (case-folded) as another concept
-        "house\tde\t\n"             # line 5: empty form
-        "japan\ten\tJapan\n",       # line 6: duplicate
+        "japan\txx\tJapon\n"  # line 3: unknown language
+        "jp\ten\tjapan\n"  # line 4: the same form (case-folded) as another concept
+        "house\tde\t\n"  # line 5: empty form
+        "japan\ten\tJapan\n",  # line 6: duplicate
         encoding="utf-8",
     )
     with pytest.raises(CorpusError) as exc:
@@ -384,21 +468,49 @@ def test_parallel_set_runs_and_info_shows_provenance(parallel_dir: Path, keyword
     from precompute.demo.train import tiny_test_model
 
     concepts = tmp_path / "parallel.parquet"
-    built = runner.invoke(app, [
-        "concepts", "from-parallel", str(parallel_dir), "--pivot", "en", "--keywords", str(keywords),
-        "--out", str(concepts), "--licence", "Unicode License v3", "--max-per-concept", "4", "--min-per-concept", "4",
-    ])
+    built = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel_dir),
+            "--pivot",
+            "en",
+            "--keywords",
+            str(keywords),
+            "--out",
+            str(concepts),
+            "--licence",
+            "Unicode License v3",
+            "--max-per-concept",
+            "4",
+            "--min-per-concept",
+            "4",
+        ],
+    )
     assert built.exit_code == 0, built.output
     checkpoints = tiny_test_model(tmp_path / "ckpts", steps=8, checkpoint_steps=[4, 8])
     lines = [
-        "[model]", 'id = "tiny"', 'card = "tiny test model"',
-        "[data]", f'concepts = "{concepts.name}"',
-        "[experts]", "top_k = 5", "min_langs = 2",
-        "[probes]", "seeds = [0]", "max_iter = 50",
+        "[model]",
+        'id = "tiny"',
+        'card = "tiny test model"',
+        "[data]",
+        f'concepts = "{concepts.name}"',
+        "[experts]",
+        "top_k = 5",
+        "min_langs = 2",
+        "[probes]",
+        "seeds = [0]",
+        "max_iter = 50",
     ]
     for ck in checkpoints:
-        lines += ["[[checkpoints]]", f'name = "{ck.name}"', f'path = "ckpts/{ck.path.name}"',
-                  f"step = {ck.step}", f"tokens_seen = {ck.tokens_seen}"]
+        lines += [
+            "[[checkpoints]]",
+            f'name = "{ck.name}"',
+            f'path = "ckpts/{ck.path.name}"',
+            f"step = {ck.step}",
+            f"tokens_seen = {ck.tokens_seen}",
+        ]
     config = tmp_path / "run.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     store = tmp_path / "store.duckdb"

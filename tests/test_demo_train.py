@@ -35,6 +35,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, list[DemoCheckpoint], float]:
 
 # --- corpus ---------------------------------------------------------------------------------------------
 
+
 def test_corpus_is_deterministic_balanced_and_parallel():
     langs = list(DEMO_LANGUAGES)
     a = build_corpus(langs, 40, seed=3)
@@ -49,7 +50,7 @@ def test_corpus_is_deterministic_balanced_and_parallel():
     # record-major order: line i of every language renders the same record
     assert [lang for lang, _ in a[: len(langs)]] == langs
     # shared anchors: most records carry digits in every language
-    records = [a[i: i + len(langs)] for i in range(0, len(a), len(langs))]
+    records = [a[i : i + len(langs)] for i in range(0, len(a), len(langs))]
     with_digits = sum(all(any(ch.isdigit() for ch in t) for _, t in rec) for rec in records)
     assert with_digits >= len(records) // 2
 
@@ -72,6 +73,7 @@ def test_corpus_scripts_and_errors():
 
 # --- schedule and card ----------------------------------------------------------------------------------
 
+
 def test_default_checkpoint_schedule_dense_early_sparse_late():
     s = default_checkpoint_steps(DEFAULT_STEPS)
     assert len(s) >= 8
@@ -92,6 +94,7 @@ def test_model_card_is_honest():
 
 
 # --- the tiny training run ------------------------------------------------------------------------------
+
 
 def test_tiny_run_checkpoints_and_schedule(tiny_run):
     out, ckpts, seconds = tiny_run
@@ -141,7 +144,7 @@ def test_tiny_checkpoints_load_with_auto_classes(tiny_run):
         assert len(ids) == len(offsets) > 1
         # character offsets (not bytes); a token that is only a space has an empty span, and the byte
         # pieces of one multi-byte character all point at that character
-        for (start, end) in offsets[1:]:
+        for start, end in offsets[1:]:
             assert 0 <= start <= end <= len(text)
         assert all(a[0] <= b[0] for a, b in zip(offsets[1:], offsets[2:]))
         covered = {i for s, e in offsets for i in range(s, e)}
@@ -175,8 +178,7 @@ def test_rerun_skips_training_and_settings_change_retrains(tiny_run, tmp_path):
     changed = tiny_test_model(tmp_path / "again", steps=8, checkpoint_steps=[0, 2, 8])
     assert [c.step for c in changed] == [0, 2, 8]
     assert changed[0].tokens_seen == 0 and changed[0].eval_loss == changed[0].train_loss
-    assert sorted(p.name for p in (tmp_path / "again").glob("step_*")) == [
-        "step_000000", "step_000002", "step_000008"]
+    assert sorted(p.name for p in (tmp_path / "again").glob("step_*")) == ["step_000000", "step_000002", "step_000008"]
 
 
 def test_bad_arguments(tmp_path):

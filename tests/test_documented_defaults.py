@@ -54,7 +54,11 @@ def test_numeric_defaults_are_the_documented_ones(setting, value):
 def test_probe_defaults_are_the_documented_ones():
     c, max_iter, test_size, max_train = _numbers(DOCS["`[probes] C`, `max_iter`, `test_size`, `max_train`"])
     assert (CFG.probes.C, CFG.probes.max_iter, CFG.probes.test_size, CFG.probes.max_train) == (
-        c, max_iter, test_size, max_train)
+        c,
+        max_iter,
+        test_size,
+        max_train,
+    )
     assert DOCS["`[probes] seeds`"].startswith("three") and len(CFG.probes.seeds) == 3
     assert "token" in CFG.probes.representations
 

@@ -24,8 +24,10 @@ CPU = torch.device("cpu")
 _MANUAL = {
     "gpt2": (lambda m, i: m.transformer.h[i].mlp.c_proj.weight.T, lambda m: m.transformer.ln_f.weight),
     "bloom": (lambda m, i: m.transformer.h[i].mlp.dense_4h_to_h.weight, lambda m: m.transformer.ln_f.weight),
-    "gpt_neox": (lambda m, i: m.gpt_neox.layers[i].mlp.dense_4h_to_h.weight,
-                 lambda m: m.gpt_neox.final_layer_norm.weight),
+    "gpt_neox": (
+        lambda m, i: m.gpt_neox.layers[i].mlp.dense_4h_to_h.weight,
+        lambda m: m.gpt_neox.final_layer_norm.weight,
+    ),
     "llama": (lambda m, i: m.model.layers[i].mlp.down_proj.weight, lambda m: m.model.norm.weight),
     "mistral": (lambda m, i: m.model.layers[i].mlp.down_proj.weight, lambda m: m.model.norm.weight),
     "qwen2": (lambda m, i: m.model.layers[i].mlp.down_proj.weight, lambda m: m.model.norm.weight),
@@ -68,7 +70,10 @@ def test_direct_effect_moves_the_logits_as_the_logit_lens_says(tmp_path):
     effect = direct_effects(model, site, torch.tensor([5]))[:, 0]
     x = torch.randn(model.config.hidden_size)
     w_out = site.module.weight[:, 5]
-    lens = lambda h: model.lm_head(model.model.norm.weight * h)  # the logit lens, scale only
+
+    def lens(h):  # the logit lens, scale only
+        return model.lm_head(model.model.norm.weight * h)
+
     change = lens(x + 2.0 * w_out) - lens(x)
     torch.testing.assert_close(change - change.mean(), 2.0 * effect, rtol=1e-4, atol=1e-4)
 
@@ -98,8 +103,9 @@ def test_response_histograms_match_numpy():
     langs = np.array(["en", "fr"] * 30)
     concepts = np.array(["a", "a", "b", "b", "c", "c"] * 10)
     offsets = [0, 8, 16]
-    experts = pl.DataFrame({"lang": ["en", "fr", "en"], "concept_id": ["b", "a", "c"], "layer": [0, 1, 1],
-                            "unit": [3, 0, 7]})
+    experts = pl.DataFrame(
+        {"lang": ["en", "fr", "en"], "concept_id": ["b", "a", "c"], "layer": [0, 1, 1], "unit": [3, 0, 7]}
+    )
     got = dd.response_histograms(acts, langs, concepts, experts, offsets, 6, CPU)
     assert got.height == 3
     for row in got.iter_rows(named=True):
@@ -114,8 +120,7 @@ def test_response_histograms_match_numpy():
 
 
 def test_select_units_takes_experts_and_lape_units_and_caps_by_rank():
-    top = pl.DataFrame({"layer": [0, 0, 1, 1], "unit": [2, 5, 0, 2], "rank": [3, 1, 2, 1],
-                        "ap": [0.5, 0.9, 0.7, 0.8]})
+    top = pl.DataFrame({"layer": [0, 0, 1, 1], "unit": [2, 5, 0, 2], "rank": [3, 1, 2, 1], "ap": [0.5, 0.9, 0.7, 0.8]})
     lape = pl.DataFrame({"layer": [1], "unit": [3]})
     offsets = [0, 10, 20]
     assert dd.select_units(top, lape, offsets).tolist() == [2, 5, 10, 12, 13]
@@ -129,8 +134,10 @@ def test_unit_peaks_find_the_token_of_the_largest_activation(tmp_path):
     contexts = tokenize_contexts(loaded.tokenizer, texts, [(None, None)] * 3, 64)
     sites = find_mlp_sites(loaded.model)
     seen: dict[int, torch.Tensor] = {}
-    handles = [s.module.register_forward_pre_hook(lambda _m, a, i=i: seen.__setitem__(i, a[0][0].detach()))
-               for i, s in enumerate(sites)]
+    handles = [
+        s.module.register_forward_pre_hook(lambda _m, a, i=i: seen.__setitem__(i, a[0][0].detach()))
+        for i, s in enumerate(sites)
+    ]
     per_token = []
     with torch.inference_mode():
         for ids in contexts.input_ids:  # one context at a time, unpadded: the reference activations
@@ -172,11 +179,18 @@ def test_analyse_checkpoint_writes_the_drilldown_tables(tmp_path):
 
     model_dir = save_tiny_model("qwen2", tmp_path / "qwen2")
     cfg = config_from_dict(
-        {"model": {"id": str(model_dir), "device": "cpu", "dtype": "float32"},
-         "data": {"concepts": str(DEFAULT_CONCEPT_SET), "languages": ["en", "ja"],
-                  "concept_ids": ["monday", "march"], "max_contexts": 5},
-         "experts": {"top_k": 3, "min_langs": 2}, "probes": {"seeds": [0], "max_iter": 20},
-         "drilldown": {"top_contexts": 4, "top_tokens": 3, "hist_bins": 5, "max_units": 6}},
+        {
+            "model": {"id": str(model_dir), "device": "cpu", "dtype": "float32"},
+            "data": {
+                "concepts": str(DEFAULT_CONCEPT_SET),
+                "languages": ["en", "ja"],
+                "concept_ids": ["monday", "march"],
+                "max_contexts": 5,
+            },
+            "experts": {"top_k": 3, "min_langs": 2},
+            "probes": {"seeds": [0], "max_iter": 20},
+            "drilldown": {"top_contexts": 4, "top_tokens": 3, "hist_bins": 5, "max_units": 6},
+        },
         base_dir=tmp_path,
     )
     concept_set = load_concept_set(DEFAULT_CONCEPT_SET).subset(["en", "ja"], ["monday", "march"], 5)
@@ -203,6 +217,8 @@ def test_analyse_checkpoint_writes_the_drilldown_tables(tmp_path):
     for row in hist.iter_rows(named=True):
         total = n_lang.filter(pl.col("lang") == row["lang"])["len"][0]
         assert sum(row["concept_counts"]) + sum(row["other_counts"]) == total
-        assert sum(row["concept_counts"]) == sentences.filter(
-            (pl.col("lang") == row["lang"]) & (pl.col("concept_id") == row["concept_id"])).height
+        assert (
+            sum(row["concept_counts"])
+            == sentences.filter((pl.col("lang") == row["lang"]) & (pl.col("concept_id") == row["concept_id"])).height
+        )
     assert "drilldown" in tables["stage_timings"]["stage"].to_list()

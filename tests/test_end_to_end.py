@@ -23,15 +23,29 @@ def tiny_run(tiny_checkpoints) -> Path:
     checkpoints = tiny_checkpoints
     root = checkpoints[0].path.parent.parent
     lines = [
-        "[model]", 'id = "tiny"', 'card = "tiny test model"',
-        "[data]", f'concepts = "{DEFAULT_CONCEPT_SET}"', f"languages = {json.dumps(LANGS)}",
-        f"concept_ids = {json.dumps(CONCEPTS)}", "max_contexts = 8",
-        "[experts]", "top_k = 5", "min_langs = 2",
-        "[probes]", "seeds = [0]", "max_iter = 100",
+        "[model]",
+        'id = "tiny"',
+        'card = "tiny test model"',
+        "[data]",
+        f'concepts = "{DEFAULT_CONCEPT_SET}"',
+        f"languages = {json.dumps(LANGS)}",
+        f"concept_ids = {json.dumps(CONCEPTS)}",
+        "max_contexts = 8",
+        "[experts]",
+        "top_k = 5",
+        "min_langs = 2",
+        "[probes]",
+        "seeds = [0]",
+        "max_iter = 100",
     ]
     for ck in checkpoints:
-        lines += ["[[checkpoints]]", f'name = "{ck.name}"', f'path = "ckpts/{ck.path.name}"',
-                  f"step = {ck.step}", f"tokens_seen = {ck.tokens_seen}"]
+        lines += [
+            "[[checkpoints]]",
+            f'name = "{ck.name}"',
+            f'path = "ckpts/{ck.path.name}"',
+            f"step = {ck.step}",
+            f"tokens_seen = {ck.tokens_seen}",
+        ]
     config = root / "run.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
@@ -44,9 +58,21 @@ def test_run_resume_info_report(tiny_run, tmp_path):
     assert "3 checkpoint(s) written" in result.output
 
     con = duckdb.connect(str(store), read_only=True)
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (
-        "checkpoints", "probe_results", "probe_per_language", "neuron_ap", "neuron_summary",
-        "expert_overlap", "shared_experts", "sentences", "layers", "stage_timings")}
+    counts = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in (
+            "checkpoints",
+            "probe_results",
+            "probe_per_language",
+            "neuron_ap",
+            "neuron_summary",
+            "expert_overlap",
+            "shared_experts",
+            "sentences",
+            "layers",
+            "stage_timings",
+        )
+    }
     assert all(n > 0 for n in counts.values()), counts
     assert counts["checkpoints"] == 3
     assert counts["sentences"] == len(CONCEPTS) * len(LANGS) * 8
@@ -65,11 +91,13 @@ def test_run_resume_info_report(tiny_run, tmp_path):
     # Chance levels (issue 14.5): per (checkpoint, lang, concept) the random scorer's AP (8 of the 48 contexts of
     # a language) and a permutation threshold; exact random-set overlap per checkpoint; headline intervals.
     # The permutation test (issue 19): p-values at the default 999 shuffles, BH over the checkpoint's cells.
-    chance = con.execute("SELECT count(*), min(random_ap), max(random_ap), count(threshold), "
-                         "min(threshold_uncorrected), max(threshold), min(positive_rate), max(positive_rate), "
-                         "min(p_value), max(p_resolution), count(DISTINCT correction), any_value(correction), "
-                         "min(n_shuffles), max(n_cells), count(*) FILTER (WHERE significant <> (best_ap > threshold)) "
-                         "FROM chance_ap").fetchone()
+    chance = con.execute(
+        "SELECT count(*), min(random_ap), max(random_ap), count(threshold), "
+        "min(threshold_uncorrected), max(threshold), min(positive_rate), max(positive_rate), "
+        "min(p_value), max(p_resolution), count(DISTINCT correction), any_value(correction), "
+        "min(n_shuffles), max(n_cells), count(*) FILTER (WHERE significant <> (best_ap > threshold)) "
+        "FROM chance_ap"
+    ).fetchone()
     assert chance[0] == chance[3] == 3 * len(LANGS) * len(CONCEPTS)
     n_ctx = 48  # contexts per language; 1 / len(CONCEPTS) of them positive
     assert chance[1] == pytest.approx(random_ap(n_ctx // len(CONCEPTS), n_ctx)) == pytest.approx(chance[2])
@@ -79,9 +107,11 @@ def test_run_resume_info_report(tiny_run, tmp_path):
     assert chance[10:14] == (1, "bh", 999, len(LANGS) * len(CONCEPTS)) and chance[14] == 0
     assert con.execute("SELECT count(*), min(jaccard_mean) > 0 FROM overlap_chance").fetchone() == (3, True)
     assert con.execute("SELECT count(*), count(lo) FROM headline_ci").fetchone() == (12, 12)
-    assert con.execute("SELECT count(*) FROM probe_results WHERE majority_baseline IS NULL "
-                       "OR (control_accuracy IS NULL) <> (representation = 'mean') "  # control task: token probes only
-                       "OR accuracy_lo > accuracy OR accuracy_hi < accuracy").fetchone() == (0,)
+    assert con.execute(
+        "SELECT count(*) FROM probe_results WHERE majority_baseline IS NULL "
+        "OR (control_accuracy IS NULL) <> (representation = 'mean') "  # control task: token probes only
+        "OR accuracy_lo > accuracy OR accuracy_hi < accuracy"
+    ).fetchone() == (0,)
     con.close()
 
     before = store.read_bytes()

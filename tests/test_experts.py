@@ -105,8 +105,12 @@ def test_score_experts_finds_planted_units_and_maps_layers():
 
 def _sklearn_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """(concepts, neurons) AP from sklearn, one call per column, on the float32 scores the CPU path ranks."""
-    return np.array([[average_precision_score(labels[:, c], scores[:, j]) for j in range(scores.shape[1])]
-                     for c in range(labels.shape[1])])
+    return np.array(
+        [
+            [average_precision_score(labels[:, c], scores[:, j]) for j in range(scores.shape[1])]
+            for c in range(labels.shape[1])
+        ]
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

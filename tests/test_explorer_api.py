@@ -48,18 +48,24 @@ def test_opens_the_run_and_its_settings(store, store_path):
 def test_experts_of_a_concept_per_language_and_checkpoint(store, store_path):
     last = store.checkpoint_names[-1]
     one = store.experts("monday", last, k=3)
-    expected = raw(store_path, "SELECT lang, rank, layer, unit, ap FROM neuron_ap WHERE checkpoint = ? "
-                   "AND concept_id = 'monday' AND rank <= 3 ORDER BY lang, rank", [last])
+    expected = raw(
+        store_path,
+        "SELECT lang, rank, layer, unit, ap FROM neuron_ap WHERE checkpoint = ? "
+        "AND concept_id = 'monday' AND rank <= 3 ORDER BY lang, rank",
+        [last],
+    )
     assert one.select("lang", "rank", "layer", "unit", "ap").equals(expected)
     # Default: the run's K, at every checkpoint, in training order.
     every = store.experts("monday")
     assert every.columns[:2] == ["checkpoint", "step"]
     assert every["checkpoint"].unique(maintain_order=True).to_list() == store.checkpoint_names
     n_langs = store.languages().height
-    assert every.height == raw(store_path, "SELECT count(*) AS n FROM neuron_ap WHERE concept_id = 'monday' "
-                                           "AND rank <= 10")["n"][0] == 4 * n_langs * 10
-    assert every.filter(pl.col("checkpoint") == last).drop("checkpoint", "step").equals(
-        store.experts("monday", last))
+    assert (
+        every.height
+        == raw(store_path, "SELECT count(*) AS n FROM neuron_ap WHERE concept_id = 'monday' AND rank <= 10")["n"][0]
+        == 4 * n_langs * 10
+    )
+    assert every.filter(pl.col("checkpoint") == last).drop("checkpoint", "step").equals(store.experts("monday", last))
 
 
 def test_the_same_answers_as_the_pages(store, store_path):
@@ -67,18 +73,21 @@ def test_the_same_answers_as_the_pages(store, store_path):
     con = store._con
     assert store.shared_experts("monday").equals(Q.shared_experts(con, RUN_ID, last, "monday", 2, 500))
     assert store.compare("monday", store.checkpoint_names[0], last, 5).equals(
-        Q.compare_checkpoints(con, RUN_ID, "monday", store.checkpoint_names[0], last, 5))
+        Q.compare_checkpoints(con, RUN_ID, "monday", store.checkpoint_names[0], last, 5)
+    )
     assert store.concept_overlap("monday").equals(Q.concept_overlap_history(con, RUN_ID, "monday"))
     assert store.language_experts("de", k=2).height == 3 * 2
 
 
 def test_a_units_history(store, store_path):
-    layer, unit, n = raw(store_path, "SELECT layer, unit, count(*) AS n FROM neuron_ap GROUP BY ALL "
-                                     "ORDER BY n DESC, layer, unit LIMIT 1").row(0)
+    layer, unit, n = raw(
+        store_path, "SELECT layer, unit, count(*) AS n FROM neuron_ap GROUP BY ALL ORDER BY n DESC, layer, unit LIMIT 1"
+    ).row(0)
     hist = store.unit_history(layer, unit)
     assert hist.height == n
     assert hist["checkpoint"].unique(maintain_order=True).to_list() == [
-        c for c in store.checkpoint_names if c in set(hist["checkpoint"])]
+        c for c in store.checkpoint_names if c in set(hist["checkpoint"])
+    ]
     summary = store.unit_summary(layer, unit)
     assert summary["checkpoint"].to_list() == store.checkpoint_names
     assert set(store.unit_shared_history(layer, unit)["checkpoint"]) <= set(store.checkpoint_names)
@@ -89,8 +98,10 @@ def test_a_units_history(store, store_path):
 def test_overlap_over_training(store, store_path):
     ov = store.overlap_over_training()
     assert ov["checkpoint"].to_list() == store.checkpoint_names
-    expected = raw(store_path, "SELECT checkpoint, avg(jaccard) AS j FROM expert_overlap WHERE lang_a <> lang_b "
-                               "GROUP BY checkpoint")
+    expected = raw(
+        store_path,
+        "SELECT checkpoint, avg(jaccard) AS j FROM expert_overlap WHERE lang_a <> lang_b GROUP BY checkpoint",
+    )
     got = dict(zip(ov["checkpoint"], ov["mean_jaccard"]))
     for ck, j in expected.iter_rows():
         assert got[ck] == pytest.approx(j)

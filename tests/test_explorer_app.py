@@ -20,11 +20,28 @@ from precompute.demo.synthetic_store import RUN_ID, build_synthetic_store
 from precompute.store import create_schema
 
 APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
-PAGES = ["overview", "probes", "concepts", "neuron", "language", "compare", "compression",
-         "language_neurons", "steering"]
-TITLES = {"overview": "Overview", "probes": "Language probes", "concepts": "Concepts", "neuron": "Neuron",
-          "language": "Language", "compare": "Compare checkpoints", "compression": "Compression",
-          "language_neurons": "Language neurons", "steering": "Steering"}
+PAGES = [
+    "overview",
+    "probes",
+    "concepts",
+    "neuron",
+    "language",
+    "compare",
+    "compression",
+    "language_neurons",
+    "steering",
+]
+TITLES = {
+    "overview": "Overview",
+    "probes": "Language probes",
+    "concepts": "Concepts",
+    "neuron": "Neuron",
+    "language": "Language",
+    "compare": "Compare checkpoints",
+    "compression": "Compression",
+    "language_neurons": "Language neurons",
+    "steering": "Steering",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +56,7 @@ def bare_store(tmp_path_factory) -> Path:
     return build_synthetic_store(tmp_path_factory.mktemp("bare") / "bare.duckdb", optional_tables=False)
 
 
-def run_app(
-    monkeypatch, store: Path | str, page: str | None = None, *, timeout: float = 60, **params: str
-) -> AppTest:
+def run_app(monkeypatch, store: Path | str, page: str | None = None, *, timeout: float = 60, **params: str) -> AppTest:
     monkeypatch.setenv("CROSSLING_STORE", str(store))
     at = AppTest.from_file(str(APP), default_timeout=timeout)
     for key, value in params.items():
@@ -185,8 +200,12 @@ def test_neuron_deep_link_selects_the_neuron(monkeypatch, store):
 def test_neuron_link_opens_on_the_concept(monkeypatch, store):
     layer, unit, _ = _an_expert(store)
     with db(store) as con:
-        concepts = [r[0] for r in con.execute(
-            "SELECT DISTINCT concept_id FROM neuron_ap WHERE layer=? AND unit=? ORDER BY 1", [layer, unit]).fetchall()]
+        concepts = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT concept_id FROM neuron_ap WHERE layer=? AND unit=? ORDER BY 1", [layer, unit]
+            ).fetchall()
+        ]
     at = run_app(monkeypatch, store, "neuron", layer=str(layer), unit=str(unit), concept=concepts[-1])
     assert_clean(at)
     assert at.selectbox(key="neuron.concept").value == concepts[-1]
@@ -207,9 +226,14 @@ def test_neuron_jump_menu_moves_to_the_unit(monkeypatch, store):
     assert at.query_params["layer"] == str(layer) and at.query_params["unit"] == str(unit)
 
 
-@pytest.mark.parametrize("params, word", [({"layer": "99", "unit": "1"}, "layer `99`"),
-                                          ({"layer": "1", "unit": "100000"}, "unit `100000`"),
-                                          ({"layer": "x", "unit": "1"}, "layer `x`")])
+@pytest.mark.parametrize(
+    "params, word",
+    [
+        ({"layer": "99", "unit": "1"}, "layer `99`"),
+        ({"layer": "1", "unit": "100000"}, "unit `100000`"),
+        ({"layer": "x", "unit": "1"}, "layer `x`"),
+    ],
+)
 def test_bad_neuron_link_says_so(monkeypatch, store, params, word):
     at = run_app(monkeypatch, store, "neuron", **params)
     assert not at.exception
@@ -226,15 +250,17 @@ def test_language_page_lists_experts_per_concept(monkeypatch, store):
     experts = next(d.value for d in at.dataframe if {"concept_id", "rank", "n_langs_topk"} <= set(d.value.columns))
     assert len(experts) == 3 * 4
     with db(store) as con:
-        best = dict(con.execute(
-            "SELECT concept_id, unit FROM neuron_ap WHERE checkpoint='global_step2000' AND lang='de' AND rank=1"
-        ).fetchall())
+        best = dict(
+            con.execute(
+                "SELECT concept_id, unit FROM neuron_ap WHERE checkpoint='global_step2000' AND lang='de' AND rank=1"
+            ).fetchall()
+        )
         shared = con.execute(
             "SELECT concept_id, layer, unit, n_langs_topk FROM shared_experts WHERE checkpoint='global_step2000'"
         ).fetchall()
     firsts = experts[experts["rank"] == 1]
     assert dict(zip(firsts["concept_id"], firsts["unit"])) == best
-    n_langs = {(c, l, u): n for c, l, u, n in shared}
+    n_langs = {(c, layer, u): n for c, layer, u, n in shared}
     for row in experts.itertuples():
         expected = n_langs.get((row.concept_id, row.layer, row.unit))
         got = None if pd.isna(row.n_langs_topk) else int(row.n_langs_topk)
@@ -367,7 +393,8 @@ def test_store_with_several_runs_offers_a_selector(monkeypatch, tmp_path, store)
     with duckdb.connect(str(two)) as con:
         con.execute(
             "INSERT INTO runs (run_id, model_id, model_card, config_json, concept_set_sha256, packages_json, "
-            "device, dtype, started_at, finished_at) SELECT 'b-run', model_id, model_card, config_json, concept_set_sha256, "
+            "device, dtype, started_at, finished_at) SELECT 'b-run', model_id, model_card, config_json, "
+            "concept_set_sha256, "
             "packages_json, device, dtype, started_at + INTERVAL 1 DAY, NULL FROM runs"
         )
         con.execute(
@@ -382,7 +409,6 @@ def test_store_with_several_runs_offers_a_selector(monkeypatch, tmp_path, store)
     at = run_app(monkeypatch, two, "overview", run="b-run")
     assert_clean(at)
     assert {m.label: m.value for m in at.metric}["Checkpoints"] == "1"
-
 
 
 # --- a store is someone else's data: its strings are shown, never rendered as markdown -------------------
@@ -413,12 +439,18 @@ def test_store_strings_are_never_rendered_as_markdown(monkeypatch, tmp_path, sto
     with duckdb.connect(str(hostile)) as con:
         last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
         for column, old, new in (("checkpoint", last, ckpt), ("run_id", RUN_ID, run_id)):
-            tables = [t for (t,) in con.execute(
-                "SELECT table_name FROM information_schema.columns WHERE column_name = ?", [column]).fetchall()]
+            tables = [
+                t
+                for (t,) in con.execute(
+                    "SELECT table_name FROM information_schema.columns WHERE column_name = ?", [column]
+                ).fetchall()
+            ]
             for table in tables:
                 con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [new, old])
-        con.execute("UPDATE runs SET model_card = ?, model_id = ?, device = ?",
-                    [BEACON + "\n# not a heading", "![m](http://127.0.0.1:9/model.png)", "cpu`` [d](http://evil)"])
+        con.execute(
+            "UPDATE runs SET model_card = ?, model_id = ?, device = ?",
+            [BEACON + "\n# not a heading", "![m](http://127.0.0.1:9/model.png)", "cpu`` [d](http://evil)"],
+        )
         con.execute("UPDATE meta SET value = '<img src=http://127.0.0.1:9/m.png>' WHERE key = 'created_at'")
         con.execute("UPDATE concepts SET label = '**bold** [a](http://evil/c)'")
         con.execute("UPDATE languages SET name = '[lang](http://127.0.0.1:9/l.png)'")
@@ -452,8 +484,9 @@ import explorer.launch, explorer.queries, explorer.charts, explorer.store_contex
 bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))
 print('LOADED', bad)
 """
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
-                         cwd=str(APP.parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120, cwd=str(APP.parents[1])
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LOADED []" in out.stdout
 
@@ -480,7 +513,9 @@ def test_launch_command_line(store):
     assert args[:2] == ["run", str(launch.APP)]
     assert "--server.address 127.0.0.1" in joined and "--server.headless true" in joined
     assert "--server.port 8999" in joined
-    assert "--server.headless false" in " ".join(launch.streamlit_args(store, port=None, host="0.0.0.0", no_browser=False))
+    assert "--server.headless false" in " ".join(
+        launch.streamlit_args(store, port=None, host="0.0.0.0", no_browser=False)
+    )
 
 
 def test_no_pages_directory_next_to_the_entrypoint():
@@ -503,7 +538,8 @@ def test_neuron_page_shows_its_language_profile(monkeypatch, store):
     layer, unit, _lang, _n = con.execute(
         "SELECT layer, unit, lang, count(DISTINCT concept_id) AS n FROM neuron_ap "
         "WHERE checkpoint = (SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1) "
-        "GROUP BY ALL ORDER BY n DESC, layer, unit, lang LIMIT 1").fetchone()
+        "GROUP BY ALL ORDER BY n DESC, layer, unit, lang LIMIT 1"
+    ).fetchone()
     specific = con.execute("SELECT layer, unit, checkpoint, top_lang FROM language_neurons LIMIT 1").fetchone()
     con.close()
     at = run_app(monkeypatch, store, "neuron", layer=str(layer), unit=str(unit))
@@ -582,9 +618,15 @@ def test_store_problem_hint_is_chosen_by_type_not_by_message():
     )
 
     # Messages reworded (or borrowed from another reason) keep the hint of their type.
-    cases = {StoreMissingError: "make demo", NotDuckDBError: "right file", HalfWrittenStoreError: "cut short",
-             UnsafeStoreError: "refuses", NotCrosslingStoreError: "not written by crossling",
-             SchemaVersionError: "reads schema version", StoreLockedError: "is writing this store"}
+    cases = {
+        StoreMissingError: "make demo",
+        NotDuckDBError: "right file",
+        HalfWrittenStoreError: "cut short",
+        UnsafeStoreError: "refuses",
+        NotCrosslingStoreError: "not written by crossling",
+        SchemaVersionError: "reads schema version",
+        StoreLockedError: "is writing this store",
+    }
     for cls, words in cases.items():
         hint = problems.hint_for(cls("x.duckdb: schema version; not a readable DuckDB; it defines"))
         assert words in hint, (cls.__name__, hint)

@@ -41,25 +41,31 @@ def test_concepts_and_neuron_pages_in_chromium(server):
     with duckdb.connect(str(store), read_only=True) as con:
         layer, unit = con.execute(
             "SELECT layer, unit FROM shared_experts WHERE checkpoint = 'global_step4000' AND concept_id = 'monday' "
-            "ORDER BY n_langs_topk DESC, mean_ap DESC, layer, unit LIMIT 1").fetchone()
+            "ORDER BY n_langs_topk DESC, mean_ap DESC, layer, unit LIMIT 1"
+        ).fetchone()
         last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
         top_text = con.execute(
             "SELECT s.text FROM unit_top_contexts t JOIN sentences s USING (sentence_id) "
             "WHERE t.checkpoint = ? AND t.layer = ? AND t.unit = ? ORDER BY t.lang, t.rank LIMIT 1",
-            [last, layer, unit]).fetchone()[0]
+            [last, layer, unit],
+        ).fetchone()[0]
         top_token = con.execute(
             "SELECT token FROM unit_output_tokens WHERE checkpoint = ? AND layer = ? AND unit = ? "
-            "AND direction = 'promoted' AND trim(token) <> '' ORDER BY rank LIMIT 1", [last, layer, unit]).fetchone()[0]
+            "AND direction = 'promoted' AND trim(token) <> '' ORDER BY rank LIMIT 1",
+            [last, layer, unit],
+        ).fetchone()[0]
         other = con.execute(
             "SELECT layer, unit FROM neuron_ap WHERE checkpoint = 'global_step0' ORDER BY rank, lang, concept_id "
-            "LIMIT 1").fetchone()
+            "LIMIT 1"
+        ).fetchone()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             # A shared link to the Concepts page reproduces the view.
-            _check_page(page, f"{url}/concepts?concept=monday&ckpt=global_step4000&k=5", "Concepts",
-                        ARTIFACTS / "concepts.png")
+            _check_page(
+                page, f"{url}/concepts?concept=monday&ckpt=global_step4000&k=5", "Concepts", ARTIFACTS / "concepts.png"
+            )
             assert page.locator("[data-testid='stVegaLiteChart']").count() >= 2
             assert page.get_by_text("Top-5 units per language").count() >= 1
             # The first download under the top-units grid hands over exactly its rows.

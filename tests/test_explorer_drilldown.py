@@ -23,8 +23,9 @@ APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
 
 @pytest.fixture(scope="module")
 def ja_store(tmp_path_factory) -> Path:
-    return build_synthetic_store(tmp_path_factory.mktemp("ja") / "ja.duckdb", languages=("en", "ja", "de"),
-                                 checkpoints=3, seed=2)
+    return build_synthetic_store(
+        tmp_path_factory.mktemp("ja") / "ja.duckdb", languages=("en", "ja", "de"), checkpoints=3, seed=2
+    )
 
 
 def run_app(monkeypatch, store: Path, page: str, **params: str) -> AppTest:
@@ -46,7 +47,9 @@ def _most_shared(store: Path) -> tuple[int, int, str]:
     last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
     layer, unit = con.execute(
         "SELECT layer, unit FROM shared_experts WHERE checkpoint = ? GROUP BY layer, unit "
-        "ORDER BY max(n_langs_topk) DESC, count(*) DESC, layer, unit LIMIT 1", [last]).fetchone()
+        "ORDER BY max(n_langs_topk) DESC, count(*) DESC, layer, unit LIMIT 1",
+        [last],
+    ).fetchone()
     con.close()
     return layer, unit, last
 
@@ -55,7 +58,7 @@ def test_highlight_escapes_every_part_and_bolds_only_the_peak():
     text = "see [x](https://e.example) <b>*peak*</b> end"
     start = text.index("<b>")
     out = highlighted(text, start, start + len("<b>*peak*</b>"))
-    assert out == f"{md(text[:start])}{BOLD_OPEN}{md('<b>*peak*</b>')}{BOLD_CLOSE}{md(text[start + 13:])}"
+    assert out == f"{md(text[:start])}{BOLD_OPEN}{md('<b>*peak*</b>')}{BOLD_CLOSE}{md(text[start + 13 :])}"
     assert "<b>" not in out and "](" not in out
     assert highlighted(" Montag", 0, 7) == f"{md(' ')}{BOLD_OPEN}Montag{BOLD_CLOSE}"  # the space stays outside
     assert highlighted("abc", 5, 9) == md("abc")  # offsets beyond the text highlight nothing
@@ -69,10 +72,14 @@ def test_neuron_page_shows_the_stores_top_contexts_histograms_and_tokens(monkeyp
     rows = con.execute(
         "SELECT t.lang, t.rank, s.text, t.peak_start, t.peak_end, t.response FROM unit_top_contexts t "
         "JOIN sentences s USING (sentence_id) WHERE t.run_id = ? AND t.checkpoint = ? AND t.layer = ? "
-        "AND t.unit = ? ORDER BY t.lang, t.rank", [RUN_ID, last, layer, unit]).fetchall()
+        "AND t.unit = ? ORDER BY t.lang, t.rank",
+        [RUN_ID, last, layer, unit],
+    ).fetchall()
     promoted = con.execute(
         "SELECT token, logit FROM unit_output_tokens WHERE run_id = ? AND checkpoint = ? AND layer = ? AND unit = ? "
-        "AND direction = 'promoted' ORDER BY rank", [RUN_ID, last, layer, unit]).fetchall()
+        "AND direction = 'promoted' ORDER BY rank",
+        [RUN_ID, last, layer, unit],
+    ).fetchall()
     con.close()
     assert rows and promoted
     shown = [m.value for m in at.markdown]
@@ -81,7 +88,7 @@ def test_neuron_page_shows_the_stores_top_contexts_histograms_and_tokens(monkeyp
     assert first in shown
     assert f"{BOLD_OPEN}{md(text[start:end].strip())}{BOLD_CLOSE}" in first
     # Every language's contexts are there, in the store's order.
-    for lang_, rank_, text_, s_, e_, r_ in rows:
+    for _lang, rank_, text_, s_, e_, r_ in rows:
         assert f"{rank_}\\. `{r_:.3f}` · {highlighted(text_, s_, e_)}" in shown
     specs = [json.dumps(json.loads(ch.proto.spec), ensure_ascii=False) for ch in at.get("vega_lite_chart")]
     assert any("contexts (" in s and "share of the contexts" in s for s in specs)
@@ -89,7 +96,8 @@ def test_neuron_page_shows_the_stores_top_contexts_histograms_and_tokens(monkeyp
     assert any("most promoted tokens" in s for s in specs) and any("most suppressed tokens" in s for s in specs)
     listed = next(v for v in shown if v.startswith("At "))  # the promoted tokens at the checkpoint, in order
     assert [t for t in listed.split(": ", 1)[1].split(", ")][: len(promoted)] == [
-        f"{md(t)} ({v:+.2f})" for t, v in promoted]
+        f"{md(t)} ({v:+.2f})" for t, v in promoted
+    ]
     assert any("most similar cross-lingual profile" in v for v in shown)
     assert len(at.dataframe) >= 2  # the contexts table, the similar units
 
@@ -98,7 +106,8 @@ def test_neuron_page_of_a_unit_without_drilldowns_says_so(monkeypatch, synthetic
     con = duckdb.connect(str(synthetic_store), read_only=True)
     layer, unit = con.execute(
         "SELECT layer, unit FROM neuron_summary s WHERE NOT EXISTS (SELECT 1 FROM unit_top_contexts t "
-        "WHERE t.layer = s.layer AND t.unit = s.unit) ORDER BY layer, unit LIMIT 1").fetchone()
+        "WHERE t.layer = s.layer AND t.unit = s.unit) ORDER BY layer, unit LIMIT 1"
+    ).fetchone()
     con.close()
     at = run_app(monkeypatch, synthetic_store, "neuron", layer=layer, unit=unit)
     assert_clean(at)
@@ -115,9 +124,14 @@ def test_search_for_a_japanese_word_finds_its_concept_and_units(monkeypatch, ja_
     assert concepts["langs"].tolist() == ["ja"]
     con = duckdb.connect(str(ja_store), read_only=True)
     last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
-    expected = {tuple(r) for r in con.execute(
-        "SELECT DISTINCT t.layer, t.unit FROM unit_top_contexts t JOIN sentences s USING (sentence_id) "
-        "WHERE t.checkpoint = ? AND s.text LIKE '%月曜日%'", [last]).fetchall()}
+    expected = {
+        tuple(r)
+        for r in con.execute(
+            "SELECT DISTINCT t.layer, t.unit FROM unit_top_contexts t JOIN sentences s USING (sentence_id) "
+            "WHERE t.checkpoint = ? AND s.text LIKE '%月曜日%'",
+            [last],
+        ).fetchall()
+    }
     con.close()
     units = frames[1]
     assert expected and {tuple(r) for r in units[["layer", "unit"]].itertuples(index=False)} == expected
@@ -135,8 +149,11 @@ def test_concepts_page_links_experts_to_their_neuron_page(monkeypatch, synthetic
     assert_clean(at)
     con = duckdb.connect(str(synthetic_store), read_only=True)
     last = con.execute("SELECT checkpoint FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()[0]
-    layer, unit = con.execute("SELECT layer, unit FROM neuron_ap WHERE checkpoint = ? AND concept_id = 'monday' "
-                              "AND rank = 1 ORDER BY lang LIMIT 1", [last]).fetchone()
+    layer, unit = con.execute(
+        "SELECT layer, unit FROM neuron_ap WHERE checkpoint = ? AND concept_id = 'monday' "
+        "AND rank = 1 ORDER BY lang LIMIT 1",
+        [last],
+    ).fetchone()
     con.close()
     linked = next(d.value for d in at.dataframe if "open" in d.value.columns and "rank" in d.value.columns)
     row = linked[(linked["layer"] == layer) & (linked["unit"] == unit)]

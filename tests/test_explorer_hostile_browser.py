@@ -19,9 +19,17 @@ from explorer.text import WORD_JOINER
 from tests.hostile_store import HOST, LAST_CHECKPOINT, make_hostile_store
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"": "Overview", "probes": "Language probes", "concepts": "Concepts", "neuron": "Neuron",
-         "language": "Language", "compare": "Compare checkpoints", "compression": "Compression",
-         "language_neurons": "Language neurons", "steering": "Steering"}
+PAGES = {
+    "": "Overview",
+    "probes": "Language probes",
+    "concepts": "Concepts",
+    "neuron": "Neuron",
+    "language": "Language",
+    "compare": "Compare checkpoints",
+    "compression": "Compression",
+    "language_neurons": "Language neurons",
+    "steering": "Steering",
+}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 pytestmark = pytest.mark.browser
@@ -49,7 +57,10 @@ def _no_hostile_elements(page, where: str) -> None:
     for tag, attr in (("img", "src"), ("a", "href"), ("image", "href"), ("link", "href"), ("iframe", "src")):
         for value in page.eval_on_selector_all(tag, f"els => els.map(e => e.getAttribute('{attr}') || '')"):
             assert HOST not in value and ".example" not in value and not value.startswith("mailto:"), (
-                where, tag, value)
+                where,
+                tag,
+                value,
+            )
             if value.startswith(("http:", "https:", "//")):
                 assert not _off_machine(value if not value.startswith("//") else "http:" + value), (where, tag, value)
     # The store's "<b>b</b>" is shown as text, not as a bold element.

@@ -36,11 +36,20 @@ for page in {pages!r}:
     assert not at.exception, (page, [e.value for e in at.exception])
 print(json.dumps(sorted(sys.modules)))
 """
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
-                         cwd=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300, cwd=str(ROOT)
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"explorer.store_context", "explorer.widgets", "explorer.downloads", "explorer.problems",
-            "explorer.sidebar", "explorer.queries", "explorer.charts", "explorer.api"} <= set(loaded)
+    assert {
+        "explorer.store_context",
+        "explorer.widgets",
+        "explorer.downloads",
+        "explorer.problems",
+        "explorer.sidebar",
+        "explorer.queries",
+        "explorer.charts",
+        "explorer.api",
+    } <= set(loaded)
     bad = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
     assert bad == [], bad

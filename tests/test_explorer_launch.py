@@ -29,8 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _launch(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "explorer.launch", *argv], cwd=str(ROOT), env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "explorer.launch", *argv],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _listening(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -48,14 +55,17 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("host", "says"), [
-    ("256.1.1.1", "not a valid IP address"),
-    ("1.2.3", "not a valid IP address"),
-    ("::zz", "not a valid IP address"),
-    ("", "--host is empty"),
-    ("no-such-host.invalid", "not a name this machine can resolve"),  # RFC 6761: .invalid never resolves
-    ("192.0.2.1", "not an address of this machine"),  # RFC 5737 documentation address: valid, not ours
-])
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("256.1.1.1", "not a valid IP address"),
+        ("1.2.3", "not a valid IP address"),
+        ("::zz", "not a valid IP address"),
+        ("", "--host is empty"),
+        ("no-such-host.invalid", "not a name this machine can resolve"),  # RFC 6761: .invalid never resolves
+        ("192.0.2.1", "not an address of this machine"),  # RFC 5737 documentation address: valid, not ours
+    ],
+)
 def test_bad_host_is_one_line_not_a_traceback(synthetic_store, host, says):
     done = _launch(str(synthetic_store), "--host", host, "--no-browser")
     assert done.returncode == 2, done.stderr
@@ -120,7 +130,11 @@ def test_second_explorer_serves_on_the_port_it_prints(synthetic_store):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "explorer.launch", str(synthetic_store), "--host", "127.0.0.1", "--no-browser"],
-        cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=str(ROOT),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     lines: queue.Queue = queue.Queue()

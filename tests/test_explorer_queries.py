@@ -27,8 +27,15 @@ MIN_LANGS = 2
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     return build_synthetic_store(
-        tmp_path_factory.mktemp("q") / "store.duckdb", n_layers=N_LAYERS, n_units=N_UNITS,
-        checkpoints=N_CKPT, languages=LANGS, concepts=CONCEPTS, k=K, min_langs=MIN_LANGS, seed=3,
+        tmp_path_factory.mktemp("q") / "store.duckdb",
+        n_layers=N_LAYERS,
+        n_units=N_UNITS,
+        checkpoints=N_CKPT,
+        languages=LANGS,
+        concepts=CONCEPTS,
+        k=K,
+        min_langs=MIN_LANGS,
+        seed=3,
     )
 
 
@@ -44,8 +51,10 @@ def raw(store):
     """Whole tables as polars frames, for the independent computations."""
     # open_readonly, as the `con` fixture: one process holds one file with one configuration.
     with open_readonly(store) as c:
+
         def table(name: str) -> pl.DataFrame:
             return c.sql(f"SELECT * FROM {name}").pl()
+
         yield table
 
 
@@ -136,23 +145,28 @@ def test_overlap_matrix_tolerates_both_orderings(store, tmp_path):
     copy = tmp_path / "both.duckdb"
     shutil.copyfile(store, copy)
     with duckdb.connect(str(copy)) as c:
-        c.execute("INSERT INTO expert_overlap BY NAME SELECT run_id, checkpoint, concept_id, lang_b AS lang_a, "
-                  "lang_a AS lang_b, k, jaccard, spearman_ap, over_k FROM expert_overlap")
+        c.execute(
+            "INSERT INTO expert_overlap BY NAME SELECT run_id, checkpoint, concept_id, lang_b AS lang_a, "
+            "lang_a AS lang_b, k, jaccard, spearman_ap, over_k FROM expert_overlap"
+        )
     with duckdb.connect(str(copy), read_only=True) as c, open_readonly(store) as o:
         a = Q.concept_overlap_matrix(c, RUN_ID, CKPTS[1], "monday")
         b = Q.concept_overlap_matrix(o, RUN_ID, CKPTS[1], "monday")
         assert a.equals(b)
         assert Q.overlap_summary(c, RUN_ID)["mean_jaccard"].to_list() == pytest.approx(
-            Q.overlap_summary(o, RUN_ID)["mean_jaccard"].to_list())
+            Q.overlap_summary(o, RUN_ID)["mean_jaccard"].to_list()
+        )
 
 
 def test_top_units(con, raw):
     units = Q.top_units(con, RUN_ID, CKPTS[1], "tuesday", 3)
     assert units.height == 3 * len(LANGS)
     assert units.filter(pl.col("lang") == "de")["rank"].to_list() == [1, 2, 3]
-    expected = raw("neuron_ap").filter(
-        (pl.col("checkpoint") == CKPTS[1]) & (pl.col("concept_id") == "tuesday") & (pl.col("rank") == 1)
-    ).sort("lang")
+    expected = (
+        raw("neuron_ap")
+        .filter((pl.col("checkpoint") == CKPTS[1]) & (pl.col("concept_id") == "tuesday") & (pl.col("rank") == 1))
+        .sort("lang")
+    )
     got = units.filter(pl.col("rank") == 1).sort("lang")
     assert got.select("lang", "layer", "unit").equals(expected.select("lang", "layer", "unit"))
     assert (got["ap"] >= units.filter(pl.col("rank") == 2).sort("lang")["ap"]).all()
@@ -169,7 +183,9 @@ def test_shared_experts(con, raw):
     assert Q.shared_experts(con, RUN_ID, CKPTS[-1], "monday", 1, 2).height <= 2
     hist = Q.shared_expert_history(con, RUN_ID, "monday")
     assert hist["checkpoint"].to_list() == CKPTS
-    n_last = raw("shared_experts").filter((pl.col("checkpoint") == CKPTS[-1]) & (pl.col("concept_id") == "monday")).height
+    n_last = (
+        raw("shared_experts").filter((pl.col("checkpoint") == CKPTS[-1]) & (pl.col("concept_id") == "monday")).height
+    )
     assert hist["n_shared"][-1] == n_last
 
 
@@ -192,12 +208,18 @@ def test_compare_checkpoints(con, raw):
 
 def test_neuron_queries(con, raw):
     ap_all = raw("neuron_ap")
-    layer, unit = ap_all.group_by("layer", "unit").len().sort(["len", "layer", "unit"], descending=[True, False, False]).row(0)[:2]
+    layer, unit = (
+        ap_all.group_by("layer", "unit")
+        .len()
+        .sort(["len", "layer", "unit"], descending=[True, False, False])
+        .row(0)[:2]
+    )
     hist = Q.neuron_ap_history(con, RUN_ID, layer, unit)
     expected = ap_all.filter((pl.col("layer") == layer) & (pl.col("unit") == unit))
     assert hist.height == expected.height > 0
     assert hist["checkpoint"].unique(maintain_order=True).to_list() == [
-        c for c in CKPTS if c in set(expected["checkpoint"])]
+        c for c in CKPTS if c in set(expected["checkpoint"])
+    ]
     summ = Q.neuron_summary_history(con, RUN_ID, layer, unit)
     assert summ["checkpoint"].to_list() == CKPTS
     assert (summ["max_ap"] >= summ["mean_ap"]).all()
@@ -216,8 +238,11 @@ def test_language_queries(con, raw):
     assert ex.height == len(CONCEPTS) * 3
     shared = raw("shared_experts").filter(pl.col("checkpoint") == CKPTS[-1])
     for row in ex.iter_rows(named=True):
-        match = shared.filter((pl.col("concept_id") == row["concept_id"]) & (pl.col("layer") == row["layer"])
-                              & (pl.col("unit") == row["unit"]))
+        match = shared.filter(
+            (pl.col("concept_id") == row["concept_id"])
+            & (pl.col("layer") == row["layer"])
+            & (pl.col("unit") == row["unit"])
+        )
         if match.height:
             assert row["n_langs_topk"] == match["n_langs_topk"][0] and "fr" in row["langs"].split(",")
         else:
@@ -306,10 +331,17 @@ def test_neuron_language_history(con, raw):
 def test_store_order_lays_neuron_ap_out_by_concept_and_its_copy_by_unit():
     from precompute.store.layout import NEURON_AP_BY_UNIT_COLUMNS, checkpoint_frames, store_order
 
-    rows = pl.DataFrame({
-        "lang": ["fr", "en", "fr", "en"], "concept_id": ["b", "b", "a", "a"], "layer": [1, 0, 1, 0],
-        "unit": [5, 7, 2, 7], "ap": [0.9, 0.8, 0.7, 0.6], "rank": [1, 1, 1, 1], "median_pos_act": [1.0, 2.0, 3.0, 4.0],
-    })
+    rows = pl.DataFrame(
+        {
+            "lang": ["fr", "en", "fr", "en"],
+            "concept_id": ["b", "b", "a", "a"],
+            "layer": [1, 0, 1, 0],
+            "unit": [5, 7, 2, 7],
+            "ap": [0.9, 0.8, 0.7, 0.6],
+            "rank": [1, 1, 1, 1],
+            "median_pos_act": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     ordered = store_order("neuron_ap", rows)
     assert ordered.select("concept_id", "lang").rows() == [("a", "en"), ("a", "fr"), ("b", "en"), ("b", "fr")]
     assert ordered.sort("ap").equals(rows.sort("ap"))  # the same rows
@@ -331,13 +363,15 @@ def test_neuron_ap_by_unit_is_a_copy_of_neuron_ap_laid_out_by_unit(con, raw):
         part = copy.filter(pl.col("checkpoint") == ckpt)
         assert part.select("layer", "unit").equals(part.select("layer", "unit").sort("layer", "unit"))
         part = raw("neuron_ap").filter(pl.col("checkpoint") == ckpt)
-        assert part.select("concept_id", "lang", "rank").equals(part.select("concept_id", "lang", "rank").sort(
-            "concept_id", "lang", "rank"))
+        assert part.select("concept_id", "lang", "rank").equals(
+            part.select("concept_id", "lang", "rank").sort("concept_id", "lang", "rank")
+        )
     assert Q._by_unit(con) == "neuron_ap_by_unit"
 
 
-@pytest.mark.parametrize("change", ["DROP TABLE neuron_ap_by_unit",
-                                    f"DELETE FROM neuron_ap_by_unit WHERE checkpoint = '{CKPTS[0]}'"])
+@pytest.mark.parametrize(
+    "change", ["DROP TABLE neuron_ap_by_unit", f"DELETE FROM neuron_ap_by_unit WHERE checkpoint = '{CKPTS[0]}'"]
+)
 def test_unit_queries_read_neuron_ap_where_the_copy_is_missing_or_partial(store, con, raw, tmp_path, change):
     # A store written before neuron_ap_by_unit was added (or resumed across that change) answers the same.
     old = tmp_path / "old.duckdb"
@@ -351,7 +385,9 @@ def test_unit_queries_read_neuron_ap_where_the_copy_is_missing_or_partial(store,
         for layer, unit, _ in units.head(3).iter_rows():
             assert Q.neuron_ap_history(c, RUN_ID, layer, unit).equals(Q.neuron_ap_history(con, RUN_ID, layer, unit))
             assert Q.unit_emergence(c, RUN_ID, 1, None, layer, unit).equals(
-                Q.unit_emergence(con, RUN_ID, 1, None, layer, unit))
+                Q.unit_emergence(con, RUN_ID, 1, None, layer, unit)
+            )
             for ckpt in CKPTS:
                 assert Q.similar_units(c, RUN_ID, ckpt, layer, unit, 5).equals(
-                    Q.similar_units(con, RUN_ID, ckpt, layer, unit, 5))
+                    Q.similar_units(con, RUN_ID, ckpt, layer, unit, 5)
+                )

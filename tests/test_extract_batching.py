@@ -33,8 +33,14 @@ def test_pooled_activations_do_not_depend_on_batching(tiny_gpt2_dir):
     from precompute.model import load_checkpoint
 
     loaded = load_checkpoint(str(tiny_gpt2_dir), device="cpu", dtype="float32")
-    texts = ["The earthquake shook the old house on Monday.", "El lunes", "地震在星期一摇动了老房子。",
-             "Joy and happiness filled the house in March.", "Das Erdbeben", "x"]
+    texts = [
+        "The earthquake shook the old house on Monday.",
+        "El lunes",
+        "地震在星期一摇动了老房子。",
+        "Joy and happiness filled the house in March.",
+        "Das Erdbeben",
+        "x",
+    ]
     spans = [(4, 14), (3, 8), (0, 2), (None, None), (4, 12), (0, 1)]
     contexts = tokenize_contexts(loaded.tokenizer, texts, spans, 64)
     one = extract(loaded, contexts, batch_tokens=1)  # one context per batch, no padding
@@ -97,8 +103,10 @@ def test_truncated_spans_refuse_the_run_or_are_dropped_never_pooled_otherwise(tm
     cfg = RunConfig()
     cfg.extract.max_length = 4
     cut = tokenize_contexts(
-        loaded.tokenizer, concept_set.sentences["text"].to_list(),
-        list(zip(concept_set.sentences["span_start"].to_list(), concept_set.sentences["span_end"].to_list())), 4,
+        loaded.tokenizer,
+        concept_set.sentences["text"].to_list(),
+        list(zip(concept_set.sentences["span_start"].to_list(), concept_set.sentences["span_end"].to_list())),
+        4,
     ).span_cut
     assert 0 < cut.sum() < len(cut)  # some spans lie past 4 tokens, some do not
     with pytest.raises(ConfigError, match=r"max_length = 4 tokens cuts off the concept span of \d+ context") as info:

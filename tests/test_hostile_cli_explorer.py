@@ -116,8 +116,9 @@ def test_parse_int_ranges_never_builds_a_huge_list():
 
 
 def test_negative_seed_is_refused_by_the_settings_rule(store):
-    assert_refused(["steer", store, "--seeds", "-1"], names="--seeds", says="must be in [0, 4294967295], got -1",
-                   store=store)
+    assert_refused(
+        ["steer", store, "--seeds", "-1"], names="--seeds", says="must be in [0, 4294967295], got -1", store=store
+    )
 
 
 def test_checkpoint_template_with_too_many_steps_is_refused_at_load(tmp_path, store):
@@ -126,8 +127,9 @@ def test_checkpoint_template_with_too_many_steps_is_refused_at_load(tmp_path, st
     )
     config = write(tmp_path / "run.toml", text)
     started = time.perf_counter()
-    line = assert_refused(["run", config, "--out", store], names=config, says="1,000,000,000,001 checkpoints",
-                          store=store)
+    line = assert_refused(
+        ["run", config, "--out", store], names=config, says="1,000,000,000,001 checkpoints", store=store
+    )
     assert "[checkpoint_set]" in line and time.perf_counter() - started < 30
     # A config built in code, past the declared check, is refused by the resolver before it builds a name.
     cfg = config_from_dict({"model": {"id": "org/model"}})
@@ -137,8 +139,9 @@ def test_checkpoint_template_with_too_many_steps_is_refused_at_load(tmp_path, st
 
 
 def test_checkpoint_template_of_a_sane_size_still_resolves():
-    cfg = config_from_dict({"model": {"id": "org/model"},
-                            "checkpoint_set": {"template": "global_step{step}", "stop": 3000, "every": 1000}})
+    cfg = config_from_dict(
+        {"model": {"id": "org/model"}, "checkpoint_set": {"template": "global_step{step}", "stop": 3000, "every": 1000}}
+    )
     assert [c.name for c in resolve_set(cfg)] == ["global_step1000", "global_step2000", "global_step3000"]
 
 
@@ -169,9 +172,28 @@ def test_steering_the_model_cannot_honour_is_refused_up_front(args, names, says,
 
 
 def test_steering_that_fits_exactly_still_runs(store):
-    result = runner.invoke(app, ["steer", str(store), *here(), "--checkpoints", checkpoints()[-1].name,
-                                 "--seeds", "0", "--n-neurons", "0", "--prompts", "", "--max-new-tokens", "47",
-                                 "--temperature", "0.01", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "steer",
+            str(store),
+            *here(),
+            "--checkpoints",
+            checkpoints()[-1].name,
+            "--seeds",
+            "0",
+            "--n-neurons",
+            "0",
+            "--prompts",
+            "",
+            "--max-new-tokens",
+            "47",
+            "--temperature",
+            "0.01",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -180,7 +202,7 @@ def test_steering_that_fits_exactly_still_runs(store):
     [
         ("max_new_tokens = 100", "[steering] max_new_tokens", f"reads at most {TINY_POSITIONS} positions"),
         ("temperature = 1e-300", "[steering] temperature", "must be >= 0.01"),
-        (f"prompts = [\"{'Montag ' * 60}\"]", "[steering] prompts", "shorten the prompt"),
+        (f'prompts = ["{"Montag " * 60}"]', "[steering] prompts", "shorten the prompt"),
     ],
 )
 def test_run_refuses_steering_the_model_cannot_honour_before_any_compute(steering, names, says, tmp_path, store):
@@ -198,10 +220,17 @@ def test_steer_checkpoint_guards_a_shorter_context_itself():
     from precompute.steering.stage import plan_steering
 
     loaded = load_checkpoint(str(checkpoints()[-1].path), device="cpu", dtype="float32")
-    sentences = pl.DataFrame(schema={"concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8,
-                                     "span_start": pl.Int64, "span_end": pl.Int64})
-    plan = plan_steering(SteeringSpec(n_neurons=[0], seeds=[0], max_new_tokens=TINY_POSITIONS), known_concepts=["c"],
-                         langs=["en", "de"], sentences=sentences, default=["c"], where="test")
+    sentences = pl.DataFrame(
+        schema={"concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8, "span_start": pl.Int64, "span_end": pl.Int64}
+    )
+    plan = plan_steering(
+        SteeringSpec(n_neurons=[0], seeds=[0], max_new_tokens=TINY_POSITIONS),
+        known_concepts=["c"],
+        langs=["en", "de"],
+        sentences=sentences,
+        default=["c"],
+        where="test",
+    )
     with pytest.raises(SteeringError, match=f"reads at most {TINY_POSITIONS} positions"):
         steer_checkpoint(loaded, plan, pl.DataFrame(), checkpoint="last")
 
@@ -228,9 +257,29 @@ def test_markup_in_store_strings_is_printed_as_text(store):
         rename_everywhere(con, "concept_id", "monday", MARKUP_CONCEPT)
         rename_everywhere(con, "checkpoint", checkpoints()[-1].name, MARKUP_CHECKPOINT)
     # n_neurons 6 is above the 5 experts stored ([experts] top_k = 5): a note names the concept and checkpoint.
-    result = runner.invoke(app, ["steer", str(store), *here(), "--concepts", MARKUP_CONCEPT, "--source-langs", "de",
-                                 "--checkpoints", MARKUP_CHECKPOINT, "--n-neurons", "6", "--seeds", "0",
-                                 "--max-new-tokens", "2", "--device", "cpu"], env={"COLUMNS": "400"})
+    result = runner.invoke(
+        app,
+        [
+            "steer",
+            str(store),
+            *here(),
+            "--concepts",
+            MARKUP_CONCEPT,
+            "--source-langs",
+            "de",
+            "--checkpoints",
+            MARKUP_CHECKPOINT,
+            "--n-neurons",
+            "6",
+            "--seeds",
+            "0",
+            "--max-new-tokens",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        env={"COLUMNS": "400"},
+    )
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and "MarkupError" not in result.output
     flat = result.stderr.replace("\n", "")
@@ -239,8 +288,9 @@ def test_markup_in_store_strings_is_printed_as_text(store):
 
 
 def test_markup_in_an_unknown_concept_is_one_error_line(store):
-    assert_refused(["steer", store, "--concepts", MARKUP_CONCEPT], names=repr(MARKUP_CONCEPT),
-                   says="unknown concept", store=store)
+    assert_refused(
+        ["steer", store, "--concepts", MARKUP_CONCEPT], names=repr(MARKUP_CONCEPT), says="unknown concept", store=store
+    )
 
 
 # --- 17: a local checkpoint that is not found is never asked of the hub ------------------------------------------
@@ -257,16 +307,29 @@ def test_steer_with_a_wrong_config_dir_names_both_places(store, tmp_path, no_net
     monkeypatch.chdir(tmp_path)
     wrong = tmp_path / "elsewhere"
     wrong.mkdir()
-    line = assert_refused(["steer", store, "--config-dir", wrong, "--seeds", "0"], names=store,
-                          says="not found (looked in", store=store)
+    line = assert_refused(
+        ["steer", store, "--config-dir", wrong, "--seeds", "0"], names=store, says="not found (looked in", store=store
+    )
     assert str(wrong.resolve()) in line and str(tmp_path.resolve()) in line and no_network == [], line
 
 
 @pytest.mark.parametrize(
     "name, local",
-    [("gpt2", False), ("EleutherAI/pythia-70m", False), ("org/model.v2-x_y", False), ("./ckpts", True),
-     ("../ckpts/step_3", True), ("/abs/ckpt", True), ("~/ckpt", True), ("ckpts/run/step_3", True),
-     ("ckpts\\step_3", True), ("org/", True), ("with space", True), ("-leading", True), (".hidden", True)],
+    [
+        ("gpt2", False),
+        ("EleutherAI/pythia-70m", False),
+        ("org/model.v2-x_y", False),
+        ("./ckpts", True),
+        ("../ckpts/step_3", True),
+        ("/abs/ckpt", True),
+        ("~/ckpt", True),
+        ("ckpts/run/step_3", True),
+        ("ckpts\\step_3", True),
+        ("org/", True),
+        ("with space", True),
+        ("-leading", True),
+        (".hidden", True),
+    ],
 )
 def test_local_looking_names(name, local):
     assert looks_like_local_path(name) is local
@@ -279,8 +342,9 @@ def test_local_looking_model_is_never_sent_to_the_hub(name, no_network, tmp_path
     assert "hub was not asked" in str(err.value)
     with pytest.raises(CheckpointError, match="no such local folder"):
         resolve_model_checkpoints(name, base_dir=tmp_path)
-    cfg = config_from_dict({"model": {"id": name}, "checkpoint_set": {"template": "s{step}", "steps": [1]}},
-                           base_dir=tmp_path)
+    cfg = config_from_dict(
+        {"model": {"id": name}, "checkpoint_set": {"template": "s{step}", "steps": [1]}}, base_dir=tmp_path
+    )
     with pytest.raises(CheckpointError, match="not a hub id"):
         resolve_set(cfg)
     assert no_network == []
@@ -294,8 +358,17 @@ def test_checkpoints_command_on_a_missing_local_folder(tmp_path, no_network):
 
 # --- 11: the explorer's charts draw only finite values ---------------------------------------------------------
 
-NAN_PAGES = ["overview", "probes", "concepts", "neuron", "compression", "language", "compare", "language_neurons",
-             "steering"]
+NAN_PAGES = [
+    "overview",
+    "probes",
+    "concepts",
+    "neuron",
+    "compression",
+    "language",
+    "compare",
+    "language_neurons",
+    "steering",
+]
 
 
 @pytest.fixture(scope="module")
@@ -360,24 +433,44 @@ def test_finite_chart_unit():
     from explorer import charts
     from explorer.downloads import finite_chart, left_out_text
 
-    df = pl.DataFrame({"checkpoint": ["a", "b", "c", "d"], "step": [1, 2, 3, 4], "lang": ["en"] * 4,
-                       "ap": [float("nan"), float("inf"), float("-inf"), 0.5], "rank": [1, 2, 3, 4]})
+    df = pl.DataFrame(
+        {
+            "checkpoint": ["a", "b", "c", "d"],
+            "step": [1, 2, 3, 4],
+            "lang": ["en"] * 4,
+            "ap": [float("nan"), float("inf"), float("-inf"), 0.5],
+            "rank": [1, 2, 3, 4],
+        }
+    )
     order = ["a", "b", "c", "d"]
     lines = charts.lines_over_checkpoints(df, order, "ap", color="lang")
-    layered = charts.with_chance(lines, reference=charts.chance_lines(df.select("checkpoint", "lang", "ap"), order,
-                                                                      "ap", color="lang", y_title="ap", label="t"))
+    layered = charts.with_chance(
+        lines,
+        reference=charts.chance_lines(
+            df.select("checkpoint", "lang", "ap"), order, "ap", color="lang", y_title="ap", label="t"
+        ),
+    )
     for chart in (lines, layered, alt.hconcat(lines, lines)):
         drawn, left_out = finite_chart(chart)
         spec = drawn.to_json()
         assert "NaN" not in spec and "Infinity" not in spec
         assert dict(left_out) == {("ap", "NaN"): 1, ("ap", "+inf"): 1, ("ap", "-inf"): 1}
         assert "NaN" in chart.to_json()  # the chart given is left as it is
-    assert left_out_text(left_out) == ("Not drawn: 3 values that are NaN or infinite (ap: 1 +inf, 1 -inf, 1 NaN). "
-                                       "The downloads keep them as stored.")
+    assert left_out_text(left_out) == (
+        "Not drawn: 3 values that are NaN or infinite (ap: 1 +inf, 1 -inf, 1 NaN). The downloads keep them as stored."
+    )
     assert charts.finite_min(pl.Series([float("-inf"), 0.2, float("nan")])) == 0.2
     assert charts.finite_min(pl.Series([float("nan")], dtype=pl.Float64), 0.5) == 0.5
-    heat = pl.DataFrame({"checkpoint": ["a"], "step": [1], "layer": [0], "accuracy": [float("-inf")],
-                         "accuracy_std": [0.0], "n_test": [3]})
+    heat = pl.DataFrame(
+        {
+            "checkpoint": ["a"],
+            "step": [1],
+            "layer": [0],
+            "accuracy": [float("-inf")],
+            "accuracy_std": [0.0],
+            "n_test": [3],
+        }
+    )
     assert "Infinity" not in finite_chart(charts.probe_heatmap(heat, ["a"]))[0].to_json()
 
 
@@ -387,18 +480,34 @@ _MD = MarkdownIt("commonmark")
 WJ = "\u2060"
 
 PEAK_CASES = [
-    ("a,b", 1, 2), ("**Monday** is here", 2, 8), ("x**y**z", 1, 3), ("foo.bar", 3, 4), ("(Montag)", 0, 1),
-    ("_a_ b", 0, 1), ("Mo*n*day", 2, 3), ('he said "Montag"!', 8, 16), ("**", 0, 2), ("a ** b", 1, 4),
-    ("[l](http://203.0.113.9/x) Montag", 1, 2), ("<b>Montag</b>", 3, 9), ("`code`x", 0, 1), ("x~~y~~", 1, 3),
-    ("1. Montag", 0, 2), ("# Montag", 2, 8), ("Mon*day*", 3, 8), ("день,ночь", 4, 5), ("a\\b", 1, 2),
+    ("a,b", 1, 2),
+    ("**Monday** is here", 2, 8),
+    ("x**y**z", 1, 3),
+    ("foo.bar", 3, 4),
+    ("(Montag)", 0, 1),
+    ("_a_ b", 0, 1),
+    ("Mo*n*day", 2, 3),
+    ('he said "Montag"!', 8, 16),
+    ("**", 0, 2),
+    ("a ** b", 1, 4),
+    ("[l](http://203.0.113.9/x) Montag", 1, 2),
+    ("<b>Montag</b>", 3, 9),
+    ("`code`x", 0, 1),
+    ("x~~y~~", 1, 3),
+    ("1. Montag", 0, 2),
+    ("# Montag", 2, 8),
+    ("Mon*day*", 3, 8),
+    ("день,ночь", 4, 5),
+    ("a\\b", 1, 2),
 ]
 
 
 def _rendered(markdown: str, *, code_ok: bool = False) -> tuple[str, list[str]]:
     """(the text a reader sees, the text of each bold span), from CommonMark's rendering of ``markdown``."""
     out = _MD.renderInline(markdown)
-    bold = [html.unescape(re.sub(r"<[^>]+>", "", b)).replace(WJ, "") for b in re.findall(r"<strong>(.*?)</strong>",
-                                                                                        out)]
+    bold = [
+        html.unescape(re.sub(r"<[^>]+>", "", b)).replace(WJ, "") for b in re.findall(r"<strong>(.*?)</strong>", out)
+    ]
     assert "<a " not in out and "<img" not in out and "<em>" not in out, out
     assert code_ok or "<code>" not in out, out
     text = html.unescape(re.sub(r"<[^>]+>", "", out)).replace(WJ, "")
@@ -425,8 +534,9 @@ def test_every_top_context_of_the_synthetic_store_highlights(synthetic_store):
     from explorer.drilldown import highlighted
 
     with duckdb.connect(str(synthetic_store), read_only=True) as con:
-        rows = con.execute("SELECT s.text, t.peak_start, t.peak_end FROM unit_top_contexts t "
-                           "JOIN sentences s USING (sentence_id)").fetchall()
+        rows = con.execute(
+            "SELECT s.text, t.peak_start, t.peak_end FROM unit_top_contexts t JOIN sentences s USING (sentence_id)"
+        ).fetchall()
     assert rows
     for text, start, end in rows:
         seen, bold = _rendered(highlighted(text, start, end))
@@ -454,20 +564,24 @@ def test_neuron_page_with_markdown_in_contexts(monkeypatch, synthetic_store, tmp
 
 # --- 16: CSV downloads never hold a spreadsheet formula ------------------------------------------------------------
 
-FORMULAS = ["=HYPERLINK(\"http://203.0.113.9\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "=1", "-"]
+FORMULAS = ['=HYPERLINK("http://203.0.113.9")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "=1", "-"]
 
 
 def test_csv_cells_that_would_be_formulas_are_quoted():
     from explorer.downloads import csv_bytes
 
-    df = pl.DataFrame({"label": [*FORMULAS, "plain", "a=b", None],
-                       "value": [-1.5] * (len(FORMULAS) + 3),
-                       "cat": pl.Series([*FORMULAS, "plain", "a=b", None]).cast(pl.Categorical)})
+    df = pl.DataFrame(
+        {
+            "label": [*FORMULAS, "plain", "a=b", None],
+            "value": [-1.5] * (len(FORMULAS) + 3),
+            "cat": pl.Series([*FORMULAS, "plain", "a=b", None]).cast(pl.Categorical),
+        }
+    )
     back = pl.read_csv(io.BytesIO(csv_bytes(df)))
     for column in ("label", "cat"):
         got = back[column].to_list()
         assert got[: len(FORMULAS)] == ["'" + f for f in FORMULAS], got
-        assert got[len(FORMULAS):] == ["plain", "a=b", None]
+        assert got[len(FORMULAS) :] == ["plain", "a=b", None]
     assert back["value"].to_list() == df["value"].to_list()  # numbers stay numbers
     assert not any(line[:1] in "=+-@\t\r" for line in csv_bytes(df).decode().splitlines()[1:] if line[:1] != "'")
 

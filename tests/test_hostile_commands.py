@@ -120,8 +120,14 @@ def test_retraining_replaces_only_what_it_wrote(tmp_path):
     first = runner.invoke(app, ["tiny-checkpoints", str(folder), "--steps", "4"])
     assert first.exit_code == 0, first.output
     marker = json.loads((folder / MARKER_FILE).read_text())
-    assert sorted(marker["folders"]) == [".step_000001.tmp", ".step_000002.tmp", ".step_000004.tmp",
-                                         "step_000001", "step_000002", "step_000004"]
+    assert sorted(marker["folders"]) == [
+        ".step_000001.tmp",
+        ".step_000002.tmp",
+        ".step_000004.tmp",
+        "step_000001",
+        "step_000002",
+        "step_000004",
+    ]
     assert set(marker["files"]) == {"MODEL_CARD.md", "training_log.json", "training_config.json"}
     (folder / "notes.txt").write_text("mine\n")
     card = (folder / "MODEL_CARD.md").read_text()
@@ -149,9 +155,14 @@ def test_a_forged_marker_cannot_lead_out_of_the_folder(tmp_path):
     (victim / "keep.txt").write_text("keep\n")
     (folder / "step_000001").mkdir()
     (folder / "results").mkdir()
-    (folder / MARKER_FILE).write_text(json.dumps(
-        {"folders": ["../victim", str(victim), "step_000001", "results", ".", ".."],
-         "files": {"../victim/keep.txt": []}}))
+    (folder / MARKER_FILE).write_text(
+        json.dumps(
+            {
+                "folders": ["../victim", str(victim), "step_000001", "results", ".", ".."],
+                "files": {"../victim/keep.txt": []},
+            }
+        )
+    )
     _clear_run(folder)
     assert (victim / "keep.txt").read_text() == "keep\n"
     assert (folder / "results").is_dir()  # not a name the demo writes: never removed
@@ -292,8 +303,11 @@ def test_a_finished_shard_merges_and_the_merged_store_says_what_the_other_shards
     names = checkpoint_names()
     shard = copy_of_reference(tmp_path, "shard-0.duckdb")
     drop_checkpoint(shard, names[1])
-    sql(shard, "INSERT INTO meta VALUES ('planned_shard', ?)",
-        [json.dumps({"shard": "0/2", "checkpoints": [names[0], names[2]]})])
+    sql(
+        shard,
+        "INSERT INTO meta VALUES ('planned_shard', ?)",
+        [json.dumps({"shard": "0/2", "checkpoints": [names[0], names[2]]})],
+    )
     text = info_text(shard)
     assert f"shard 0/2 of a run of 3 checkpoints: it holds its 2; the other 1 ({names[1]})" in text, text
     assert "unfinished" not in text
@@ -307,10 +321,16 @@ def test_a_finished_shard_merges_and_the_merged_store_says_what_the_other_shards
     # A shard that lacks one of its own checkpoints is unfinished, even with finished_at set.
     broken = copy_of_reference(tmp_path, "shard-broken.duckdb")
     drop_checkpoint(broken, names[0])
-    sql(broken, "INSERT INTO meta VALUES ('planned_shard', ?)",
-        [json.dumps({"shard": "0/2", "checkpoints": [names[0], names[2]]})])
-    refused_merge([broken, "--out", tmp_path / "b.duckdb"], names=broken,
-                  says="incomplete run: it holds 1 of the 2 planned checkpoint(s) of shard 0/2")
+    sql(
+        broken,
+        "INSERT INTO meta VALUES ('planned_shard', ?)",
+        [json.dumps({"shard": "0/2", "checkpoints": [names[0], names[2]]})],
+    )
+    refused_merge(
+        [broken, "--out", tmp_path / "b.duckdb"],
+        names=broken,
+        says="incomplete run: it holds 1 of the 2 planned checkpoint(s) of shard 0/2",
+    )
 
 
 def test_a_store_written_before_plans_were_recorded(tmp_path):

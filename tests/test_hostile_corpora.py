@@ -84,17 +84,20 @@ def test_casefold_rules_for_sharp_s_and_dotted_i() -> None:
     assert fold("ΟΔΟΣ") == fold("οδος") == fold("οδοσ")  # final sigma folds to σ
 
 
-@pytest.mark.parametrize("pattern, folded", [
-    ("Straße", "stra(?:ss)e"),
-    ("HOUSES?", "houses?"),
-    ("[A-Z]+X", "[a-z]+x"),
-    (r"caf\u00C9", "café"),
-    (r"\N{LATIN CAPITAL LETTER A}b", "ab"),
-    (r"(?P<Name>AB)(?P=Name)", "(?P<Name>ab)(?P=Name)"),  # group names kept as written
-    (r"\W\S\D\B", r"\W\S\D\B"),  # escapes kept
-    (r"(?x: A B )", "(?x: a b )"),  # flag letters kept, literals folded
-    ("x{2,3}Y", "x{2,3}y"),
-])
+@pytest.mark.parametrize(
+    "pattern, folded",
+    [
+        ("Straße", "stra(?:ss)e"),
+        ("HOUSES?", "houses?"),
+        ("[A-Z]+X", "[a-z]+x"),
+        (r"caf\u00C9", "café"),
+        (r"\N{LATIN CAPITAL LETTER A}b", "ab"),
+        (r"(?P<Name>AB)(?P=Name)", "(?P<Name>ab)(?P=Name)"),  # group names kept as written
+        (r"\W\S\D\B", r"\W\S\D\B"),  # escapes kept
+        (r"(?x: A B )", "(?x: a b )"),  # flag letters kept, literals folded
+        ("x{2,3}Y", "x{2,3}y"),
+    ],
+)
 def test_fold_pattern_folds_literals_only(pattern: str, folded: str) -> None:
     assert fold_pattern(pattern) == folded
 
@@ -102,8 +105,9 @@ def test_fold_pattern_folds_literals_only(pattern: str, folded: str) -> None:
 # --- from-corpus: NFC, casefold, boundaries, spans ---------------------------------------------------------
 
 
-def _two_concepts(tmp_path: Path, lang: str, lines_a: list[str], form_a: str,
-                  filler: str = "Zebra") -> tuple[Path, Path]:
+def _two_concepts(
+    tmp_path: Path, lang: str, lines_a: list[str], form_a: str, filler: str = "Zebra"
+) -> tuple[Path, Path]:
     """A corpus of one language with concept a (the lines under test) and a filler concept b (3 lines)."""
     root = tmp_path / "corpus"
     root.mkdir(exist_ok=True)
@@ -113,8 +117,14 @@ def _two_concepts(tmp_path: Path, lang: str, lines_a: list[str], form_a: str,
 
 
 def test_sharp_s_form_finds_every_case_spelling_with_right_spans(tmp_path: Path) -> None:
-    lines = ["Die Straße ist lang.", "DIE STRASSE IST LANG.", "die strasse.", "Maß und Straße!",
-             "Die Straßenbahn fährt.", "STRAẞE"]
+    lines = [
+        "Die Straße ist lang.",
+        "DIE STRASSE IST LANG.",
+        "die strasse.",
+        "Maß und Straße!",
+        "Die Straßenbahn fährt.",
+        "STRAẞE",
+    ]
     root, lexicon = _two_concepts(tmp_path, "de", lines, "Straße")
     frame = build_from_corpus(root, lexicon, min_per_concept=2).frame
     # Every spelling but the compound (a letter follows), each span the word as written in the text.
@@ -129,8 +139,11 @@ def test_turkish_dotted_capital_i(tmp_path: Path) -> None:
     # A lowercase form is the same form in Turkish.
     (tmp_path / "lexicon.tsv").unlink()
     lexicon = _lexicon(tmp_path / "lex2.tsv", [("a", "tr", "istanbul"), ("b", "tr", "Ankara")])
-    assert _spans(build_from_corpus(root, lexicon, min_per_concept=2).frame, "a", "tr") == \
-        ["İstanbul", "istanbul", "İSTANBUL"]
+    assert _spans(build_from_corpus(root, lexicon, min_per_concept=2).frame, "a", "tr") == [
+        "İstanbul",
+        "istanbul",
+        "İSTANBUL",
+    ]
 
 
 def test_dotted_i_outside_turkish_never_raises(tmp_path: Path) -> None:
@@ -181,8 +194,11 @@ def test_spans_stay_right_after_characters_that_fold_longer(tmp_path: Path) -> N
 def test_greek_final_sigma(tmp_path: Path) -> None:
     lines = ["Ο ΔΡΌΜΟΣ.", "ο δρόμος.", "δρόμοσ"]
     root, lexicon = _two_concepts(tmp_path, "el", lines, "δρόμος", filler="Ζέβρα")
-    assert _spans(build_from_corpus(root, lexicon, min_per_concept=2).frame, "a", "el") == \
-        ["ΔΡΌΜΟΣ", "δρόμος", "δρόμοσ"]
+    assert _spans(build_from_corpus(root, lexicon, min_per_concept=2).frame, "a", "el") == [
+        "ΔΡΌΜΟΣ",
+        "δρόμος",
+        "δρόμοσ",
+    ]
 
 
 def test_zero_width_joiners_are_inside_words() -> None:
@@ -217,13 +233,19 @@ def test_form_starting_with_a_combining_mark_is_refused(tmp_path: Path) -> None:
     path = _lexicon(tmp_path / "l.tsv", [("a", "hi", "\u093f"), ("b", "hi", "पेड़")])
     with pytest.raises(CorpusError) as exc:
         load_lexicon(path)
-    assert exc.value.problems == [(f"{path}: line 2, column 3 ('form'): form '\u093f' starts with a combining mark "
-                                  "(U+093F), so it can never start a word")]
+    assert exc.value.problems == [
+        (
+            f"{path}: line 2, column 3 ('form'): form '\u093f' starts with a combining mark "
+            "(U+093F), so it can never start a word"
+        )
+    ]
 
 
 def test_case_and_normalisation_variants_are_one_form(tmp_path: Path) -> None:
-    path = _lexicon(tmp_path / "l.tsv", [("a", "de", "Straße"), ("b", "de", "STRASSE"), ("c", "fr", "café"),
-                                         ("d", "fr", _nfd("CAFÉ"))])
+    path = _lexicon(
+        tmp_path / "l.tsv",
+        [("a", "de", "Straße"), ("b", "de", "STRASSE"), ("c", "fr", "café"), ("d", "fr", _nfd("CAFÉ"))],
+    )
     with pytest.raises(CorpusError) as exc:
         load_lexicon(path)
     assert exc.value.problems == [
@@ -238,14 +260,24 @@ def test_corpus_report_names_every_language_and_concept_left_out(tmp_path: Path)
     _write(root / "en.txt", ["a house", "the house", "a tree", "the tree", "a cat"])
     _write(root / "tr.txt", ["bir ev", "Zzz"])  # no concept reaches 2 lines
     _write(root / "de.txt", ["ein Haus", "das Haus", "ein Baum", "der Baum"])
-    lexicon = _lexicon(tmp_path / "l.tsv", [
-        ("house", "en", "house"), ("tree", "en", "tree"), ("cat", "en", "cat"),
-        ("house", "tr", "ev"), ("tree", "tr", "ağaç"),
-        ("house", "de", "Haus"), ("tree", "de", "Baum"), ("cat", "de", "Katze"),
-    ])
+    lexicon = _lexicon(
+        tmp_path / "l.tsv",
+        [
+            ("house", "en", "house"),
+            ("tree", "en", "tree"),
+            ("cat", "en", "cat"),
+            ("house", "tr", "ev"),
+            ("tree", "tr", "ağaç"),
+            ("house", "de", "Haus"),
+            ("tree", "de", "Baum"),
+            ("cat", "de", "Katze"),
+        ],
+    )
     out = tmp_path / "out.parquet"
-    result = runner.invoke(app, ["concepts", "from-corpus", str(root), "--lexicon", str(lexicon), "--out", str(out),
-                                 "--min-per-concept", "2"])
+    result = runner.invoke(
+        app,
+        ["concepts", "from-corpus", str(root), "--lexicon", str(lexicon), "--out", str(out), "--min-per-concept", "2"],
+    )
     assert result.exit_code == 0, result.output
     assert "languages left out: tr (no concept with 2 lines (most: house, 1))" in result.output
     assert "concepts left out (fewer than 2 lines in every language): cat (de 0, en 1)" in result.output
@@ -264,10 +296,26 @@ def test_corpus_report_names_every_language_and_concept_left_out(tmp_path: Path)
 def parallel(tmp_path: Path) -> Path:
     root = tmp_path / "parallel"
     root.mkdir()
-    de = ["Die Straße ist lang.", "DIE STRASSE.", _nfd("Ein Café."), "Das CAFÉ.", "Die Straßenbahn.",
-          "Ein Haus.", "Das HAUS.", "Zwei Häuser."]
-    en = ["The road is long.", "THE ROAD.", "A cafe.", "The CAFE.", "The tram.", "A house.", "The HOUSE.",
-          "Two houses."]
+    de = [
+        "Die Straße ist lang.",
+        "DIE STRASSE.",
+        _nfd("Ein Café."),
+        "Das CAFÉ.",
+        "Die Straßenbahn.",
+        "Ein Haus.",
+        "Das HAUS.",
+        "Zwei Häuser.",
+    ]
+    en = [
+        "The road is long.",
+        "THE ROAD.",
+        "A cafe.",
+        "The CAFE.",
+        "The tram.",
+        "A house.",
+        "The HOUSE.",
+        "Two houses.",
+    ]
     _write(root / "de.txt", de)
     _write(root / "EN.txt", en)  # an upper-case file name is the language en
     return root
@@ -277,8 +325,10 @@ def test_parallel_patterns_fold_like_the_text(parallel: Path, tmp_path: Path) ->
     kw = _keywords(tmp_path / "kw.tsv", [("road", "STRAẞE"), ("cafe", r"caf\u00E9"), ("house", "haus|häuser")])
     result = build_from_parallel(parallel, "DE", kw, min_per_concept=2, languages=["EN", "De"])
     frame = result.frame
-    de = {cid: frame.filter((pl.col("concept_id") == cid) & (pl.col("lang") == "de"))["text"].to_list()
-          for cid in ("road", "cafe", "house")}
+    de = {
+        cid: frame.filter((pl.col("concept_id") == cid) & (pl.col("lang") == "de"))["text"].to_list()
+        for cid in ("road", "cafe", "house")
+    }
     assert de["road"] == ["Die Straße ist lang.", "DIE STRASSE."]  # not Straßenbahn
     assert de["cafe"] == ["Ein Café.", "Das CAFÉ."]  # the NFD line matched, and is stored in NFC
     assert de["house"] == ["Ein Haus.", "Das HAUS.", "Zwei Häuser."]
@@ -287,10 +337,15 @@ def test_parallel_patterns_fold_like_the_text(parallel: Path, tmp_path: Path) ->
 
 
 def test_keyword_patterns_with_groups_on_several_lines(tmp_path: Path) -> None:
-    path = _keywords(tmp_path / "kw.tsv", [
-        ("echo", r"(?P<w>la)(?P=w)"), ("echo", r"(?P<w>do)(?P=w)"),  # one group name on two lines
-        ("twice", r"(ab)\1"), ("twice", r"(xy)\1"),  # numbered backreferences on two lines
-    ])
+    path = _keywords(
+        tmp_path / "kw.tsv",
+        [
+            ("echo", r"(?P<w>la)(?P=w)"),
+            ("echo", r"(?P<w>do)(?P=w)"),  # one group name on two lines
+            ("twice", r"(ab)\1"),
+            ("twice", r"(xy)\1"),  # numbered backreferences on two lines
+        ],
+    )
     concepts = load_keywords(path, "en")
     assert concepts["echo"].regex.search("LALA land") and concepts["echo"].regex.search("dodo")
     assert concepts["twice"].regex.search("XYXY") and not concepts["twice"].regex.search("xyab")
@@ -303,32 +358,73 @@ def test_empty_width_matches_are_no_mention(tmp_path: Path) -> None:
     assert isinstance(concepts["b"].regex, Matcher) and concepts["b"].regex.search("A TREE.")
 
 
-@pytest.mark.parametrize("pattern, says", [
-    ("(?i)house", ("pattern '(?i)house' sets inline global flags (?i), which cannot be scoped to one pattern; "
-                  "write (?i:...)")),
-    ("(?x)h o u s e", "pattern '(?x)h o u s e' sets inline global flags (?x)"),
-    ("house(?i)", "invalid regular expression 'house(?i)' at character 6 of the pattern: global flags not at the start"),
-    ("(?P<a>x)(?P<a>y)", ("invalid regular expression '(?P<a>x)(?P<a>y)' at character 13 of the pattern: "
-                          "redefinition of group name")),
-    ("stra[ßs]e", "pattern 'stra[ßs]e': the character class holds 'ß', which case-folds to 'ss'"),
-    ("(?<=ß|a)b", "pattern '(?<=ß|a)b' cannot be matched case-folded"),
-])
+@pytest.mark.parametrize(
+    "pattern, says",
+    [
+        (
+            "(?i)house",
+            (
+                "pattern '(?i)house' sets inline global flags (?i), which cannot be scoped to one pattern; "
+                "write (?i:...)"
+            ),
+        ),
+        ("(?x)h o u s e", "pattern '(?x)h o u s e' sets inline global flags (?x)"),
+        (
+            "house(?i)",
+            "invalid regular expression 'house(?i)' at character 6 of the pattern: global flags not at the start",
+        ),
+        (
+            "(?P<a>x)(?P<a>y)",
+            (
+                "invalid regular expression '(?P<a>x)(?P<a>y)' at character 13 of the pattern: "
+                "redefinition of group name"
+            ),
+        ),
+        ("stra[ßs]e", "pattern 'stra[ßs]e': the character class holds 'ß', which case-folds to 'ss'"),
+        ("(?<=ß|a)b", "pattern '(?<=ß|a)b' cannot be matched case-folded"),
+    ],
+)
 def test_bad_patterns_name_file_line_and_pattern(pattern: str, says: str, parallel: Path, tmp_path: Path) -> None:
     kw = _keywords(tmp_path / "kw.tsv", [("house", "haus"), ("road", pattern)])
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel), "--pivot", "de", "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel),
+            "--pivot",
+            "de",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     _one_error(result, f"{kw}: line 3, column 2 ('pattern'): ", says)
 
 
 # --- language codes -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, lang", [
-    ("EN.txt", "en"), ("En.TXT", "en"), ("SPA_LATN.devtest", "es"), ("devtest.SPA_Latn", "es"),
-    ("eng_latn.dev", "en"), ("pt-br.txt", "pt-BR"), ("ZH_HANT.txt", "zh-Hant"), ("zho_hant.devtest", "zh-Hant"),
-    ("und.txt", None), ("zxx.txt", None), ("mul.txt", None), ("mis.txt", None), ("qaa.txt", None),
-    ("und_Latn.devtest", None),
-])
+@pytest.mark.parametrize(
+    "name, lang",
+    [
+        ("EN.txt", "en"),
+        ("En.TXT", "en"),
+        ("SPA_LATN.devtest", "es"),
+        ("devtest.SPA_Latn", "es"),
+        ("eng_latn.dev", "en"),
+        ("pt-br.txt", "pt-BR"),
+        ("ZH_HANT.txt", "zh-Hant"),
+        ("zho_hant.devtest", "zh-Hant"),
+        ("und.txt", None),
+        ("zxx.txt", None),
+        ("mul.txt", None),
+        ("mis.txt", None),
+        ("qaa.txt", None),
+        ("und_Latn.devtest", None),
+    ],
+)
 def test_file_names_are_case_insensitive_and_non_languages_refused(name: str, lang: str | None) -> None:
     assert language_of_file(name) == lang
 
@@ -346,8 +442,22 @@ def test_non_language_file_is_refused_with_a_reason(name: str, tmp_path: Path) -
     _write(root / "en.txt", ["a house", "a tree"])
     _write(root / name, ["a house", "a tree"])
     kw = _keywords(tmp_path / "kw.tsv", [("house", "house"), ("tree", "tree")])
-    result = runner.invoke(app, ["concepts", "from-parallel", str(root), "--pivot", "en", "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet"), "--min-per-concept", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(root),
+            "--pivot",
+            "en",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--min-per-concept",
+            "2",
+        ],
+    )
     _one_error(result, f"{root / name}: the file name says ", "is not a language (ISO 639")
 
 
@@ -359,32 +469,55 @@ def test_language_options_and_lexicon_codes_in_any_case(tmp_path: Path) -> None:
     _write(root / "de.txt", ["Haus", "Haus", "Baum", "Baum"])
     kw = _keywords(tmp_path / "kw.tsv", [("house", "house"), ("tree", "tree")])
     out = tmp_path / "p.parquet"
-    result = runner.invoke(app, ["concepts", "from-parallel", str(root), "--pivot", "EN", "--keywords", str(kw),
-                                 "--out", str(out), "--languages", "EN,AR", "--min-per-concept", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(root),
+            "--pivot",
+            "EN",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(out),
+            "--languages",
+            "EN,AR",
+            "--min-per-concept",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     from precompute.inputs.concepts import load_concept_set
 
     assert load_concept_set(out).languages["lang"].to_list() == ["ar", "en"]
-    lexicon = _lexicon(tmp_path / "l.tsv", [("house", "EN", "house"), ("tree", "En", "tree"),
-                                            ("house", "ar", "بيت"), ("tree", "AR", "شجرة")])
+    lexicon = _lexicon(
+        tmp_path / "l.tsv",
+        [("house", "EN", "house"), ("tree", "En", "tree"), ("house", "ar", "بيت"), ("tree", "AR", "شجرة")],
+    )
     assert sorted(load_lexicon(lexicon).forms) == ["ar", "en"]
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--pivot", "und"], "--pivot: 'und' is not a language (ISO 639 'undetermined')"),
-    (["--pivot", "xx"], "--pivot: unknown language code 'xx'"),
-    (["--pivot", "en", "--languages", "en,zxx"], "--languages: 'zxx' is not a language"),
-    (["--pivot", "en", "--languages", "en,xx,yy"], "--languages: unknown language code 'xx' (and 1 more)"),
-    (["--pivot", "EN", "--languages", "de"], "--languages de: leaves out the pivot language 'EN'; add it"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--pivot", "und"], "--pivot: 'und' is not a language (ISO 639 'undetermined')"),
+        (["--pivot", "xx"], "--pivot: unknown language code 'xx'"),
+        (["--pivot", "en", "--languages", "en,zxx"], "--languages: 'zxx' is not a language"),
+        (["--pivot", "en", "--languages", "en,xx,yy"], "--languages: unknown language code 'xx' (and 1 more)"),
+        (["--pivot", "EN", "--languages", "de"], "--languages de: leaves out the pivot language 'EN'; add it"),
+    ],
+)
 def test_bad_language_options(args: list[str], says: str, tmp_path: Path) -> None:
     root = tmp_path / "c"
     root.mkdir()
     _write(root / "en.txt", ["a house", "a tree"])
     _write(root / "de.txt", ["Haus", "Baum"])
     kw = _keywords(tmp_path / "kw.tsv", [("house", "house"), ("tree", "tree")])
-    result = runner.invoke(app, ["concepts", "from-parallel", str(root), "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet"), *args])
+    result = runner.invoke(
+        app,
+        ["concepts", "from-parallel", str(root), "--keywords", str(kw), "--out", str(tmp_path / "x.parquet"), *args],
+    )
     _one_error(result, says)
 
 
@@ -393,10 +526,14 @@ def test_lexicon_non_language_is_named(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as exc:
         load_lexicon(path)
     assert exc.value.problems == [
-        (f"{path}: line 3, column 2 ('lang'): 'und' is not a language (ISO 639 'undetermined'); give the language's "
-        "own code"),
-        (f"{path}: line 4, column 2 ('lang'): 'MUL' is not a language (ISO 639 'multiple languages'); give the "
-        "language's own code"),
+        (
+            f"{path}: line 3, column 2 ('lang'): 'und' is not a language (ISO 639 'undetermined'); give the language's "
+            "own code"
+        ),
+        (
+            f"{path}: line 4, column 2 ('lang'): 'MUL' is not a language (ISO 639 'multiple languages'); give the "
+            "language's own code"
+        ),
     ]
 
 
@@ -406,10 +543,15 @@ def test_concept_set_with_und_is_refused() -> None:
         concept_set_from_frame(frame, where="set.tsv")
 
 
-@pytest.mark.parametrize("code, says", [
-    ("en ", "language code 'en ' has spaces in it; write 'en'"), (" de", "write 'de'"), ("", "empty"),
-    ("zxx", "not a language"),
-])
+@pytest.mark.parametrize(
+    "code, says",
+    [
+        ("en ", "language code 'en ' has spaces in it; write 'en'"),
+        (" de", "write 'de'"),
+        ("", "empty"),
+        ("zxx", "not a language"),
+    ],
+)
 def test_language_code_problem_for_config_keys(code: str, says: str) -> None:
     problem = language_code_problem(code)
     assert problem and says in problem
@@ -422,21 +564,59 @@ def test_language_code_problem_for_config_keys(code: str, says: str) -> None:
 def test_cr_only_line_endings_are_named(parallel: Path, tmp_path: Path) -> None:
     kw = tmp_path / "kw.tsv"
     kw.write_bytes(b"concept_id\tpattern\rhouse\thaus\rroad\tstrasse\r")
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel), "--pivot", "de", "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel),
+            "--pivot",
+            "de",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     _one_error(result, f"{kw}: line 1, column 19: carriage return (CR) inside the line")
     good = _keywords(tmp_path / "good.tsv", [("house", "haus"), ("road", "straße")])
     de = parallel / "de.txt"
     de.write_bytes(de.read_bytes().replace(b"\n", b"\r"))
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel), "--pivot", "de", "--keywords",
-                                 str(good), "--out", str(tmp_path / "x.parquet"), "--min-per-concept", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel),
+            "--pivot",
+            "de",
+            "--keywords",
+            str(good),
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--min-per-concept",
+            "2",
+        ],
+    )
     _one_error(result, f"{de}: line 1, column 21: carriage return (CR) inside the line")
 
 
 def test_duplicated_header_column_is_named(parallel: Path, tmp_path: Path) -> None:
     kw = _tsv(tmp_path / "kw.tsv", "concept_id\tpattern\tpattern", ["house\thaus\t", "road\tstraße\t"])
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel), "--pivot", "de", "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel),
+            "--pivot",
+            "de",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     _one_error(result, f"{kw}: line 1, column 3: column 'pattern' appears twice in the header (also column 2)")
 
 
@@ -447,12 +627,36 @@ def test_encodings_bom_crlf(parallel: Path, tmp_path: Path) -> None:
     de.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))  # BOM + CRLF: fine
     assert build_from_parallel(parallel, "de", kw, min_per_concept=2).frame.height > 0
     de.write_bytes(text.encode("utf-16"))
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel), "--pivot", "de", "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel),
+            "--pivot",
+            "de",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     _one_error(result, f"{de}: line 1, column 1: a UTF-16 file", "convert it to UTF-8")
     de.write_bytes(unicodedata.normalize("NFC", text).encode("latin-1"))
-    result = runner.invoke(app, ["concepts", "from-parallel", str(parallel), "--pivot", "de", "--keywords", str(kw),
-                                 "--out", str(tmp_path / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "from-parallel",
+            str(parallel),
+            "--pivot",
+            "de",
+            "--keywords",
+            str(kw),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     _one_error(result, f"{de}: line 1, column 9: not UTF-8 (byte 0xdf)")
 
 
@@ -488,7 +692,10 @@ def test_subset_with_a_spaced_code_says_why() -> None:
     from precompute.inputs.concepts import DEFAULT_CONCEPT_SET, load_concept_set
 
     cs = load_concept_set(DEFAULT_CONCEPT_SET)
-    with pytest.raises(ConceptSetError, match=r"unknown language\(s\) 'en ' .*; language code 'en ' has spaces in "
-                                              r"it; write 'en'"):
+    with pytest.raises(
+        ConceptSetError,
+        match=r"unknown language\(s\) 'en ' .*; language code 'en ' has spaces in "
+        r"it; write 'en'",
+    ):
         cs.subset(["en ", "de"])
     assert cs.subset(["EN", "DE"]).languages["lang"].to_list() == ["de", "en"]

@@ -69,8 +69,11 @@ def _leave_part(path: Path, name: str, ap: float, run_id: str = "r1") -> Path:
 def _state(path: Path) -> tuple:
     """The store file's bytes and every part's name and bytes (what a refusal must leave as it was)."""
     folder = parts.parts_dir(path)
-    listed = sorted((p.name, p.read_bytes() if p.is_file() else p.stat().st_mode)
-                    for p in folder.iterdir()) if folder.is_dir() else []
+    listed = (
+        sorted((p.name, p.read_bytes() if p.is_file() else p.stat().st_mode) for p in folder.iterdir())
+        if folder.is_dir()
+        else []
+    )
     return path.read_bytes(), listed
 
 
@@ -120,7 +123,8 @@ def test_every_write_stamps_the_file_and_every_part_with_the_files_identity(stor
     part = _leave_part(store, "c2", 0.8)
     meta = _meta(part)
     assert {k: meta[k] for k in ("store_id", "store_generation", "store_epoch")} == {
-        k: first[k] for k in ("store_id", "store_generation", "store_epoch")}
+        k: first[k] for k in ("store_id", "store_generation", "store_epoch")
+    }
     assert meta["run_id"] == "r1" and len(meta["run_config_sha256"]) == 16
     runner.invoke(__import__("precompute.cli", fromlist=["app"]).app, ["pack", str(store)])
     after = _meta(store)
@@ -185,12 +189,16 @@ def test_a_part_of_a_diverged_copy_of_the_same_generation_is_refused(store, tmp_
     _refused_everywhere(store, "another copy of this store file", "000001.duckdb")
 
 
-@pytest.mark.parametrize("sql, says", [
-    (["UPDATE checkpoints SET run_id = 'r9'", "UPDATE neuron_ap SET run_id = 'r9'"], "run r9 is not a run"),
-    (["UPDATE meta SET value = '0000000000000000' WHERE key = 'run_config_sha256'"], "another config"),
-    (["UPDATE meta SET value = 'x' WHERE key = 'store_generation'"], "generation is not a number"),
-    (["DELETE FROM meta WHERE key IN ('store_id', 'store_generation', 'store_epoch')"], "records no store id"),
-], ids=["run", "config", "generation", "no-id"])
+@pytest.mark.parametrize(
+    "sql, says",
+    [
+        (["UPDATE checkpoints SET run_id = 'r9'", "UPDATE neuron_ap SET run_id = 'r9'"], "run r9 is not a run"),
+        (["UPDATE meta SET value = '0000000000000000' WHERE key = 'run_config_sha256'"], "another config"),
+        (["UPDATE meta SET value = 'x' WHERE key = 'store_generation'"], "generation is not a number"),
+        (["DELETE FROM meta WHERE key IN ('store_id', 'store_generation', 'store_epoch')"], "records no store id"),
+    ],
+    ids=["run", "config", "generation", "no-id"],
+)
 def test_a_part_whose_identity_was_edited_is_refused(store, sql, says):
     part = _leave_part(store, "c2", 0.8)
     _edit(part, *sql)
@@ -271,8 +279,12 @@ def test_a_legacy_part_packed_by_the_pack_that_gave_the_file_its_id_is_dead(stor
     parts.parts_dir(store).mkdir()
     for name, data in kept.items():
         (parts.parts_dir(store) / name).write_bytes(data)
-    assert _neuron_ap(store) == [("c1", "de", 2, 0.45), ("c1", "en", 1, 0.9), ("c2", "de", 2, 0.4),
-                                 ("c2", "en", 1, 0.8)]
+    assert _neuron_ap(store) == [
+        ("c1", "de", 2, 0.45),
+        ("c1", "en", 1, 0.9),
+        ("c2", "de", 2, 0.4),
+        ("c2", "en", 1, 0.8),
+    ]
     with StoreWriter(store):
         assert _listing(store) == []
 
@@ -289,17 +301,30 @@ def _sqlite_part(path: Path) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("make, says", [
-    (lambda folder, part: folder.write_text("not a folder"), "is not a folder"),
-    (lambda folder, part: os.symlink(folder.parent / "gone", folder), "which does not exist"),
-    (lambda folder, part: (folder.mkdir(), part.mkdir()), "is not a regular file"),
-    (lambda folder, part: (folder.mkdir(), os.mkfifo(part)), "is not a regular file"),
-    (lambda folder, part: (folder.mkdir(), _sqlite_part(part)), "not a readable DuckDB file (a SQLite database)"),
-    (lambda folder, part: (folder.mkdir(), part.write_bytes(b"")), "not a readable DuckDB file (an empty file)"),
-    (lambda folder, part: (folder.mkdir(), part.write_text("run_id,checkpoint\nr1,c9\n")),
-     "not a readable DuckDB file (a text file"),
-], ids=["folder-is-a-file", "dangling-symlink", "part-is-a-folder", "part-is-a-fifo", "sqlite-part", "empty-part",
-        "text-part"])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda folder, part: folder.write_text("not a folder"), "is not a folder"),
+        (lambda folder, part: os.symlink(folder.parent / "gone", folder), "which does not exist"),
+        (lambda folder, part: (folder.mkdir(), part.mkdir()), "is not a regular file"),
+        (lambda folder, part: (folder.mkdir(), os.mkfifo(part)), "is not a regular file"),
+        (lambda folder, part: (folder.mkdir(), _sqlite_part(part)), "not a readable DuckDB file (a SQLite database)"),
+        (lambda folder, part: (folder.mkdir(), part.write_bytes(b"")), "not a readable DuckDB file (an empty file)"),
+        (
+            lambda folder, part: (folder.mkdir(), part.write_text("run_id,checkpoint\nr1,c9\n")),
+            "not a readable DuckDB file (a text file",
+        ),
+    ],
+    ids=[
+        "folder-is-a-file",
+        "dangling-symlink",
+        "part-is-a-folder",
+        "part-is-a-fifo",
+        "sqlite-part",
+        "empty-part",
+        "text-part",
+    ],
+)
 def test_a_parts_folder_or_part_of_the_wrong_kind_is_one_line(store, make, says):
     make(parts.parts_dir(store), parts.part_path(store, 1))
     before = _state(store) if not parts.parts_dir(store).is_symlink() else None
@@ -313,13 +338,17 @@ def test_a_parts_folder_or_part_of_the_wrong_kind_is_one_line(store, make, says)
         assert _state(store) == before
 
 
-@pytest.mark.parametrize("sql, says", [
-    (["ALTER TABLE neuron_ap DROP COLUMN ap"], "table neuron_ap has no column ap"),
-    (["ALTER TABLE checkpoints DROP COLUMN completed_at"], "table checkpoints has no column completed_at"),
-    (["ALTER TABLE neuron_ap ADD COLUMN evil VARCHAR"], "has a column evil that schema version 1 does not have"),
-    (["ALTER TABLE neuron_ap ALTER COLUMN ap TYPE VARCHAR"], "column neuron_ap.ap is VARCHAR"),
-    (["DROP TABLE checkpoints"], "no table checkpoints"),
-], ids=["missing-column", "missing-key-column", "extra-column", "other-type", "no-checkpoints"])
+@pytest.mark.parametrize(
+    "sql, says",
+    [
+        (["ALTER TABLE neuron_ap DROP COLUMN ap"], "table neuron_ap has no column ap"),
+        (["ALTER TABLE checkpoints DROP COLUMN completed_at"], "table checkpoints has no column completed_at"),
+        (["ALTER TABLE neuron_ap ADD COLUMN evil VARCHAR"], "has a column evil that schema version 1 does not have"),
+        (["ALTER TABLE neuron_ap ALTER COLUMN ap TYPE VARCHAR"], "column neuron_ap.ap is VARCHAR"),
+        (["DROP TABLE checkpoints"], "no table checkpoints"),
+    ],
+    ids=["missing-column", "missing-key-column", "extra-column", "other-type", "no-checkpoints"],
+)
 def test_a_part_with_a_damaged_schema_is_the_line_the_main_file_gets(store, sql, says):
     part = _leave_part(store, "c2", 0.8)
     _edit(part, *sql)
@@ -393,10 +422,15 @@ def _old_duckdb_python(version: str) -> Path:
     if python.exists() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
         return python
     try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True,
-                       timeout=120)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"duckdb=={version}"], check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"duckdb=={version}"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         subprocess.run(check, check=True, capture_output=True, timeout=60)
     except (subprocess.SubprocessError, OSError) as exc:
         pytest.skip(f"cannot install duckdb=={version} in a virtualenv here ({type(exc).__name__})")
@@ -406,8 +440,13 @@ def _old_duckdb_python(version: str) -> Path:
 def test_a_store_and_its_parts_open_in_duckdb_1_1(store):  # about 10 s with the virtualenv to make
     python = _old_duckdb_python(OLD_DUCKDB)
     part = _leave_part(store, "c2", 0.8)
-    proc = subprocess.run([str(python), "-c", _READ_IN_OLD_DUCKDB, str(store), str(part)], capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [str(python), "-c", _READ_IN_OLD_DUCKDB, str(store), str(part)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["version"] == OLD_DUCKDB
@@ -418,8 +457,9 @@ def test_a_store_and_its_parts_open_in_duckdb_1_1(store):  # about 10 s with the
     from precompute.cli import app
 
     assert runner.invoke(app, ["pack", str(store)]).exit_code == 0
-    proc = subprocess.run([str(python), "-c", _READ_IN_OLD_DUCKDB, str(store)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [str(python), "-c", _READ_IN_OLD_DUCKDB, str(store)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[str(store)]["checkpoints"] == ["c1", "c2"]
 
@@ -529,10 +569,12 @@ def test_a_character_device_is_refused_like_a_fifo():
 # --- item 18: paths with quotes and other SQL characters ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ['a"b.duckdb', "it's.duckdb", 'q"\'; DROP TABLE runs; --.duckdb', "md:x.duckdb",
-                                  ":memory:", "spa ce.duckdb"])
+@pytest.mark.parametrize(
+    "name",
+    ['a"b.duckdb', "it's.duckdb", "q\"'; DROP TABLE runs; --.duckdb", "md:x.duckdb", ":memory:", "spa ce.duckdb"],
+)
 def test_a_store_path_with_sql_characters_is_read_written_and_packed(tmp_path, name):
-    folder = tmp_path / 'dir"with\'quotes'
+    folder = tmp_path / "dir\"with'quotes"
     folder.mkdir()
     path = _store(folder / name)
     _leave_part(path, "c2", 0.8)

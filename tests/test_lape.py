@@ -57,7 +57,9 @@ def test_activation_probs_context_mean_and_token_weighted():
 def test_language_specific_selection_and_counts_with_zeros():
     active, langs, offsets = _toy()
     # quantile 2/6 -> the 2 lowest-LAPE neurons among those with max p >= 0.05: de-only (L0 n0), en-only (L1 n0).
-    neurons, counts = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05)
+    neurons, counts = language_neuron_tables(
+        active, langs, offsets, selection="threshold", quantile=2 / 6, min_prob=0.05
+    )
     assert neurons.select("layer", "unit", "top_lang").rows() == [(0, 0, "de"), (1, 0, "en")]
     assert neurons["lape"].to_list() == [0.0, 0.0]
     assert neurons["top_prob"].to_list() == pytest.approx([0.8, 0.5])
@@ -70,7 +72,11 @@ def test_language_specific_selection_and_counts_with_zeros():
     assert neurons.height == 0
     assert counts.rows() == [(0, "language_specific", 0), (1, "language_specific", 0)]
     assert neurons.schema == {
-        "layer": pl.Int32, "unit": pl.Int32, "lape": pl.Float64, "top_lang": pl.Utf8, "top_prob": pl.Float64,
+        "layer": pl.Int32,
+        "unit": pl.Int32,
+        "lape": pl.Float64,
+        "top_lang": pl.Utf8,
+        "top_prob": pl.Float64,
     }
 
 
@@ -78,7 +84,9 @@ def test_absolute_threshold_and_never_active_neurons():
     active, langs, offsets = _toy()
     # Normalised LAPE <= 0.6: the single-language neurons (0) and the mostly-fr one (q = .1, .1, .8:
     # 0.639 nats / log 3 = 0.58); never the silent one.
-    neurons, _ = language_neuron_tables(active, langs, offsets, selection="threshold", quantile=0.01, min_prob=0.0, max_lape=0.6)
+    neurons, _ = language_neuron_tables(
+        active, langs, offsets, selection="threshold", quantile=0.01, min_prob=0.0, max_lape=0.6
+    )
     assert neurons.select("layer", "unit").rows() == [(0, 0), (1, 0), (1, 1)]
     assert (0, 2) not in neurons.select("layer", "unit").rows()
 
@@ -114,7 +122,9 @@ def test_layer_numbering_single_language_and_bad_offsets():
     )
     assert neurons["layer"].to_list() == [5, 9]
     assert counts["layer"].to_list() == [5, 9]
-    neurons, counts = language_neuron_tables(active, ["de"] * 6, offsets, selection="threshold", quantile=0.5, min_prob=0.0)
+    neurons, counts = language_neuron_tables(
+        active, ["de"] * 6, offsets, selection="threshold", quantile=0.5, min_prob=0.0
+    )
     assert neurons.height == 0 and counts["n"].to_list() == [0, 0]
     with pytest.raises(ValueError, match="layer_offsets"):
         language_neuron_tables(active, langs, [0, 3, 5], quantile=0.1, min_prob=0.0)

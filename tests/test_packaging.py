@@ -60,8 +60,13 @@ def test_demo_config_names_nothing_outside_its_folder(tmp_path):
 def _source_files(root: Path) -> list[str]:
     """The files a fresh clone would have: git's tracked and untracked-but-not-ignored files."""
     try:
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True,
-                             capture_output=True, timeout=60).stdout.decode()
+        out = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout.decode()
     except (OSError, subprocess.SubprocessError):
         pytest.skip("not a git checkout: cannot tell source files from build outputs")
     return [f for f in out.split("\0") if f and (root / f).is_file()]
@@ -78,8 +83,18 @@ def _build_wheel(tmp: Path) -> Path:
 
         cmd = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)]
     except ImportError:
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
-               "-w", str(dist), str(src)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-build-isolation",
+            "--no-deps",
+            "--no-index",
+            "-w",
+            str(dist),
+            str(src),
+        ]
     done = subprocess.run(cmd, cwd=src, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     wheels = sorted(dist.glob("crossling-*.whl"))
@@ -92,12 +107,31 @@ def _fresh_env(tmp: Path, wheel: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
     python = env / BIN / "python"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-index", "--no-deps",
-         str(wheel)], check=False, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            str(wheel),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
     (Path(purelib) / "_crossling_test_deps.pth").write_text("\n".join(deps) + "\n", encoding="utf-8")
     return env
@@ -118,11 +152,21 @@ def test_wheel_installs_and_runs_from_an_empty_folder(tmp_path):
     environ.update(PYTHONNOUSERSITE="1", HF_HUB_OFFLINE="1")
 
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(env / BIN / args[0]), *args[1:]], check=False, cwd=work, env=environ,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(env / BIN / args[0]), *args[1:]],
+            check=False,
+            cwd=work,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
-    where = run("python", "-c", "import precompute.inputs.concepts as c, explorer.launch as l; "
-                "print(c.DEFAULT_CONCEPT_SET); print(l.APP)")
+    where = run(
+        "python",
+        "-c",
+        "import precompute.inputs.concepts as c, explorer.launch as l; print(c.DEFAULT_CONCEPT_SET); print(l.APP)",
+    )
     assert where.returncode == 0, where.stderr
     site_dir = str(env.resolve())
     assert all(line.startswith(site_dir) for line in where.stdout.split()), where.stdout  # not the source tree
@@ -132,8 +176,11 @@ def test_wheel_installs_and_runs_from_an_empty_folder(tmp_path):
         assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
         assert "45 concepts" in check.stdout and "ok" in check.stdout
 
-    made = run("python", "-c", "from precompute.demo.synthetic_store import build_synthetic_store as b; "
-               "b('small.duckdb', checkpoints=2)")
+    made = run(
+        "python",
+        "-c",
+        "from precompute.demo.synthetic_store import build_synthetic_store as b; b('small.duckdb', checkpoints=2)",
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     info = run("precompute", "info", "small.duckdb")
     assert info.returncode == 0, info.stdout[-2000:] + info.stderr[-2000:]

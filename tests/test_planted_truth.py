@@ -71,8 +71,7 @@ def test_a_unit_firing_only_on_one_scripts_tokens_is_lape_specific_to_that_scrip
         n_tokens.append(t)
     active = torch.from_numpy(np.stack(fractions).astype(np.float32))
     neurons, counts = language_neuron_tables(active, langs.tolist(), [0, 200, 400], n_tokens=n_tokens)  # Tang
-    by_unit = {(lay, u): set(g["top_lang"].to_list())
-               for (lay, u), g in neurons.group_by("layer", "unit")}
+    by_unit = {(lay, u): set(g["top_lang"].to_list()) for (lay, u), g in neurons.group_by("layer", "unit")}
     assert by_unit[(0, han)] == {"ja", "zh"}
     assert by_unit[(1, cyrillic - 200)] == {"ru"}
     # Tang's 1 % of 400 units: the two planted units have the lowest entropy; the other two selected are broad

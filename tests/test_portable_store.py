@@ -36,9 +36,12 @@ def test_portable_path_rules(tmp_path):
 
 def test_portable_config_names_the_builtin_set(tmp_path):
     cfg = config_from_dict(
-        {"model": {"id": str(tmp_path / "model")}, "data": {"concepts": str(DEFAULT_CONCEPT_SET)},
-         "checkpoints": [{"name": "a", "path": str(tmp_path / "ck" / "a")}],
-         "checkpoint_set": {"local": str(tmp_path / "ck" / "step_*")}},
+        {
+            "model": {"id": str(tmp_path / "model")},
+            "data": {"concepts": str(DEFAULT_CONCEPT_SET)},
+            "checkpoints": [{"name": "a", "path": str(tmp_path / "ck" / "a")}],
+            "checkpoint_set": {"local": str(tmp_path / "ck" / "step_*")},
+        },
         base_dir=tmp_path / "configs",
     )
     data = portable_config(cfg)
@@ -85,16 +88,38 @@ def test_store_holds_no_absolute_path_of_the_writer(tiny_checkpoints, tmp_path, 
     config_dir = tmp_path / "configs"
     config_dir.mkdir()
     config = config_dir / "run.toml"
-    config.write_text("\n".join([
-        "[model]", 'id = "tiny"', 'device = "cpu"', 'dtype = "float32"',
-        "[data]", f"concepts = {json.dumps(str(concepts))}", 'languages = ["en", "de", "ru"]',
-        'concept_ids = ["monday", "tuesday", "march"]', "max_contexts = 6",
-        "[extract]", f"spill_dir = {json.dumps(str(tmp_path / 'spill'))}",
-        "[experts]", "top_k = 5", "min_langs = 2",
-        "[probes]", "seeds = [0]", "max_iter = 100", 'representations = ["mean"]',
-        "[[checkpoints]]", 'name = "first"', f"path = {json.dumps(str(first.path))}", f"step = {first.step}",
-        "[checkpoint_set]", f"paths = [{json.dumps(str(last.path))}]",
-    ]) + "\n", encoding="utf-8")
+    config.write_text(
+        "\n".join(
+            [
+                "[model]",
+                'id = "tiny"',
+                'device = "cpu"',
+                'dtype = "float32"',
+                "[data]",
+                f"concepts = {json.dumps(str(concepts))}",
+                'languages = ["en", "de", "ru"]',
+                'concept_ids = ["monday", "tuesday", "march"]',
+                "max_contexts = 6",
+                "[extract]",
+                f"spill_dir = {json.dumps(str(tmp_path / 'spill'))}",
+                "[experts]",
+                "top_k = 5",
+                "min_langs = 2",
+                "[probes]",
+                "seeds = [0]",
+                "max_iter = 100",
+                'representations = ["mean"]',
+                "[[checkpoints]]",
+                'name = "first"',
+                f"path = {json.dumps(str(first.path))}",
+                f"step = {first.step}",
+                "[checkpoint_set]",
+                f"paths = [{json.dumps(str(last.path))}]",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     store = tmp_path / "out" / "store.duckdb"
     result = runner.invoke(app, ["run", str(config), "--out", str(store)])
     assert result.exit_code == 0, result.output
@@ -117,6 +142,7 @@ def test_store_holds_no_absolute_path_of_the_writer(tiny_checkpoints, tmp_path, 
     # Read back elsewhere: steering finds the checkpoints through the config's folder.
     from precompute.steering.stage import run_steering
 
-    summary = run_steering(store, checkpoints=["first"], n_neurons=[0], seeds=[0], max_new_tokens=2,
-                           device="cpu", config_dir=config_dir)
+    summary = run_steering(
+        store, checkpoints=["first"], n_neurons=[0], seeds=[0], max_new_tokens=2, device="cpu", config_dir=config_dir
+    )
     assert summary.height > 0

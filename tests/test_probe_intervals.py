@@ -193,8 +193,12 @@ def test_extract_keeps_the_sampled_token_ids_per_seed(tiny_gpt2_dir):
     from precompute.model import load_checkpoint
 
     loaded = load_checkpoint(str(tiny_gpt2_dir), device="cpu", dtype="float32")
-    texts = ["The earthquake shook the old house on Monday.", "El lunes por la mañana llovió mucho.",
-             "地震在星期一摇动了老房子。", "Joy and happiness filled the house in March."]
+    texts = [
+        "The earthquake shook the old house on Monday.",
+        "El lunes por la mañana llovió mucho.",
+        "地震在星期一摇动了老房子。",
+        "Joy and happiness filled the house in March.",
+    ]
     contexts = tokenize_contexts(loaded.tokenizer, texts, [(None, None)] * 4, 64)
     pooled = extract(loaded, contexts, batch_tokens=4096, token_seeds=[3, 8])
     assert pooled.token_ids.shape == (2, 4) and pooled.token_ids.dtype == np.int64

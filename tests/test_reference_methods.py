@@ -47,8 +47,9 @@ def _tang_numpy(probs: np.ndarray, top_rate: float, filter_rate: float, bar_rati
 
 
 @pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize(("top_rate", "filter_rate", "bar_ratio"), [(0.01, 0.95, 0.95), (0.05, 0.9, 0.95),
-                                                                     (0.2, 0.5, 0.8)])
+@pytest.mark.parametrize(
+    ("top_rate", "filter_rate", "bar_ratio"), [(0.01, 0.95, 0.95), (0.05, 0.9, 0.95), (0.2, 0.5, 0.8)]
+)
 def test_tang_selection_matches_a_numpy_reimplementation(seed, top_rate, filter_rate, bar_ratio):
     rng = np.random.default_rng(seed)
     n_units, n_langs = int(rng.integers(200, 1200)), int(rng.integers(2, 9))
@@ -57,8 +58,9 @@ def test_tang_selection_matches_a_numpy_reimplementation(seed, top_rate, filter_
     peaked = rng.random(n_units) < 0.1
     probs[peaked] *= rng.random((int(peaked.sum()), n_langs)) < 0.3
     probs[rng.random(n_units) < 0.02] = 0.0
-    ours = select_language_neurons(torch.from_numpy(probs), top_rate=top_rate, filter_rate=filter_rate,
-                                   bar_ratio=bar_ratio).numpy()
+    ours = select_language_neurons(
+        torch.from_numpy(probs), top_rate=top_rate, filter_rate=filter_rate, bar_ratio=bar_ratio
+    ).numpy()
     ref = _tang_numpy(probs, top_rate, filter_rate, bar_ratio)
     assert ref.any()  # the case is not vacuous
     np.testing.assert_array_equal(ours, ref)
@@ -98,8 +100,10 @@ def test_max_pooling_matches_a_manual_loop_over_tokens(tmp_path):
     sites = find_mlp_sites(loaded.model)
     for i, ids in enumerate(contexts.input_ids):
         seen: dict[int, torch.Tensor] = {}
-        handles = [s.module.register_forward_pre_hook(lambda m, a, j=s.layer, into=seen: into.__setitem__(j, a[0][0]))
-                   for s in sites]
+        handles = [
+            s.module.register_forward_pre_hook(lambda m, a, j=s.layer, into=seen: into.__setitem__(j, a[0][0]))
+            for s in sites
+        ]
         with torch.no_grad():
             loaded.model(input_ids=torch.tensor([ids]))
         for h in handles:

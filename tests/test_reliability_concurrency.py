@@ -19,9 +19,9 @@ import pytest
 
 from explorer import queries as Q
 from explorer.queries import StoreConnection
-from precompute.store import lock as store_module  # the module that takes the flock
 from precompute.cli import app
 from precompute.store import StoreLockedError, StoreWriter
+from precompute.store import lock as store_module  # the module that takes the flock
 from tests.reliability_support import (
     assert_complete_prefix,
     assert_same_rows,
@@ -72,8 +72,11 @@ def test_readers_see_last_complete_state_and_second_writer_is_refused(tmp_path):
     fault = "stop@store.published:2,stop@store.committed:3"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            precompute_cmd("run", run_config(), "--out", store), env=subprocess_env(fault), cwd=workdir(),
-            stdout=subprocess.DEVNULL, stderr=err,
+            precompute_cmd("run", run_config(), "--out", store),
+            env=subprocess_env(fault),
+            cwd=workdir(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         reference = reference_store()  # built (once) while the writer starts up

@@ -98,9 +98,13 @@ def assert_stores_close(a, b, *, ap_atol: float) -> None:
         kth_a = min(ap for ap, _ in ua.values())
         kth_b = min(ap for ap, _ in ub.values())
         for unit in set(ua) - set(ub):
-            assert ua[unit][0] <= kth_b + ap_atol, f"{group}: unit {unit} (AP {ua[unit][0]:.4f}) missing from the other top-K"
+            assert ua[unit][0] <= kth_b + ap_atol, (
+                f"{group}: unit {unit} (AP {ua[unit][0]:.4f}) missing from the other top-K"
+            )
         for unit in set(ub) - set(ua):
-            assert ub[unit][0] <= kth_a + ap_atol, f"{group}: unit {unit} (AP {ub[unit][0]:.4f}) missing from the other top-K"
+            assert ub[unit][0] <= kth_a + ap_atol, (
+                f"{group}: unit {unit} (AP {ub[unit][0]:.4f}) missing from the other top-K"
+            )
     # Probe accuracy: within one test context.
     pa = _frame(a, "SELECT checkpoint, layer, representation, accuracy, n_test FROM probe_results ORDER BY ALL")
     pb = _frame(b, "SELECT checkpoint, layer, representation, accuracy, n_test FROM probe_results ORDER BY ALL")
@@ -135,7 +139,9 @@ def test_tolerance_check_rejects_real_differences(change, tmp_path):
     if change == "ap-beyond-tolerance":
         con.execute("UPDATE neuron_ap SET ap = ap + 5e-3 WHERE rank = 2")
     elif change == "top-unit-replaced":
-        con.execute("UPDATE neuron_ap SET unit = unit + 100000 WHERE rank = 1 AND ap > (SELECT min(ap) FROM neuron_ap) + 0.01")
+        con.execute(
+            "UPDATE neuron_ap SET unit = unit + 100000 WHERE rank = 1 AND ap > (SELECT min(ap) FROM neuron_ap) + 0.01"
+        )
     else:
         con.execute("UPDATE probe_results SET accuracy = accuracy + 2.0 / n_test WHERE layer = 0")
     con.close()
@@ -150,7 +156,9 @@ def test_gpu_runs_agree_within_tolerance(dtype, tmp_path):
     stores = []
     for name in ("first", "second"):
         store = tmp_path / f"{name}.duckdb"
-        result = runner.invoke(app, ["run", str(run_config()), "--out", str(store), "--device", "cuda", "--dtype", dtype])
+        result = runner.invoke(
+            app, ["run", str(run_config()), "--out", str(store), "--device", "cuda", "--dtype", dtype]
+        )
         assert result.exit_code == 0, result.output
         stores.append(store)
     assert_stores_close(*stores, ap_atol=GPU_TOLERANCE[dtype])

@@ -85,8 +85,11 @@ STATIC_CASES = {
     "C-zero": (("probes", "C", "0.0"), "[probes] C", "must be > 0"),
     "test-size-one": (("probes", "test_size", "1.0"), "[probes] test_size", "must be in (0, 1)"),
     "max-train-negative": (("probes", "max_train", "-1"), "[probes] max_train", "must be >= 0"),
-    "representation-unknown": (("probes", "representations", '["max"]'), "[probes] representations",
-                               "must be one of 'mean', 'token'"),
+    "representation-unknown": (
+        ("probes", "representations", '["max"]'),
+        "[probes] representations",
+        "must be one of 'mean', 'token'",
+    ),
     "chunk-neurons-zero": (("experts", "chunk_neurons", "0"), "[experts] chunk_neurons", "must be >= 1"),
     "chunk-neurons-negative": (("experts", "chunk_neurons", "-8"), "[experts] chunk_neurons", "must be >= 1"),
     "top-k-zero": (("experts", "top_k", "0"), "[experts] top_k", "must be >= 1"),
@@ -103,8 +106,11 @@ STATIC_CASES = {
     "steering-neurons-negative": (("steering", "n_neurons", "[-5]"), "[steering] n_neurons", "must be >= 0"),
     "steering-temperature-zero": (("steering", "temperature", "0"), "[steering] temperature", "must be > 0"),
     "max-contexts-negative": (("data", "max_contexts", "-2"), "[data] max_contexts", "must be >= 0"),
-    "languages-twice-in-two-spellings": (("data", "languages", '["en", "EN", "de"]'), "[data] languages",
-                                         "lists 'en' more than once"),
+    "languages-twice-in-two-spellings": (
+        ("data", "languages", '["en", "EN", "de"]'),
+        "[data] languages",
+        "lists 'en' more than once",
+    ),
 }
 
 
@@ -120,13 +126,18 @@ def test_meaningless_setting_is_refused_before_any_compute(case, tmp_path, store
 RUN_CASES = {
     "top-k-above-units": (("experts", "top_k", "100000"), "[experts] top_k", f"not below the {N_UNITS} MLP units"),
     "top-k-equal-units": (("experts", "top_k", str(N_UNITS)), "[experts] top_k", "every unit would be an expert"),
-    "min-langs-above-languages": (("experts", "min_langs", "9"), "[experts] min_langs",
-                                  f"is more than the run's {len(LANGS)} languages"),
+    "min-langs-above-languages": (
+        ("experts", "min_langs", "9"),
+        "[experts] min_langs",
+        f"is more than the run's {len(LANGS)} languages",
+    ),
     "one-language": (("data", "languages", '["en"]'), "[data] languages", "the run has 1 language (en)"),
-    "test-split-too-small": (("probes", "test_size", "0.01"), "[probes] test_size",
-                             f"each of the {len(LANGS)} languages"),
-    "max-train-below-languages": (("probes", "max_train", "2"), "[probes] max_train",
-                                  f"({len(LANGS)} languages)"),
+    "test-split-too-small": (
+        ("probes", "test_size", "0.01"),
+        "[probes] test_size",
+        f"each of the {len(LANGS)} languages",
+    ),
+    "max-train-below-languages": (("probes", "max_train", "2"), "[probes] max_train", f"({len(LANGS)} languages)"),
     "layer-past-the-model": (("extract", "layers", "[0, 5]"), "[extract] layers", "layer 5 does not exist"),
 }
 
@@ -154,8 +165,9 @@ def test_a_refused_run_leaves_no_store_and_the_corrected_config_can_use_the_path
 def test_top_k_is_checked_against_the_hooked_layers_only(tmp_path, store):
     """With one layer hooked, top_k ranks that layer's 64 units: 64 is refused (and names --layers' layer)."""
     config = write(tmp_path / "run.toml", with_setting("experts", "top_k", "64"))
-    line = refused(["run", config, "--out", store, "--layers", "1"], names=config, says="not below the 64 MLP units",
-                   store=store)
+    line = refused(
+        ["run", config, "--out", store, "--layers", "1"], names=config, says="not below the 64 MLP units", store=store
+    )
     assert "layers 1 of" in line, line
 
 
@@ -179,16 +191,21 @@ def test_concept_set_with_one_language_is_refused_naming_the_config_key(tmp_path
 )
 def test_layers_option_that_the_model_lacks(option, says, tmp_path, store):
     config = write(tmp_path / "run.toml", config_text())
-    line = refused(["run", config, "--out", store, "--layers", option], names=f"--layers {option!r}", says=says,
-                   store=store)
+    line = refused(
+        ["run", config, "--out", store, "--layers", option], names=f"--layers {option!r}", says=says, store=store
+    )
     if "exist" in says:
         assert "has 2 MLP layers (0-1)" in line, line
 
 
 def test_dtype_option_names_the_option(tmp_path, store):
     config = write(tmp_path / "run.toml", config_text())
-    refused(["run", config, "--out", store, "--dtype", "float8"], names="--dtype 'float8'",
-            says="must be one of 'auto', 'float32'", store=store)
+    refused(
+        ["run", config, "--out", store, "--dtype", "float8"],
+        names="--dtype 'float8'",
+        says="must be one of 'auto', 'float32'",
+        store=store,
+    )
 
 
 # --- language codes: one spelling per language ------------------------------------------------------------
@@ -208,16 +225,27 @@ TWO_LANGS = [
 
 @pytest.mark.parametrize(
     "code, canonical",
-    [("EN", "en"), ("zh-hans", "zh-Hans"), ("pt-br", "pt-BR"), ("zh_Hant", "zh-Hant"), ("sr-latn-rs", "sr-Latn-RS"),
-     ("es-419", "es-419"), ("de", "de"), ("x-Private", "x-private")],
+    [
+        ("EN", "en"),
+        ("zh-hans", "zh-Hans"),
+        ("pt-br", "pt-BR"),
+        ("zh_Hant", "zh-Hant"),
+        ("sr-latn-rs", "sr-Latn-RS"),
+        ("es-419", "es-419"),
+        ("de", "de"),
+        ("x-Private", "x-private"),
+    ],
 )
 def test_language_codes_take_bcp47_case(code, canonical):
     assert canonical_language(code) == canonical
 
 
 def test_concept_set_in_upper_case_codes_is_normalised():
-    frame = pl.DataFrame([(c, lang.upper(), t, s, e) for c, lang, t, s, e in TWO_LANGS],
-                         schema=["concept_id", "lang", "text", "span_start", "span_end"], orient="row")
+    frame = pl.DataFrame(
+        [(c, lang.upper(), t, s, e) for c, lang, t, s, e in TWO_LANGS],
+        schema=["concept_id", "lang", "text", "span_start", "span_end"],
+        orient="row",
+    )
     cs = concept_set_from_frame(frame, where="upper.tsv")
     assert cs.languages["lang"].to_list() == ["de", "en"]
     assert set(cs.sentences["lang"].to_list()) == {"de", "en"}
@@ -235,8 +263,10 @@ def test_two_spellings_of_one_language_are_refused(tmp_path, store):
     config = write(tmp_path / "run.toml", config_text(data=f'concepts = "{concepts}"'))
     refused(["run", config, "--out", store], names=concepts, says="are one language ('en')", store=store)
     with pytest.raises(ConceptSetError, match="written two ways"):
-        concept_set_from_frame(pl.DataFrame(rows, schema=["concept_id", "lang", "text", "span_start", "span_end"],
-                                            orient="row"), where="mixed.tsv")
+        concept_set_from_frame(
+            pl.DataFrame(rows, schema=["concept_id", "lang", "text", "span_start", "span_end"], orient="row"),
+            where="mixed.tsv",
+        )
 
 
 def test_config_languages_in_other_case_are_the_same_run(tmp_path, store):
@@ -247,8 +277,9 @@ def test_config_languages_in_other_case_are_the_same_run(tmp_path, store):
     result = runner.invoke(app, ["run", str(config), "--out", str(store)])
     assert result.exit_code == 0, result.output
     assert "already done; nothing to do" in result.stderr and store.read_bytes() == before
-    cfg = config_from_dict({"model": {"id": "m"}, "data": {"languages": ["ZH-hant", "pt_br"]},
-                            "steering": {"source_langs": ["EN"]}})
+    cfg = config_from_dict(
+        {"model": {"id": "m"}, "data": {"languages": ["ZH-hant", "pt_br"]}, "steering": {"source_langs": ["EN"]}}
+    )
     assert cfg.data.languages == ["zh-Hant", "pt-BR"] and cfg.steering.source_langs == ["en"]
 
 
@@ -322,10 +353,14 @@ def test_every_declared_rule_names_file_and_key():
     for data, expected in [
         ({"experts": {"top_k": -3}}, "cfg.toml: [experts] top_k must be >= 1, got -3"),
         ({"probes": {"test_size": 0}}, "cfg.toml: [probes] test_size must be in (0, 1), got 0.0"),
-        ({"checkpoints": [{"name": "a", "path": "a"}, {"name": "b", "path": "b", "step": -1}]},
-         "cfg.toml: [[checkpoints]] #2 step must be >= 0, got -1"),
-        ({"model": {"dtype": "int8"}}, "cfg.toml: [model] dtype must be one of 'auto', 'float32', 'bfloat16', "
-                                       "'float16', got 'int8'"),
+        (
+            {"checkpoints": [{"name": "a", "path": "a"}, {"name": "b", "path": "b", "step": -1}]},
+            "cfg.toml: [[checkpoints]] #2 step must be >= 0, got -1",
+        ),
+        (
+            {"model": {"dtype": "int8"}},
+            "cfg.toml: [model] dtype must be one of 'auto', 'float32', 'bfloat16', 'float16', got 'int8'",
+        ),
     ]:
         data = {"model": {"id": "m", **data.pop("model", {})}, **data}
         with pytest.raises(ConfigError) as err:

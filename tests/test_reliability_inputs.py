@@ -22,23 +22,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from precompute import faults
-from precompute.store import writer as store_module
 from precompute.cli import app
-from precompute.inputs.concepts import ConceptSetError, concept_set_from_frame
 from precompute.config import ConfigError, config_from_dict
+from precompute.inputs.concepts import ConceptSetError, concept_set_from_frame
+from precompute.store import writer as store_module
 from tests.reliability_support import (
     CONCEPTS,
     LANGS,
-    checkpoints,
-    config_text,
-    copy_of_reference,
-    raw_connect,
-    reference_store,
     assert_complete_prefix,
     assert_refused,
     checkpoint_names,
+    checkpoints,
+    config_text,
+    copy_of_reference,
     leftovers,
     published_checkpoints,
+    raw_connect,
+    reference_store,
     runner,
     store_rows,
 )
@@ -77,24 +77,51 @@ CONFIG_CASES = {
     "malformed-toml": ("[model\nid = 'x'\n", "malformed TOML"),
     "not-utf8-toml": (b'[model]\nid = "\xff\xfe"\n', "not a UTF-8 text file"),
     "unknown-table": (lambda: config_text(extra="[modle]\nid = 'x'"), "unknown key 'modle'"),
-    "unknown-nested-key": (lambda: config_text(extra="[analysis]\nlape_quantil = 0.1"), "unknown key 'analysis.lape_quantil'"),
-    "wrong-type-str-for-int": (lambda: config_text(extra='[steering]\nmax_new_tokens = "many"'), "steering.max_new_tokens must be int"),
-    "wrong-type-bool-for-int": (lambda: config_text(extra="[steering]\nmax_new_tokens = true"), "must be int, got bool"),
-    "wrong-type-float-for-int": (lambda: config_text(extra="[steering]\nmax_new_tokens = 2.5"), "steering.max_new_tokens must be int"),
-    "wrong-type-str-for-list": (lambda: config_text(data=GOOD_DATA.replace(f"languages = {json.dumps(LANGS)}", 'languages = "en"')), "data.languages must be a list"),
+    "unknown-nested-key": (
+        lambda: config_text(extra="[analysis]\nlape_quantil = 0.1"),
+        "unknown key 'analysis.lape_quantil'",
+    ),
+    "wrong-type-str-for-int": (
+        lambda: config_text(extra='[steering]\nmax_new_tokens = "many"'),
+        "steering.max_new_tokens must be int",
+    ),
+    "wrong-type-bool-for-int": (
+        lambda: config_text(extra="[steering]\nmax_new_tokens = true"),
+        "must be int, got bool",
+    ),
+    "wrong-type-float-for-int": (
+        lambda: config_text(extra="[steering]\nmax_new_tokens = 2.5"),
+        "steering.max_new_tokens must be int",
+    ),
+    "wrong-type-str-for-list": (
+        lambda: config_text(data=GOOD_DATA.replace(f"languages = {json.dumps(LANGS)}", 'languages = "en"')),
+        "data.languages must be a list",
+    ),
     "wrong-type-table": ('model = "tiny"\n', "model must be a table"),
     "out-of-range-value": (lambda: config_text(extra="[steering]\ntop_p = 3.0"), "top_p"),
     "no-checkpoints": ('[model]\nid = "tiny"\n', "no checkpoints listed"),
-    "duplicate-checkpoint": (lambda: config_text(extra_checkpoints=[(checkpoints()[0].name, str(checkpoints()[0].path))]), "duplicate names"),
-    "duplicate-concept-ids": (lambda: config_text(data=GOOD_DATA.replace('"monday",', '"monday", "monday",')), "lists 'monday' more than once"),
-    "duplicate-languages": (lambda: config_text(data=GOOD_DATA.replace('"en",', '"en", "en",')), "lists 'en' more than once"),
+    "duplicate-checkpoint": (
+        lambda: config_text(extra_checkpoints=[(checkpoints()[0].name, str(checkpoints()[0].path))]),
+        "duplicate names",
+    ),
+    "duplicate-concept-ids": (
+        lambda: config_text(data=GOOD_DATA.replace('"monday",', '"monday", "monday",')),
+        "lists 'monday' more than once",
+    ),
+    "duplicate-languages": (
+        lambda: config_text(data=GOOD_DATA.replace('"en",', '"en", "en",')),
+        "lists 'en' more than once",
+    ),
 }
 # A subset the concept set cannot give: the line names the concept set and the values asked for.
 SUBSET_CASES = {
     "single-concept": (GOOD_DATA.replace(json.dumps(CONCEPTS), '["monday"]'), "the subset has 1 concept(s)"),
     "unknown-language": (GOOD_DATA.replace(json.dumps(LANGS), '["en", "xx"]'), "unknown language(s) 'xx'"),
     "unknown-concept": (GOOD_DATA.replace('"monday"', '"mondai"'), "unknown concept(s) 'mondai'"),
-    "max-contexts-one": (GOOD_DATA.replace("max_contexts = 6", "max_contexts = 1"), "max_contexts must be 0 (all) or >= 2"),
+    "max-contexts-one": (
+        GOOD_DATA.replace("max_contexts = 6", "max_contexts = 1"),
+        "max_contexts must be 0 (all) or >= 2",
+    ),
 }
 
 
@@ -116,7 +143,9 @@ def test_bad_subset(case, tmp_path, store):
 def test_huge_list_of_unknown_concepts_gives_a_short_line(tmp_path, store):
     many = json.dumps([f"no_such_concept_{i}" for i in range(5000)])
     config = write(tmp_path / "run.toml", config_text(data=GOOD_DATA.replace(json.dumps(CONCEPTS), many)))
-    line = assert_refused(["run", config, "--out", store], names="concepts.parquet", says="unknown concept(s)", store=store)
+    line = assert_refused(
+        ["run", config, "--out", store], names="concepts.parquet", says="unknown concept(s)", store=store
+    )
     assert "(5000 in all)" in line and len(line) < 1000
 
 
@@ -129,10 +158,14 @@ def tsv(rows: list[tuple]) -> str:
 
 
 GOOD_ROWS = [
-    ("sun", "en", "the sun is up", 4, 7), ("sun", "en", "sun at noon", 0, 3),
-    ("moon", "en", "the moon is up", 4, 8), ("moon", "en", "moon at night", 0, 4),
-    ("sun", "de", "die Sonne scheint", 4, 9), ("sun", "de", "Sonne am Mittag", 0, 5),
-    ("moon", "de", "der Mond scheint", 4, 8), ("moon", "de", "Mond in der Nacht", 0, 4),
+    ("sun", "en", "the sun is up", 4, 7),
+    ("sun", "en", "sun at noon", 0, 3),
+    ("moon", "en", "the moon is up", 4, 8),
+    ("moon", "en", "moon at night", 0, 4),
+    ("sun", "de", "die Sonne scheint", 4, 9),
+    ("sun", "de", "Sonne am Mittag", 0, 5),
+    ("moon", "de", "der Mond scheint", 4, 8),
+    ("moon", "de", "Mond in der Nacht", 0, 4),
 ]
 
 
@@ -154,10 +187,19 @@ CONCEPT_CASES = {
     "span-negative": (tsv(with_row(1, ("sun", "en", "sun at noon", -1, 3))), "negative start"),
     "span-reversed": (tsv(with_row(1, ("sun", "en", "sun at noon", 3, 0))), "is not before end"),
     "span-not-integer": (tsv(with_row(1, ("sun", "en", "sun at noon", "zero", 3))), "not an integer"),
-    "span-half-given": (tsv(with_row(1, ("sun", "en", "sun at noon", 0, ""))), "empty although the other span column is given"),
-    "language-with-one-concept": (tsv(GOOD_ROWS + [("sun", "fr", "le soleil", 3, 9), ("sun", "fr", "soleil levant", 0, 6)]), "has only 1 concept"),
+    "span-half-given": (
+        tsv(with_row(1, ("sun", "en", "sun at noon", 0, ""))),
+        "empty although the other span column is given",
+    ),
+    "language-with-one-concept": (
+        tsv(GOOD_ROWS + [("sun", "fr", "le soleil", 3, 9), ("sun", "fr", "soleil levant", 0, 6)]),
+        "has only 1 concept",
+    ),
     "concept-with-one-context": (tsv(GOOD_ROWS[1:]), "has only 1 context"),
-    "unknown-language-code": (tsv([(c, "zz-notalang" if lang == "de" else lang, t, s, e) for c, lang, t, s, e in GOOD_ROWS]), "unknown language code"),
+    "unknown-language-code": (
+        tsv([(c, "zz-notalang" if lang == "de" else lang, t, s, e) for c, lang, t, s, e in GOOD_ROWS]),
+        "unknown language code",
+    ),
     "ragged-row": (tsv(GOOD_ROWS) + "sun\ten\textra\t0\t3\tsurplus\n", "fields where the header has"),
     "markup-in-ids": (tsv(GOOD_ROWS[1:] + [("[/b]", "en", "x", "", "")]), "has only 1 context"),
 }
@@ -180,12 +222,21 @@ def test_bad_concept_set(case, tmp_path, store):
 
 def test_language_left_with_one_concept_by_the_subset(tmp_path, store):
     """The file is valid (every language has 2 concepts) but the chosen concepts leave 'de' with one."""
-    rows = GOOD_ROWS + [("star", "en", "a star shines", 2, 6), ("star", "en", "star light", 0, 4),
-                        ("star", "de", "ein Stern", 4, 9), ("star", "de", "Stern hell", 0, 5)]
+    rows = GOOD_ROWS + [
+        ("star", "en", "a star shines", 2, 6),
+        ("star", "en", "star light", 0, 4),
+        ("star", "de", "ein Stern", 4, 9),
+        ("star", "de", "Stern hell", 0, 5),
+    ]
     rows = [r for r in rows if not (r[0] == "moon" and r[1] == "de")]
     concepts = write(tmp_path / "concepts.tsv", tsv(rows))
     config = write(tmp_path / "run.toml", config_text(data=f'concepts = "{concepts}"\nconcept_ids = ["sun", "moon"]'))
-    assert_refused(["run", config, "--out", store], names=concepts, says="in the chosen subset, language 'de' has only concept 'sun'", store=store)
+    assert_refused(
+        ["run", config, "--out", store],
+        names=concepts,
+        says="in the chosen subset, language 'de' has only concept 'sun'",
+        store=store,
+    )
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------
@@ -239,8 +290,14 @@ def edit_store(path: Path, *sql: str) -> Path:
 
 
 STORE_CASES = {
-    "other-schema-version": (lambda p: edit_store(p, "UPDATE meta SET value = '99' WHERE key = 'schema_version'"), "schema version 99"),
-    "schema-version-not-a-number": (lambda p: edit_store(p, "UPDATE meta SET value = 'x' WHERE key = 'schema_version'"), "unreadable schema version"),
+    "other-schema-version": (
+        lambda p: edit_store(p, "UPDATE meta SET value = '99' WHERE key = 'schema_version'"),
+        "schema version 99",
+    ),
+    "schema-version-not-a-number": (
+        lambda p: edit_store(p, "UPDATE meta SET value = 'x' WHERE key = 'schema_version'"),
+        "unreadable schema version",
+    ),
     "no-meta-table": (lambda p: edit_store(p, "DROP TABLE meta"), "no meta table"),
     "not-duckdb": (lambda p: write(p, "just some text\n" * 100), "not a readable DuckDB file"),
     "zero-bytes": (lambda p: write(p, b""), "not a readable DuckDB file"),
@@ -260,8 +317,12 @@ def test_bad_store(case, tmp_path, store):
     make, says = STORE_CASES[case]
     make(store)
     assert_refused(["info", store], names=store, says=says, store=store if store.is_file() else None)
-    assert_refused(["run", _good_config(tmp_path), "--out", store], names=store, says=says,
-                   store=store if store.is_file() else None)
+    assert_refused(
+        ["run", _good_config(tmp_path), "--out", store],
+        names=store,
+        says=says,
+        store=store if store.is_file() else None,
+    )
 
 
 def _good_config(tmp_path: Path) -> Path:
@@ -314,10 +375,13 @@ def test_disk_full_while_packing_the_store(tmp_path, store, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
 
     monkeypatch.setattr(store_module.shutil, "copyfile", no_space)
-    assert_refused(["run", config, "--out", store], names=store,
-                   says="cannot write the store (No space left on device); the published store is unchanged; "
-                        "its 1 checkpoint part(s) (store.duckdb.parts/) are published and readable: run "
-                        f"`precompute pack {store}` once that is fixed")
+    assert_refused(
+        ["run", config, "--out", store],
+        names=store,
+        says="cannot write the store (No space left on device); the published store is unchanged; "
+        "its 1 checkpoint part(s) (store.duckdb.parts/) are published and readable: run "
+        f"`precompute pack {store}` once that is fixed",
+    )
     assert store.read_bytes() == before
     assert [n for n in leftovers(store) if ".tmp-" in n] == []
     extra = published_checkpoints(store)
@@ -332,8 +396,12 @@ def test_disk_full_while_inserting_rows(tmp_path, store, monkeypatch):
     monkeypatch.setenv(faults.ENV, "enospc@store.insert:3")
     faults.reset()
     try:
-        assert_refused(["run", extra_checkpoint_config(tmp_path), "--out", store], names=store,
-                       says="No space left on device", store=store)
+        assert_refused(
+            ["run", extra_checkpoint_config(tmp_path), "--out", store],
+            names=store,
+            says="No space left on device",
+            store=store,
+        )
     finally:
         faults.reset()
 
@@ -346,8 +414,9 @@ def small_tmpfs(tmp_path):
     mounted = []
 
     def mount(size: int) -> Path:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
         mounted.append(mountpoint)
@@ -368,12 +437,15 @@ def test_real_full_disk(room, tmp_path, small_tmpfs):
     disk = small_tmpfs(size + size // 2 if room == "half-a-copy" else 2 * size + 64 * 1024)
     store = copy_of_reference(disk)
     before = store.read_bytes()
-    assert_refused(["run", extra_checkpoint_config(tmp_path), "--out", store], names=store,
-                   says="No space left on device")
+    assert_refused(
+        ["run", extra_checkpoint_config(tmp_path), "--out", store], names=store, says="No space left on device"
+    )
     assert store.read_bytes() == before
     assert [n for n in leftovers(store) if ".tmp-" in n] == []
-    assert sorted(published_checkpoints(store)) in (sorted(checkpoint_names()),
-                                                    sorted([*checkpoint_names(), "step_extra"]))
+    assert sorted(published_checkpoints(store)) in (
+        sorted(checkpoint_names()),
+        sorted([*checkpoint_names(), "step_extra"]),
+    )
     if "step_extra" not in published_checkpoints(store):
         assert_complete_prefix(store, reference_store())  # every row of the old store, nothing else
 
@@ -427,8 +499,12 @@ def test_odd_unicode_runs_and_round_trips(tmp_path):
 
 
 def test_huge_concept_set_checks(tmp_path):
-    rows = [(f"concept_{i:05d}", lang, f"text {j} about concept {i} in {lang}", "", "")
-            for i in range(2500) for lang in ("en", "de") for j in range(2)]
+    rows = [
+        (f"concept_{i:05d}", lang, f"text {j} about concept {i} in {lang}", "", "")
+        for i in range(2500)
+        for lang in ("en", "de")
+        for j in range(2)
+    ]
     concepts = write(tmp_path / "huge.tsv", tsv(rows))
     result = runner.invoke(app, ["concepts", "check", str(concepts)])
     assert result.exit_code == 0, result.output
@@ -449,8 +525,12 @@ SECTIONS = ["model", "checkpoints", "data", "extract", "probes", "experts", "ana
 @given(
     st.dictionaries(
         st.sampled_from(SECTIONS),
-        st.dictionaries(st.sampled_from(["id", "languages", "top_k", "seeds", "pooling", "path", "name", "x"]),
-                        toml_values, max_size=4) | toml_values,
+        st.dictionaries(
+            st.sampled_from(["id", "languages", "top_k", "seeds", "pooling", "path", "name", "x"]),
+            toml_values,
+            max_size=4,
+        )
+        | toml_values,
         max_size=5,
     )
 )
@@ -465,16 +545,42 @@ def test_any_config_is_accepted_or_refused_in_one_line(data):
 
 
 odd_text = st.text(
-    alphabet=st.sampled_from(list("ab ") + ["\u05d0", "\u0627", "\u0301", "\u200d", "\u200f", "\u202e", "\U0001f525",
-                                             "\x00", "\t", "\r", "\ufeff", "\u3042", "\ud7ff", " "]),
+    alphabet=st.sampled_from(
+        list("ab ")
+        + [
+            "\u05d0",
+            "\u0627",
+            "\u0301",
+            "\u200d",
+            "\u200f",
+            "\u202e",
+            "\U0001f525",
+            "\x00",
+            "\t",
+            "\r",
+            "\ufeff",
+            "\u3042",
+            "\ud7ff",
+            " ",
+        ]
+    ),
     max_size=12,
 )
 
 
 @settings(HYPOTHESIS, max_examples=200)
-@given(st.lists(st.tuples(st.sampled_from(["c1", "c2", ""]), st.sampled_from(["en", "de", "xx", ""]), odd_text,
-                          st.one_of(st.none(), st.integers(-2, 14)), st.one_of(st.none(), st.integers(-2, 14))),
-                max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["c1", "c2", ""]),
+            st.sampled_from(["en", "de", "xx", ""]),
+            odd_text,
+            st.one_of(st.none(), st.integers(-2, 14)),
+            st.one_of(st.none(), st.integers(-2, 14)),
+        ),
+        max_size=12,
+    )
+)
 def test_any_concept_table_is_accepted_or_refused_in_one_line(rows):
     frame = pl.DataFrame(rows, schema=["concept_id", "lang", "text", "span_start", "span_end"], orient="row")
     try:

@@ -61,8 +61,12 @@ def test_kill_during_extraction_and_scoring_then_resume(tmp_path):
     ]
     for fault, what, expected in chain:
         proc = subprocess.Popen(
-            precompute_cmd("run", run_config(), "--out", store), env=subprocess_env(fault), cwd=workdir(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            precompute_cmd("run", run_config(), "--out", store),
+            env=subprocess_env(fault),
+            cwd=workdir(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         reference = reference_store()  # built (once) while the first process starts up
         _, err = proc.communicate(timeout=300)
@@ -116,7 +120,10 @@ def test_kill_inside_the_store_write(tmp_path, fault, published):
     last = checkpoint_names()[-1]
     proc = subprocess.run(
         [sys.executable, "-c", WRITE_ONE_CHECKPOINT, str(reference), str(store), last],
-        env=subprocess_env(fault), capture_output=True, text=True, timeout=120,
+        env=subprocess_env(fault),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed(proc), proc.stderr
     done = assert_complete_prefix(store, reference)
@@ -143,8 +150,12 @@ def test_sigkill_from_outside_at_a_moment_read_from_progress(tmp_path):
     a, b, c = checkpoint_names()
     store = tmp_path / "store.duckdb"
     proc = subprocess.Popen(
-        precompute_cmd("run", run_config(), "--out", store), env=subprocess_env(), cwd=workdir(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        precompute_cmd("run", run_config(), "--out", store),
+        env=subprocess_env(),
+        cwd=workdir(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seen = []
     try:

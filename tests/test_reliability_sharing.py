@@ -155,12 +155,16 @@ def test_no_module_loads_code_from_data(path):
             owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
             assert not (isinstance(func, ast.Name) and name in ("eval", "exec")), f"{path.name}:{node.lineno} {name}()"
             assert not (owner == "torch" and name == "load"), f"{path.name}:{node.lineno} torch.load"
-            assert not (owner == "np" and name == "load" and not any(
-                k.arg == "allow_pickle" and getattr(k.value, "value", True) is False for k in node.keywords
-            )), f"{path.name}:{node.lineno} np.load without allow_pickle=False"
+            assert not (
+                owner == "np"
+                and name == "load"
+                and not any(k.arg == "allow_pickle" and getattr(k.value, "value", True) is False for k in node.keywords)
+            ), f"{path.name}:{node.lineno} np.load without allow_pickle=False"
     # SQL the store carries (views, macros, 'sql' columns of the catalog) is never read back and run.
     assert not re.search(r"SELECT\s+sql\b", source, re.IGNORECASE), f"{path.name} reads stored SQL"
-    assert not re.search(r"\b(INSTALL|LOAD)\s+['\"]?\w+['\"]?\s*;?\s*[\"']", source), f"{path.name} loads a DuckDB extension"
+    assert not re.search(r"\b(INSTALL|LOAD)\s+['\"]?\w+['\"]?\s*;?\s*[\"']", source), (
+        f"{path.name} loads a DuckDB extension"
+    )
 
 
 # --- the explorer listens on this machine only, unless told otherwise ---------------------------------------

@@ -53,10 +53,16 @@ def table_rows(path: Path) -> dict[str, list]:
     try:
         out = {}
         for table in DDL:
-            cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()
-                    if r[0] not in TIMING_COLUMNS.get(table, set())]
-            where = (" WHERE key NOT IN ('created_at', 'store_id', 'store_generation', 'store_epoch')"
-                     if table == "meta" else "")
+            cols = [
+                r[0]
+                for r in con.execute(f"DESCRIBE {table}").fetchall()
+                if r[0] not in TIMING_COLUMNS.get(table, set())
+            ]
+            where = (
+                " WHERE key NOT IN ('created_at', 'store_id', 'store_generation', 'store_epoch')"
+                if table == "meta"
+                else ""
+            )
             out[table] = sorted(map(repr, con.execute(f"SELECT {', '.join(cols)} FROM {table}{where}").fetchall()))
         return out
     finally:
@@ -100,8 +106,9 @@ def stores(layout) -> dict[str, Path]:
     first = invoke("run", config, "--shard", "0/2", "--out", out / "shard-{shard}.duckdb")
     assert "2 checkpoint(s) written" in first.stdout
     # The second shard as task 2 of a SLURM job array --array=1-2 (no --shard).
-    with slurm_array(SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="2",
-                     SLURM_ARRAY_TASK_COUNT="2"):
+    with slurm_array(
+        SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="2", SLURM_ARRAY_TASK_COUNT="2"
+    ):
         second = invoke("run", config, "--out", out / "shard-{shard}.duckdb")
     assert "1 checkpoint(s) written" in second.stdout and "shard 1/2 (SLURM_ARRAY_TASK_ID=2" in second.output
     return {"config": config, "all": out / "all.duckdb", "s0": out / "shard-0.duckdb", "s1": out / "shard-1.duckdb"}
@@ -178,8 +185,10 @@ def test_merge_refuses_other_configs_models_and_concept_sets(stores, tmp_path):
     assert f"{other} cannot be merged with {stores['s0']}" in line
     assert "different configs at extract.layers ([1] vs [])" in line
 
-    for column, value, what in [("model_id", "other-model", "different models"),
-                                ("concept_set_sha256", "0" * 64, "different concept sets")]:
+    for column, value, what in [
+        ("model_id", "other-model", "different models"),
+        ("concept_set_sha256", "0" * 64, "different concept sets"),
+    ]:
         tampered = tmp_path / f"{column}.duckdb"
         shutil.copy(stores["s1"], tampered)
         con = duckdb.connect(str(tampered))

@@ -97,7 +97,13 @@ def test_identical_centroids_give_matched_cosine_one_and_cka_one():
     assert comp.filter(pl.col("metric") == "concept_variance_share")["value"].min() == pytest.approx(1.0)
     assert set(comp["scope"].unique()) == {"all", "de", "en", "fr"}
     assert comp.filter(pl.col("scope") == "en")["metric"].unique().to_list() == ["participation_ratio"]
-    assert sim.schema == {"layer": pl.Int32, "lang_a": pl.Utf8, "lang_b": pl.Utf8, "metric": pl.Utf8, "value": pl.Float64}
+    assert sim.schema == {
+        "layer": pl.Int32,
+        "lang_a": pl.Utf8,
+        "lang_b": pl.Utf8,
+        "metric": pl.Utf8,
+        "value": pl.Float64,
+    }
     assert comp.schema == {"layer": pl.Int32, "scope": pl.Utf8, "metric": pl.Utf8, "value": pl.Float64}
 
 
@@ -106,13 +112,13 @@ def test_language_offset_separates_raw_from_centred_and_unrelated_languages_scor
     shared = torch.randn(1, 6, 32, generator=g)
     offset = torch.randn(1, 1, 32, generator=g) * 10
     other = torch.randn(1, 6, 32, generator=g)
-    resid, langs, concepts = _contexts(
-        {"de": shared, "en": shared + offset, "fr": other}, per=2, noise=0.0, seed=8
-    )
+    resid, langs, concepts = _contexts({"de": shared, "en": shared + offset, "fr": other}, per=2, noise=0.0, seed=8)
     sim, comp = convergence_tables(resid, langs, concepts)
 
     def value(a: str, b: str, metric: str) -> float:
-        return sim.filter((pl.col("lang_a") == a) & (pl.col("lang_b") == b) & (pl.col("metric") == metric))["value"].item()
+        return sim.filter((pl.col("lang_a") == a) & (pl.col("lang_b") == b) & (pl.col("metric") == metric))[
+            "value"
+        ].item()
 
     # A pure language offset: centred measures see identical concept layouts, raw cosines do not.
     assert value("de", "en", "matched_cosine") == pytest.approx(1.0, abs=1e-9)

@@ -23,8 +23,9 @@ LANGS = ["de", "en", "fr"]
 
 def generate(loaded, prompts, seeds, max_new_tokens, units=(), **kw):
     """``intervene.generate`` with the config's default sampling (nucleus 0.9, no top-k, temperature 0.8)."""
-    return _generate(loaded, prompts, seeds, Sampling.from_spec(SteeringSpec(max_new_tokens=max_new_tokens)),
-                     units, **kw)
+    return _generate(
+        loaded, prompts, seeds, Sampling.from_spec(SteeringSpec(max_new_tokens=max_new_tokens)), units, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,14 @@ def test_n0_reproduces_plain_generation_exactly(loaded):
         torch.manual_seed(gen["seed"])
         ids = torch.tensor([[tok.bos_token_id]])
         seq = loaded.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=0.9,
-            temperature=0.8, max_new_tokens=8, pad_token_id=tok.pad_token_id,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            top_k=0,
+            top_p=0.9,
+            temperature=0.8,
+            max_new_tokens=8,
+            pad_token_id=tok.pad_token_id,
         )
         assert gen["output_text"] == tok.decode(seq[0, 1:].tolist(), skip_special_tokens=True)
     assert ours[0]["prompt"] == "" and ours[3]["prompt"] == "Das"
@@ -145,14 +152,29 @@ def test_steering_rows_and_summary():
     ]
     forms = {"de": {"März"}, "en": {"March"}}
     frame = steering_rows(
-        gens, ["de", "en", "en", None], checkpoint="step1", concept_id="march", source_lang="de",
-        n_neurons=5, value_mode="median", surface_forms=forms,
+        gens,
+        ["de", "en", "en", None],
+        checkpoint="step1",
+        concept_id="march",
+        source_lang="de",
+        n_neurons=5,
+        value_mode="median",
+        surface_forms=forms,
     )
     assert frame["expresses_concept"].to_list() == [True, True, False, False]
     assert frame["concept_lang"].to_list() == ["de", "en", None, None]
     assert frame.columns == [
-        "checkpoint", "concept_id", "source_lang", "prompt", "seed", "n_neurons", "value_mode",
-        "output_text", "output_lang", "expresses_concept", "concept_lang",
+        "checkpoint",
+        "concept_id",
+        "source_lang",
+        "prompt",
+        "seed",
+        "n_neurons",
+        "value_mode",
+        "output_text",
+        "output_lang",
+        "expresses_concept",
+        "concept_lang",
     ]
     summary = summarise(frame)
     assert summary["share_concept"].unique().to_list() == [0.5]
@@ -180,33 +202,59 @@ def _write_store(path: Path, tiny_gpt2_dir: Path, sites) -> None:
     }
     sentences = pl.DataFrame(
         [
-            {"sentence_id": i, "concept_id": c, "lang": lang, "text": t, "span_start": t.index(f), "span_end": t.index(f) + len(f)}
+            {
+                "sentence_id": i,
+                "concept_id": c,
+                "lang": lang,
+                "text": t,
+                "span_start": t.index(f),
+                "span_end": t.index(f) + len(f),
+            }
             for i, ((c, lang), (t, f)) in enumerate(texts.items())
         ],
         schema_overrides={"span_start": pl.Int32, "span_end": pl.Int32},
     )
     experts = pl.DataFrame(
         [
-            {"lang": lang, "concept_id": c, "layer": r % 2, "unit": 3 * r + (c == "march"), "ap": 1 - r / 10,
-             "rank": r + 1, "median_pos_act": 5.0}
-            for c in ("monday", "march") for lang in LANGS for r in range(6)
+            {
+                "lang": lang,
+                "concept_id": c,
+                "layer": r % 2,
+                "unit": 3 * r + (c == "march"),
+                "ap": 1 - r / 10,
+                "rank": r + 1,
+                "median_pos_act": 5.0,
+            }
+            for c in ("monday", "march")
+            for lang in LANGS
+            for r in range(6)
         ],
         schema_overrides={"layer": pl.Int32, "unit": pl.Int32, "rank": pl.Int32},
     )
     with StoreWriter(path) as w:
         w.ensure_run(
             run={
-                "run_id": run_id, "model_id": str(tiny_gpt2_dir), "model_card": "tiny random test model",
+                "run_id": run_id,
+                "model_id": str(tiny_gpt2_dir),
+                "model_card": "tiny random test model",
                 "config_json": json_dumps({"data": {"languages": LANGS}, "model": {"dtype": "float32"}}),
-                "concept_set_sha256": "0" * 64, "packages_json": "{}", "device": "cpu", "dtype": "float32",
-                "started_at": now, "finished_at": None,
+                "concept_set_sha256": "0" * 64,
+                "packages_json": "{}",
+                "device": "cpu",
+                "dtype": "float32",
+                "started_at": now,
+                "finished_at": None,
             },
             languages=pl.DataFrame({"lang": LANGS, "name": ["German", "English", "French"]}),
             concepts=pl.DataFrame({"concept_id": ["march", "monday"], "label": ["March", "Monday"]}),
             sentences=sentences,
             layers=pl.DataFrame(
-                {"layer": [s.layer for s in sites], "n_neurons": [s.n_neurons for s in sites],
-                 "hidden_size": [32] * len(sites), "module_path": [s.path for s in sites]},
+                {
+                    "layer": [s.layer for s in sites],
+                    "n_neurons": [s.n_neurons for s in sites],
+                    "hidden_size": [32] * len(sites),
+                    "module_path": [s.path for s in sites],
+                },
                 schema_overrides={"layer": pl.Int32, "n_neurons": pl.Int32, "hidden_size": pl.Int32},
             ),
             meta={"crossling_version": "test"},
@@ -214,12 +262,23 @@ def _write_store(path: Path, tiny_gpt2_dir: Path, sites) -> None:
         w.write_checkpoint(
             run_id,
             CheckpointRows(
-                checkpoint="final", step=100, revision=None, source=str(tiny_gpt2_dir), tokens_seen=None,
+                checkpoint="final",
+                step=100,
+                revision=None,
+                source=str(tiny_gpt2_dir),
+                tokens_seen=None,
                 tables={
                     "neuron_ap": experts,
                     "shared_experts": pl.DataFrame(
-                        {"concept_id": ["march"], "layer": [0], "unit": [1], "n_langs_topk": [3],
-                         "langs": ["de,en,fr"], "min_ap": [0.9], "mean_ap": [0.95]},
+                        {
+                            "concept_id": ["march"],
+                            "layer": [0],
+                            "unit": [1],
+                            "n_langs_topk": [3],
+                            "langs": ["de,en,fr"],
+                            "min_ap": [0.9],
+                            "mean_ap": [0.95],
+                        },
                         schema_overrides={"layer": pl.Int32, "unit": pl.Int32, "n_langs_topk": pl.Int32},
                     ),
                 },
@@ -258,7 +317,8 @@ def test_run_steering_writes_and_replaces(tmp_path, tiny_gpt2_dir, loaded):
     rows = _steering_table(store)
     assert rows.height == 8
     assert rows.group_by("concept_id", "source_lang").len().sort("concept_id").rows() == [
-        ("march", "de", 4), ("monday", "fr", 4),
+        ("march", "de", 4),
+        ("monday", "fr", 4),
     ]
     assert rows.select("concept_id", "source_lang", "n_neurons", "seed").is_duplicated().sum() == 0
 

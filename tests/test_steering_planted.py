@@ -84,7 +84,8 @@ def _forward(loaded, ids, units=()):
     hooks = [
         inner.norm.register_forward_hook(lambda _m, args, _o: seen.__setitem__("residual", args[0].clone())),
         inner.layers[LAYER].mlp.down_proj.register_forward_hook(
-            lambda _m, args, _o: seen.__setitem__("acts", args[0].clone())),
+            lambda _m, args, _o: seen.__setitem__("acts", args[0].clone())
+        ),
     ]
     try:
         with fixed_unit_hooks(find_mlp_sites(loaded.model), units), torch.no_grad():
@@ -149,17 +150,29 @@ def test_fixing_the_unit_makes_the_token_appear_across_seeds(planted):
 
 def test_steer_checkpoint_with_the_unit_as_top_expert_expresses_the_concept(planted):
     loaded, _target = planted
-    sentences = pl.DataFrame({
-        "concept_id": ["the"], "lang": ["en"], "text": ["the house"], "span_start": [0], "span_end": [3],
-    })
-    spec = SteeringSpec(concepts=["the"], source_langs=["en"], n_neurons=[0, 1], seeds=SEEDS, prompts=[""],
-                        max_new_tokens=MAX_NEW)
-    plan = plan_steering(spec, known_concepts=["the"], langs=["en"], sentences=sentences, default=["the"],
-                         where="test")
-    experts = pl.DataFrame({  # the planted unit first, then a random unit of layer 0 that is never reached
-        "lang": ["en", "en"], "concept_id": ["the", "the"], "layer": [LAYER, 0], "unit": [UNIT, 7],
-        "rank": [1, 2], "median_pos_act": [VALUE, 1.0],
-    })
+    sentences = pl.DataFrame(
+        {
+            "concept_id": ["the"],
+            "lang": ["en"],
+            "text": ["the house"],
+            "span_start": [0],
+            "span_end": [3],
+        }
+    )
+    spec = SteeringSpec(
+        concepts=["the"], source_langs=["en"], n_neurons=[0, 1], seeds=SEEDS, prompts=[""], max_new_tokens=MAX_NEW
+    )
+    plan = plan_steering(spec, known_concepts=["the"], langs=["en"], sentences=sentences, default=["the"], where="test")
+    experts = pl.DataFrame(
+        {  # the planted unit first, then a random unit of layer 0 that is never reached
+            "lang": ["en", "en"],
+            "concept_id": ["the", "the"],
+            "layer": [LAYER, 0],
+            "unit": [UNIT, 7],
+            "rank": [1, 2],
+            "median_pos_act": [VALUE, 1.0],
+        }
+    )
     rows = steer_checkpoint(loaded, plan, experts, checkpoint="planted")
     share = dict(rows.group_by("n_neurons").agg(pl.col("expresses_concept").mean()).iter_rows())
     counts = dict(rows.group_by("n_neurons").len().iter_rows())

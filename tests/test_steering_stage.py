@@ -27,20 +27,42 @@ runner = CliRunner()
 CONCEPTS = ["monday", "march", "brazil"]
 LANGS = ["en", "de", "ru"]
 STEERING = [
-    "[steering]", 'concepts = ["monday"]', 'source_langs = ["de"]', "seeds = [7, 8]", "n_neurons = [0, 3]",
-    "max_new_tokens = 4", "top_p = 0.85", "temperature = 0.9",
+    "[steering]",
+    'concepts = ["monday"]',
+    'source_langs = ["de"]',
+    "seeds = [7, 8]",
+    "n_neurons = [0, 3]",
+    "max_new_tokens = 4",
+    "top_p = 0.85",
+    "temperature = 0.9",
 ]
 
 
 def _config(folder: Path, checkpoint, *, enabled: bool) -> Path:
     lines = [
-        "[model]", 'id = "tiny"', 'card = "tiny test model"', 'device = "cpu"', 'dtype = "float32"',
-        "[data]", f'concepts = "{DEFAULT_CONCEPT_SET}"', f"languages = {json.dumps(LANGS)}",
-        f"concept_ids = {json.dumps(CONCEPTS)}", "max_contexts = 6",
-        "[experts]", "top_k = 5", "min_langs = 2",
-        "[probes]", 'representations = ["mean"]', "seeds = [0]", "max_iter = 50",
-        *STEERING, f"enabled = {'true' if enabled else 'false'}",
-        "[[checkpoints]]", f'name = "{checkpoint.name}"', f'path = "{checkpoint.path}"', f"step = {checkpoint.step}",
+        "[model]",
+        'id = "tiny"',
+        'card = "tiny test model"',
+        'device = "cpu"',
+        'dtype = "float32"',
+        "[data]",
+        f'concepts = "{DEFAULT_CONCEPT_SET}"',
+        f"languages = {json.dumps(LANGS)}",
+        f"concept_ids = {json.dumps(CONCEPTS)}",
+        "max_contexts = 6",
+        "[experts]",
+        "top_k = 5",
+        "min_langs = 2",
+        "[probes]",
+        'representations = ["mean"]',
+        "seeds = [0]",
+        "max_iter = 50",
+        *STEERING,
+        f"enabled = {'true' if enabled else 'false'}",
+        "[[checkpoints]]",
+        f'name = "{checkpoint.name}"',
+        f'path = "{checkpoint.path}"',
+        f"step = {checkpoint.step}",
     ]
     path = folder / f"run-{'steer' if enabled else 'plain'}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

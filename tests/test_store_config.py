@@ -81,14 +81,32 @@ def test_fingerprint_ignores_checkpoints_and_device():
 
 def _ensure(writer: StoreWriter, run_id: str = "r1") -> None:
     writer.ensure_run(
-        run={"run_id": run_id, "model_id": "m", "model_card": "", "config_json": "{}",
-             "concept_set_sha256": "abc", "packages_json": "{}", "device": "cpu", "dtype": "float32",
-             "started_at": None, "finished_at": None},
-        languages=pl.DataFrame({"lang": ["de", "en"], "name": ["German", "English"],
-                                "script": ["Latn", "Latn"], "family": [None, None]}),
+        run={
+            "run_id": run_id,
+            "model_id": "m",
+            "model_card": "",
+            "config_json": "{}",
+            "concept_set_sha256": "abc",
+            "packages_json": "{}",
+            "device": "cpu",
+            "dtype": "float32",
+            "started_at": None,
+            "finished_at": None,
+        },
+        languages=pl.DataFrame(
+            {"lang": ["de", "en"], "name": ["German", "English"], "script": ["Latn", "Latn"], "family": [None, None]}
+        ),
         concepts=pl.DataFrame({"concept_id": ["x"], "label": ["x"], "category": ["c"]}),
-        sentences=pl.DataFrame({"sentence_id": [0, 1], "concept_id": ["x", "x"], "lang": ["de", "en"],
-                                "text": ["Montag", "Monday"], "span_start": [0, 0], "span_end": [6, 6]}),
+        sentences=pl.DataFrame(
+            {
+                "sentence_id": [0, 1],
+                "concept_id": ["x", "x"],
+                "lang": ["de", "en"],
+                "text": ["Montag", "Monday"],
+                "span_start": [0, 0],
+                "span_end": [6, 6],
+            }
+        ),
         layers=pl.DataFrame({"layer": [0], "n_neurons": [4], "hidden_size": [2], "module_path": ["h.0"]}),
         meta={"crossling_version": "test"},
     )
@@ -96,9 +114,24 @@ def _ensure(writer: StoreWriter, run_id: str = "r1") -> None:
 
 def _rows(name: str, ap: float) -> CheckpointRows:
     return CheckpointRows(
-        checkpoint=name, step=int(name[1:]), revision=None, source="dir", tokens_seen=100,
-        tables={"neuron_ap": pl.DataFrame({"lang": ["de"], "concept_id": ["x"], "layer": [0], "unit": [1],
-                                           "ap": [ap], "rank": [1], "median_pos_act": [0.5]})},
+        checkpoint=name,
+        step=int(name[1:]),
+        revision=None,
+        source="dir",
+        tokens_seen=100,
+        tables={
+            "neuron_ap": pl.DataFrame(
+                {
+                    "lang": ["de"],
+                    "concept_id": ["x"],
+                    "layer": [0],
+                    "unit": [1],
+                    "ap": [ap],
+                    "rank": [1],
+                    "median_pos_act": [0.5],
+                }
+            )
+        },
     )
 
 

@@ -39,8 +39,17 @@ runner = CliRunner()
 
 
 def _rows(name: str, ap: float) -> CheckpointRows:
-    frame = pl.DataFrame({"lang": ["en", "de"], "concept_id": ["x", "x"], "layer": [0, 0], "unit": [1, 2],
-                          "ap": [ap, ap / 2], "rank": [1, 2], "median_pos_act": [0.1, 0.2]})
+    frame = pl.DataFrame(
+        {
+            "lang": ["en", "de"],
+            "concept_id": ["x", "x"],
+            "layer": [0, 0],
+            "unit": [1, 2],
+            "ap": [ap, ap / 2],
+            "rank": [1, 2],
+            "median_pos_act": [0.1, 0.2],
+        }
+    )
     return CheckpointRows(name, int(name[1:]), None, "local", None, {"neuron_ap": frame}, source_fingerprint=name)
 
 
@@ -162,13 +171,18 @@ def test_a_pack_killed_before_it_deleted_the_parts_is_read_once_and_cleaned_by_t
             writer.write_checkpoint("r1", _rows("c2", 0.6))
     """)
     env = {**os.environ, "CROSSLING_FAULT": "kill@store.packed"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == -9, proc.stderr
     # The store file holds both checkpoints; the two parts it folded in are still there, and are not read again.
     assert _listing(store) == ["000001.duckdb", "000002.duckdb"]
-    assert _neuron_ap(store) == [("c1", "de", 2, 0.45), ("c1", "en", 1, 0.9), ("c2", "de", 2, 0.3),
-                                 ("c2", "en", 1, 0.6)]
+    assert _neuron_ap(store) == [
+        ("c1", "de", 2, 0.45),
+        ("c1", "en", 1, 0.9),
+        ("c2", "de", 2, 0.3),
+        ("c2", "en", 1, 0.6),
+    ]
     con = open_readonly(store)
     assert con.execute("SELECT count(*) FROM checkpoints").fetchall() == [(2,)]
     con.close()
@@ -210,10 +224,18 @@ def _plant_part(store: Path, sql: list[str]) -> None:
 @pytest.mark.parametrize(
     "sql, error",
     [
-        (["CREATE TABLE meta (key VARCHAR, value VARCHAR)", "INSERT INTO meta VALUES ('schema_version', '1')",
-          "CREATE VIEW checkpoints AS SELECT 1 AS x"], UnsafeStoreError),
-        (["CREATE TABLE meta (key VARCHAR, value VARCHAR)", "INSERT INTO meta VALUES ('schema_version', '99')"],
-         SchemaVersionError),
+        (
+            [
+                "CREATE TABLE meta (key VARCHAR, value VARCHAR)",
+                "INSERT INTO meta VALUES ('schema_version', '1')",
+                "CREATE VIEW checkpoints AS SELECT 1 AS x",
+            ],
+            UnsafeStoreError,
+        ),
+        (
+            ["CREATE TABLE meta (key VARCHAR, value VARCHAR)", "INSERT INTO meta VALUES ('schema_version', '99')"],
+            SchemaVersionError,
+        ),
     ],
 )
 def test_a_foreign_part_is_refused_with_its_reason(store, sql, error):

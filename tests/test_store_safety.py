@@ -45,27 +45,54 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run_row(run_id: str = "r1", config: dict | None = None) -> dict:
-    return {"run_id": run_id, "model_id": "m", "model_card": "", "config_json": json.dumps(config or {}),
-            "concept_set_sha256": "abc", "packages_json": "{}", "device": "cpu", "dtype": "float32",
-            "started_at": None, "finished_at": None}
+    return {
+        "run_id": run_id,
+        "model_id": "m",
+        "model_card": "",
+        "config_json": json.dumps(config or {}),
+        "concept_set_sha256": "abc",
+        "packages_json": "{}",
+        "device": "cpu",
+        "dtype": "float32",
+        "started_at": None,
+        "finished_at": None,
+    }
 
 
 def _ensure(writer: StoreWriter, run_id: str = "r1", config: dict | None = None) -> None:
     writer.ensure_run(
         run=_run_row(run_id, config),
-        languages=pl.DataFrame({"lang": ["de", "en"], "name": ["German", "English"],
-                                "script": ["Latn", "Latn"], "family": [None, None]}),
+        languages=pl.DataFrame(
+            {"lang": ["de", "en"], "name": ["German", "English"], "script": ["Latn", "Latn"], "family": [None, None]}
+        ),
         concepts=pl.DataFrame({"concept_id": ["x"], "label": ["x"], "category": ["c"]}),
-        sentences=pl.DataFrame({"sentence_id": [0, 1], "concept_id": ["x", "x"], "lang": ["de", "en"],
-                                "text": ["Montag", "Monday"], "span_start": [0, 0], "span_end": [6, 6]}),
+        sentences=pl.DataFrame(
+            {
+                "sentence_id": [0, 1],
+                "concept_id": ["x", "x"],
+                "lang": ["de", "en"],
+                "text": ["Montag", "Monday"],
+                "span_start": [0, 0],
+                "span_end": [6, 6],
+            }
+        ),
         layers=pl.DataFrame({"layer": [0], "n_neurons": [4], "hidden_size": [2], "module_path": ["h.0"]}),
         meta={"crossling_version": "test"},
     )
 
 
 def _checkpoint(name: str, fingerprint: str | None = None) -> CheckpointRows:
-    ap = pl.DataFrame({"lang": ["en"], "concept_id": ["x"], "layer": [0], "unit": [1], "ap": [0.5], "rank": [1],
-                       "median_pos_act": [0.1]})
+    ap = pl.DataFrame(
+        {
+            "lang": ["en"],
+            "concept_id": ["x"],
+            "layer": [0],
+            "unit": [1],
+            "ap": [0.5],
+            "rank": [1],
+            "median_pos_act": [0.1],
+        }
+    )
     return CheckpointRows(name, 1, None, "local", None, {"neuron_ap": ap}, source_fingerprint=fingerprint)
 
 
@@ -118,15 +145,18 @@ HOSTILE: dict[str, tuple] = {
     "plain-duckdb": (lambda p: _edit(p, "CREATE TABLE t (x INT)"), NotCrosslingStoreError, "no meta table"),
     "meta-without-version": (
         lambda p: _edit(small_store(p), "DELETE FROM meta WHERE key = 'schema_version'"),
-        NotCrosslingStoreError, "its meta table has no schema_version row",
+        NotCrosslingStoreError,
+        "its meta table has no schema_version row",
     ),
     "version-not-a-number": (
         lambda p: _edit(small_store(p), "UPDATE meta SET value = 'x' WHERE key = 'schema_version'"),
-        NotCrosslingStoreError, "unreadable schema version",
+        NotCrosslingStoreError,
+        "unreadable schema version",
     ),
     "other-version": (
         lambda p: _edit(small_store(p), "UPDATE meta SET value = '99' WHERE key = 'schema_version'"),
-        SchemaVersionError, "schema version 99",
+        SchemaVersionError,
+        "schema version 99",
     ),
     "view": (lambda p: _edit(small_store(p), "CREATE VIEW v AS SELECT 1"), UnsafeStoreError, "view 'v'"),
     "macro": (lambda p: _edit(small_store(p), "CREATE MACRO m(x) AS x + 1"), UnsafeStoreError, "macro 'm'"),
@@ -222,8 +252,12 @@ def test_every_connection_is_locked_down(tmp_path):
                 "current_setting('enable_external_access')"
             ).fetchone()
             assert settings == (False, False, False)
-            for sql in ("INSTALL sqlite", "LOAD sqlite", "SET enable_external_access = true",
-                        f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')"):
+            for sql in (
+                "INSTALL sqlite",
+                "LOAD sqlite",
+                "SET enable_external_access = true",
+                f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')",
+            ):
                 with pytest.raises(duckdb.Error):
                     con.execute(sql)
     for con in cons[:2]:
@@ -264,8 +298,7 @@ def test_opening_foreign_files_touches_no_network_and_no_home(tmp_path):
     home.mkdir()
     files = tmp_path / "files"
     files.mkdir()
-    makers = {"a.sqlite": _sqlite, "a.parquet": _parquet, "a.csv": HOSTILE["csv"][0],
-              "ext.duckdb": _with_extension}
+    makers = {"a.sqlite": _sqlite, "a.parquet": _parquet, "a.csv": HOSTILE["csv"][0], "ext.duckdb": _with_extension}
     paths = []
     for name, make in makers.items():
         make(files / name)
@@ -273,21 +306,39 @@ def test_opening_foreign_files_touches_no_network_and_no_home(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("CROSSLING_DEBUG", "XDG_CACHE_HOME", "DUCKDB_HOME")}
     env.update(HOME=str(home), PYTHONPATH=str(REPO), http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
 
-    probe = subprocess.run([sys.executable, "-c", _PROBE, *paths], env=env, cwd=tmp_path, capture_output=True, check=False,
-                           text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, *paths],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
     assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.splitlines()
     assert len(lines) == 2 * len(paths), probe.stdout
-    expected = {"a.sqlite": "NotDuckDBError", "a.parquet": "NotDuckDBError", "a.csv": "NotDuckDBError",
-                "ext.duckdb": "UnsafeStoreError"}
+    expected = {
+        "a.sqlite": "NotDuckDBError",
+        "a.parquet": "NotDuckDBError",
+        "a.csv": "NotDuckDBError",
+        "ext.duckdb": "UnsafeStoreError",
+    }
     for i, name in enumerate(makers):
-        for line in lines[2 * i: 2 * i + 2]:
+        for line in lines[2 * i : 2 * i + 2]:
             assert line.startswith(expected[name] + " ") and name in line, line
             assert "INSTALL" not in line and "extension" not in line.lower(), line
 
     for path in paths:
-        info = subprocess.run([sys.executable, "-m", "precompute.cli", "info", path], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120, check=False)
+        info = subprocess.run(
+            [sys.executable, "-m", "precompute.cli", "info", path],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert info.returncode == 1 and "Traceback" not in info.stderr, info.stderr
         errors = [line for line in info.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and Path(path).name in errors[0], info.stderr

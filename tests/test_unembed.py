@@ -57,8 +57,16 @@ def _config(arch: str):
         config.do_layer_norm_before = False
         return config
     if arch == "gemma":
-        return tf.GemmaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=1,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=None)
+        return tf.GemmaConfig(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            pad_token_id=None,
+        )
     return tiny_config(arch, VOCAB)
 
 

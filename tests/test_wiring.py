@@ -36,9 +36,17 @@ SAME_BATCH_SPANS = [(4, 12), (3, 14), (0, 2), (None, None), (4, 13)]
 
 # Very unequal lengths (1 to 50 tokens) for the token-weighting and token-draw checks.
 UNEQUAL_TEXTS = [
-    "x", "Землетрясение потрясло старый дом в понедельник.", "El lunes", "house",
-    "Das Erdbeben erschütterte am Montag das alte Haus.", "a", "地震在星期一摇动了老房子。", "El",
-    "Le tremblement de terre a secoué la vieille maison lundi.", "Joy", "b",
+    "x",
+    "Землетрясение потрясло старый дом в понедельник.",
+    "El lunes",
+    "house",
+    "Das Erdbeben erschütterte am Montag das alte Haus.",
+    "a",
+    "地震在星期一摇动了老房子。",
+    "El",
+    "Le tremblement de terre a secoué la vieille maison lundi.",
+    "Joy",
+    "b",
     "Maanjäristys ravisteli vanhaa taloa maanantaina.",
 ]
 
@@ -213,9 +221,13 @@ def test_pipeline_lape_is_token_weighted(model_dirs):
     tables = analysis_tables(cfg, pooled, langs, concept_ids, shared, torch.device("cpu"))
 
     kwargs = {
-        "selection": cfg.analysis.lape_selection, "quantile": cfg.analysis.lape_quantile,
-        "filter_rate": cfg.analysis.lape_filter_rate, "bar_ratio": cfg.analysis.lape_bar_ratio,
-        "min_prob": cfg.analysis.lape_min_prob, "max_lape": cfg.analysis.lape_max, "shared_experts": shared,
+        "selection": cfg.analysis.lape_selection,
+        "quantile": cfg.analysis.lape_quantile,
+        "filter_rate": cfg.analysis.lape_filter_rate,
+        "bar_ratio": cfg.analysis.lape_bar_ratio,
+        "min_prob": cfg.analysis.lape_min_prob,
+        "max_lape": cfg.analysis.lape_max,
+        "shared_experts": shared,
     }
     token_w = language_neuron_tables(pooled.mlp_active, langs.tolist(), pooled.layer_offsets, n_tokens=real, **kwargs)
     context_w = language_neuron_tables(pooled.mlp_active, langs.tolist(), pooled.layer_offsets, **kwargs)
@@ -306,8 +318,9 @@ def test_spearman_null_draws_are_spearman():
     ours = _spearman_null_draws(25, 1, np.random.default_rng(1))[0]
     perm = np.argsort(np.random.default_rng(1).random((1, 25)), axis=1)[0]
     assert ours == pytest.approx(spearmanr(np.arange(25), perm).statistic)
-    assert spearmanr(x, y).statistic == pytest.approx(np.corrcoef(np.argsort(np.argsort(x)),
-                                                                   np.argsort(np.argsort(y)))[0, 1])
+    assert spearmanr(x, y).statistic == pytest.approx(
+        np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
+    )
 
 
 @pytest.mark.parametrize("n", [8, 12, 20])

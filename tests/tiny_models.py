@@ -3,8 +3,9 @@
 `save_tiny_model(arch, out_dir)` builds a randomly initialised model of the given architecture from its
 transformers config (2 layers, hidden size 32, MLP intermediate size 64, or 128 for BLOOM whose MLP is fixed
 at 4 x hidden), trains a tiny byte-level BPE tokenizer on a few multilingual sentences, and saves both into
-`out_dir` exactly as `save_pretrained` would for a hub checkpoint, so `precompute.model.load.load_checkpoint(str(out_dir))`
-goes through the same code path as `bigscience/bloom-560m-intermediate@global_stepN`.
+`out_dir` exactly as `save_pretrained` would for a hub checkpoint, so
+`precompute.model.load.load_checkpoint(str(out_dir))` goes through the same code path as
+`bigscience/bloom-560m-intermediate@global_stepN`.
 
 Nothing is downloaded. Building one takes well under a second on a CPU.
 """
@@ -87,30 +88,59 @@ def _configs(vocab: int, bos: int, eos: int) -> dict:
     )
     builders = {
         "gpt2": lambda: tf.GPT2Config(
-            vocab_size=vocab, n_positions=MAX_POSITIONS, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=N_HEADS,
-            n_inner=INTERMEDIATE, activation_function="gelu_new", **common_ids,
+            vocab_size=vocab,
+            n_positions=MAX_POSITIONS,
+            n_embd=HIDDEN,
+            n_layer=N_LAYERS,
+            n_head=N_HEADS,
+            n_inner=INTERMEDIATE,
+            activation_function="gelu_new",
+            **common_ids,
         ),
         # BLOOM's MLP width is hard-wired to 4 x hidden size.
         "bloom": lambda: tf.BloomConfig(
-            vocab_size=vocab, hidden_size=HIDDEN, n_layer=N_LAYERS, n_head=N_HEADS, **common_ids,
+            vocab_size=vocab,
+            hidden_size=HIDDEN,
+            n_layer=N_LAYERS,
+            n_head=N_HEADS,
+            **common_ids,
         ),
         "gpt_neox": lambda: tf.GPTNeoXConfig(
-            vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=N_LAYERS,
-            num_attention_heads=N_HEADS, max_position_embeddings=MAX_POSITIONS, hidden_act="gelu",
-            use_parallel_residual=True, **common_ids,
+            vocab_size=vocab,
+            hidden_size=HIDDEN,
+            intermediate_size=INTERMEDIATE,
+            num_hidden_layers=N_LAYERS,
+            num_attention_heads=N_HEADS,
+            max_position_embeddings=MAX_POSITIONS,
+            hidden_act="gelu",
+            use_parallel_residual=True,
+            **common_ids,
         ),
         "llama": lambda: tf.LlamaConfig(**llama_like),
         "mistral": lambda: tf.MistralConfig(**llama_like),
         "qwen2": lambda: tf.Qwen2Config(**llama_like),
         "xglm": lambda: tf.XGLMConfig(
-            vocab_size=vocab, d_model=HIDDEN, ffn_dim=INTERMEDIATE, num_layers=N_LAYERS, attention_heads=N_HEADS,
-            max_position_embeddings=MAX_POSITIONS, activation_function="gelu", decoder_start_token_id=eos,
+            vocab_size=vocab,
+            d_model=HIDDEN,
+            ffn_dim=INTERMEDIATE,
+            num_layers=N_LAYERS,
+            attention_heads=N_HEADS,
+            max_position_embeddings=MAX_POSITIONS,
+            activation_function="gelu",
+            decoder_start_token_id=eos,
             **common_ids,
         ),
         "opt": lambda: tf.OPTConfig(
-            vocab_size=vocab, hidden_size=HIDDEN, ffn_dim=INTERMEDIATE, num_hidden_layers=N_LAYERS,
-            num_attention_heads=N_HEADS, max_position_embeddings=MAX_POSITIONS, word_embed_proj_dim=HIDDEN,
-            activation_function="relu", do_layer_norm_before=True, **common_ids,
+            vocab_size=vocab,
+            hidden_size=HIDDEN,
+            ffn_dim=INTERMEDIATE,
+            num_hidden_layers=N_LAYERS,
+            num_attention_heads=N_HEADS,
+            max_position_embeddings=MAX_POSITIONS,
+            word_embed_proj_dim=HIDDEN,
+            activation_function="relu",
+            do_layer_norm_before=True,
+            **common_ids,
         ),
     }
     if hasattr(tf, "OlmoConfig"):

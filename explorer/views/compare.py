@@ -29,10 +29,26 @@ fmt_lang = language_label_func()
 st.title("Compare checkpoints")
 top = st.columns([2, 2, 2, 1])
 concept = pick_concept(key="compare.concept", where=top[0])
-ckpt_a = url_select("Checkpoint A (before)", order, param="a", key="compare.a", default=order[0],
-                    what="checkpoint", where=top[1], format_func=fmt_ckpt)
-ckpt_b = url_select("Checkpoint B (after)", order, param="b", key="compare.b", default=order[-1],
-                    what="checkpoint", where=top[2], format_func=fmt_ckpt)
+ckpt_a = url_select(
+    "Checkpoint A (before)",
+    order,
+    param="a",
+    key="compare.a",
+    default=order[0],
+    what="checkpoint",
+    where=top[1],
+    format_func=fmt_ckpt,
+)
+ckpt_b = url_select(
+    "Checkpoint B (after)",
+    order,
+    param="b",
+    key="compare.b",
+    default=order[-1],
+    what="checkpoint",
+    where=top[2],
+    format_func=fmt_ckpt,
+)
 k = pick_k(key="compare.k", where=top[3])
 
 diff = q(Q.compare_checkpoints, c.run_id, concept, ckpt_a, ckpt_b, k)
@@ -40,24 +56,36 @@ if diff.height == 0:
     empty(f"No experts stored for {md(fmt_concept(concept))} at either checkpoint.")
     st.stop()
 
-counts = (diff.group_by(["lang", "status"]).len("n")
-          .sort(["lang", "status"]))
-per_lang = (diff.group_by("lang")
-            .agg((pl.col("status") == "stayed").sum().alias("stayed"),
-                 (pl.col("status") == "entered").sum().alias("entered"),
-                 (pl.col("status") == "left").sum().alias("left"))
-            .with_columns(jaccard_a_b=pl.col("stayed") / (pl.col("stayed") + pl.col("entered") + pl.col("left")))
-            .sort("lang"))
+counts = diff.group_by(["lang", "status"]).len("n").sort(["lang", "status"])
+per_lang = (
+    diff.group_by("lang")
+    .agg(
+        (pl.col("status") == "stayed").sum().alias("stayed"),
+        (pl.col("status") == "entered").sum().alias("entered"),
+        (pl.col("status") == "left").sum().alias("left"),
+    )
+    .with_columns(jaccard_a_b=pl.col("stayed") / (pl.col("stayed") + pl.col("entered") + pl.col("left")))
+    .sort("lang")
+)
 
 left, right = st.columns([3, 2])
 with left:
-    chart(charts.status_bars(counts, title=f"Top-{k} units of {fmt_concept(concept)}: {ckpt_a} → {ckpt_b}"),
-          counts, f"compare_counts_{concept}_{ckpt_a}_{ckpt_b}_k{k}")
+    chart(
+        charts.status_bars(counts, title=f"Top-{k} units of {fmt_concept(concept)}: {ckpt_a} → {ckpt_b}"),
+        counts,
+        f"compare_counts_{concept}_{ckpt_a}_{ckpt_b}_k{k}",
+    )
 with right:
     st.markdown("**Per language**")
-    table(per_lang, f"compare_summary_{concept}_{ckpt_a}_{ckpt_b}_k{k}",
-          column_config={"jaccard_a_b": st.column_config.NumberColumn(
-              "Jaccard A/B", format="%.2f", help="Overlap of the language's top-K sets at A and at B.")})
+    table(
+        per_lang,
+        f"compare_summary_{concept}_{ckpt_a}_{ckpt_b}_k{k}",
+        column_config={
+            "jaccard_a_b": st.column_config.NumberColumn(
+                "Jaccard A/B", format="%.2f", help="Overlap of the language's top-K sets at A and at B."
+            )
+        },
+    )
 
 st.subheader("Side by side: cross-lingual overlap")
 ma = q(Q.concept_overlap_matrix, c.run_id, ckpt_a, concept)
@@ -70,23 +98,38 @@ for col, side, name, mat in ((ha, "A", ckpt_a, ma), (hb, "B", ckpt_b, mb)):
     with col:
         if mat.height:
             suffix = f" (chance {chance[name]:.4f})" if name in chance else ""
-            chart(charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {side}: {name}{suffix}"), mat,
-                  f"overlap_matrix_{side}_{concept}_{name}")
+            chart(
+                charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {side}: {name}{suffix}"),
+                mat,
+                f"overlap_matrix_{side}_{concept}_{name}",
+            )
         else:
             empty(f"No overlap stored at {side}: {md(name)}.")
 
 st.subheader("Units that entered or left")
 langs = sorted(diff["lang"].unique().to_list())
-lang = url_select("Language", ["all", *langs], param="lang", key="compare.lang", what="language",
-                  format_func=lambda v: "all languages" if v == "all" else fmt_lang(v))
+lang = url_select(
+    "Language",
+    ["all", *langs],
+    param="lang",
+    key="compare.lang",
+    what="language",
+    format_func=lambda v: "all languages" if v == "all" else fmt_lang(v),
+)
 view = diff if lang == "all" else diff.filter(pl.col("lang") == lang)
 cols = st.columns(3)
-for col, status, blurb in ((cols[0], "entered", f"in the top-{k} at B, not at A"),
-                           (cols[1], "left", f"in the top-{k} at A, not at B"),
-                           (cols[2], "stayed", "in both")):
+for col, status, blurb in (
+    (cols[0], "entered", f"in the top-{k} at B, not at A"),
+    (cols[1], "left", f"in the top-{k} at A, not at B"),
+    (cols[2], "stayed", "in both"),
+):
     drop = {"entered": ["rank_a", "ap_a"], "left": ["rank_b", "ap_b"], "stayed": []}[status]
     part = view.filter(pl.col("status") == status).drop(drop)
     with col:
         st.markdown(f"**{status.capitalize()}** ({part.height}): {blurb}")
-        table(with_neuron_links(part.drop("status"), concept), f"compare_{status}_{concept}_{ckpt_a}_{ckpt_b}_{lang}",
-              column_config=LINK_CONFIG, height=320)
+        table(
+            with_neuron_links(part.drop("status"), concept),
+            f"compare_{status}_{concept}_{ckpt_a}_{ckpt_b}_{lang}",
+            column_config=LINK_CONFIG,
+            height=320,
+        )

@@ -16,33 +16,45 @@ c = ctx()
 order = checkpoint_order()
 
 st.title("Compression")
-st.caption("Cross-language similarity of parallel representations, and effective dimensionality of the "
-           "representation space, per layer (0 = embeddings) and checkpoint.")
+st.caption(
+    "Cross-language similarity of parallel representations, and effective dimensionality of the "
+    "representation space, per layer (0 = embeddings) and checkpoint."
+)
 
 st.subheader("Cross-language similarity")
 metrics = q(Q.similarity_metrics, c.run_id)
 if not metrics:
     empty("This store has no similarity measurements (the similarity stage did not run).")
 else:
-    metric = url_select("Similarity measure", metrics, param="sim", key="compression.sim",
-                        what="similarity measure")
+    metric = url_select("Similarity measure", metrics, param="sim", key="compression.sim", what="similarity measure")
     by_layer = q(Q.similarity_by_layer, c.run_id, metric)
     left, right = st.columns(2)
     with left:
-        chart(charts.layer_checkpoint_heatmap(by_layer, order, value="value",
-                                              title=f"Mean {metric} over language pairs"),
-              by_layer, f"similarity_{metric}_by_layer")
+        chart(
+            charts.layer_checkpoint_heatmap(by_layer, order, value="value", title=f"Mean {metric} over language pairs"),
+            by_layer,
+            f"similarity_{metric}_by_layer",
+        )
     with right:
         layers = sorted(set(by_layer["layer"].to_list()))
         ckpt = pick_checkpoint(key="compression.ckpt")
-        layer = url_select("Layer", layers, param="layer", key="compression.layer",
-                           default=layers[len(layers) // 2] if layers else None, what="layer", slider=True)
+        layer = url_select(
+            "Layer",
+            layers,
+            param="layer",
+            key="compression.layer",
+            default=layers[len(layers) // 2] if layers else None,
+            what="layer",
+            slider=True,
+        )
         pairs = q(Q.similarity_pairs, c.run_id, ckpt, layer, metric)
         if pairs.height:
             lo = min(0.0, charts.finite_min(pairs["value"]))  # NaN and infinity are not drawn
-            chart(charts.lang_heatmap(pairs, "value", title=f"{metric} at {ckpt}, layer {layer}",
-                                      domain=(lo, 1.0)),
-                  pairs, f"similarity_{metric}_{ckpt}_layer{layer}")
+            chart(
+                charts.lang_heatmap(pairs, "value", title=f"{metric} at {ckpt}, layer {layer}", domain=(lo, 1.0)),
+                pairs,
+                f"similarity_{metric}_{ckpt}_layer{layer}",
+            )
         else:
             empty("No pairs at this checkpoint and layer.")
 
@@ -54,11 +66,19 @@ else:
     cmetrics = sorted(set(comp["metric"].to_list()))
     cmetric = url_select("Measure", cmetrics, param="cm", key="compression.cm", what="compression measure")
     scopes = sorted(set(comp["scope"].to_list()), key=lambda s: (s != "all", s))
-    scope = url_select("Scope", scopes, param="scope", key="compression.scope", what="scope",
-                       format_func=lambda s: "all languages pooled" if s == "all" else s)
+    scope = url_select(
+        "Scope",
+        scopes,
+        param="scope",
+        key="compression.scope",
+        what="scope",
+        format_func=lambda s: "all languages pooled" if s == "all" else s,
+    )
     one = comp.filter((pl.col("metric") == cmetric) & (pl.col("scope") == scope))
-    chart(charts.layer_checkpoint_heatmap(one, order, value="value", title=f"{cmetric} ({scope})",
-                                          scheme="magma"),
-          one, f"compression_{cmetric}_{scope}")
+    chart(
+        charts.layer_checkpoint_heatmap(one, order, value="value", title=f"{cmetric} ({scope})", scheme="magma"),
+        one,
+        f"compression_{cmetric}_{scope}",
+    )
     with st.expander("All compression rows"):
         table(comp, "compression")

@@ -18,8 +18,10 @@ c = ctx()
 order = checkpoint_order()
 
 st.title("Language neurons")
-st.caption("Language-specific units by language activation probability entropy (LAPE): low entropy = the unit "
-           "is active for one language. Shared experts: top-K for one concept in many languages.")
+st.caption(
+    "Language-specific units by language activation probability entropy (LAPE): low entropy = the unit "
+    "is active for one language. Shared experts: top-K for one concept in many languages."
+)
 
 counts = q(Q.neuron_counts, c.run_id)
 per_lang = q(Q.language_neuron_counts, c.run_id)
@@ -31,16 +33,24 @@ left, right = st.columns(2)
 with left:
     if counts.height:
         totals = counts.group_by(["checkpoint", "step", "kind"]).agg(pl.col("n").sum())
-        chart(charts.lines_over_checkpoints(totals, order, "n", color="kind", y_title="units",
-                                            title="Units of each kind over training"),
-              counts, "neuron_counts")
+        chart(
+            charts.lines_over_checkpoints(
+                totals, order, "n", color="kind", y_title="units", title="Units of each kind over training"
+            ),
+            counts,
+            "neuron_counts",
+        )
     else:
         empty("No neuron counts.")
 with right:
     if per_lang.height:
-        chart(charts.stacked_counts(per_lang, order, y="n", color="top_lang",
-                                    title="Language-specific units by language"),
-              per_lang, "language_neuron_counts")
+        chart(
+            charts.stacked_counts(
+                per_lang, order, y="n", color="top_lang", title="Language-specific units by language"
+            ),
+            per_lang,
+            "language_neuron_counts",
+        )
     else:
         empty("No language-specific units.")
 
@@ -48,15 +58,16 @@ if counts.height:
     kinds = sorted(set(counts["kind"].to_list()))
     kind = url_select("Kind", kinds, param="kind", key="language_neurons.kind", what="kind")
     one = counts.filter(pl.col("kind") == kind).with_columns(pl.col("n").cast(pl.Float64))
-    chart(charts.layer_checkpoint_heatmap(one, order, value="n", title=f"{kind} units per layer",
-                                          scheme="blues"),
-          one, f"neuron_counts_{kind}")
+    chart(
+        charts.layer_checkpoint_heatmap(one, order, value="n", title=f"{kind} units per layer", scheme="blues"),
+        one,
+        f"neuron_counts_{kind}",
+    )
 
 st.subheader("The most language-specific units")
 ckpt = pick_checkpoint(key="language_neurons.ckpt")
 rows = q(Q.language_neurons, c.run_id, ckpt, 1000)
 if rows.height:
-    table(with_neuron_links(rows), f"language_neurons_{ckpt}", column_config=LINK_CONFIG,
-          height=400)
+    table(with_neuron_links(rows), f"language_neurons_{ckpt}", column_config=LINK_CONFIG, height=400)
 else:
     empty(f"No language-specific units at {md(ckpt)}.")

@@ -15,8 +15,12 @@ c = ctx()
 fmt_concept = concept_label_func()
 
 st.title("Search")
-word = st.text_input("A word in any language", key="search.word",
-                     value=st.query_params.get("q", ""), help="Matched inside the stored contexts, ignoring case.")
+word = st.text_input(
+    "A word in any language",
+    key="search.word",
+    value=st.query_params.get("q", ""),
+    help="Matched inside the stored contexts, ignoring case.",
+)
 word = (word or "").strip()
 if word:
     st.query_params["q"] = word
@@ -37,7 +41,6 @@ else:
 units = q(Q.search_units, c.run_id, ckpt, word, 50)
 st.subheader(f"Units whose top contexts at {md(checkpoint_label(ckpt))} contain {md_code(word)}")
 if units.height:
-    table(with_neuron_links(units), "search_units",
-          column_config=LINK_CONFIG)
+    table(with_neuron_links(units), "search_units", column_config=LINK_CONFIG)
 else:
     empty("No unit's stored top contexts contain it at this checkpoint.")

@@ -65,8 +65,13 @@ def expert_overlap(result: ExpertResult, k: int) -> pl.DataFrame:
                 }
             )
     schema = {
-        "concept_id": pl.Utf8, "lang_a": pl.Utf8, "lang_b": pl.Utf8, "k": pl.Int32,
-        "jaccard": pl.Float64, "spearman_ap": pl.Float64, "over_k": pl.Float64,
+        "concept_id": pl.Utf8,
+        "lang_a": pl.Utf8,
+        "lang_b": pl.Utf8,
+        "k": pl.Int32,
+        "jaccard": pl.Float64,
+        "spearman_ap": pl.Float64,
+        "over_k": pl.Float64,
     }
     return pl.DataFrame(rows, schema=schema)
 
@@ -85,8 +90,13 @@ def shared_experts(result: ExpertResult, layer_offsets: list[int], min_langs: in
         .sort(["concept_id", "n_langs_topk", "layer", "unit"], descending=[False, True, False, False])
     )
     schema = {
-        "concept_id": pl.Utf8, "layer": pl.Int32, "unit": pl.Int32, "n_langs_topk": pl.Int32,
-        "langs": pl.Utf8, "min_ap": pl.Float64, "mean_ap": pl.Float64,
+        "concept_id": pl.Utf8,
+        "layer": pl.Int32,
+        "unit": pl.Int32,
+        "n_langs_topk": pl.Int32,
+        "langs": pl.Utf8,
+        "min_ap": pl.Float64,
+        "mean_ap": pl.Float64,
     }
     if grouped.height == 0:
         return pl.DataFrame(schema=schema)

@@ -133,7 +133,10 @@ def overlap_chance(
         corrected = (random_jaccard_quantile(k, n, q), random_over_k_quantile(k, n, q))
     return pl.DataFrame(
         {
-            "k": [k], "n_units": [n], "n_langs": [n_langs], "null_quantile": [q],
+            "k": [k],
+            "n_units": [n],
+            "n_langs": [n_langs],
+            "null_quantile": [q],
             "jaccard_mean": [random_jaccard(k, n)],
             "jaccard_threshold": [random_jaccard_quantile(k, n, q)],
             "spearman_threshold": [spearman_null_quantile(n, q)],
@@ -147,11 +150,21 @@ def overlap_chance(
             "n_cells": [cells],
         },
         schema={
-            "k": pl.Int32, "n_units": pl.Int32, "n_langs": pl.Int32, "null_quantile": pl.Float64,
-            "jaccard_mean": pl.Float64, "jaccard_threshold": pl.Float64, "spearman_threshold": pl.Float64,
-            "shared_expected": pl.Float64, "over_k_mean": pl.Float64, "over_k_threshold": pl.Float64,
-            "expert_k": pl.Int32, "jaccard_threshold_corrected": pl.Float64,
-            "over_k_threshold_corrected": pl.Float64, "correction": pl.Utf8, "n_cells": pl.Int32,
+            "k": pl.Int32,
+            "n_units": pl.Int32,
+            "n_langs": pl.Int32,
+            "null_quantile": pl.Float64,
+            "jaccard_mean": pl.Float64,
+            "jaccard_threshold": pl.Float64,
+            "spearman_threshold": pl.Float64,
+            "shared_expected": pl.Float64,
+            "over_k_mean": pl.Float64,
+            "over_k_threshold": pl.Float64,
+            "expert_k": pl.Int32,
+            "jaccard_threshold_corrected": pl.Float64,
+            "over_k_threshold_corrected": pl.Float64,
+            "correction": pl.Utf8,
+            "n_cells": pl.Int32,
         },
     )
 
@@ -329,11 +342,24 @@ def chance_ap_table(
             for p in sorted(set(n_pos.values())):  # one null per distinct P, drawn in order of P: reproducible
                 nulls[(lang, p)] = max_ap_null(scores, p, n_shuffles=n_shuffles, rng=rng, chunk_neurons=chunk_neurons)
         for c in present:
-            cells.append({"lang": lang, "concept_id": c, "n_contexts": len(idx), "n_positive": n_pos[c],
-                          "best_ap": best.get((lang, c))})
+            cells.append(
+                {
+                    "lang": lang,
+                    "concept_id": c,
+                    "n_contexts": len(idx),
+                    "n_positive": n_pos[c],
+                    "best_ap": best.get((lang, c)),
+                }
+            )
     frame = pl.DataFrame(
-        cells, schema={"lang": pl.Utf8, "concept_id": pl.Utf8, "n_contexts": pl.Int32, "n_positive": pl.Int32,
-                       "best_ap": pl.Float64},
+        cells,
+        schema={
+            "lang": pl.Utf8,
+            "concept_id": pl.Utf8,
+            "n_contexts": pl.Int32,
+            "n_positive": pl.Int32,
+            "best_ap": pl.Float64,
+        },
     )
     n_positive, n_contexts = frame["n_positive"].to_numpy(), frame["n_contexts"].to_numpy()
     frame = frame.with_columns(
@@ -362,18 +388,37 @@ def chance_ap_table(
         adjusted, cutoff_count = p_values, level_count
     thresholds = [ap_threshold(nulls[k], cutoff_count) for k in keys]
     uncorrected = [ap_threshold(nulls[k], level_count) for k in keys]
-    return frame.with_columns(
-        p_value=pl.Series(p_values), p_adjusted=pl.Series(adjusted),
-        threshold=pl.Series(thresholds, dtype=pl.Float64),
-        threshold_uncorrected=pl.Series(uncorrected, dtype=pl.Float64),
-    ).with_columns(significant=pl.col("best_ap") > pl.col("threshold")).select(CHANCE_AP_COLUMNS)
+    return (
+        frame.with_columns(
+            p_value=pl.Series(p_values),
+            p_adjusted=pl.Series(adjusted),
+            threshold=pl.Series(thresholds, dtype=pl.Float64),
+            threshold_uncorrected=pl.Series(uncorrected, dtype=pl.Float64),
+        )
+        .with_columns(significant=pl.col("best_ap") > pl.col("threshold"))
+        .select(CHANCE_AP_COLUMNS)
+    )
 
 
 #: Column order of the ``chance_ap`` rows (without run_id, checkpoint), as `precompute.store.schema` declares them.
 CHANCE_AP_COLUMNS = [
-    "lang", "concept_id", "n_contexts", "n_positive", "random_ap", "threshold", "best_ap", "n_shuffles",
-    "positive_rate", "p_value", "p_adjusted", "threshold_uncorrected", "significant", "p_resolution", "alpha",
-    "correction", "n_cells",
+    "lang",
+    "concept_id",
+    "n_contexts",
+    "n_positive",
+    "random_ap",
+    "threshold",
+    "best_ap",
+    "n_shuffles",
+    "positive_rate",
+    "p_value",
+    "p_adjusted",
+    "threshold_uncorrected",
+    "significant",
+    "p_resolution",
+    "alpha",
+    "correction",
+    "n_cells",
 ]
 
 
@@ -486,13 +531,22 @@ def headline_intervals(
     (one with no shared expert counts as 0 in the resampled totals).
     """
     ch = chance.row(0, named=True)
-    per_concept = overlap.group_by("concept_id").agg(
-        pl.col("jaccard").sum().alias("j"), pl.col("spearman_ap").sum().alias("s"), pl.len().alias("n"),
-        (pl.col("over_k").sum() if "over_k" in overlap.columns else pl.lit(None, pl.Float64)).alias("o"),
-    ).sort("concept_id")
-    counts = pl.DataFrame({"concept_id": concept_ids}, schema={"concept_id": pl.Utf8}).join(
-        shared.group_by("concept_id").len("n_shared"), on="concept_id", how="left"
-    ).fill_null(0).sort("concept_id")
+    per_concept = (
+        overlap.group_by("concept_id")
+        .agg(
+            pl.col("jaccard").sum().alias("j"),
+            pl.col("spearman_ap").sum().alias("s"),
+            pl.len().alias("n"),
+            (pl.col("over_k").sum() if "over_k" in overlap.columns else pl.lit(None, pl.Float64)).alias("o"),
+        )
+        .sort("concept_id")
+    )
+    counts = (
+        pl.DataFrame({"concept_id": concept_ids}, schema={"concept_id": pl.Utf8})
+        .join(shared.group_by("concept_id").len("n_shared"), on="concept_id", how="left")
+        .fill_null(0)
+        .sort("concept_id")
+    )
     rows = []
     for measure, sums, n, stat, chance_level, n_groups in (
         ("mean_jaccard", per_concept["j"], per_concept["n"], "mean", ch["jaccard_mean"], per_concept.height),
@@ -503,11 +557,33 @@ def headline_intervals(
         if sums.null_count():  # overlap rows without over_k (a caller's older frame): no such headline
             continue
         estimate, lo, hi = bootstrap_ci(
-            sums.to_numpy(), None if n is None else n.to_numpy(), n_resamples=n_resamples, seed=seed, level=level,
+            sums.to_numpy(),
+            None if n is None else n.to_numpy(),
+            n_resamples=n_resamples,
+            seed=seed,
+            level=level,
             statistic=stat,
         )
-        rows.append({"measure": measure, "estimate": estimate, "lo": lo, "hi": hi, "chance": chance_level,
-                     "n_concepts": n_groups, "n_resamples": n_resamples, "level": level})
-    schema = {"measure": pl.Utf8, "estimate": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "chance": pl.Float64,
-              "n_concepts": pl.Int32, "n_resamples": pl.Int32, "level": pl.Float64}
+        rows.append(
+            {
+                "measure": measure,
+                "estimate": estimate,
+                "lo": lo,
+                "hi": hi,
+                "chance": chance_level,
+                "n_concepts": n_groups,
+                "n_resamples": n_resamples,
+                "level": level,
+            }
+        )
+    schema = {
+        "measure": pl.Utf8,
+        "estimate": pl.Float64,
+        "lo": pl.Float64,
+        "hi": pl.Float64,
+        "chance": pl.Float64,
+        "n_concepts": pl.Int32,
+        "n_resamples": pl.Int32,
+        "level": pl.Float64,
+    }
     return pl.DataFrame(rows, schema=schema).with_columns(pl.col(["lo", "hi", "estimate"]).fill_nan(None))

@@ -49,13 +49,26 @@ def select_units(
     keyed = pl.DataFrame(schema={"layer": pl.Int64, "unit": pl.Int64, "rank": pl.Int64, "ap": pl.Float64})
     parts = [keyed]
     if top.height:
-        parts.append(top.select(pl.col("layer").cast(pl.Int64), pl.col("unit").cast(pl.Int64),
-                                pl.col("rank").cast(pl.Int64), pl.col("ap").cast(pl.Float64)))
+        parts.append(
+            top.select(
+                pl.col("layer").cast(pl.Int64),
+                pl.col("unit").cast(pl.Int64),
+                pl.col("rank").cast(pl.Int64),
+                pl.col("ap").cast(pl.Float64),
+            )
+        )
     if language_neurons.height:
-        parts.append(language_neurons.select(pl.col("layer").cast(pl.Int64), pl.col("unit").cast(pl.Int64),
-                                             pl.lit(1, pl.Int64).alias("rank"), pl.lit(None, pl.Float64).alias("ap")))
+        parts.append(
+            language_neurons.select(
+                pl.col("layer").cast(pl.Int64),
+                pl.col("unit").cast(pl.Int64),
+                pl.lit(1, pl.Int64).alias("rank"),
+                pl.lit(None, pl.Float64).alias("ap"),
+            )
+        )
     units = (
-        pl.concat(parts).group_by("layer", "unit")
+        pl.concat(parts)
+        .group_by("layer", "unit")
         .agg(pl.col("rank").min(), pl.col("ap").max())
         .sort(["rank", "ap", "layer", "unit"], descending=[False, True, False, False], nulls_last=True)
     )
@@ -96,8 +109,9 @@ def top_contexts(
             out["row"].append(rows[where.cpu().numpy().reshape(-1)])
             out["response"].append(values.cpu().numpy().reshape(-1).astype(np.float64))
     if not out["lang"]:
-        return pl.DataFrame(schema={"lang": pl.Utf8, "col": pl.Int64, "rank": pl.Int32, "row": pl.Int64,
-                                    "response": pl.Float64})
+        return pl.DataFrame(
+            schema={"lang": pl.Utf8, "col": pl.Int64, "rank": pl.Int32, "row": pl.Int64, "response": pl.Float64}
+        )
     return pl.DataFrame(
         {k: np.concatenate(v) for k, v in out.items()},
         schema={"lang": pl.Utf8, "col": pl.Int64, "rank": pl.Int32, "row": pl.Int64, "response": pl.Float64},
@@ -162,8 +176,16 @@ def response_histograms(
     scatter-add of (contexts, units) bin keys (concept x bins + bin) gives every concept's counts at once:
     (units, concepts x bins); "other" is the language's total minus the concept's.
     """
-    schema = {"layer": pl.Int32, "unit": pl.Int32, "concept_id": pl.Utf8, "lang": pl.Utf8, "lo": pl.Float64,
-              "hi": pl.Float64, "concept_counts": pl.List(pl.Int32), "other_counts": pl.List(pl.Int32)}
+    schema = {
+        "layer": pl.Int32,
+        "unit": pl.Int32,
+        "concept_id": pl.Utf8,
+        "lang": pl.Utf8,
+        "lo": pl.Float64,
+        "hi": pl.Float64,
+        "concept_counts": pl.List(pl.Int32),
+        "other_counts": pl.List(pl.Int32),
+    }
     frames = []
     for lang, rows in _lang_rows(langs):
         mine = experts.filter(pl.col("lang") == lang)
@@ -246,8 +268,15 @@ def output_token_rows(
                     "token": tokens.astype(str) if flat_ids.size else np.zeros(0, dtype=str),
                     "logit": values.T.reshape(-1).astype(np.float64),
                 },
-                schema={"layer": pl.Int32, "unit": pl.Int32, "direction": pl.Utf8, "rank": pl.Int32,
-                        "token_id": pl.Int32, "token": pl.Utf8, "logit": pl.Float64},
+                schema={
+                    "layer": pl.Int32,
+                    "unit": pl.Int32,
+                    "direction": pl.Utf8,
+                    "rank": pl.Int32,
+                    "token_id": pl.Int32,
+                    "token": pl.Utf8,
+                    "logit": pl.Float64,
+                },
             )
         )
     return pl.concat(frames)

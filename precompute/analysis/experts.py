@@ -78,9 +78,7 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     float64 on the scores' device, equal to sklearn's ``average_precision_score`` per column.
     """
     if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"labels must have shape ({scores.shape[0]},), got {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must have shape ({scores.shape[0]},), got {tuple(labels.shape)}")
     # Column chunks keep each transpose and sort cache-sized.
     return average_precision_multi(scores, labels.bool()[:, None], chunk_neurons=2048)[0]
 
@@ -284,9 +282,7 @@ def _cpu_workers() -> int:
         return os.cpu_count() or 1
 
 
-def top_k_experts(
-    ap: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k_experts(ap: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices and AP of the top-k neurons per row of an (concepts, neurons) AP matrix, best first.
 
     Ties are broken by the lower neuron index so results are deterministic: exactly the first k of a stable
@@ -370,10 +366,12 @@ def score_experts(
         # The concept's own contexts first (~20 rows), then its K columns: a (20, K) gather per concept instead of
         # a (contexts, K) one; the values, and so on_p50, are the same.
         positive = [torch.from_numpy(np.flatnonzero(labels[:, ci].numpy())).to(device) for ci in range(len(present))]
-        medians = torch.stack([
-            on_p50(scores[pos][:, idx[ci]].float(), torch.ones(len(pos), dtype=torch.bool, device=device))
-            for ci, pos in enumerate(positive)
-        ])
+        medians = torch.stack(
+            [
+                on_p50(scores[pos][:, idx[ci]].float(), torch.ones(len(pos), dtype=torch.bool, device=device))
+                for ci, pos in enumerate(positive)
+            ]
+        )
         full_ap = torch.full((len(concepts), ap.shape[1]), float("nan"), dtype=torch.float64)
         for ci, c in enumerate(present):
             full_ap[concepts.index(c)] = ap[ci].cpu()

@@ -257,7 +257,5 @@ def language_neuron_tables(
         both_n = dict(both.group_by("layer").len().iter_rows())
         count_rows += [(lid, "shared_expert", int(shared_n.get(lid, 0))) for lid in layer_ids]
         count_rows += [(lid, "language_specific_shared", int(both_n.get(lid, 0))) for lid in layer_ids]
-    counts = pl.DataFrame(
-        count_rows, schema={"layer": pl.Int32, "kind": pl.Utf8, "n": pl.Int32}, orient="row"
-    )
+    counts = pl.DataFrame(count_rows, schema={"layer": pl.Int32, "kind": pl.Utf8, "n": pl.Int32}, orient="row")
     return neurons, counts

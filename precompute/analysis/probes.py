@@ -52,17 +52,13 @@ def fit_probe(
     strata = labels if stratify is None else np.asarray(stratify)
     # Split indices, not arrays: the split depends only on n, the strata and the seed (the same as splitting
     # (features, labels) with stratify=strata).
-    train, test = train_test_split(
-        np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=strata
-    )
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=strata)
     if max_train and len(train) > max_train:
         train, _ = train_test_split(train, train_size=max_train, random_state=seed, stratify=strata[train])
     x_train, x_test, y_train, y_test = features[train], features[test], labels[train], labels[test]
     # Newton-CG converges in ~10 iterations where L-BFGS needs hundreds; one BLAS thread, because
     # these matrices are small and threads that spin on a busy machine slow the fit tenfold.
-    probe = make_pipeline(
-        StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, solver="newton-cg")
-    )
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, solver="newton-cg"))
     if np.unique(y_train).size < 2:  # one class to learn (a control task can draw that): the probe says it
         pred = np.full(len(y_test), y_train[0])
     else:
@@ -163,7 +159,12 @@ def probe_tables(
             fits = [
                 fit_probe(
                     (tensor[i, layer] if tensor.ndim == 4 else tensor[layer]).float().numpy(),
-                    langs, seed=s, test_size=test_size, C=C, max_iter=max_iter, max_train=max_train,
+                    langs,
+                    seed=s,
+                    test_size=test_size,
+                    C=C,
+                    max_iter=max_iter,
+                    max_train=max_train,
                 )
                 for i, s in enumerate(seeds)
             ]
@@ -177,8 +178,14 @@ def probe_tables(
             if control and rep in types_of:
                 features = (tensor[0, layer] if tensor.ndim == 4 else tensor[layer]).float().numpy()
                 control_accuracy = fit_probe(
-                    features, types_of[rep], seed=seeds[0], test_size=test_size, C=C, max_iter=max_iter,
-                    max_train=max_train, stratify=langs,
+                    features,
+                    types_of[rep],
+                    seed=seeds[0],
+                    test_size=test_size,
+                    C=C,
+                    max_iter=max_iter,
+                    max_train=max_train,
+                    stratify=langs,
                 )["accuracy"]
             results.append(
                 {
@@ -207,6 +214,10 @@ def probe_tables(
                 )
             if progress is not None:
                 progress()
-    schema = {"majority_baseline": pl.Float64, "control_accuracy": pl.Float64, "accuracy_lo": pl.Float64,
-              "accuracy_hi": pl.Float64}
+    schema = {
+        "majority_baseline": pl.Float64,
+        "control_accuracy": pl.Float64,
+        "accuracy_lo": pl.Float64,
+        "accuracy_hi": pl.Float64,
+    }
     return pl.DataFrame(results, schema_overrides=schema), pl.DataFrame(per_language)

@@ -154,9 +154,7 @@ def pair_metrics(xa: torch.Tensor | _LangView, xb: torch.Tensor | _LangView) -> 
     return out
 
 
-def _variance_shares(
-    cent: torch.Tensor, present: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _variance_shares(cent: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Between-language and between-concept share of the centroids' total sum of squares. cent (Lc, nL, K, d)."""
     w = present.to(cent.dtype)  # (nL, K)
     total_w = w.sum()
@@ -178,8 +176,14 @@ def _variance_shares(
 
 
 def concept_centroids(
-    resid: torch.Tensor, lang_codes: np.ndarray, concept_codes: np.ndarray, n_langs: int, n_concepts: int,
-    *, device: torch.device, dtype: torch.dtype = torch.float64,
+    resid: torch.Tensor,
+    lang_codes: np.ndarray,
+    concept_codes: np.ndarray,
+    n_langs: int,
+    n_concepts: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of the contexts of each (language, concept): (Lc, n, d) -> (Lc, nL, K, d) and a present mask (nL, K)."""
     group = torch.as_tensor(lang_codes * n_concepts + concept_codes, dtype=torch.long, device=device)
@@ -210,7 +214,9 @@ def convergence_tables(
         raise ValueError(f"resid_mean must be (layers, contexts, d), got shape {tuple(resid_mean.shape)}")
     n_layers, n, d = resid_mean.shape
     if len(langs) != n or len(concept_ids) != n:
-        raise ValueError(f"langs and concept_ids must have length {n} (contexts), got {len(langs)} and {len(concept_ids)}")
+        raise ValueError(
+            f"langs and concept_ids must have length {n} (contexts), got {len(langs)} and {len(concept_ids)}"
+        )
     dev = torch.device(device) if device is not None else resid_mean.device
     lang_list, lang_codes = np.unique(np.asarray(langs, dtype=object).astype(str), return_inverse=True)
     con_list, con_codes = np.unique(np.asarray(concept_ids, dtype=object).astype(str), return_inverse=True)
@@ -237,14 +243,14 @@ def convergence_tables(
     for start in range(0, n_layers, chunk):
         stop = min(n_layers, start + chunk)
         layers = np.arange(start, stop, dtype=np.int32)
-        cent, present = concept_centroids(
-            resid_mean[start:stop], lang_codes, con_codes, n_l, n_c, device=dev
-        )
+        cent, present = concept_centroids(resid_mean[start:stop], lang_codes, con_codes, n_l, n_c, device=dev)
         present_cpu = present.cpu().numpy()
 
         views: dict[tuple[int, bytes], _LangView] = {}
 
-        def view(il: int, shared: np.ndarray) -> _LangView:
+        def view(
+            il: int, shared: np.ndarray, views: dict = views, cent: torch.Tensor = cent
+        ) -> _LangView:  # this chunk's views and centroids, bound when defined
             # With complete concept sets every pair shares all concepts: one view per language.
             key = (il, shared.tobytes())
             if key not in views:
@@ -288,10 +294,7 @@ def _frame(parts: dict[str, list], strings: dict[str, pl.DataType]) -> pl.DataFr
         return pl.DataFrame(schema=schema)
     data = {k: np.concatenate(v) for k, v in parts.items()}
     frame = pl.DataFrame(
-        {
-            k: pl.Series(k, data[k].tolist() if data[k].dtype == object else data[k], dtype=schema[k])
-            for k in schema
-        }
+        {k: pl.Series(k, data[k].tolist() if data[k].dtype == object else data[k], dtype=schema[k]) for k in schema}
     )
     # Undefined values (a layer without variance) are left out rather than stored as NaN.
     return frame.filter(pl.col("value").is_finite())

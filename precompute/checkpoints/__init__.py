@@ -17,6 +17,14 @@ from precompute.checkpoints.shards import (
 )
 
 __all__ = [
-    "CheckpointError", "Shard", "list_hub_branches", "match_names", "parse_shard", "parse_step",
-    "resolve_checkpoints", "resolve_model_checkpoints", "select_shard", "shard_from_env",
+    "CheckpointError",
+    "Shard",
+    "list_hub_branches",
+    "match_names",
+    "parse_shard",
+    "parse_step",
+    "resolve_checkpoints",
+    "resolve_model_checkpoints",
+    "select_shard",
+    "shard_from_env",
 ]

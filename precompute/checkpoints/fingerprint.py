@@ -6,8 +6,9 @@ refuses (``--force`` recomputes) instead of keeping results of weights that are 
 
 - A local folder: ``sha256:<hex>`` over ``config.json`` and every weights file's name, size, header and 64
   evenly spaced 4 KiB samples of its bytes (files up to 1 MiB whole). Cheap (at most ~320 KiB read per file,
-  whatever its size) and content based (a copied or moved folder keeps its fingerprint). The samples matter: two checkpoints of one
-  architecture have identical headers and sizes, only their bytes differ, and training changes all of them.
+  whatever its size) and content based (a copied or moved folder keeps its fingerprint). The samples matter: two
+  checkpoints of one architecture have identical headers and sizes, only their bytes differ, and
+  training changes all of them.
 - A hub revision: ``commit:<sha>`` when the commit is known (the revision is a commit, or the local hub cache
   knows which commit the branch or tag named), else ``revision:<name>``, which only says what was asked for.
 

@@ -99,8 +99,20 @@ def list_hub_branches(repo_id: str) -> list[tuple[str, str]]:
             reason = "cannot list its branches offline (HF_HUB_OFFLINE is set)"
         elif "HFValidationError" in names:
             reason = f"not a valid hub model id ({_first_line(exc)})"
-        elif names & {"ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "TimeoutException",
-                      "NewConnectionError", "MaxRetryError", "gaierror"} or "connect" in text:
+        elif (
+            names
+            & {
+                "ConnectError",
+                "ConnectionError",
+                "ConnectTimeout",
+                "ReadTimeout",
+                "TimeoutException",
+                "NewConnectionError",
+                "MaxRetryError",
+                "gaierror",
+            }
+            or "connect" in text
+        ):
             reason = "cannot list its branches: the hub is unreachable (no network?)"
         else:
             reason = f"cannot list its branches ({type(exc).__name__}: {_first_line(exc)})"
@@ -275,7 +287,9 @@ def resolve_checkpoints(cfg: RunConfig, *, where: str = "config") -> list[Checkp
         seen[spec.name] = seen.get(spec.name, 0) + 1
     dup = sorted(n for n, k in seen.items() if k > 1)
     if dup:
-        raise CheckpointError(f"{where}: checkpoint names occur twice ({', '.join(dup)}) in [[checkpoints]] and [checkpoint_set]")
+        raise CheckpointError(
+            f"{where}: checkpoint names occur twice ({', '.join(dup)}) in [[checkpoints]] and [checkpoint_set]"
+        )
     return specs
 
 

@@ -12,8 +12,7 @@ import typer
 from precompute.cli.errors import fail, friendly_errors
 
 app = typer.Typer(
-    help="crossling precompute: trace cross-lingual concept neurons over training checkpoints "
-    "into one DuckDB store.",
+    help="crossling precompute: trace cross-lingual concept neurons over training checkpoints into one DuckDB store.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -25,9 +24,15 @@ def _mount() -> None:
     from precompute.cli import checkpoints, concepts, run, steer, stores
 
     for name, func in [
-        ("run", run.run), ("demo", run.demo), ("info", stores.info), ("report", stores.report),
-        ("merge", stores.merge), ("pack", stores.pack), ("checkpoints", checkpoints.checkpoints),
-        ("tiny-checkpoints", checkpoints.tiny_checkpoints), ("steer", steer.steer),
+        ("run", run.run),
+        ("demo", run.demo),
+        ("info", stores.info),
+        ("report", stores.report),
+        ("merge", stores.merge),
+        ("pack", stores.pack),
+        ("checkpoints", checkpoints.checkpoints),
+        ("tiny-checkpoints", checkpoints.tiny_checkpoints),
+        ("steer", steer.steer),
     ]:
         app.command(name=name)(friendly_errors(func))
     app.add_typer(concepts.concepts_app, name="concepts", help="Build or check a concept set.")

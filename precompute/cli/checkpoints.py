@@ -17,11 +17,16 @@ console = Console()
 
 
 def checkpoints(
-    model: Annotated[str, typer.Argument(
-        help="A hub model id (lists its branches), a local folder of checkpoint directories, or a run config "
-        "(.toml: lists the checkpoints it resolves to).")],
-    pattern: Annotated[str | None, typer.Option(
-        help="Keep names matching this glob (e.g. 'global_step*'), or a regex after 're:'.")] = None,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A hub model id (lists its branches), a local folder of checkpoint directories, or a run config "
+            "(.toml: lists the checkpoints it resolves to)."
+        ),
+    ],
+    pattern: Annotated[
+        str | None, typer.Option(help="Keep names matching this glob (e.g. 'global_step*'), or a regex after 're:'.")
+    ] = None,
     shard: Annotated[str | None, typer.Option(help="With a config: show only shard I/N (e.g. 0/4).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
@@ -56,27 +61,34 @@ def checkpoints(
         listed = resolve_model_checkpoints(model, pattern=pattern)
         title = f"{model}: {len(listed)} checkpoints"
         for spec, commit in listed:
-            rows.append({
-                "checkpoint": spec.name,
-                "step": spec.step,
-                "tokens_seen": spec.tokens_seen,
-                "source": spec.path if spec.path else f"{model}@{spec.revision}",
-                **({"commit": commit} if commit else {}),
-            })
+            rows.append(
+                {
+                    "checkpoint": spec.name,
+                    "step": spec.step,
+                    "tokens_seen": spec.tokens_seen,
+                    "source": spec.path if spec.path else f"{model}@{spec.revision}",
+                    **({"commit": commit} if commit else {}),
+                }
+            )
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table("checkpoint", "step", "tokens seen", "revision / path", title=escape(title))
     for r in rows:
         source = escape(r["source"] + (f"  ({r['commit'][:10]})" if r.get("commit") else ""))
-        table.add_row(escape(r["checkpoint"]), "" if r["step"] is None else f"{r['step']:,}",
-                      "" if r["tokens_seen"] is None else f"{r['tokens_seen']:,}", source)
+        table.add_row(
+            escape(r["checkpoint"]),
+            "" if r["step"] is None else f"{r['step']:,}",
+            "" if r["tokens_seen"] is None else f"{r['tokens_seen']:,}",
+            source,
+        )
     console.print(table)
 
 
 def tiny_checkpoints(
     out: Annotated[Path, typer.Argument(help="Folder for the checkpoints (e.g. data/tiny-local).")] = Path(
-        "data/tiny-local"),
+        "data/tiny-local"
+    ),
     steps: Annotated[int, typer.Option(help="Optimiser steps (checkpoints at steps/4, steps/2, steps).")] = 12,
 ) -> None:
     """Train a tiny GPT-2 on the demo corpus (seconds on a CPU) and save 3 checkpoints into OUT.

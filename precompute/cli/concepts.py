@@ -31,8 +31,6 @@ concepts_app = typer.Typer(
 _out = Console()
 
 
-
-
 def _summary(cs: ConceptSet, title: str) -> Table:
     """Per-language table: script, concepts, contexts, min contexts per concept."""
     per = (
@@ -42,13 +40,23 @@ def _summary(cs: ConceptSet, title: str) -> Table:
         .agg(pl.len().alias("concepts"), pl.col("len").sum().alias("contexts"), pl.col("len").min().alias("min"))
     )
     table = Table(title=title)
-    for name, justify in [("lang", "left"), ("name", "left"), ("script", "left"), ("concepts", "right"),
-                          ("contexts", "right"), ("min / concept", "right")]:
+    for name, justify in [
+        ("lang", "left"),
+        ("name", "left"),
+        ("script", "left"),
+        ("concepts", "right"),
+        ("contexts", "right"),
+        ("min / concept", "right"),
+    ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     joined = cs.languages.join(per, on="lang", how="left").sort("lang")
     for row in joined.iter_rows(named=True):
         table.add_row(
-            escape(row["lang"]), row["name"] or "", row["script"] or "", str(row["concepts"]), str(row["contexts"]),
+            escape(row["lang"]),
+            row["name"] or "",
+            row["script"] or "",
+            str(row["concepts"]),
+            str(row["contexts"]),
             str(row["min"]),
         )
     return table
@@ -59,9 +67,12 @@ def _categories(cs: ConceptSet) -> Table:
     table.add_column("category")
     table.add_column("concepts", justify="right")
     table.add_column("ids")
-    cats = cs.concepts.with_columns(pl.col("category").fill_null("(none)")).group_by("category").agg(
-        pl.col("concept_id").sort()
-    ).sort("category")
+    cats = (
+        cs.concepts.with_columns(pl.col("category").fill_null("(none)"))
+        .group_by("category")
+        .agg(pl.col("concept_id").sort())
+        .sort("category")
+    )
     for cat, ids in cats.iter_rows():
         shown = ", ".join(ids[:12]) + (", ..." if len(ids) > 12 else "")
         table.add_row(escape(cat), str(len(ids)), escape(shown))
@@ -82,12 +93,17 @@ def _print_counts(cs: ConceptSet) -> None:
 @concepts_app.command("build")
 @friendly_errors
 def build(
-    out: Annotated[Path, typer.Option(
-        "--out", help="Parquet file to write (default: data/concepts.parquet in the current folder: the source "
-        "of the built-in set when run from a checkout).")] = Path("data/concepts.parquet"),
-    languages: Annotated[
-        str, typer.Option("--languages", help="Comma-separated CLDR language codes.")
-    ] = ",".join(DEFAULT_LANGUAGES),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Parquet file to write (default: data/concepts.parquet in the current folder: the source "
+            "of the built-in set when run from a checkout).",
+        ),
+    ] = Path("data/concepts.parquet"),
+    languages: Annotated[str, typer.Option("--languages", help="Comma-separated CLDR language codes.")] = ",".join(
+        DEFAULT_LANGUAGES
+    ),
     contexts: Annotated[
         int, typer.Option("--contexts", min=2, help="Contexts per (concept, language).")
     ] = DEFAULT_CONTEXTS,
@@ -116,9 +132,12 @@ def build(
 @concepts_app.command("check")
 @friendly_errors
 def check(
-    file: Annotated[str, typer.Argument(
-        help=f"Concept set: .parquet, .tsv or .csv, or {BUILTIN_CONCEPT_SET!r} (the default) for the built-in set."
-    )] = BUILTIN_CONCEPT_SET,
+    file: Annotated[
+        str,
+        typer.Argument(
+            help=f"Concept set: .parquet, .tsv or .csv, or {BUILTIN_CONCEPT_SET!r} (the default) for the built-in set."
+        ),
+    ] = BUILTIN_CONCEPT_SET,
 ) -> None:
     """Validate a concept set file and print its counts; exit 1 with a one-line error if it is unusable."""
     try:
@@ -147,8 +166,9 @@ def _print_provenance(prov: dict) -> None:
     for key in ("keywords", "lexicon"):
         if isinstance(prov.get(key), dict):
             item = prov[key]
-            _out.print(f"{key}: {escape(str(item.get('file')))} sha256 {escape(str(item.get('sha256')))}",
-                       highlight=False)
+            _out.print(
+                f"{key}: {escape(str(item.get('file')))} sha256 {escape(str(item.get('sha256')))}", highlight=False
+            )
 
 
 def _command_line(name: str, args: list[tuple[str, object]]) -> str:
@@ -190,9 +210,13 @@ _LICENCE_HELP = "The corpus's licence, recorded in the provenance (FLORES+: 'CC 
 @concepts_app.command("from-parallel")
 @friendly_errors
 def from_parallel(
-    corpus_dir: Annotated[Path, typer.Argument(help="One line-aligned UTF-8 file per language: es.txt or spa_Latn.devtest.")],
+    corpus_dir: Annotated[
+        Path, typer.Argument(help="One line-aligned UTF-8 file per language: es.txt or spa_Latn.devtest.")
+    ],
     pivot: Annotated[str, typer.Option("--pivot", help="Language the keyword patterns are matched in (e.g. en).")],
-    keywords: Annotated[Path, typer.Option("--keywords", help="TSV: concept_id, pattern (regex), optional label, category.")],
+    keywords: Annotated[
+        Path, typer.Option("--keywords", help="TSV: concept_id, pattern (regex), optional label, category.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
     licence: Annotated[str | None, typer.Option("--licence", "--license", help=_LICENCE_HELP)] = None,
     max_per_concept: Annotated[int, typer.Option("--max-per-concept", min=2, help=_MAX_HELP)] = 100,
@@ -209,14 +233,30 @@ def from_parallel(
     from precompute.inputs.corpora import build_from_parallel
 
     langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
-    command = _command_line("from-parallel", [
-        ("", corpus_dir), ("--pivot", pivot), ("--keywords", keywords), ("--out", out), ("--licence", licence),
-        ("--max-per-concept", max_per_concept), ("--min-per-concept", min_per_concept),
-        ("--languages", languages), ("--seed", seed or None),
-    ])
+    command = _command_line(
+        "from-parallel",
+        [
+            ("", corpus_dir),
+            ("--pivot", pivot),
+            ("--keywords", keywords),
+            ("--out", out),
+            ("--licence", licence),
+            ("--max-per-concept", max_per_concept),
+            ("--min-per-concept", min_per_concept),
+            ("--languages", languages),
+            ("--seed", seed or None),
+        ],
+    )
     result = build_from_parallel(
-        corpus_dir, pivot, keywords, max_per_concept=max_per_concept, min_per_concept=min_per_concept,
-        seed=seed, languages=langs, licence=licence, command=command,
+        corpus_dir,
+        pivot,
+        keywords,
+        max_per_concept=max_per_concept,
+        min_per_concept=min_per_concept,
+        seed=seed,
+        languages=langs,
+        licence=licence,
+        command=command,
     )
     _finish_built(result, out)
 
@@ -235,12 +275,25 @@ def from_corpus(
     """A concept set from monolingual text and a lexicon: spans on word boundaries (character sequences in zh/ja)."""
     from precompute.inputs.corpora import build_from_corpus
 
-    command = _command_line("from-corpus", [
-        ("", corpus_dir), ("--lexicon", lexicon), ("--out", out), ("--licence", licence),
-        ("--max-per-concept", max_per_concept), ("--min-per-concept", min_per_concept), ("--seed", seed or None),
-    ])
+    command = _command_line(
+        "from-corpus",
+        [
+            ("", corpus_dir),
+            ("--lexicon", lexicon),
+            ("--out", out),
+            ("--licence", licence),
+            ("--max-per-concept", max_per_concept),
+            ("--min-per-concept", min_per_concept),
+            ("--seed", seed or None),
+        ],
+    )
     result = build_from_corpus(
-        corpus_dir, lexicon, max_per_concept=max_per_concept, min_per_concept=min_per_concept, seed=seed,
-        licence=licence, command=command,
+        corpus_dir,
+        lexicon,
+        max_per_concept=max_per_concept,
+        min_per_concept=min_per_concept,
+        seed=seed,
+        licence=licence,
+        command=command,
     )
     _finish_built(result, out)

@@ -22,11 +22,21 @@ def run(
     force: Annotated[bool, typer.Option(help="Recompute checkpoints already in the store.")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps (overrides config).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16 (overrides config).")] = None,
-    shard: Annotated[str | None, typer.Option(
-        help="Run only shard I/N of the checkpoints (0-based, round-robin), e.g. 0/4; default: the SLURM job "
-        "array task (SLURM_ARRAY_TASK_ID/COUNT) when set. '{shard}' in --out becomes I.")] = None,
-    layers: Annotated[str | None, typer.Option(
-        help="MLP layers to hook, e.g. '0-5,12' (overrides the config's extract.layers; part of the run's identity).")] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Run only shard I/N of the checkpoints (0-based, round-robin), e.g. 0/4; default: the SLURM job "
+            "array task (SLURM_ARRAY_TASK_ID/COUNT) when set. '{shard}' in --out becomes I."
+        ),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "MLP layers to hook, e.g. '0-5,12' (overrides the config's extract.layers; part of the run's identity)."
+            )
+        ),
+    ] = None,
 ) -> None:
     """Run every stage for every checkpoint of CONFIG not yet in the store OUT."""
     from precompute.checkpoints import (
@@ -68,8 +78,15 @@ def run(
             typer.echo(f"shard {part}: no checkpoints (the run has {len(specs)}); nothing to do")
             return
         specs = chosen
-    summary = run_pipeline(cfg, out, force=force, console=err_console, checkpoints=specs, planned=planned,
-                           shard=f"{part.index}/{part.count}" if part is not None else None)
+    summary = run_pipeline(
+        cfg,
+        out,
+        force=force,
+        console=err_console,
+        checkpoints=specs,
+        planned=planned,
+        shard=f"{part.index}/{part.count}" if part is not None else None,
+    )
     typer.echo(
         f"{summary.store}: {len(summary.done)} checkpoint(s) written, "
         f"{len(summary.skipped)} already present, {summary.seconds:.1f} s"

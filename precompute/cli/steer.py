@@ -53,13 +53,21 @@ def steer(
     store: Annotated[Path, typer.Argument(help=_help("A crossling store (.duckdb) with experts (precompute run)."))],
     concepts: Annotated[
         str | None,
-        typer.Option(help=_help("Comma-separated concept ids (default: [steering] concepts, else the 3 with most "
-                                "shared experts at the last checkpoint).")),
+        typer.Option(
+            help=_help(
+                "Comma-separated concept ids (default: [steering] concepts, else the 3 with most "
+                "shared experts at the last checkpoint)."
+            )
+        ),
     ] = None,
     source_langs: Annotated[
         str | None,
-        typer.Option(help=_help("Comma-separated languages the experts come from (default: [steering] "
-                                "source_langs, else the first non-English language).")),
+        typer.Option(
+            help=_help(
+                "Comma-separated languages the experts come from (default: [steering] "
+                "source_langs, else the first non-English language)."
+            )
+        ),
     ] = None,
     n_neurons: Annotated[
         str | None,
@@ -71,8 +79,9 @@ def steer(
     ] = None,
     prompts: Annotated[
         str | None,
-        typer.Option(help=_help("Prompts separated by '|'; an empty prompt starts from the start token"
-                                + _HELP_RUN + ".")),
+        typer.Option(
+            help=_help("Prompts separated by '|'; an empty prompt starts from the start token" + _HELP_RUN + ".")
+        ),
     ] = None,
     max_new_tokens: Annotated[
         int | None, typer.Option(help=_help("Tokens to generate per sample" + _HELP_RUN + "."))
@@ -86,18 +95,22 @@ def steer(
     temperature: Annotated[
         float | None, typer.Option(help=_help("Sampling temperature, at least 0.01" + _HELP_RUN + "."))
     ] = None,
-    checkpoints: Annotated[
-        str | None, typer.Option(help=_help("Comma-separated checkpoints (default: all)."))
-    ] = None,
+    checkpoints: Annotated[str | None, typer.Option(help=_help("Comma-separated checkpoints (default: all)."))] = None,
     device: Annotated[
         str | None, typer.Option(help=_help("auto, cpu, cuda, cuda:1, mps (default: the run's)."))
     ] = None,
     dtype: Annotated[
         str | None, typer.Option(help=_help("auto, float32, bfloat16, float16 (default: the run's)."))
     ] = None,
-    config_dir: Annotated[Path | None, typer.Option(
-        help=_help("The folder the run's config was in: the store records local checkpoints relative to it "
-                   "(default: the current folder)."))] = None,
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help=_help(
+                "The folder the run's config was in: the store records local checkpoints relative to it "
+                "(default: the current folder)."
+            )
+        ),
+    ] = None,
 ) -> None:
     """Fix a concept's top expert units during generation and record what the model writes, per checkpoint."""
     import polars as pl
@@ -118,15 +131,25 @@ def steer(
     }
     options = {key: "--" + key.replace("_", "-") for key, value in overrides.items() if value is not None}
     summary = run_steering(
-        store, checkpoints=_split(checkpoints), device=device, dtype=dtype, console=_err, options=options,
-        config_dir=config_dir, **overrides,
+        store,
+        checkpoints=_split(checkpoints),
+        device=device,
+        dtype=dtype,
+        console=_err,
+        options=options,
+        config_dir=config_dir,
+        **overrides,
     )
     table = Table("checkpoint", "concept", "source", "N", "outputs", "concept share", "output languages")
     if summary.height:
-        grouped = summary.filter(pl.col("share_outputs") > 0).group_by(
-            ["checkpoint", "concept_id", "source_lang", "n_neurons", "n_outputs", "share_concept"],
-            maintain_order=True,
-        ).agg(pl_langs())
+        grouped = (
+            summary.filter(pl.col("share_outputs") > 0)
+            .group_by(
+                ["checkpoint", "concept_id", "source_lang", "n_neurons", "n_outputs", "share_concept"],
+                maintain_order=True,
+            )
+            .agg(pl_langs())
+        )
         for row in grouped.iter_rows():
             table.add_row(*[Text(str(x)) for x in row[:5]], f"{row[5]:.0%}", Text(str(row[6])))
     _out.print(table)

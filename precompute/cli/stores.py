@@ -36,12 +36,18 @@ def info(
     def e(text: str) -> str:  # a store's strings are data: shown as text, never as markup or control codes
         return escape(printable(text))
 
-    console.print(f"[bold]{e(data['store'])}[/] (schema v{data['schema_version']}, opens in DuckDB "
-                  f"{e(str(data.get('opens_in_duckdb')))})", soft_wrap=True)
+    console.print(
+        f"[bold]{e(data['store'])}[/] (schema v{data['schema_version']}, opens in DuckDB "
+        f"{e(str(data.get('opens_in_duckdb')))})",
+        soft_wrap=True,
+    )
     if data.get("progress"):  # an unfinished run (or one shard of a run): said before anything else
         console.print(f"[yellow]{e(data['progress'])}[/]", soft_wrap=True, highlight=False)
     for r in data["runs"]:
-        console.print(f"model: [bold]{e(r['model_id'])}[/]  run {e(r['run_id'])}  device {e(str(r['device']))} {e(str(r['dtype']))}")
+        console.print(
+            f"model: [bold]{e(r['model_id'])}[/]  run {e(r['run_id'])}  "
+            f"device {e(str(r['device']))} {e(str(r['dtype']))}"
+        )
         if r["model_card"]:
             console.print(f"  {e(r['model_card'].splitlines()[0])}")
     ck = Table("checkpoint", "step", "tokens seen", title="checkpoints")
@@ -68,7 +74,8 @@ def info(
         timings = Table("stage", "seconds (all checkpoints)", "tokens/s", "peak MiB", title="stage timings")
         for t in data["stage_timings"]:
             timings.add_row(
-                e(t["stage"]), f"{t['seconds']:.1f}",
+                e(t["stage"]),
+                f"{t['seconds']:.1f}",
                 f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "",
                 f"{t['peak_mem_mb']:,.0f}" if t["peak_mem_mb"] else "",
             )
@@ -124,17 +131,26 @@ def report(
     progress = read_progress(store)
     if progress is not None and progress.summary():  # the figures of an unfinished run are not the run's
         hint = f"; {unfinished_hint(store, progress)}" if progress.unfinished else ""
-        err_console.print(f"[yellow]warning:[/] {escape(printable(f'{store}: {progress.summary()}{hint}'))}",
-                          soft_wrap=True, highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(printable(f'{store}: {progress.summary()}{hint}'))}",
+            soft_wrap=True,
+            highlight=False,
+        )
     typer.echo(text)
 
 
 def merge(
     inputs: Annotated[list[Path], typer.Argument(help="Stores of one run's shards (.duckdb).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Merged store to create, or to extend if it holds the same run.")],
-    allow_partial: Annotated[bool, typer.Option(
-        "--allow-partial", help="Also merge shards whose run is unfinished (the merged store records what is missing).",
-    )] = False,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Merged store to create, or to extend if it holds the same run.")
+    ],
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial",
+            help="Also merge shards whose run is unfinished (the merged store records what is missing).",
+        ),
+    ] = False,
 ) -> None:
     """Merge shard stores of one run into OUT; refuses stores of different models, configs or concept sets, and
     shards whose run is unfinished (unless --allow-partial)."""
@@ -144,17 +160,21 @@ def merge(
     for warning in summary.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True, highlight=False)
     for path, names in summary.added.items():
-        err_console.print(escape(f"  {path}: {len(names)} checkpoint(s) {', '.join(names)}"), soft_wrap=True,
-                          highlight=False)
+        err_console.print(
+            escape(f"  {path}: {len(names)} checkpoint(s) {', '.join(names)}"), soft_wrap=True, highlight=False
+        )
     for name, path in summary.duplicates:
-        err_console.print(escape(f"  {path}: {name} already merged with identical rows; kept once"),
-                          soft_wrap=True, highlight=False)
+        err_console.print(
+            escape(f"  {path}: {name} already merged with identical rows; kept once"), soft_wrap=True, highlight=False
+        )
     if summary.missing:
         shown = listed(summary.missing)
         err_console.print(
             f"[yellow]warning:[/] {escape(printable(str(out)))}: unfinished: it lacks {len(summary.missing)} of the "
             f"run's {len(summary.planned or [])} planned checkpoint(s) ({escape(printable(shown))}); it says so until "
-            "they are merged in", soft_wrap=True, highlight=False,
+            "they are merged in",
+            soft_wrap=True,
+            highlight=False,
         )
     typer.echo(
         f"{out}: run {summary.run_id}, {summary.n_added} checkpoint(s) added"
@@ -175,5 +195,9 @@ def pack(
     open_readonly(store).close()  # missing, not DuckDB, not crossling: the store's own one-line refusals
     with StoreWriter(store) as writer:
         count = writer.pack()
-    console.print(f"{escape(str(store))}: {count} checkpoint part(s) packed" if count else
-                  f"{escape(str(store))}: no checkpoint parts to pack; it is one file", soft_wrap=True)
+    console.print(
+        f"{escape(str(store))}: {count} checkpoint part(s) packed"
+        if count
+        else f"{escape(str(store))}: no checkpoint parts to pack; it is one file",
+        soft_wrap=True,
+    )

@@ -33,7 +33,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 
 from babel import Locale
 from babel.core import get_global
@@ -75,22 +75,127 @@ CORPUS_VERSION = 1
 # --- the language-independent inventory a record draws from (codes, never words) -------------------------
 
 _TERRITORIES = (
-    "AR", "AT", "AU", "BE", "BR", "CA", "CH", "CL", "CN", "CO", "CZ", "DE", "DK", "DZ", "EG", "ES", "FI",
-    "FR", "GB", "GR", "HU", "ID", "IE", "IL", "IN", "IQ", "IR", "IT", "JP", "KE", "KR", "MA", "MX", "NG",
-    "NL", "NO", "NP", "NZ", "PE", "PH", "PK", "PL", "PT", "RO", "RU", "SA", "SE", "SN", "SY", "TH", "TN",
-    "TR", "UA", "US", "VN", "ZA", "KZ", "CU", "ET", "IS",
+    "AR",
+    "AT",
+    "AU",
+    "BE",
+    "BR",
+    "CA",
+    "CH",
+    "CL",
+    "CN",
+    "CO",
+    "CZ",
+    "DE",
+    "DK",
+    "DZ",
+    "EG",
+    "ES",
+    "FI",
+    "FR",
+    "GB",
+    "GR",
+    "HU",
+    "ID",
+    "IE",
+    "IL",
+    "IN",
+    "IQ",
+    "IR",
+    "IT",
+    "JP",
+    "KE",
+    "KR",
+    "MA",
+    "MX",
+    "NG",
+    "NL",
+    "NO",
+    "NP",
+    "NZ",
+    "PE",
+    "PH",
+    "PK",
+    "PL",
+    "PT",
+    "RO",
+    "RU",
+    "SA",
+    "SE",
+    "SN",
+    "SY",
+    "TH",
+    "TN",
+    "TR",
+    "UA",
+    "US",
+    "VN",
+    "ZA",
+    "KZ",
+    "CU",
+    "ET",
+    "IS",
 )
 _LANGUAGE_CODES = (
-    "ar", "bn", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hu", "id", "it", "ja",
-    "ko", "nl", "no", "pl", "pt", "ro", "ru", "sv", "sw", "ta", "th", "tr", "uk", "ur", "vi", "zh", "kk",
-    "am", "is", "ne", "wo",
+    "ar",
+    "bn",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fa",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "nl",
+    "no",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sv",
+    "sw",
+    "ta",
+    "th",
+    "tr",
+    "uk",
+    "ur",
+    "vi",
+    "zh",
+    "kk",
+    "am",
+    "is",
+    "ne",
+    "wo",
 )
 _UNIT_GROUPS: dict[str, tuple[str, ...]] = {
-    "length": ("length-kilometer", "length-meter", "length-centimeter", "length-millimeter", "length-mile",
-               "length-foot", "length-inch"),
+    "length": (
+        "length-kilometer",
+        "length-meter",
+        "length-centimeter",
+        "length-millimeter",
+        "length-mile",
+        "length-foot",
+        "length-inch",
+    ),
     "mass": ("mass-kilogram", "mass-gram", "mass-tonne", "mass-pound", "mass-ounce"),
-    "duration": ("duration-hour", "duration-minute", "duration-second", "duration-day", "duration-week",
-                 "duration-month", "duration-year"),
+    "duration": (
+        "duration-hour",
+        "duration-minute",
+        "duration-second",
+        "duration-day",
+        "duration-week",
+        "duration-month",
+        "duration-year",
+    ),
     "temperature": ("temperature-celsius", "temperature-fahrenheit", "temperature-kelvin"),
     "volume": ("volume-liter", "volume-milliliter", "volume-cubic-meter", "volume-gallon"),
     "area": ("area-square-kilometer", "area-square-meter", "area-hectare"),
@@ -100,8 +205,11 @@ _UNIT_GROUPS: dict[str, tuple[str, ...]] = {
     "pressure": ("pressure-hectopascal", "pressure-bar"),
 }
 _COMPOUNDS = (
-    ("length-kilometer", "duration-hour"), ("length-meter", "duration-second"), ("mass-kilogram", "volume-liter"),
-    ("length-mile", "duration-hour"), ("digital-megabyte", "duration-second"),
+    ("length-kilometer", "duration-hour"),
+    ("length-meter", "duration-second"),
+    ("mass-kilogram", "volume-liter"),
+    ("length-mile", "duration-hour"),
+    ("digital-megabyte", "duration-second"),
 )
 _CURRENCIES = ("EUR", "USD", "JPY", "CNY", "GBP", "RUB", "INR", "TRY", "CHF", "BRL", "MXN", "SAR", "EGP")
 _DATE_FORMATS = ("full", "long", "medium", "short")
@@ -110,12 +218,12 @@ _INTERVAL_SKELETONS = ("yMMMd", "yMMMMd", "MMMd", "yMMM", "yMd")
 _DELTA_UNITS = ("second", "minute", "hour", "day", "week", "month", "year")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _locale(lang: str) -> Locale:
     return Locale.parse(lang)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _zones() -> dict[str, tuple[str, ...]]:
     zones = get_global("territory_zones")
     return {t: tuple(zones.get(t, ())) for t in _TERRITORIES}
@@ -128,7 +236,7 @@ def _ok_in_all(langs: Sequence[str], render: Callable[[str], str]) -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _inventory(langs: tuple[str, ...]) -> dict[str, tuple]:
     """The codes whose names every requested locale has (so every record renders in every language)."""
     territories = tuple(t for t in _TERRITORIES if all(t in _locale(lang).territories for lang in langs))
@@ -139,7 +247,8 @@ def _inventory(langs: tuple[str, ...]) -> dict[str, tuple]:
         for g, us in _UNIT_GROUPS.items()
     }
     compounds = tuple(
-        c for c in _COMPOUNDS
+        c
+        for c in _COMPOUNDS
         if _ok_in_all(langs, lambda lang, c=c: format_compound_unit(5, c[0], denominator_unit=c[1], locale=lang))
     )
     return {
@@ -207,13 +316,21 @@ def _interval_field(rng: random.Random) -> Field:
 def _relative_field(rng: random.Random) -> Field:
     unit = rng.choice(_DELTA_UNITS)
     n = rng.randint(1, 12)
-    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
-               "month": 30 * 86400, "year": 365 * 86400}[unit] * n
+    seconds = {
+        "second": 1,
+        "minute": 60,
+        "hour": 3600,
+        "day": 86400,
+        "week": 7 * 86400,
+        "month": 30 * 86400,
+        "year": 365 * 86400,
+    }[unit] * n
     delta = _dt.timedelta(seconds=seconds * rng.choice((-1, 1)))
     direction = rng.random() < 0.7
     fmt = rng.choice(("long", "long", "short"))
-    return lambda lang: format_timedelta(delta, granularity=unit, threshold=1e9, add_direction=direction,
-                                         format=fmt, locale=lang)
+    return lambda lang: format_timedelta(
+        delta, granularity=unit, threshold=1e9, add_direction=direction, format=fmt, locale=lang
+    )
 
 
 def _measure_field(rng: random.Random, units: Sequence[str]) -> Field:
@@ -258,10 +375,14 @@ def _country_record(rng: random.Random, inv: dict) -> list[Field]:
     currs = [c for c in get_territory_currencies(terr) if c in inv["currencies"]]
     if currs:
         cur = currs[0]
-        fields.append(rng.choice((
-            lambda lang: _locale(lang).currencies[cur],
-            _money_field(rng, cur),
-        )))
+        fields.append(
+            rng.choice(
+                (
+                    lambda lang: _locale(lang).currencies[cur],
+                    _money_field(rng, cur),
+                )
+            )
+        )
     zones = _zones().get(terr, ())
     if zones:
         zone = rng.choice(zones)
@@ -273,9 +394,12 @@ def _country_record(rng: random.Random, inv: dict) -> list[Field]:
 
 def _event_record(rng: random.Random, inv: dict) -> list[Field]:
     fields = [_date_field(rng)]
-    extra = [_time_field, _relative_field,
-             lambda r: _measure_field(r, inv["units"][r.choice(sorted(inv["units"]))]),
-             lambda r: _name_list(r, inv["territories"], "territories")]
+    extra = [
+        _time_field,
+        _relative_field,
+        lambda r: _measure_field(r, inv["units"][r.choice(sorted(inv["units"]))]),
+        lambda r: _name_list(r, inv["territories"], "territories"),
+    ]
     for make in rng.sample(extra, rng.randint(1, 3)):
         fields.append(make(rng))
     return fields
@@ -285,8 +409,13 @@ def _list_record(rng: random.Random, inv: dict) -> list[Field]:
     attr, codes = rng.choice((("territories", inv["territories"]), ("languages", inv["languages"])))
     fields = [_name_list(rng, codes, attr)]
     if rng.random() < 0.5:
-        fields.append(_name_list(rng, inv["languages"] if attr == "territories" else inv["territories"],
-                                 "languages" if attr == "territories" else "territories"))
+        fields.append(
+            _name_list(
+                rng,
+                inv["languages"] if attr == "territories" else inv["territories"],
+                "languages" if attr == "territories" else "territories",
+            )
+        )
     fields.append(rng.choice((_number_field, _date_field))(rng))
     return fields
 

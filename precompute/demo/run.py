@@ -35,8 +35,13 @@ DEMO_SETTINGS = {
     "probes": {"representations": ["mean", "token"], "seeds": [0, 1, 2], "max_train": 3000},
     "experts": {"top_k": 50, "min_langs": 3},
     # The paper steers with Spanish concept experts and looks at the language of what comes out.
-    "steering": {"enabled": True, "concepts": ["monday", "march", "brazil"], "source_langs": ["es"],
-                 "n_neurons": [0, 50], "seeds": [0, 1, 2]},
+    "steering": {
+        "enabled": True,
+        "concepts": ["monday", "march", "brazil"],
+        "source_langs": ["es"],
+        "n_neurons": [0, 50],
+        "seeds": [0, 1, 2],
+    },
 }
 
 
@@ -97,8 +102,9 @@ def run_demo(*, out: Path, work: Path, force: bool = False, console: Console | N
     checkpoints = train_demo_model(work / "checkpoints", progress=True, force=force)
     config_path = work / CONFIG_NAME
     write_owned_file(work, CONFIG_NAME, demo_config_text(checkpoints, work, DEMO_MODEL_CARD))
-    console.print(f"[bold]2/2 running the pipeline, steering included[/] "
-                  f"({escape(str(config_path))} -> {escape(str(out))})")
+    console.print(
+        f"[bold]2/2 running the pipeline, steering included[/] ({escape(str(config_path))} -> {escape(str(out))})"
+    )
     cfg = load_config(config_path)
     run(cfg, Path(out), force=force, console=console)
     return Path(out)

@@ -170,14 +170,16 @@ def build_synthetic_store(
 
     with StoreWriter(path) as writer:
         writer.ensure_run(
-            run=run, languages=lang_frame, concepts=concept_frame, sentences=sentences,
-            layers=layer_frame, meta=meta,
+            run=run,
+            languages=lang_frame,
+            concepts=concept_frame,
+            sentences=sentences,
+            layers=layer_frame,
+            meta=meta,
         )
         for t, (name, step) in enumerate(zip(names, steps)):
             frac = t / max(1, checkpoints - 1)
-            tables = _checkpoint_tables(
-                rng, frac, languages, concepts, pools, n_layers, n_units, k, min_langs
-            )
+            tables = _checkpoint_tables(rng, frac, languages, concepts, pools, n_layers, n_units, k, min_langs)
             # Drill-downs from their own seeded stream, so the other tables' numbers stay as they were.
             tables.update(_drilldown_tables(np.random.default_rng([seed, t]), tables, sentences, n_units, languages))
             if not optional_tables:
@@ -210,12 +212,39 @@ def build_synthetic_store(
 # The concepts' words in a few languages (CLDR's weekday and month names), so that a search in any language
 # finds them; other (concept, language) pairs fall back to the concept's label.
 _WORDS = {
-    "monday": {"en": "Monday", "de": "Montag", "fr": "lundi", "es": "lunes", "it": "lunedì", "ru": "понедельник",
-               "zh": "星期一", "ja": "月曜日", "fi": "maanantai"},
-    "tuesday": {"en": "Tuesday", "de": "Dienstag", "fr": "mardi", "es": "martes", "it": "martedì",
-                "ru": "вторник", "zh": "星期二", "ja": "火曜日", "fi": "tiistai"},
-    "march": {"en": "March", "de": "März", "fr": "mars", "es": "marzo", "it": "marzo", "ru": "март", "zh": "三月",
-              "ja": "3月", "fi": "maaliskuu"},
+    "monday": {
+        "en": "Monday",
+        "de": "Montag",
+        "fr": "lundi",
+        "es": "lunes",
+        "it": "lunedì",
+        "ru": "понедельник",
+        "zh": "星期一",
+        "ja": "月曜日",
+        "fi": "maanantai",
+    },
+    "tuesday": {
+        "en": "Tuesday",
+        "de": "Dienstag",
+        "fr": "mardi",
+        "es": "martes",
+        "it": "martedì",
+        "ru": "вторник",
+        "zh": "星期二",
+        "ja": "火曜日",
+        "fi": "tiistai",
+    },
+    "march": {
+        "en": "March",
+        "de": "März",
+        "fr": "mars",
+        "es": "marzo",
+        "it": "marzo",
+        "ru": "март",
+        "zh": "三月",
+        "ja": "3月",
+        "fi": "maaliskuu",
+    },
 }
 
 
@@ -228,7 +257,10 @@ DRILLDOWN = {"top_contexts": 10, "top_tokens": 10, "hist_bins": 12, "max_units":
 
 
 def _drilldown_tables(
-    rng: np.random.Generator, tables: dict[str, pl.DataFrame], sentences: pl.DataFrame, n_units: int,
+    rng: np.random.Generator,
+    tables: dict[str, pl.DataFrame],
+    sentences: pl.DataFrame,
+    n_units: int,
     languages: list[str],
 ) -> dict[str, pl.DataFrame]:
     """unit_top_contexts, unit_response_hist and unit_output_tokens for the units precompute would pick
@@ -251,19 +283,25 @@ def _drilldown_tables(
     acts = rng.gamma(2.0, 0.5, size=(sentences.height, len(units))).astype(np.float32)
     ctx_key = pl.DataFrame({"row": np.arange(sentences.height), "lang": langs, "concept_id": concept_ids})
     lifted = experts.select("lang", "concept_id", "col", "ap").join(ctx_key, on=["lang", "concept_id"])
-    acts[lifted["row"].to_numpy(), np.searchsorted(units, lifted["col"].to_numpy())] += (
-        4.0 * lifted["ap"].to_numpy().astype(np.float32))
+    acts[lifted["row"].to_numpy(), np.searchsorted(units, lifted["col"].to_numpy())] += 4.0 * lifted[
+        "ap"
+    ].to_numpy().astype(np.float32)
     compact = torch.from_numpy(acts)
     best = dd.top_contexts(compact, langs, np.arange(len(units)), DRILLDOWN["top_contexts"], cpu)
     best = best.with_columns(col=pl.Series(units[best["col"].to_numpy()]))
     rows = best["row"].to_numpy()
     top = dd.top_context_rows(
-        best, sentences["sentence_id"].to_numpy(), offsets, sentences["span_start"].to_numpy()[rows],
-        sentences["span_end"].to_numpy()[rows], best["response"].to_numpy(),
+        best,
+        sentences["sentence_id"].to_numpy(),
+        offsets,
+        sentences["span_start"].to_numpy()[rows],
+        sentences["span_end"].to_numpy()[rows],
+        best["response"].to_numpy(),
     )
     compact_experts = experts.with_columns(layer=pl.lit(0), unit=pl.Series(np.searchsorted(units, experts["col"])))
-    hist = dd.response_histograms(compact, langs, concept_ids, compact_experts, [0, len(units)],
-                                  DRILLDOWN["hist_bins"], cpu)
+    hist = dd.response_histograms(
+        compact, langs, concept_ids, compact_experts, [0, len(units)], DRILLDOWN["hist_bins"], cpu
+    )
     layer, unit = np.divmod(units[hist["unit"].to_numpy()], n_units)
     hist = hist.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
     # Output tokens: a small vocabulary (filler tokens and every concept word); a unit's expert concepts'
@@ -274,16 +312,32 @@ def _drilldown_tables(
     pairs = experts.select("lang", "concept_id", "col").unique()
     ids = np.array([word_id[_word(c, lang)] for lang, c in zip(pairs["lang"], pairs["concept_id"])], dtype=np.int64)
     effects[ids, np.searchsorted(units, pairs["col"].to_numpy())] += 6.0
-    out = dd.output_token_rows(torch.from_numpy(effects), 0, np.arange(len(units)), DRILLDOWN["top_tokens"],
-                               len(vocab), lambda i: [vocab[x] for x in i])
+    out = dd.output_token_rows(
+        torch.from_numpy(effects),
+        0,
+        np.arange(len(units)),
+        DRILLDOWN["top_tokens"],
+        len(vocab),
+        lambda i: [vocab[x] for x in i],
+    )
     layer, unit = np.divmod(units[out["unit"].to_numpy()], n_units)
     out = out.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
     return {"unit_top_contexts": top, "unit_response_hist": hist, "unit_output_tokens": out}
 
 
 _MONTHS = {
-    "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 }
 
 
@@ -372,8 +426,9 @@ def _checkpoint_tables(
     # --- expert_overlap: each unordered pair once, lang_a < lang_b -------------------------------
     order = sorted(range(n_lang), key=lambda i: languages[i])
     pairs = list(itertools.combinations(order, 2))
-    ov_rows: dict[str, list] = {c: [] for c in ("concept_id", "lang_a", "lang_b", "k", "jaccard", "spearman_ap",
-                                                "over_k")}
+    ov_rows: dict[str, list] = {
+        c: [] for c in ("concept_id", "lang_a", "lang_b", "k", "jaccard", "spearman_ap", "over_k")
+    }
     for ci, concept in enumerate(concepts):
         sets = [set(members[li, ci].tolist()) for li in range(n_lang)]
         for a, b in pairs:
@@ -399,10 +454,9 @@ def _checkpoint_tables(
         )
         .filter(pl.col("n_langs_topk") >= min_langs)
         .with_columns(
-            min_ap=pl.when(pl.col("n_langs_topk") == n_lang)
-            .then(pl.col("min_top"))
-            .otherwise(pl.col("min_top") * 0.6),
-            mean_ap=pl.col("mean_top") * (pl.col("n_langs_topk") / n_lang) + 0.1 * (1 - pl.col("n_langs_topk") / n_lang),
+            min_ap=pl.when(pl.col("n_langs_topk") == n_lang).then(pl.col("min_top")).otherwise(pl.col("min_top") * 0.6),
+            mean_ap=pl.col("mean_top") * (pl.col("n_langs_topk") / n_lang)
+            + 0.1 * (1 - pl.col("n_langs_topk") / n_lang),
         )
         .select("concept_id", "layer", "unit", "n_langs_topk", "langs", "min_ap", "mean_ap")
         .sort(["concept_id", "n_langs_topk", "layer", "unit"], descending=[False, True, False, False])
@@ -416,30 +470,65 @@ def _checkpoint_tables(
         .agg(pl.col("ap").max().alias("best_ap"))
         .sort(["lang", "concept_id"])
         .with_columns(
-            n_contexts=pl.lit(n_ctx, pl.Int32), n_positive=pl.lit(20, pl.Int32),
-            random_ap=pl.lit(float(random_ap(20, n_ctx))), positive_rate=pl.lit(20 / n_ctx),
-            n_shuffles=pl.lit(999, pl.Int32), p_resolution=pl.lit(1 / 1000), alpha=pl.lit(0.01),
-            correction=pl.lit("bh"), n_cells=pl.lit(n_lang * n_con, pl.Int32),
+            n_contexts=pl.lit(n_ctx, pl.Int32),
+            n_positive=pl.lit(20, pl.Int32),
+            random_ap=pl.lit(float(random_ap(20, n_ctx))),
+            positive_rate=pl.lit(20 / n_ctx),
+            n_shuffles=pl.lit(999, pl.Int32),
+            p_resolution=pl.lit(1 / 1000),
+            alpha=pl.lit(0.01),
+            correction=pl.lit("bh"),
+            n_cells=pl.lit(n_lang * n_con, pl.Int32),
         )
     )
     # A corrected threshold above the uncorrected one; p-values that agree with them (best unit above the
     # corrected threshold: the resolution; else spread up to 1).
     uncorrected = 0.43 + rng.normal(0, 0.02, size=chance_ap.height)
-    chance_ap = chance_ap.with_columns(
-        threshold=pl.Series(uncorrected + 0.02), threshold_uncorrected=pl.Series(uncorrected),
-    ).with_columns(significant=pl.col("best_ap") > pl.col("threshold")).with_columns(
-        p_value=pl.when(pl.col("significant")).then(pl.lit(1 / 1000))
-        .when(pl.col("best_ap") > pl.col("threshold_uncorrected")).then(pl.lit(0.008))
-        .otherwise(pl.Series(rng.uniform(0.02, 1.0, size=chance_ap.height))),
-    ).with_columns(p_adjusted=pl.min_horizontal(pl.col("p_value") * 20, pl.lit(1.0)))
-    chance = overlap_chance(k, n_neurons, n_lang, min_langs, correction="bh",
-                            intersections=np.rint(overlap["over_k"].to_numpy() * k).astype(np.int64))
+    chance_ap = (
+        chance_ap.with_columns(
+            threshold=pl.Series(uncorrected + 0.02),
+            threshold_uncorrected=pl.Series(uncorrected),
+        )
+        .with_columns(significant=pl.col("best_ap") > pl.col("threshold"))
+        .with_columns(
+            p_value=pl.when(pl.col("significant"))
+            .then(pl.lit(1 / 1000))
+            .when(pl.col("best_ap") > pl.col("threshold_uncorrected"))
+            .then(pl.lit(0.008))
+            .otherwise(pl.Series(rng.uniform(0.02, 1.0, size=chance_ap.height))),
+        )
+        .with_columns(p_adjusted=pl.min_horizontal(pl.col("p_value") * 20, pl.lit(1.0)))
+    )
+    chance = overlap_chance(
+        k,
+        n_neurons,
+        n_lang,
+        min_langs,
+        correction="bh",
+        intersections=np.rint(overlap["over_k"].to_numpy() * k).astype(np.int64),
+    )
     headline = headline_intervals(overlap, shared, chance, concepts, n_resamples=200)
 
     # --- probes: layer 0 = embeddings, i = block i ----------------------------------------------
     probe_layers = np.arange(n_layers + 1)
     middle = np.sin(np.pi * probe_layers / max(n_layers, 1))
-    pr_rows: dict[str, list] = {c: [] for c in ("layer", "representation", "accuracy", "accuracy_std", "macro_f1", "n_train", "n_test", "n_seeds", "majority_baseline", "control_accuracy", "accuracy_lo", "accuracy_hi")}
+    pr_rows: dict[str, list] = {
+        c: []
+        for c in (
+            "layer",
+            "representation",
+            "accuracy",
+            "accuracy_std",
+            "macro_f1",
+            "n_train",
+            "n_test",
+            "n_seeds",
+            "majority_baseline",
+            "control_accuracy",
+            "accuracy_lo",
+            "accuracy_hi",
+        )
+    }
     ppl_rows: dict[str, list] = {c: [] for c in ("layer", "representation", "lang", "f1")}
     for rep, depth in (("mean", 0.45), ("token", 0.6)):
         acc = np.clip(0.99 - depth * frac * middle + rng.normal(0, 0.01, size=probe_layers.size), 1.0 / n_lang, 1.0)
@@ -534,9 +623,7 @@ def _checkpoint_tables(
     }
 
 
-def _steering_rows(
-    run_id: str, names: list[str], languages: list[str], concepts: list[str], k: int
-) -> pl.DataFrame:
+def _steering_rows(run_id: str, names: list[str], languages: list[str], concepts: list[str], k: int) -> pl.DataFrame:
     source = languages[1] if len(languages) > 1 else languages[0]
     target = languages[0]
     concept = concepts[0]
@@ -557,7 +644,9 @@ def _steering_rows(
                         "seed": seed,
                         "n_neurons": n_neurons,
                         "value_mode": "median",
-                        "output_text": f"[{out_lang}] synthetic text {'about ' + concept if steered else ''} (seed {seed})",
+                        "output_text": (
+                            f"[{out_lang}] synthetic text {'about ' + concept if steered else ''} (seed {seed})"
+                        ),
                         "output_lang": out_lang,
                         "expresses_concept": steered,
                         "concept_lang": out_lang if steered else None,

@@ -101,8 +101,19 @@ class DemoSpec:
 #: The demo's settings: 1.31 M parameters, 3,000 lines per language (~2.4 MB of text in 12 languages).
 DEFAULT_SPEC = DemoSpec()
 #: A model small enough for unit tests (trains in seconds).
-TINY_SPEC = DemoSpec(n_layer=2, n_embd=32, n_head=2, n_inner=64, n_ctx=48, vocab_size=500,
-                     n_lines_per_lang=60, batch_size=8, lr=1e-2, warmup_frac=0.1, max_eval_blocks=8)
+TINY_SPEC = DemoSpec(
+    n_layer=2,
+    n_embd=32,
+    n_head=2,
+    n_inner=64,
+    n_ctx=48,
+    vocab_size=500,
+    n_lines_per_lang=60,
+    batch_size=8,
+    lr=1e-2,
+    warmup_frac=0.1,
+    max_eval_blocks=8,
+)
 #: Optimiser steps of the demo run.
 DEFAULT_STEPS = 1024
 
@@ -181,6 +192,7 @@ DEMO_MODEL_CARD: str = _model_card()
 # --------------------------------------------------------------------------------------------------------
 # tokenizer
 
+
 def _train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
     from tokenizers import (
         Tokenizer,
@@ -205,14 +217,16 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     bos_id = tok.token_to_id(BOS)
     eos_id = tok.token_to_id(EOS)
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=True),
-        processors.TemplateProcessing(
-            single=f"{BOS} $A",
-            pair=f"{BOS} $A {EOS} {BOS} $B",
-            special_tokens=[(BOS, bos_id), (EOS, eos_id)],
-        ),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A",
+                pair=f"{BOS} $A {EOS} {BOS} $B",
+                special_tokens=[(BOS, bos_id), (EOS, eos_id)],
+            ),
+        ]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
@@ -227,6 +241,7 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
 
 # --------------------------------------------------------------------------------------------------------
 # data
+
 
 def _split(corpus, spec: DemoSpec, n_langs: int, seed: int):
     """Hold out whole records (in all their languages); shuffle the lines across languages and records."""
@@ -249,8 +264,7 @@ def _pack_all(train_lines, eval_lines, tokenizer, spec: DemoSpec):
 
     def pack(lines):
         # the raw `tokenizers` object: no special tokens, no "longer than model_max_length" warning
-        enc = [e.ids for e in tokenizer.backend_tokenizer.encode_batch([t for _, t in lines],
-                                                                       add_special_tokens=False)]
+        enc = [e.ids for e in tokenizer.backend_tokenizer.encode_batch([t for _, t in lines], add_special_tokens=False)]
         blocks: list[list[int]] = []
         cur: list[int] = []
         n_truncated = 0
@@ -298,6 +312,7 @@ def _labels(x, pad_id: int):
 # --------------------------------------------------------------------------------------------------------
 # checkpoints on disk
 
+
 def _settings(spec: DemoSpec, languages, steps: int, checkpoint_steps, seed: int) -> dict:
     return {
         "recipe_version": RECIPE_VERSION,
@@ -322,9 +337,14 @@ def _read_checkpoint(path: Path) -> DemoCheckpoint | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        return DemoCheckpoint(name=path.name, path=path, step=int(meta["step"]),
-                              tokens_seen=int(meta["tokens_seen"]), train_loss=float(meta["train_loss"]),
-                              eval_loss=None if meta.get("eval_loss") is None else float(meta["eval_loss"]))
+        return DemoCheckpoint(
+            name=path.name,
+            path=path,
+            step=int(meta["step"]),
+            tokens_seen=int(meta["tokens_seen"]),
+            train_loss=float(meta["train_loss"]),
+            eval_loss=None if meta.get("eval_loss") is None else float(meta["eval_loss"]),
+        )
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -380,8 +400,12 @@ def _save_checkpoint(out_dir: Path, model, tokenizer, ckpt: DemoCheckpoint) -> N
     if tok_cfg.get("tokenizer_class") == "TokenizersBackend":
         tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
         tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
-    meta = {"step": ckpt.step, "tokens_seen": ckpt.tokens_seen, "train_loss": ckpt.train_loss,
-            "eval_loss": ckpt.eval_loss}
+    meta = {
+        "step": ckpt.step,
+        "tokens_seen": ckpt.tokens_seen,
+        "train_loss": ckpt.train_loss,
+        "eval_loss": ckpt.eval_loss,
+    }
     (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     final = out_dir / ckpt.name
     if final.exists():
@@ -396,8 +420,9 @@ class DemoFolderError(ValueError):
 #: The demo's record of what it wrote into a folder: ``{"files": {name: [sha256, ...]}, "folders": [name, ...]}``.
 #: Only what is listed here (a file still as it was written, a checkpoint folder) is ever deleted or replaced.
 MARKER_FILE = ".crossling-demo"
-_MARKER_NOTE = ("written by crossling's demo training (precompute tiny-checkpoints / precompute demo): "
-                "what it may replace")
+_MARKER_NOTE = (
+    "written by crossling's demo training (precompute tiny-checkpoints / precompute demo): what it may replace"
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -414,20 +439,21 @@ def read_marker(folder: Path) -> dict:
         return {"files": {}, "folders": []}
     files = data.get("files") if isinstance(data, dict) else None
     folders = data.get("folders") if isinstance(data, dict) else None
+
     def plain(name: object) -> bool:  # a name inside the folder, never a path that leads out of it
         return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
     return {
         "files": {k: [str(h) for h in v] for k, v in files.items() if plain(k) and isinstance(v, list)}
-        if isinstance(files, dict) else {},
+        if isinstance(files, dict)
+        else {},
         "folders": [f for f in folders if plain(f)] if isinstance(folders, list) else [],
     }
 
 
 def _write_marker(folder: Path, marker: dict) -> None:
     tmp = folder / (MARKER_FILE + ".tmp")
-    tmp.write_text(json.dumps({"note": _MARKER_NOTE, **marker}, indent=2, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(json.dumps({"note": _MARKER_NOTE, **marker}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, folder / MARKER_FILE)
 
 
@@ -533,6 +559,7 @@ def _clear_run(out_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------------
 # training
 
+
 class _Progress:
     """A rich progress bar with ETA and the running loss, or nothing."""
 
@@ -550,9 +577,16 @@ class _Progress:
             TimeRemainingColumn,
         )
 
-        self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                           TimeRemainingColumn(), console=Console(stderr=True))
+        self._p = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
         self._p.start()
         self._task = self._p.add_task(description, total=total, loss="-")
 
@@ -681,18 +715,26 @@ def train_demo_model(
 
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=spec.lr, betas=(0.9, 0.95), eps=1e-8)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=spec.lr,
+            betas=(0.9, 0.95),
+            eps=1e-8,
+        )
         gen = torch.Generator().manual_seed(seed)
         initial_eval = _evaluate(model, eval_x, pad_id)
 
         log: list[dict] = []
         ckpts: list[DemoCheckpoint] = []
         if 0 in ckpt_steps:
-            ck0 = DemoCheckpoint(name=_ckpt_name(0), path=out_dir / _ckpt_name(0), step=0, tokens_seen=0,
-                                 train_loss=_round(initial_eval) if initial_eval is not None else math.nan,
-                                 eval_loss=_round(initial_eval))
+            ck0 = DemoCheckpoint(
+                name=_ckpt_name(0),
+                path=out_dir / _ckpt_name(0),
+                step=0,
+                tokens_seen=0,
+                train_loss=_round(initial_eval) if initial_eval is not None else math.nan,
+                eval_loss=_round(initial_eval),
+            )
             _save_checkpoint(out_dir, model, tokenizer, ck0)
             ckpts.append(ck0)
         ckpt_set = set(ckpt_steps)
@@ -708,7 +750,7 @@ def train_demo_model(
                 if pos + spec.batch_size > order.numel():
                     order = torch.randperm(train_x.shape[0], generator=gen)
                     pos = 0
-                idx = order[pos: pos + spec.batch_size]
+                idx = order[pos : pos + spec.batch_size]
                 pos += spec.batch_size
                 x = train_x[idx]
                 lr = _lr_at(step, steps, spec)
@@ -725,9 +767,14 @@ def train_demo_model(
                 log.append({"step": step, "loss": round(loss, 5), "lr": lr, "tokens_seen": tokens_seen})
                 bar.advance(loss)
                 if step in ckpt_set:
-                    ck = DemoCheckpoint(name=_ckpt_name(step), path=out_dir / _ckpt_name(step), step=step,
-                                        tokens_seen=tokens_seen, train_loss=round(sum(window) / len(window), 5),
-                                        eval_loss=_round(_evaluate(model, eval_x, pad_id)))
+                    ck = DemoCheckpoint(
+                        name=_ckpt_name(step),
+                        path=out_dir / _ckpt_name(step),
+                        step=step,
+                        tokens_seen=tokens_seen,
+                        train_loss=round(sum(window) / len(window), 5),
+                        eval_loss=_round(_evaluate(model, eval_x, pad_id)),
+                    )
                     _save_checkpoint(out_dir, model, tokenizer, ck)
                     ckpts.append(ck)
                     window = []
@@ -745,10 +792,13 @@ def train_demo_model(
             "final_train_loss": ckpts[-1].train_loss,
             "uniform_loss": round(math.log(len(tokenizer)), 5),
             "tokens_seen": tokens_seen,
-            "seconds": {"corpus": round(t_corpus, 2), "tokenizer_and_packing": round(t_tok, 2),
-                        "training_incl_checkpoints": round(t_train, 2),
-                        "training_cpu_time": round(cpu_train, 2),
-                        "total": round(time.perf_counter() - t0, 2)},
+            "seconds": {
+                "corpus": round(t_corpus, 2),
+                "tokenizer_and_packing": round(t_tok, 2),
+                "training_incl_checkpoints": round(t_train, 2),
+                "training_cpu_time": round(cpu_train, 2),
+                "total": round(time.perf_counter() - t0, 2),
+            },
             "torch_threads": torch.get_num_threads(),
         }
         card = _model_card(spec, steps)
@@ -758,19 +808,29 @@ def train_demo_model(
             "corpus": {"sha256": sha, "per_language": stats, "n_records": n_records},
             "data": data_info,
             "results": results,
-            "checkpoints": [{"name": c.name, "step": c.step, "tokens_seen": c.tokens_seen,
-                             "train_loss": c.train_loss, "eval_loss": c.eval_loss} for c in ckpts],
+            "checkpoints": [
+                {
+                    "name": c.name,
+                    "step": c.step,
+                    "tokens_seen": c.tokens_seen,
+                    "train_loss": c.train_loss,
+                    "eval_loss": c.eval_loss,
+                }
+                for c in ckpts
+            ],
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "model_card": card,
         }
         write_owned_file(out_dir, LOG_FILE, json.dumps(log) + "\n")
         write_owned_file(
-            out_dir, CARD_FILE,
+            out_dir,
+            CARD_FILE,
             card + "\nMeasured in this run: "
             f"{n_params:,} parameters; evaluation loss (held-out records) {results['initial_eval_loss']} at "
             f"initialisation -> {results['final_eval_loss']} at step {steps} (uniform over the vocabulary: "
             f"{results['uniform_loss']}); {tokens_seen:,} training tokens seen; trained in "
-            f"{t_train:.0f} s on {torch.get_num_threads()} CPU thread(s).\n")
+            f"{t_train:.0f} s on {torch.get_num_threads()} CPU thread(s).\n",
+        )
         write_owned_file(out_dir, CONFIG_FILE, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
         return ckpts
     finally:
@@ -781,14 +841,29 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 5)
 
 
-def tiny_test_model(out_dir: Path, steps: int = 24, *, languages: Sequence[str] = DEMO_LANGUAGES,
-                    seed: int = 0, progress: bool = False,
-                    checkpoint_steps: Sequence[int] | None = None, num_threads: int | None = 1,
-                    force: bool = False) -> list[DemoCheckpoint]:
+def tiny_test_model(
+    out_dir: Path,
+    steps: int = 24,
+    *,
+    languages: Sequence[str] = DEMO_LANGUAGES,
+    seed: int = 0,
+    progress: bool = False,
+    checkpoint_steps: Sequence[int] | None = None,
+    num_threads: int | None = 1,
+    force: bool = False,
+) -> list[DemoCheckpoint]:
     """A very small demo run for tests (`TINY_SPEC`, ~35 k parameters; seconds on one CPU thread), with
     checkpoints at steps/4, steps/2 and steps unless ``checkpoint_steps`` says otherwise."""
     if checkpoint_steps is None:
         checkpoint_steps = sorted({max(1, steps // 4), max(1, steps // 2), steps})
-    return train_demo_model(out_dir, languages=languages, steps=steps, checkpoint_steps=checkpoint_steps,
-                            seed=seed, progress=progress, spec=TINY_SPEC, num_threads=num_threads, force=force)
-
+    return train_demo_model(
+        out_dir,
+        languages=languages,
+        steps=steps,
+        checkpoint_steps=checkpoint_steps,
+        seed=seed,
+        progress=progress,
+        spec=TINY_SPEC,
+        num_threads=num_threads,
+        force=force,
+    )

@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -78,28 +78,66 @@ class Concept:
 _DAY_KEYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _MONTHS = [
-    "january", "february", "march", "april", "may", "june",
-    "july", "august", "september", "october", "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ]
 # Territories and languages are chosen so that no territory name is (part of) a language name of the
 # set in any default language (e.g. no Japan + Japanese: ja 日本 / 日本語).
 _TERRITORIES = {
-    "argentina": "AR", "australia": "AU", "brazil": "BR", "canada": "CA", "egypt": "EG",
-    "india": "IN", "japan": "JP", "mexico": "MX", "nigeria": "NG", "sweden": "SE",
+    "argentina": "AR",
+    "australia": "AU",
+    "brazil": "BR",
+    "canada": "CA",
+    "egypt": "EG",
+    "india": "IN",
+    "japan": "JP",
+    "mexico": "MX",
+    "nigeria": "NG",
+    "sweden": "SE",
 }
 _LANGUAGES = {
-    "arabic": "ar", "chinese": "zh", "french": "fr", "german": "de",
-    "hindi": "hi", "portuguese": "pt", "russian": "ru", "spanish": "es",
+    "arabic": "ar",
+    "chinese": "zh",
+    "french": "fr",
+    "german": "de",
+    "hindi": "hi",
+    "portuguese": "pt",
+    "russian": "ru",
+    "spanish": "es",
 }
 _UNITS = {
-    "gigabyte": "digital-gigabyte", "hectare": "area-hectare", "hour": "duration-hour",
-    "kilogram": "mass-kilogram", "kilometer": "length-kilometer", "liter": "volume-liter",
-    "mile": "length-mile", "minute": "duration-minute",
+    "gigabyte": "digital-gigabyte",
+    "hectare": "area-hectare",
+    "hour": "duration-hour",
+    "kilogram": "mass-kilogram",
+    "kilometer": "length-kilometer",
+    "liter": "volume-liter",
+    "mile": "length-mile",
+    "minute": "duration-minute",
 }
 # Units that fill unit lists ("5 kilometers, 300 meters"); never concepts of the set.
 _FILLER_UNITS = [
-    "length-meter", "length-foot", "length-yard", "mass-gram", "mass-ounce", "volume-milliliter",
-    "duration-second", "area-acre", "digital-megabyte", "length-inch", "volume-gallon",
+    "length-meter",
+    "length-foot",
+    "length-yard",
+    "mass-gram",
+    "mass-ounce",
+    "volume-milliliter",
+    "duration-second",
+    "area-acre",
+    "digital-megabyte",
+    "length-inch",
+    "volume-gallon",
 ]
 # Territory codes that are not countries (groupings, pseudo-regions, unknown).
 _NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ", "AQ", "AC", "CP", "CQ", "DG", "EA", "IC", "TA"}
@@ -120,7 +158,7 @@ CATEGORIES = ["weekday", "month", "territory", "language", "unit"]
 # --------------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _locale(lang: str) -> Locale:
     """The babel locale of a language code (``zh_Hant`` or ``zh-Hant``)."""
     return Locale.parse(lang.replace("-", "_"))
@@ -187,7 +225,7 @@ def _unit_forms(loc: Locale, unit: str) -> set[str]:
     return forms
 
 
-@lru_cache(maxsize=None)
+@cache
 def concept_forms(lang: str) -> dict[str, frozenset[str]]:
     """Every CLDR surface form of every concept in ``lang`` (names in all widths and contexts)."""
     loc = _locale(lang)
@@ -220,7 +258,7 @@ class _Form:
     longer: tuple[str, ...]  # longer forms of the same concept(s) that start with this one
 
 
-@lru_cache(maxsize=None)
+@cache
 def _form_index(lang: str) -> dict[str, list[_Form]]:
     by_norm: dict[str, set[str]] = {}
     for cid, forms in concept_forms(lang).items():
@@ -305,9 +343,66 @@ _LIST_STYLES = {
     "unit": ["unit", "unit-short", "unit-narrow"],
 }
 _VALUES: list[float] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16, 18, 20, 21, 24, 25, 30, 32, 40, 45, 50, 60,
-    64, 75, 80, 90, 100, 120, 128, 150, 200, 250, 256, 300, 400, 500, 750, 1000, 1200, 1500, 2000,
-    2500, 5000, 10000, 0.5, 1.5, 2.5, 3.5, 4.2, 7.5, 12.5, 0.25, 1.25, 99.9, 3.75, 42,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    14,
+    15,
+    16,
+    18,
+    20,
+    21,
+    24,
+    25,
+    30,
+    32,
+    40,
+    45,
+    50,
+    60,
+    64,
+    75,
+    80,
+    90,
+    100,
+    120,
+    128,
+    150,
+    200,
+    250,
+    256,
+    300,
+    400,
+    500,
+    750,
+    1000,
+    1200,
+    1500,
+    2000,
+    2500,
+    5000,
+    10000,
+    0.5,
+    1.5,
+    2.5,
+    3.5,
+    4.2,
+    7.5,
+    12.5,
+    0.25,
+    1.25,
+    99.9,
+    3.75,
+    42,
 ]
 _MAX_TRIES = 400  # per source and pair: generous; a source that keeps failing is simply exhausted
 
@@ -410,7 +505,7 @@ def _month_sources(loc: Locale, lang: str, c: Concept, seed: int) -> dict[str, C
     return {"date": dates(), "interval": intervals()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fillers(lang: str, category: str) -> tuple[str, ...]:
     """Names of territories (or languages) that are not concepts and mention no concept."""
     loc = _locale(lang)
@@ -511,9 +606,7 @@ _SOURCES: dict[str, Callable[[Locale, str, Concept, int], dict[str, Candidates]]
 }
 
 
-def _pick(
-    sources: dict[str, Candidates], lang: str, concept_id: str, n: int
-) -> list[tuple[str, int, int, str]]:
+def _pick(sources: dict[str, Candidates], lang: str, concept_id: str, n: int) -> list[tuple[str, int, int, str]]:
     """Round-robin over the sources, keeping distinct texts with exactly one mention (their own)."""
     picked: list[tuple[str, int, int, str]] = []
     seen: set[str] = set()
@@ -665,8 +758,11 @@ def write_concept_set(frame: pl.DataFrame, path: str | Path, prov: dict[str, Any
         langs = sorted(frame["lang"].unique().to_list()) if "lang" in frame.columns else []
         prov = provenance(langs or DEFAULT_LANGUAGES)
     schema = pa.schema(
-        [pa.field(name, pa.int32() if dtype == pl.Int32 else pa.string()) for name, dtype in COLUMNS.items()
-         if name in frame.columns],
+        [
+            pa.field(name, pa.int32() if dtype == pl.Int32 else pa.string())
+            for name, dtype in COLUMNS.items()
+            if name in frame.columns
+        ],
         metadata={PROVENANCE_KEY: json.dumps(prov, sort_keys=True, ensure_ascii=False)},
     )
     table = pa.Table.from_pylist(frame.to_dicts(), schema=schema)

@@ -48,6 +48,7 @@ def concept_set_path(name: str | Path, base_dir: str | Path = ".") -> Path:
     path = Path(name).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
 
+
 REQUIRED_COLUMNS = ("concept_id", "lang", "text")
 OPTIONAL_COLUMNS = ("span_start", "span_end", "category", "label")
 PROVENANCE_KEY = "crossling_provenance"
@@ -192,8 +193,7 @@ class ConceptSet:
                 shown = sorted(have)
                 more = f", ... ({len(shown)} in all)" if len(shown) > 20 else ""
                 raise ConceptSetError(
-                    f"{where}: unknown concept(s) {_listing(unknown)} "
-                    f"(available: {', '.join(shown[:20])}{more})"
+                    f"{where}: unknown concept(s) {_listing(unknown)} (available: {', '.join(shown[:20])}{more})"
                 )
             frame = frame.filter(pl.col("concept_id").is_in(list(concept_ids)))
         if max_contexts < 0 or max_contexts == 1:
@@ -207,8 +207,10 @@ class ConceptSet:
             )
         # Every language scores its concepts against its other concepts: one concept alone gives AP = 1.
         lonely = (
-            frame.group_by("lang").agg(pl.col("concept_id").unique().sort())
-            .filter(pl.col("concept_id").list.len() < 2).sort("lang")
+            frame.group_by("lang")
+            .agg(pl.col("concept_id").unique().sort())
+            .filter(pl.col("concept_id").list.len() < 2)
+            .sort("lang")
         )
         if lonely.height:
             lang, only = lonely.row(0)
@@ -216,9 +218,7 @@ class ConceptSet:
                 f"{where}: in the chosen subset, language {lang!r} has only concept {only[0]!r}; every "
                 "language needs at least 2 concepts (negatives for AP): add concepts it has, or drop it"
             )
-        frame = frame.sort("sentence_id").with_columns(
-            pl.int_range(pl.len(), dtype=pl.Int64).alias("sentence_id")
-        )
+        frame = frame.sort("sentence_id").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("sentence_id"))
         used_c = set(frame["concept_id"].unique().to_list())
         used_l = set(frame["lang"].unique().to_list())
         concepts = self.concepts.filter(pl.col("concept_id").is_in(list(used_c)))
@@ -264,15 +264,16 @@ def content_sha256(sentences: pl.DataFrame, concepts: pl.DataFrame) -> str:
     """SHA-256 of a canonical JSON-lines serialisation of the sentences and concepts (not file bytes)."""
     h = hashlib.sha256()
     h.update(b"crossling-concept-set-v1\n")
-    for row in sentences.sort("sentence_id").select(
-        "sentence_id", "concept_id", "lang", "text", "span_start", "span_end"
-    ).iter_rows():
+    for row in (
+        sentences.sort("sentence_id")
+        .select("sentence_id", "concept_id", "lang", "text", "span_start", "span_end")
+        .iter_rows()
+    ):
         h.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
     h.update(b"--concepts--\n")
     for row in concepts.sort("concept_id").select("concept_id", "label", "category").iter_rows():
         h.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
     return h.hexdigest()
-
 
 
 def _read_table(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -354,9 +355,7 @@ def _ragged_row(path: Path, tsv: bool) -> str | None:
 
     try:
         with path.open(encoding="utf-8", newline="") as handle:
-            reader = (
-                csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(handle)
-            )
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(handle)
             header = next(reader, None)
             if header is None:
                 return None
@@ -419,8 +418,7 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ConceptSetError(
-            f"{where}: missing required column {missing[0]!r} "
-            f"(found: {', '.join(map(repr, frame.columns)) or 'none'})"
+            f"{where}: missing required column {missing[0]!r} (found: {', '.join(map(repr, frame.columns)) or 'none'})"
         )
     if frame.height == 0:
         raise ConceptSetError(f"{where}: no data rows")
@@ -480,20 +478,23 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
                 if s < 0:
                     problems.append((row, f"{where}: row {row}, {_col('span_start')}: negative start {s}"))
                 elif s >= e:
-                    problems.append(
-                        (row, f"{where}: row {row}, {_col('span_start')}: start {s} is not before end {e}")
-                    )
+                    problems.append((row, f"{where}: row {row}, {_col('span_start')}: start {s} is not before end {e}"))
                 elif e > n:
                     problems.append(
-                        (row, f"{where}: row {row}, {_col('span_end')}: end {e} is past the end of the text "
-                              f"(length {n})")
+                        (
+                            row,
+                            f"{where}: row {row}, {_col('span_end')}: end {e} is past the end of the text (length {n})",
+                        )
                     )
         if cid is not None and lang is not None and text is not None:
             key = (cid, lang, text)
             if key in seen:
                 problems.append(
-                    (row, f"{where}: row {row}, {_col('text')}: duplicate of row {seen[key]} "
-                          f"(same concept_id, lang and text)")
+                    (
+                        row,
+                        f"{where}: row {row}, {_col('text')}: duplicate of row {seen[key]} "
+                        f"(same concept_id, lang and text)",
+                    )
                 )
             else:
                 seen[key] = row
@@ -530,8 +531,11 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     )
     for lang, n, row, cid in per_lang.select("lang", "n", "row", "concept_id").iter_rows():
         problems.append(
-            (row, f"{where}: row {row}, {_col('lang')}: language {lang!r} has only {n} concept ({cid!r}); "
-                  "at least 2 are needed (negatives for AP)")
+            (
+                row,
+                f"{where}: row {row}, {_col('lang')}: language {lang!r} has only {n} concept ({cid!r}); "
+                "at least 2 are needed (negatives for AP)",
+            )
         )
     per_pair = (
         typed.group_by("concept_id", "lang", maintain_order=True)
@@ -540,8 +544,11 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     )
     for cid, lang, n, row in per_pair.select("concept_id", "lang", "n", "row").iter_rows():
         problems.append(
-            (row, f"{where}: row {row}, {_col('concept_id')}: concept {cid!r} has only {n} context in "
-                  f"language {lang!r}; at least 2 are needed")
+            (
+                row,
+                f"{where}: row {row}, {_col('concept_id')}: concept {cid!r} has only {n} context in "
+                f"language {lang!r}; at least 2 are needed",
+            )
         )
     # One label and one category per concept.
     for name in ("label", "category"):
@@ -554,8 +561,11 @@ def validate_frame(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         for cid, values, rows, vals in conflicts.select("concept_id", "values", "row", name).iter_rows():
             row = next(r for r, v in zip(rows, vals) if v != values[0])
             problems.append(
-                (row, f"{where}: row {row}, {_col(name)}: concept {cid!r} has {name} {vals[rows.index(row)]!r} "
-                      f"here but {values[0]!r} in row {rows[0]}")
+                (
+                    row,
+                    f"{where}: row {row}, {_col(name)}: concept {cid!r} has {name} {vals[rows.index(row)]!r} "
+                    f"here but {values[0]!r} in row {rows[0]}",
+                )
             )
     if problems:
         problems.sort(key=lambda p: p[0])

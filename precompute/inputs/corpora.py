@@ -367,8 +367,9 @@ class Matcher:
             pos = 0
             while (m := regex.search(folded, pos)) is not None:
                 start = m.start()
-                if m.end() > start and (self.word_start is None or start == 0
-                                        or not self.word_start.match(folded, start - 1)):
+                if m.end() > start and (
+                    self.word_start is None or start == 0 or not self.word_start.match(folded, start - 1)
+                ):
                     return True
                 pos = start + 1
         return False
@@ -416,14 +417,15 @@ def corpus_files(corpus_dir: Path, languages: list[str] | None = None) -> list[C
     if languages:
         unknown = [given for given in languages if language_code(given) is None]
         if unknown:
-            raise CorpusError(f"--languages: {language_refusal(unknown[0])}"
-                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            raise CorpusError(
+                f"--languages: {language_refusal(unknown[0])}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            )
         wanted = {language_code(x) or x: x for x in languages}
         missing = [given for code, given in wanted.items() if code not in by_lang]
         if missing:
             raise CorpusError(
-                f"{corpus_dir}: no file for language(s) {', '.join(missing)} "
-                f"(have: {', '.join(sorted(by_lang))})"
+                f"{corpus_dir}: no file for language(s) {', '.join(missing)} (have: {', '.join(sorted(by_lang))})"
             )
         by_lang = {code: by_lang[code] for code in wanted}
     return [CorpusFile(path, lang) for lang, path in sorted(by_lang.items())]
@@ -449,8 +451,10 @@ def iter_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, str | Non
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if number == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-                problems.append(f"{path}: line 1, column 1: a UTF-16 file (byte-order mark 0x{raw[:2].hex()}); "
-                                "convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8")
+                problems.append(
+                    f"{path}: line 1, column 1: a UTF-16 file (byte-order mark 0x{raw[:2].hex()}); "
+                    "convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8"
+                )
                 return
             try:
                 text = raw.decode("utf-8")
@@ -615,9 +619,11 @@ def _compile_pattern(pattern: str, spaced: bool, turkic_rules: bool) -> tuple[re
         re.compile(f"(?:{pattern})")
     except re.error:  # Python 3.11+: a global flag anywhere but the very start, i.e. inside the wrapper
         letters = flags.group(0)[2:-1] if flags else "x"
-        return None, (f"pattern {pattern!r} sets inline global flags{f' {flags.group(0)}' if flags else ''}, "
-                      f"which cannot be scoped to one pattern; write ({'?'}{letters}:...) around the part they are "
-                      "for, or leave them out (matching is always case-insensitive, (?i) is not needed)")
+        return None, (
+            f"pattern {pattern!r} sets inline global flags{f' {flags.group(0)}' if flags else ''}, "
+            f"which cannot be scoped to one pattern; write ({'?'}{letters}:...) around the part they are "
+            "for, or leave them out (matching is always case-insensitive, (?i) is not needed)"
+        )
     try:
         folded = fold_pattern(nfc(pattern), turkic_rules)
     except PatternError as exc:
@@ -712,8 +718,10 @@ def load_lexicon(path: Path) -> Lexicon:
         if not form:
             problems.append(f"{_at(path, row, columns, 'form')}: empty form")
         elif unicodedata.category(nfc(form)[0])[0] == "M":
-            problems.append(f"{_at(path, row, columns, 'form')}: form {form!r} starts with a combining mark "
-                            f"(U+{ord(nfc(form)[0]):04X}), so it can never start a word")
+            problems.append(
+                f"{_at(path, row, columns, 'form')}: form {form!r} starts with a combining mark "
+                f"(U+{ord(nfc(form)[0]):04X}), so it can never start a word"
+            )
             continue
         if not (cid and lang and form):
             continue
@@ -754,14 +762,19 @@ class BuildResult:
 
 
 FRAME_SCHEMA: dict[str, pl.DataType] = {
-    "concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8, "span_start": pl.Int32, "span_end": pl.Int32,
-    "category": pl.Utf8, "label": pl.Utf8, "source": pl.Utf8,
+    "concept_id": pl.Utf8,
+    "lang": pl.Utf8,
+    "text": pl.Utf8,
+    "span_start": pl.Int32,
+    "span_end": pl.Int32,
+    "category": pl.Utf8,
+    "label": pl.Utf8,
+    "source": pl.Utf8,
 }
 
 
 def _sources(files: list[CorpusFile], lines: dict[str, int]) -> list[dict[str, Any]]:
-    return [{"file": f.path.name, "lang": f.lang, "lines": lines[f.lang], "sha256": file_sha256(f.path)}
-            for f in files]
+    return [{"file": f.path.name, "lang": f.lang, "lines": lines[f.lang], "sha256": file_sha256(f.path)} for f in files]
 
 
 def _check_counts(options: dict[str, int]) -> None:
@@ -881,7 +894,8 @@ def build_from_parallel(
         raise CorpusError(
             f"{keywords_path}: only {len(kept)} concept(s) match at least {min_per_concept} usable lines of "
             f"{pivot_path.name}; at least 2 are needed (lower --min-per-concept, or add patterns); lines per "
-            "concept: " + ", ".join(f"{cid} {len(per_concept[cid])}" for cid in sorted(per_concept)[:20])
+            "concept: "
+            + ", ".join(f"{cid} {len(per_concept[cid])}" for cid in sorted(per_concept)[:20])
             + (f", ... ({len(per_concept)} concepts)" if len(per_concept) > 20 else "")
         )
 
@@ -891,39 +905,62 @@ def build_from_parallel(
         for lang in sorted(by_lang):
             name = by_lang[lang].path.name
             for number in kept[cid]:
-                rows.append({
-                    "concept_id": cid, "lang": lang, "text": texts[lang][number], "span_start": None,
-                    "span_end": None, "category": c.category, "label": c.label, "source": f"{name}:{number}",
-                })
+                rows.append(
+                    {
+                        "concept_id": cid,
+                        "lang": lang,
+                        "text": texts[lang][number],
+                        "span_start": None,
+                        "span_end": None,
+                        "category": c.category,
+                        "label": c.label,
+                        "source": f"{name}:{number}",
+                    }
+                )
     frame = pl.DataFrame(rows, schema=FRAME_SCHEMA)
     counts = {cid: len(v) for cid, v in sorted(kept.items())}
     provenance = _base_provenance("from-parallel", licence, command)
-    provenance.update({
-        "corpus_dir": corpus_dir.name,
-        "sources": _sources(files, n_lines),
-        "pivot": pivot_code,
-        "keywords": {"file": keywords_path.name, "sha256": file_sha256(keywords_path),
-                     "patterns": {cid: c.patterns for cid, c in sorted(concepts.items())}},
-        "rules": {
-            "matching": "regular expressions on the pivot; " + MATCHING_RULE,
-            "several_concepts": "a pivot line matching two or more concepts is dropped",
-            "empty_or_repeated": "an aligned line empty in some language, or repeating a text taken for the "
-                                 "same concept, is dropped",
-            "selection": "per concept the max_per_concept lowest sha256(seed/concept/line) ranks, in line order; "
-                         "concepts with fewer than min_per_concept lines are left out",
-            "spans": "none: whole-sentence pooling",
-            "max_per_concept": max_per_concept, "min_per_concept": min_per_concept, "seed": seed,
-        },
-        "lines_per_concept": counts,
-        "dropped": {"lines_with_several_concepts": n_multi, "lines_empty_in_some_language": n_empty,
-                    "lines_repeating_a_text": n_repeat, "concepts_with_too_few_lines": too_few},
-    })
+    provenance.update(
+        {
+            "corpus_dir": corpus_dir.name,
+            "sources": _sources(files, n_lines),
+            "pivot": pivot_code,
+            "keywords": {
+                "file": keywords_path.name,
+                "sha256": file_sha256(keywords_path),
+                "patterns": {cid: c.patterns for cid, c in sorted(concepts.items())},
+            },
+            "rules": {
+                "matching": "regular expressions on the pivot; " + MATCHING_RULE,
+                "several_concepts": "a pivot line matching two or more concepts is dropped",
+                "empty_or_repeated": "an aligned line empty in some language, or repeating a text taken for the "
+                "same concept, is dropped",
+                "selection": "per concept the max_per_concept lowest sha256(seed/concept/line) ranks, in line order; "
+                "concepts with fewer than min_per_concept lines are left out",
+                "spans": "none: whole-sentence pooling",
+                "max_per_concept": max_per_concept,
+                "min_per_concept": min_per_concept,
+                "seed": seed,
+            },
+            "lines_per_concept": counts,
+            "dropped": {
+                "lines_with_several_concepts": n_multi,
+                "lines_empty_in_some_language": n_empty,
+                "lines_repeating_a_text": n_repeat,
+                "concepts_with_too_few_lines": too_few,
+            },
+        }
+    )
     report = [
-        (f"{len(files)} languages, pivot {pivot_code} ({pivot_path.name}, {n_lines[pivot_code]} lines); "
-        f"{len(kept)} of {len(concepts)} concepts kept, {min(counts.values())}-{max(counts.values())} aligned "
-        f"lines each (cap {max_per_concept})"),
-        (f"dropped: {n_multi} pivot lines matching several concepts, {n_empty} empty in some language, "
-        f"{n_repeat} repeating a text"),
+        (
+            f"{len(files)} languages, pivot {pivot_code} ({pivot_path.name}, {n_lines[pivot_code]} lines); "
+            f"{len(kept)} of {len(concepts)} concepts kept, {min(counts.values())}-{max(counts.values())} aligned "
+            f"lines each (cap {max_per_concept})"
+        ),
+        (
+            f"dropped: {n_multi} pivot lines matching several concepts, {n_empty} empty in some language, "
+            f"{n_repeat} repeating a text"
+        ),
     ]
     if too_few:
         report.append(
@@ -1030,19 +1067,22 @@ def build_from_corpus(
             languages_left_out[f.lang] = f"only 1 concept with {min_per_concept} lines ({good[0]})"
         else:
             most = max(have_forms[f.lang], key=lambda c: (lines_of[(c, f.lang)], c))
-            languages_left_out[f.lang] = (f"no concept with {min_per_concept} lines (most: {most}, "
-                                          f"{lines_of[(most, f.lang)]})")
+            languages_left_out[f.lang] = (
+                f"no concept with {min_per_concept} lines (most: {most}, {lines_of[(most, f.lang)]})"
+            )
     concepts_left_out = {
         cid: {lang: lines_of[(cid, lang)] for lang in sorted(by_lang) if (cid, lang) in lines_of}
         for cid in sorted(set(lexicon.meta) - set(per_concept))
     }
     pairs_left_out = {
-        f"{cid}/{lang}": n for (cid, lang), n in sorted(lines_of.items())
+        f"{cid}/{lang}": n
+        for (cid, lang), n in sorted(lines_of.items())
         if cid in per_concept and lang in kept_langs and lang not in per_concept[cid]
     }
     left_out_text = (
         f"languages left out: {', '.join(f'{lang} ({why})' for lang, why in languages_left_out.items())}"
-        if languages_left_out else ""
+        if languages_left_out
+        else ""
     )
     if len(per_concept) < 2:
         raise CorpusError(
@@ -1059,48 +1099,70 @@ def build_from_corpus(
             best = sorted(heaps[(cid, lang)], reverse=True)[:n]  # highest -priority = lowest rank
             name = by_lang[lang].path.name
             for _, number, text, start, end in sorted(best, key=lambda item: item[1]):
-                rows.append({
-                    "concept_id": cid, "lang": lang, "text": text, "span_start": start, "span_end": end,
-                    "category": meta.get("category"), "label": meta.get("label"), "source": f"{name}:{number}",
-                })
+                rows.append(
+                    {
+                        "concept_id": cid,
+                        "lang": lang,
+                        "text": text,
+                        "span_start": start,
+                        "span_end": end,
+                        "category": meta.get("category"),
+                        "label": meta.get("label"),
+                        "source": f"{name}:{number}",
+                    }
+                )
     frame = pl.DataFrame(rows, schema=FRAME_SCHEMA)
     provenance = _base_provenance("from-corpus", licence, command)
-    provenance.update({
-        "corpus_dir": corpus_dir.name,
-        "sources": _sources(files, n_lines),
-        "lexicon": {"file": lexicon_path.name, "sha256": file_sha256(lexicon_path)},
-        "rules": {
-            "matching": "lexicon forms; " + MATCHING_RULE + "; leftmost, longest form first; the span is the first "
-                        "mention, in the stored (NFC) text",
-            "several_concepts": "a line mentioning two or more concepts is dropped; repeated lines count once",
-            "selection": "per (concept, language) the lowest sha256(seed/concept/lang/line) ranks, in line order; "
-                         "every language of a concept gets the same count (the smallest, capped at "
-                         "max_per_concept); languages with fewer than min_per_concept lines leave the concept out",
-            "max_per_concept": max_per_concept, "min_per_concept": min_per_concept, "seed": seed,
-        },
-        "lines_per_concept": counts,
-        "matches": {f"{cid}/{lang}": n for (cid, lang), n in sorted(matched.items())},
-        "dropped": {"lines_with_several_concepts": n_multi, "languages_with_fewer_than_2_concepts": lonely,
-                    "languages_left_out": languages_left_out, "concepts_left_out": concepts_left_out,
-                    "concept_languages_left_out": pairs_left_out, "files_without_forms": unread},
-    })
+    provenance.update(
+        {
+            "corpus_dir": corpus_dir.name,
+            "sources": _sources(files, n_lines),
+            "lexicon": {"file": lexicon_path.name, "sha256": file_sha256(lexicon_path)},
+            "rules": {
+                "matching": "lexicon forms; " + MATCHING_RULE + "; leftmost, longest form first; the span is the first "
+                "mention, in the stored (NFC) text",
+                "several_concepts": "a line mentioning two or more concepts is dropped; repeated lines count once",
+                "selection": "per (concept, language) the lowest sha256(seed/concept/lang/line) ranks, in line order; "
+                "every language of a concept gets the same count (the smallest, capped at "
+                "max_per_concept); languages with fewer than min_per_concept lines leave the concept out",
+                "max_per_concept": max_per_concept,
+                "min_per_concept": min_per_concept,
+                "seed": seed,
+            },
+            "lines_per_concept": counts,
+            "matches": {f"{cid}/{lang}": n for (cid, lang), n in sorted(matched.items())},
+            "dropped": {
+                "lines_with_several_concepts": n_multi,
+                "languages_with_fewer_than_2_concepts": lonely,
+                "languages_left_out": languages_left_out,
+                "concepts_left_out": concepts_left_out,
+                "concept_languages_left_out": pairs_left_out,
+                "files_without_forms": unread,
+            },
+        }
+    )
     report = [
-        (f"{len(kept_langs)} of {len(files)} languages, {len(per_concept)} of {len(lexicon.meta)} concepts; "
-         f"{min(counts.values())}-{max(counts.values())} lines per (concept, language) (cap {max_per_concept})"),
-        "dropped lines mentioning several concepts: "
-        + ", ".join(f"{lang} {n}" for lang, n in sorted(n_multi.items())),
+        (
+            f"{len(kept_langs)} of {len(files)} languages, {len(per_concept)} of {len(lexicon.meta)} concepts; "
+            f"{min(counts.values())}-{max(counts.values())} lines per (concept, language) (cap {max_per_concept})"
+        ),
+        "dropped lines mentioning several concepts: " + ", ".join(f"{lang} {n}" for lang, n in sorted(n_multi.items())),
     ]
     if left_out_text:
         report.append(left_out_text)
     if concepts_left_out:
         report.append(
             f"concepts left out (fewer than {min_per_concept} lines in every language): "
-            + ", ".join(f"{cid} ({', '.join(f'{lang} {n}' for lang, n in per.items())})"
-                        for cid, per in concepts_left_out.items())
+            + ", ".join(
+                f"{cid} ({', '.join(f'{lang} {n}' for lang, n in per.items())})"
+                for cid, per in concepts_left_out.items()
+            )
         )
     if pairs_left_out:
-        report.append(f"concepts kept without some languages (fewer than {min_per_concept} lines there): "
-                      + ", ".join(f"{key} {n}" for key, n in pairs_left_out.items()))
+        report.append(
+            f"concepts kept without some languages (fewer than {min_per_concept} lines there): "
+            + ", ".join(f"{key} {n}" for key, n in pairs_left_out.items())
+        )
     if unread:
         report.append(f"files with no forms in the lexicon, not read: {', '.join(unread)}")
     return BuildResult(frame, provenance, report)

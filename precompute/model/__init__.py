@@ -17,6 +17,15 @@ from precompute.model.sites import (
 )
 
 __all__ = [
-    "DeviceError", "LoadedModel", "MLPSite", "ModelLoadError", "UnsupportedModelError", "count_parameters",
-    "find_mlp_sites", "load_checkpoint", "module_tree", "resolve_device", "resolve_dtype",
+    "DeviceError",
+    "LoadedModel",
+    "MLPSite",
+    "ModelLoadError",
+    "UnsupportedModelError",
+    "count_parameters",
+    "find_mlp_sites",
+    "load_checkpoint",
+    "module_tree",
+    "resolve_device",
+    "resolve_dtype",
 ]

@@ -74,8 +74,6 @@ from precompute.text import first_line as _first_line
 log = logging.getLogger(__name__)
 
 
-
-
 class ModelLoadError(Exception):
     """A checkpoint could not be loaded; the message is one line naming the model (and revision)."""
 
@@ -86,8 +84,8 @@ class DeviceError(ModelLoadError, ValueError):
 
 @dataclass
 class LoadedModel:
-    model: "PreTrainedModel"  # noqa: F821  (eval mode, on device, requires_grad False)
-    tokenizer: "PreTrainedTokenizerBase"  # noqa: F821  (fast tokenizer; pad token set)
+    model: PreTrainedModel  # noqa: F821  (eval mode, on device, requires_grad False)
+    tokenizer: PreTrainedTokenizerBase  # noqa: F821  (fast tokenizer; pad token set)
     device: torch.device
     dtype: torch.dtype
     n_layers: int
@@ -240,7 +238,9 @@ def _check_safetensors(file: Path, label: str) -> None:
         with safe_open(str(file), framework="pt") as handle:
             handle.keys()
     except Exception as exc:
-        raise ModelLoadError(f"{label}: weights file {file.name} is truncated or corrupt ({_first_line(exc)})") from None
+        raise ModelLoadError(
+            f"{label}: weights file {file.name} is truncated or corrupt ({_first_line(exc)})"
+        ) from None
 
 
 def _has_tokenizer_files(path: Path) -> bool:
@@ -315,8 +315,7 @@ def load_checkpoint(
             ) from None
         if "model_type" in text or "Unrecognized model" in text:
             raise ModelLoadError(
-                f"{label}: config.json names no model type known to this transformers "
-                f"({_installed('transformers')})"
+                f"{label}: config.json names no model type known to this transformers ({_installed('transformers')})"
             ) from None
         raise load_error(exc, "cannot read config.json") from None
     if type(config) not in AutoModelForCausalLM._model_mapping:
@@ -340,8 +339,7 @@ def load_checkpoint(
     if missing:
         shown = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
         raise ModelLoadError(
-            f"{label}: weights do not cover the model ({len(missing)} tensors missing: {shown}); "
-            "they would be random"
+            f"{label}: weights do not cover the model ({len(missing)} tensors missing: {shown}); they would be random"
         )
     if mismatched:
         raise ModelLoadError(f"{label}: {len(mismatched)} weight tensors have the wrong shape ({mismatched[0]})")

@@ -107,7 +107,8 @@ def _name_score(rel_path: str) -> int:
 
 
 def _block_candidates(block: nn.Module, hidden: int, intermediate: int | None):
-    """Linear/Conv1D modules of a block outside attention mapping ``intermediate`` (or anything but hidden) -> hidden."""
+    """Linear/Conv1D modules of a block outside attention mapping ``intermediate`` (or anything but hidden) to
+    hidden."""
     out = []
     for rel, module in block.named_modules():
         io = _io_features(module)

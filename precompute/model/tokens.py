@@ -20,7 +20,7 @@ def prepended_ids(tokenizer: Any) -> list[int]:
         if not plain:
             continue
         for at in range(len(full) - len(plain) + 1):
-            if full[at:at + len(plain)] == plain:
+            if full[at : at + len(plain)] == plain:
                 return full[:at]
     return []
 

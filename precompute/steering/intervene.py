@@ -153,7 +153,7 @@ def generate(
             for seed in seeds:
                 torch.manual_seed(int(seed))
                 seq = model.generate(input_ids=ids, attention_mask=mask, **settings)
-                new = seq[0, ids.shape[1]:].tolist()
+                new = seq[0, ids.shape[1] :].tolist()
                 out.append(
                     {
                         "prompt": prompt,

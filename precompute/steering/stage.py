@@ -38,9 +38,23 @@ from precompute.steering.intervene import Sampling, SteeringError, generate
 from precompute.steering.labels import ConceptMatcher, output_languages, primary
 
 __all__ = [
-    "LABEL_SCHEMA", "REPLACE_KEYS", "STEERING_SCHEMA", "VALUE_MODES", "SteeringError", "SteeringPlan",
-    "default_concepts", "default_source_lang", "plan_for_run", "plan_steering", "run_steering", "settings_from_store",
-    "steer_checkpoint", "steering_rows", "summarise", "surface_forms", "unit_values",
+    "LABEL_SCHEMA",
+    "REPLACE_KEYS",
+    "STEERING_SCHEMA",
+    "VALUE_MODES",
+    "SteeringError",
+    "SteeringPlan",
+    "default_concepts",
+    "default_source_lang",
+    "plan_for_run",
+    "plan_steering",
+    "run_steering",
+    "settings_from_store",
+    "steer_checkpoint",
+    "steering_rows",
+    "summarise",
+    "surface_forms",
+    "unit_values",
 ]
 
 #: The value modes a unit can be fixed with; declared once, in ``SteeringSpec.value_mode``.
@@ -128,8 +142,11 @@ def summarise(frame: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(
             schema={
                 **{k: LABEL_SCHEMA[k] for k in keys},
-                "n_outputs": pl.UInt32, "share_concept": pl.Float64, "output_lang": pl.Utf8,
-                "share_outputs": pl.Float64, "share_concept_outputs": pl.Float64,
+                "n_outputs": pl.UInt32,
+                "share_concept": pl.Float64,
+                "output_lang": pl.Utf8,
+                "share_outputs": pl.Float64,
+                "share_concept_outputs": pl.Float64,
                 "concept_lang_share": pl.Float64,
             }
         )
@@ -155,7 +172,12 @@ def summarise(frame: pl.DataFrame) -> pl.DataFrame:
         )
     )
     return out.select(
-        *keys, "n_outputs", "share_concept", "output_lang", "share_outputs", "share_concept_outputs",
+        *keys,
+        "n_outputs",
+        "share_concept",
+        "output_lang",
+        "share_outputs",
+        "share_concept_outputs",
         "concept_lang_share",
     ).sort([*keys, "output_lang"], nulls_last=True)
 
@@ -259,7 +281,9 @@ def plan_steering(
     )
 
 
-def plan_for_run(spec: SteeringSpec, concept_set: Any, languages: Sequence[str] = (), where: str = "config") -> SteeringPlan:
+def plan_for_run(
+    spec: SteeringSpec, concept_set: Any, languages: Sequence[str] = (), where: str = "config"
+) -> SteeringPlan:
     """The plan ``precompute run`` follows at every checkpoint (``concept_set``: the run's ``ConceptSet``).
 
     ``languages``: the run's ``[data] languages`` (their order decides the default source language).
@@ -287,8 +311,12 @@ def unit_values(experts: pl.DataFrame, value_mode: str) -> list[tuple[int, int, 
 def _rows(generations: list[dict[str, Any]], plan: SteeringPlan, concept: str, **keys: Any) -> pl.DataFrame:
     labels = output_languages([g["output_text"] for g in generations])
     frame = steering_rows(
-        generations, [code for code, _ in labels], concept_id=concept, value_mode=plan.value_mode,
-        surface_forms=plan.matchers[concept], **keys,
+        generations,
+        [code for code, _ in labels],
+        concept_id=concept,
+        value_mode=plan.value_mode,
+        surface_forms=plan.matchers[concept],
+        **keys,
     )
     s = plan.sampling
     return frame.with_columns(
@@ -359,8 +387,13 @@ def steer_checkpoint(
                     )
                 chosen = mine.head(n)
                 outs = generate(
-                    loaded, plan.prompts, plan.seeds, plan.sampling, unit_values(chosen, plan.value_mode),
-                    sites=sites, progress=tick,
+                    loaded,
+                    plan.prompts,
+                    plan.seeds,
+                    plan.sampling,
+                    unit_values(chosen, plan.value_mode),
+                    sites=sites,
+                    progress=tick,
                 )
                 parts.append(
                     _rows(outs, plan, concept, checkpoint=checkpoint, source_lang=src, n_neurons=chosen.height)
@@ -404,7 +437,11 @@ def _steering_config(
 
 
 def _location(
-    store: Path, checkpoint: str, source: str, revision: str | None, config_dir: str | Path | None,
+    store: Path,
+    checkpoint: str,
+    source: str,
+    revision: str | None,
+    config_dir: str | Path | None,
     locate: Callable[[str, str | None, str | Path | None], str],
 ) -> str:
     """Where a recorded checkpoint loads from. A local one (recorded without a revision) must be a folder here:
@@ -428,8 +465,9 @@ def _location(
         tried.append(Path.cwd() / source)  # checkpoint_location falls back to the current folder
     looked = " and ".join(str(p.resolve()) for p in dict.fromkeys(tried))
     hint = (
-        "the store records local checkpoints relative to the run config's folder: pass --config-dir with that "
-        "folder" if not Path(source).is_absolute() else "the folder has moved or was deleted"
+        "the store records local checkpoints relative to the run config's folder: pass --config-dir with that folder"
+        if not Path(source).is_absolute()
+        else "the folder has moved or was deleted"
     )
     raise SteeringError(
         f"{store}: checkpoint {checkpoint!r}: local checkpoint folder {source!r} not found (looked in {looked}); "
@@ -476,9 +514,12 @@ def run_steering(
     cfg = _steering_config(info, overrides, where=str(store_path), options=options)
     spec = cfg.steering
     plan = plan_steering(
-        spec, known_concepts=info["concepts"], langs=info["langs"],
+        spec,
+        known_concepts=info["concepts"],
+        langs=info["langs"],
         sentences=steering_sentences(store_path, list(spec.concepts or info["concepts"])),
-        default=default_concepts(info), where=str(store_path),
+        default=default_concepts(info),
+        where=str(store_path),
     )
     ck = info["checkpoints"]
     if ck.height == 0:
@@ -520,10 +561,14 @@ def run_steering(
                 store_path, run_id, checkpoint, plan.source_langs, plan.concepts, max(plan.steered, default=0)
             )
             new = steer_checkpoint(
-                loaded, plan, experts, checkpoint=checkpoint,
+                loaded,
+                plan,
+                experts,
+                checkpoint=checkpoint,
                 progress=lambda n=1: bar.advance(task, n),
-                note=lambda message: bar.console.print(f"[yellow]note:[/] {escape(message)}", soft_wrap=True,
-                                                       highlight=False),
+                note=lambda message: bar.console.print(
+                    f"[yellow]note:[/] {escape(message)}", soft_wrap=True, highlight=False
+                ),
             )
             del loaded
             with StoreWriter(store_path) as writer:

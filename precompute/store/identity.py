@@ -19,7 +19,11 @@ from precompute.store.errors import HalfWrittenStoreError
 
 # Config keys that do not change what a run computes.
 CONFIG_IGNORED: list[tuple[str, ...]] = [
-    ("checkpoints",), ("checkpoint_set",), ("model", "device"), ("extract", "ram_budget_gb"), ("extract", "spill_dir"),
+    ("checkpoints",),
+    ("checkpoint_set",),
+    ("model", "device"),
+    ("extract", "ram_budget_gb"),
+    ("extract", "spill_dir"),
 ]
 
 
@@ -27,9 +31,7 @@ def _file_name(value: str) -> str:
     return Path(value).name
 
 
-def comparable_config(
-    config: dict[str, Any], *, concepts_name: Callable[[str], str] = _file_name
-) -> dict[str, Any]:
+def comparable_config(config: dict[str, Any], *, concepts_name: Callable[[str], str] = _file_name) -> dict[str, Any]:
     """The part of a run's config (``RunConfig.to_dict()`` or ``runs.config_json``) that defines the analysis.
 
     ``concepts_name`` turns ``[data] concepts`` into the name that counts (where the file lies does not);
@@ -59,7 +61,9 @@ def parse_config_json(text: str, where: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except (TypeError, ValueError) as exc:
-        raise HalfWrittenStoreError(f"{where}: runs.config_json is not valid JSON ({exc}); the store is damaged") from None
+        raise HalfWrittenStoreError(
+            f"{where}: runs.config_json is not valid JSON ({exc}); the store is damaged"
+        ) from None
     if not isinstance(data, dict):
         raise HalfWrittenStoreError(f"{where}: runs.config_json is not a JSON object; the store is damaged")
     return data
@@ -70,8 +74,10 @@ def config_difference(a: dict, b: dict, prefix: str = "") -> str | None:
     for key in sorted(set(a) | set(b)):
         name = f"{prefix}{key}"
         if key not in a or key not in b:
-            return f"{name} ({'absent' if key not in a else json.dumps(a[key])} vs "\
-                   f"{'absent' if key not in b else json.dumps(b[key])})"
+            return (
+                f"{name} ({'absent' if key not in a else json.dumps(a[key])} vs "
+                f"{'absent' if key not in b else json.dumps(b[key])})"
+            )
         va, vb = a[key], b[key]
         if isinstance(va, dict) and isinstance(vb, dict):
             diff = config_difference(va, vb, name + ".")
@@ -83,8 +89,13 @@ def config_difference(a: dict, b: dict, prefix: str = "") -> str | None:
 
 
 def run_difference(
-    a: dict[str, Any], b: dict[str, Any], *, where_a: str = "", where_b: str = "",
-    layers_a: list[tuple] | None = None, layers_b: list[tuple] | None = None,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    *,
+    where_a: str = "",
+    where_b: str = "",
+    layers_a: list[tuple] | None = None,
+    layers_b: list[tuple] | None = None,
 ) -> str | None:
     """What makes run rows ``a`` and ``b`` (``runs`` rows as dicts) different analyses, or None for one run.
 
@@ -94,8 +105,10 @@ def run_difference(
     if a.get("model_id") != b.get("model_id"):
         return f"different models ({a.get('model_id')} vs {b.get('model_id')})"
     if a.get("concept_set_sha256") != b.get("concept_set_sha256"):
-        return (f"different concept sets (sha256 {str(a.get('concept_set_sha256'))[:12]} vs "
-                f"{str(b.get('concept_set_sha256'))[:12]})")
+        return (
+            f"different concept sets (sha256 {str(a.get('concept_set_sha256'))[:12]} vs "
+            f"{str(b.get('concept_set_sha256'))[:12]})"
+        )
     if a.get("config_json") is not None and b.get("config_json") is not None:
         diff = config_difference(
             comparable_config(parse_config_json(a["config_json"], where_a or "store")),

@@ -11,9 +11,9 @@ for their speed.
 
 ``neuron_ap`` is concept-major, for the Concepts and Compare pages (one concept at one checkpoint, or over
 training); its copy ``neuron_ap_by_unit`` (the same rows less ``median_pos_act``, derived here, so every writer
-of a checkpoint writes it) is unit-major, for the Neuron page (one unit over training). At BLOOM-7b1 scale (1.6 M rows a checkpoint) the
-opposite order makes either side read all 64 M rows of 40 checkpoints (``benchmarks/bench_explorer_queries.py
---bloom7b1``).
+of a checkpoint writes it) is unit-major, for the Neuron page (one unit over training). At BLOOM-7b1 scale (1.6 M
+rows a checkpoint) the opposite order makes either side read all 64 M rows of 40 checkpoints
+(``benchmarks/bench_explorer_queries.py --bloom7b1``).
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ VOLATILE_COLUMNS: dict[str, set[str]] = {
 # Tables skipped when comparing a duplicated checkpoint (all of its columns are timings).
 NOT_COMPARED = {"stage_timings"}
 
+
 @dataclass
 class _Input:
     path: Path
@@ -109,8 +110,14 @@ def _read_input(path: Path, alias: str) -> _Input:
     if "run_ids" in stored.run:
         ids = ", ".join(sorted(stored.run["run_ids"]))
         raise MergeError(f"{path}: holds several runs ({ids}); merge stores of one run each")
-    return _Input(path=path, alias=alias, run=stored.run, checkpoints=stored.checkpoints, layers=stored.layers,
-                  progress=read_progress(path))
+    return _Input(
+        path=path,
+        alias=alias,
+        run=stored.run,
+        checkpoints=stored.checkpoints,
+        layers=stored.layers,
+        progress=read_progress(path),
+    )
 
 
 def _check_finished(item: _Input, allow_partial: bool, summary: MergeSummary) -> None:
@@ -130,8 +137,9 @@ def _check_finished(item: _Input, allow_partial: bool, summary: MergeSummary) ->
 
 def _check_same_run(ref: _Input, other: _Input) -> None:
     """Refuse (one line naming both files) when two stores do not hold the same analysis (the store's rule)."""
-    why = run_difference(other.run, ref.run, where_a=str(other.path), where_b=str(ref.path),
-                         layers_a=other.layers, layers_b=ref.layers)
+    why = run_difference(
+        other.run, ref.run, where_a=str(other.path), where_b=str(ref.path), layers_a=other.layers, layers_b=ref.layers
+    )
     if why:
         raise MergeError(f"{other.path} cannot be merged with {ref.path}: {why}")
 
@@ -155,8 +163,14 @@ def _table_exists(con: duckdb.DuckDBPyConnection, database: str, table: str) -> 
 
 
 def _rows_differ(
-    con: duckdb.DuckDBPyConnection, out_db: str, table: str, cols: list[str], a: str, b: str,
-    run_id: str, checkpoint: str,
+    con: duckdb.DuckDBPyConnection,
+    out_db: str,
+    table: str,
+    cols: list[str],
+    a: str,
+    b: str,
+    run_id: str,
+    checkpoint: str,
 ) -> bool:
     has_a, has_b = _table_exists(con, a, table), _table_exists(con, b, table)
     if not has_a and not has_b:
@@ -258,9 +272,7 @@ def merge_stores(
             for table in tables:
                 if table in NOT_COMPARED or table == "checkpoints":
                     continue
-                cols = [
-                    c for c in _describe_columns(con, table, out_db) if c not in VOLATILE_COLUMNS.get(table, set())
-                ]
+                cols = [c for c in _describe_columns(con, table, out_db) if c not in VOLATILE_COLUMNS.get(table, set())]
                 if _rows_differ(con, out_db, table, cols, a, b, run_id, name):
                     raise MergeError(
                         f"checkpoint {name!r} is in {first.path} and {second.path} with different rows "
@@ -360,8 +372,12 @@ def _merge_run_row(
     devices = sorted({s.run.get("device") for s in stores if s.run.get("device")})
     con.execute(
         f"UPDATE {_q(out_db, 'runs')} SET started_at = ?, finished_at = ?, device = ? WHERE run_id = ?",
-        [min(started) if started else None, max(finished) if finished else None,
-         ", ".join(devices) if devices else None, run_id],
+        [
+            min(started) if started else None,
+            max(finished) if finished else None,
+            ", ".join(devices) if devices else None,
+            run_id,
+        ],
     )
 
 

@@ -92,9 +92,7 @@ def connect_attached(
     """
     files = {alias: os.path.abspath(p) for alias, p in databases.items()}
     allowed = [*files.values(), *(os.path.abspath(p) for p in also_allowed)]
-    con = duckdb.connect(
-        ":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    )
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
         con.execute("SET allowed_paths = ?", [[f + s for f in allowed for s in _COMPANIONS]])
         if writable:
@@ -141,7 +139,7 @@ def storage_number(path: str | Path) -> int | None:
         head = handle.read(_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC) + 8)
     if len(head) < _DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC) + 8:
         return None
-    return int.from_bytes(head[_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC):], "little")
+    return int.from_bytes(head[_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC) :], "little")
 
 
 #: The first DuckDB release that reads each storage version number a file header can have.
@@ -246,8 +244,12 @@ def _refuse_non_file(path: Path, mode: int) -> None:
 
 def _file_kind(mode: int) -> str:
     """What a path that is not a regular file is, for the error line."""
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -382,10 +384,13 @@ def live_parts(
     ids existed) keeps the old rule for parts without one: the newest part of each checkpoint, unless the file
     holds that checkpoint with the same ``completed_at`` (packed already)."""
     file_meta = _meta(con, base)
-    runs = {run_id: config for run_id, config in con.execute(
-        f"SELECT run_id, config_json FROM {_ident(base)}.main.runs").fetchall()}
-    packed = set(con.execute(f"SELECT run_id, checkpoint, completed_at FROM {_ident(base)}.main.checkpoints")
-                 .fetchall())
+    runs = {
+        run_id: config
+        for run_id, config in con.execute(f"SELECT run_id, config_json FROM {_ident(base)}.main.runs").fetchall()
+    }
+    packed = set(
+        con.execute(f"SELECT run_id, checkpoint, completed_at FROM {_ident(base)}.main.checkpoints").fetchall()
+    )
     newest: dict[tuple[str, str], tuple[int, Any]] = {}
     for seq, name in attached.items():
         rows = con.execute(f"SELECT run_id, checkpoint, completed_at FROM {_ident(name)}.main.checkpoints").fetchall()
@@ -440,8 +445,10 @@ def _part_verdict(
     if part_gen < file_gen:
         return "dead"  # the file was published after it: packed already, or superseded by a newer file
     if part_gen > file_gen:
-        return (f"it was written on generation {part_gen} of this store and the file is generation {file_gen}: "
-                "the file was replaced by an older copy")
+        return (
+            f"it was written on generation {part_gen} of this store and the file is generation {file_gen}: "
+            "the file was replaced by an older copy"
+        )
     if meta.get(parts.STORE_EPOCH) != file_meta.get(parts.STORE_EPOCH):
         return f"it was written on another copy of this store file (generation {part_gen}, another epoch)"
     run_id = meta.get(parts.PART_RUN)
@@ -474,13 +481,17 @@ def _create_union_views(con: duckdb.DuckDBPyConnection, base: str, live: dict[in
     live part publishes, then the live parts' rows (each the newest of its checkpoint)."""
     databases = [base, *live.values()]
     present = {
-        db: {r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'", [db]
-        ).fetchall()}
+        db: {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'", [db]
+            ).fetchall()
+        }
         for db in databases
     }
     replaced = [
-        pair for name in live.values()
+        pair
+        for name in live.values()
         for pair in con.execute(f"SELECT DISTINCT run_id, checkpoint FROM {_ident(name)}.main.checkpoints").fetchall()
     ]
     for table in DDL:
@@ -520,8 +531,13 @@ def check_store(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
     try:
         code = stored_code(con)
         version = schema_version(con)
-        present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
-                                             "current_database() AND schema_name = 'main'").fetchall()}
+        present = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                "current_database() AND schema_name = 'main'"
+            ).fetchall()
+        }
     except (duckdb.Error, ValueError) as exc:
         raise _corrupt_error(exc)(f"{path}: {corrupt_reason(exc)}") from None
     if code:
@@ -678,8 +694,4 @@ def stored_code(con: duckdb.DuckDBPyConnection) -> list[str]:
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row count of every schema table present in the store."""
     present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-    return {
-        name: con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
-        for name in DDL
-        if name in present
-    }
+    return {name: con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] for name in DDL if name in present}

@@ -78,8 +78,9 @@ def check_folder(target: Path, shown: str | Path, *, writing: bool = False) -> N
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise ForeignPartError(f"{shown}: cannot read its checkpoint parts folder {folder.name} "
-                               f"({exc.strerror or exc})") from None
+        raise ForeignPartError(
+            f"{shown}: cannot read its checkpoint parts folder {folder.name} ({exc.strerror or exc})"
+        ) from None
     if stat.S_ISLNK(link.st_mode):
         if not folder.exists():
             raise ForeignPartError(

@@ -151,7 +151,9 @@ def _packages(value: Any, path: str | Path, run_id: str) -> dict[str, Any]:
             f"{path}: runs.packages_json of run {run_id} is not valid JSON ({exc}); the store is damaged"
         ) from None
     if not isinstance(data, dict):
-        raise HalfWrittenStoreError(f"{path}: runs.packages_json of run {run_id} is not a JSON object; the store is damaged")
+        raise HalfWrittenStoreError(
+            f"{path}: runs.packages_json of run {run_id} is not a JSON object; the store is damaged"
+        )
     return data
 
 
@@ -227,17 +229,25 @@ class RunProgress:
         if self.unfinished:
             head = "unfinished run (runs.finished_at is empty)" if not self.finished else "incomplete run"
             if own is None:
-                return (f"{head}: it holds {held} checkpoint(s); how many it was meant to hold was not recorded "
-                        "(a store written before crossling recorded it)")
+                return (
+                    f"{head}: it holds {held} checkpoint(s); how many it was meant to hold was not recorded "
+                    "(a store written before crossling recorded it)"
+                )
             if not missing:
-                return (f"{head}: it holds all {len(own)} planned checkpoint(s){where} but stopped before it was "
-                        "marked finished (run the same command again to mark it)")
-            return (f"{head}: it holds {len(own) - len(missing)} of the {len(own)} planned checkpoint(s){where}; "
-                    f"missing {len(missing)}: {listed(missing)}")
+                return (
+                    f"{head}: it holds all {len(own)} planned checkpoint(s){where} but stopped before it was "
+                    "marked finished (run the same command again to mark it)"
+                )
+            return (
+                f"{head}: it holds {len(own) - len(missing)} of the {len(own)} planned checkpoint(s){where}; "
+                f"missing {len(missing)}: {listed(missing)}"
+            )
         if self.shard and self.run_missing:
-            return (f"shard {self.shard} of a run of {len(self.planned or [])} checkpoints: it holds its "
-                    f"{len(own or [])}; the other {len(self.run_missing)} ({listed(self.run_missing)}) are in the "
-                    "other shards' stores (`precompute merge` them)")
+            return (
+                f"shard {self.shard} of a run of {len(self.planned or [])} checkpoints: it holds its "
+                f"{len(own or [])}; the other {len(self.run_missing)} ({listed(self.run_missing)}) are in the "
+                "other shards' stores (`precompute merge` them)"
+            )
         return None
 
 
@@ -253,8 +263,11 @@ def run_progress(meta: dict[str, Any], finished_at: Any, present: list[str]) -> 
         shard = None
     shard = shard if isinstance(shard, dict) and isinstance(shard.get("shard"), str) else None
     return RunProgress(
-        finished=finished_at is not None, present=list(present), planned=planned,
-        shard=shard["shard"] if shard else None, shard_planned=_names(shard.get("checkpoints")) if shard else None,
+        finished=finished_at is not None,
+        present=list(present),
+        planned=planned,
+        shard=shard["shard"] if shard else None,
+        shard_planned=_names(shard.get("checkpoints")) if shard else None,
     )
 
 
@@ -267,9 +280,11 @@ def unfinished_hint(path: str | Path, progress: RunProgress) -> str:
     if writer_active(path):
         return "a precompute is writing it now; it publishes one checkpoint at a time"
     if progress.missing and not newest_part(path):
-        return (f"no precompute is writing it and no {path.name}.parts/ folder is beside it: if it was copied from "
-                "where it ran, the checkpoints a stopped run published are in that folder there (copy it along, or "
-                "run `precompute pack` there first); otherwise run the same `precompute run` again to finish it")
+        return (
+            f"no precompute is writing it and no {path.name}.parts/ folder is beside it: if it was copied from "
+            "where it ran, the checkpoints a stopped run published are in that folder there (copy it along, or "
+            "run `precompute pack` there first); otherwise run the same `precompute run` again to finish it"
+        )
     return "no precompute is writing it: run the same `precompute run` again to finish it"
 
 
@@ -279,9 +294,12 @@ def read_progress(path: str | Path) -> RunProgress | None:
         runs = con.execute("SELECT run_id, finished_at FROM runs").fetchall()
         if len(runs) != 1:
             return None
-        present = [r[0] for r in con.execute(
-            f"SELECT checkpoint FROM checkpoints WHERE run_id = ? ORDER BY {checkpoint_order()}", [runs[0][0]]
-        ).fetchall()]
+        present = [
+            r[0]
+            for r in con.execute(
+                f"SELECT checkpoint FROM checkpoints WHERE run_id = ? ORDER BY {checkpoint_order()}", [runs[0][0]]
+            ).fetchall()
+        ]
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     return run_progress(meta, runs[0][1], present)
 
@@ -301,13 +319,10 @@ def store_info(path: str | Path) -> dict[str, Any]:
             "started_at, finished_at FROM runs ORDER BY started_at"
         ).fetchall()
         checkpoints = con.execute(
-            "SELECT checkpoint, step, revision, tokens_seen FROM checkpoints "
-            f"ORDER BY {checkpoint_order()}"
+            f"SELECT checkpoint, step, revision, tokens_seen FROM checkpoints ORDER BY {checkpoint_order()}"
         ).fetchall()
         languages = [r[0] for r in con.execute("SELECT lang FROM languages ORDER BY lang").fetchall()]
-        concepts = [
-            r[0] for r in con.execute("SELECT concept_id FROM concepts ORDER BY concept_id").fetchall()
-        ]
+        concepts = [r[0] for r in con.execute("SELECT concept_id FROM concepts ORDER BY concept_id").fetchall()]
         # Stages in the order the pipeline ran them (rows in insertion order); views over parts have no rowid.
         order = "stage" if snapshot_files(con) else "min(rowid)"
         timings = con.execute(
@@ -328,16 +343,19 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "model": model,
         "runs": [
             {
-                "run_id": r[0], "model_id": r[1], "model_card": r[2], "device": r[3], "dtype": r[4],
-                "concept_set_sha256": r[5], "packages": _packages(r[6], path, r[0]),
-                "started_at": str(r[7]), "finished_at": str(r[8]) if r[8] else None,
+                "run_id": r[0],
+                "model_id": r[1],
+                "model_card": r[2],
+                "device": r[3],
+                "dtype": r[4],
+                "concept_set_sha256": r[5],
+                "packages": _packages(r[6], path, r[0]),
+                "started_at": str(r[7]),
+                "finished_at": str(r[8]) if r[8] else None,
             }
             for r in runs
         ],
-        "checkpoints": [
-            {"checkpoint": c[0], "step": c[1], "revision": c[2], "tokens_seen": c[3]}
-            for c in checkpoints
-        ],
+        "checkpoints": [{"checkpoint": c[0], "step": c[1], "revision": c[2], "tokens_seen": c[3]} for c in checkpoints],
         "languages": languages,
         "concepts": concepts,
         "concept_set": {
@@ -355,10 +373,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "missing_checkpoints": None if progress is None else progress.missing,
         "shard": None if progress is None else progress.shard,
         "progress": None if progress is None else _progress_line(path, progress),
-        "stage_timings": [
-            {"stage": t[0], "seconds": t[1], "tokens_per_s": t[2], "peak_mem_mb": t[3]}
-            for t in timings
-        ],
+        "stage_timings": [{"stage": t[0], "seconds": t[1], "tokens_per_s": t[2], "peak_mem_mb": t[3]} for t in timings],
     }
 
 
@@ -395,7 +410,8 @@ def steering_inputs(path: str | Path) -> dict[str, Any]:
         run_id, model_id, config_json = runs[0]
         checkpoints = _steering_frame(
             con,
-            f"SELECT checkpoint, step, revision, source FROM checkpoints WHERE run_id = ? ORDER BY {checkpoint_order()}",
+            "SELECT checkpoint, step, revision, source FROM checkpoints WHERE run_id = ? "
+            f"ORDER BY {checkpoint_order()}",
             [run_id],
             {"checkpoint": pl.Utf8, "step": pl.Int64, "revision": pl.Utf8, "source": pl.Utf8},
         )
@@ -456,8 +472,15 @@ def concept_experts(
             "AND checkpoint = ? AND list_contains(?, lang) AND list_contains(?, concept_id) AND rank <= ? "
             "ORDER BY lang, concept_id, rank, layer, unit",
             [run_id, checkpoint, list(langs), list(concept_ids), int(max_rank)],
-            {"lang": pl.Utf8, "concept_id": pl.Utf8, "layer": pl.Int32, "unit": pl.Int32, "ap": pl.Float64,
-             "rank": pl.Int32, "median_pos_act": pl.Float64},
+            {
+                "lang": pl.Utf8,
+                "concept_id": pl.Utf8,
+                "layer": pl.Int32,
+                "unit": pl.Int32,
+                "ap": pl.Float64,
+                "rank": pl.Int32,
+                "median_pos_act": pl.Float64,
+            },
         )
     finally:
         con.close()

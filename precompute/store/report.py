@@ -33,7 +33,8 @@ def _headline_intervals(con) -> dict[str, dict[str, tuple]]:
     """checkpoint -> measure -> (lo, hi, chance) from headline_ci."""
     out: dict[str, dict[str, tuple]] = {}
     for ck, measure, lo, hi, chance in con.execute(
-            "SELECT checkpoint, measure, lo, hi, chance FROM headline_ci").fetchall():
+        "SELECT checkpoint, measure, lo, hi, chance FROM headline_ci"
+    ).fetchall():
         out.setdefault(ck, {})[measure] = (lo, hi, chance)
     return out
 
@@ -77,8 +78,9 @@ def _min_langs(con) -> int:
 
 def _overlap_measure(con, overlap_columns: set[str]) -> str:
     """Which overlap the run leads with (``[experts] overlap_measure``): 'jaccard' or 'over_k' (if stored)."""
-    return "over_k" if _expert_setting(con, "overlap_measure") == "over_k" and "over_k" in overlap_columns \
-        else "jaccard"
+    return (
+        "over_k" if _expert_setting(con, "overlap_measure") == "over_k" and "over_k" in overlap_columns else "jaccard"
+    )
 
 
 #: How the report names each overlap measure.
@@ -95,37 +97,50 @@ def permutation_test_text(
 ) -> str:
     """How the experts' significance was decided, in words: the report and the explorer's pages say the same."""
     cells = f"{n_cells} " if n_cells else ""
-    how = (f"Benjamini-Hochberg at FDR {alpha:g} over the {cells}(concept, language) cells of each checkpoint"
-           if correction == "bh" else f"no correction over cells (each at level {alpha:g} alone)")
-    return (f"permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
-            f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}")
+    how = (
+        f"Benjamini-Hochberg at FDR {alpha:g} over the {cells}(concept, language) cells of each checkpoint"
+        if correction == "bh"
+        else f"no correction over cells (each at level {alpha:g} alone)"
+    )
+    return (
+        f"permutation test of the max over units, {n_shuffles} label shuffles per language and number of "
+        f"positives; Monte-Carlo resolution {resolution:.4g} (no p-value is below 1/({n_shuffles} + 1)); {how}"
+    )
 
 
 def _significance_lines(con, cks: list[tuple]) -> list[str]:
     """How the experts' significance was decided (issue 19): the test, its shuffles and Monte-Carlo resolution,
     the correction over cells, and how many (concept, language) cells pass at the first and last checkpoint."""
     if "p_value" not in _columns(con, "chance_ap"):
-        return [("Expert significance: this store predates p-values (threshold = a quantile of the shuffles' best "
-                 "AP, without correction); recompute it for a test that holds its level")]
+        return [
+            (
+                "Expert significance: this store predates p-values (threshold = a quantile of the shuffles' best "
+                "AP, without correction); recompute it for a test that holds its level"
+            )
+        ]
     rows = con.execute(
         "SELECT checkpoint, any_value(n_shuffles), any_value(p_resolution), any_value(alpha), any_value(correction), "
         "count(*), count(*) FILTER (WHERE significant), count(*) FILTER (WHERE p_value <= alpha) "
-        "FROM chance_ap GROUP BY checkpoint").fetchall()
+        "FROM chance_ap GROUP BY checkpoint"
+    ).fetchall()
     by_ck = {r[0]: r[1:] for r in rows}
     first = by_ck.get(cks[0][0])
     if first is None or not first[0]:
         return ["Expert significance: no permutation test was run ([experts] permutations = 0)"]
     n_shuffles, resolution, alpha, correction = first[:4]
     lines = [
-        ("Expert significance (a cell = one concept in one language; its best unit's AP against the best of all "
-         "units under shuffled labels):"),
+        (
+            "Expert significance (a cell = one concept in one language; its best unit's AP against the best of all "
+            "units under shuffled labels):"
+        ),
         f"  {permutation_test_text(n_shuffles, resolution, alpha, correction)}",
     ]
     for label, (ck, _) in (("first", cks[0]), ("last", cks[-1])):
         if ck in by_ck:
             _, _, _, _, n, sig, raw = by_ck[ck]
-            lines.append(f"  {label:>5}: {sig} of {n} cells significant after correction ({raw} at p <= {alpha:g} "
-                         "uncorrected)")
+            lines.append(
+                f"  {label:>5}: {sig} of {n} cells significant after correction ({raw} at p <= {alpha:g} uncorrected)"
+            )
     return lines
 
 
@@ -139,11 +154,15 @@ def _corrected(con, measure: str) -> str:
 def _pair_correction_text(con) -> str:
     """How the pairs' threshold was corrected, as the report says it."""
     if "correction" in _columns(con, "overlap_chance"):
-        row = con.execute("SELECT any_value(correction), any_value(null_quantile), max(n_cells) FROM overlap_chance "
-                          "WHERE correction IS NOT NULL").fetchone()
+        row = con.execute(
+            "SELECT any_value(correction), any_value(null_quantile), max(n_cells) FROM overlap_chance "
+            "WHERE correction IS NOT NULL"
+        ).fetchone()
         if row and row[0] == "bh":
-            return (f"exact hypergeometric p-values, Benjamini-Hochberg at FDR {1 - row[1]:.2g} over the "
-                    f"{row[2]} (concept, language pair) cells of each checkpoint")
+            return (
+                f"exact hypergeometric p-values, Benjamini-Hochberg at FDR {1 - row[1]:.2g} over the "
+                f"{row[2]} (concept, language pair) cells of each checkpoint"
+            )
     return "the 99th percentile of random sets, each cell alone"
 
 
@@ -154,15 +173,19 @@ def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[st
     pairs = con.execute(
         "SELECT o.concept_id, least(o.lang_a, o.lang_b), greatest(o.lang_a, o.lang_b), o.checkpoint "
         "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint) "
-        f"WHERE o.lang_a <> o.lang_b AND o.{measure} > {_corrected(con, measure)}").fetchall()
+        f"WHERE o.lang_a <> o.lang_b AND o.{measure} > {_corrected(con, measure)}"
+    ).fetchall()
     n_pairs = con.execute(
         "SELECT count(*) FROM (SELECT DISTINCT concept_id, least(lang_a, lang_b), greatest(lang_a, lang_b) "
-        "FROM expert_overlap WHERE lang_a <> lang_b)").fetchone()[0]
+        "FROM expert_overlap WHERE lang_a <> lang_b)"
+    ).fetchone()[0]
     min_langs = _min_langs(con)
     units = con.execute(
         "SELECT n.concept_id, n.layer, n.unit, n.checkpoint FROM neuron_ap n JOIN chance_ap ch "
         "USING (run_id, checkpoint, lang, concept_id) WHERE n.ap > ch.threshold "
-        "GROUP BY ALL HAVING count(*) >= ?", [min_langs]).fetchall()
+        "GROUP BY ALL HAVING count(*) >= ?",
+        [min_langs],
+    ).fetchall()
     pair_first = _first_stays([(*r[:3], position[r[3]]) for r in pairs if r[3] in position], n)
     unit_first = _first_stays([(*r[:3], position[r[3]]) for r in units if r[3] in position], n)
     lines = ["Emergence (the first checkpoint from which it stays above chance at every later one):"]
@@ -171,10 +194,14 @@ def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[st
         counts = [sum(1 for p in first.values() if p == i) for i in range(n)]
         return ", ".join(f"{cks[i][0]} {c}" for i, c in enumerate(counts) if c) or "none"
 
-    lines.append(f"  (concept, language pair) top-K {_MEASURE_TEXT[measure]} above the random-set threshold "
-                 f"({_pair_correction_text(con)}): {len(pair_first)} of {n_pairs}; from {by_checkpoint(pair_first)}")
-    lines.append(f"  (concept, unit) AP above the corrected permutation threshold in >= {min_langs} languages: "
-                 f"{len(unit_first)}; from {by_checkpoint(unit_first)}")
+    lines.append(
+        f"  (concept, language pair) top-K {_MEASURE_TEXT[measure]} above the random-set threshold "
+        f"({_pair_correction_text(con)}): {len(pair_first)} of {n_pairs}; from {by_checkpoint(pair_first)}"
+    )
+    lines.append(
+        f"  (concept, unit) AP above the corrected permutation threshold in >= {min_langs} languages: "
+        f"{len(unit_first)}; from {by_checkpoint(unit_first)}"
+    )
     earliest = sorted(unit_first.items(), key=lambda kv: (kv[1], kv[0]))[:3]
     for (concept, layer, unit), pos in earliest:
         lines.append(f"    e.g. layer {layer} unit {unit} for {concept}, from {cks[pos][0]}")
@@ -185,52 +212,69 @@ def headline_report(path: str | Path) -> str:
     """LID accuracy per layer, expert overlap, compression, language-specific neurons, steering."""
     con = open_readonly(path)
     try:
-        cks = con.execute(
-            f"SELECT checkpoint, step FROM checkpoints ORDER BY {checkpoint_order()}"
-        ).fetchall()
+        cks = con.execute(f"SELECT checkpoint, step FROM checkpoints ORDER BY {checkpoint_order()}").fetchall()
         if not cks:
             return f"{path}: no finished checkpoint yet"
         first, last = cks[0][0], cks[-1][0]
         lines = [
-            (f"store {path}: {len(cks)} checkpoints; first = {first} (step {cks[0][1]}), "
-             f"last = {last} (step {cks[-1][1]})"),
+            (
+                f"store {path}: {len(cks)} checkpoints; first = {first} (step {cks[0][1]}), "
+                f"last = {last} (step {cks[-1][1]})"
+            ),
             "",
             "LID probe accuracy per layer (layer 0 = embeddings):",
         ]
         present = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         probe_columns = _columns(con, "probe_results")
         chance_probes = {"majority_baseline", "control_accuracy", "accuracy_lo", "accuracy_hi"} <= probe_columns
-        reps = [r[0] for r in con.execute(
-            "SELECT DISTINCT representation FROM probe_results ORDER BY representation DESC").fetchall()]
+        reps = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT representation FROM probe_results ORDER BY representation DESC"
+            ).fetchall()
+        ]
         for rep in reps:
             for label, ck in (("first", first), ("last", last)):
                 rows = con.execute(
                     "SELECT accuracy, "
-                    + ("accuracy_lo, accuracy_hi, control_accuracy, majority_baseline " if chance_probes
-                       else "NULL, NULL, NULL, NULL ")
+                    + (
+                        "accuracy_lo, accuracy_hi, control_accuracy, majority_baseline "
+                        if chance_probes
+                        else "NULL, NULL, NULL, NULL "
+                    )
                     + "FROM probe_results WHERE checkpoint = ? AND representation = ? ORDER BY layer",
-                    [ck, rep]).fetchall()
+                    [ck, rep],
+                ).fetchall()
                 lines.append(f"  {rep:>5} {label:>5}: {_fmt_row([r[0] for r in rows])}")
                 if any(r[1] is not None for r in rows):
                     lines.append(f"  {'95% CI':>11}: " + " ".join(_interval(r[1], r[2]) for r in rows))
                 if any(r[3] is not None for r in rows):
-                    lines.append(f"  {'control':>11}: {_fmt_row([_nan(r[3]) for r in rows])}  (control task "
-                                 "(random label per token type, Hewitt & Liang); selectivity = accuracy - "
-                                 f"control accuracy; majority class {_nan(rows[0][4]):.3f})")
+                    lines.append(
+                        f"  {'control':>11}: {_fmt_row([_nan(r[3]) for r in rows])}  (control task "
+                        "(random label per token type, Hewitt & Liang); selectivity = accuracy - "
+                        f"control accuracy; majority class {_nan(rows[0][4]):.3f})"
+                    )
                 elif any(r[4] is not None for r in rows):
-                    lines.append(f"  {'control':>11}: none (no token type in this representation, so no control task; "
-                                 f"majority class {_nan(rows[0][4]):.3f})")
+                    lines.append(
+                        f"  {'control':>11}: none (no token type in this representation, so no control task; "
+                        f"majority class {_nan(rows[0][4]):.3f})"
+                    )
         intervals = _headline_intervals(con) if "headline_ci" in present else {}
         measure = _overlap_measure(con, _columns(con, "expert_overlap"))
-        lines += ["", ("Cross-lingual expert overlap (mean over concepts and language pairs; 95% bootstrap "
-                       "interval over concepts; chance = random top-K sets):")]
+        lines += [
+            "",
+            (
+                "Cross-lingual expert overlap (mean over concepts and language pairs; 95% bootstrap "
+                "interval over concepts; chance = random top-K sets):"
+            ),
+        ]
         for label, ck in (("first", first), ("last", last)):
             row = con.execute(
-                f"SELECT avg({measure}), avg(spearman_ap), any_value(k) FROM expert_overlap WHERE checkpoint = ?",
-                [ck]).fetchone()
+                f"SELECT avg({measure}), avg(spearman_ap), any_value(k) FROM expert_overlap WHERE checkpoint = ?", [ck]
+            ).fetchone()
             shared = con.execute(
-                "SELECT count(*), count(DISTINCT (layer, unit)) FROM shared_experts WHERE checkpoint = ?",
-                [ck]).fetchone()
+                "SELECT count(*), count(DISTINCT (layer, unit)) FROM shared_experts WHERE checkpoint = ?", [ck]
+            ).fetchone()
             if row[0] is not None:
                 ci = intervals.get(ck, {})
                 lines.append(
@@ -243,24 +287,33 @@ def headline_report(path: str | Path) -> str:
             lines += ["", *_significance_lines(con, cks), "", *_emergence_lines(con, cks, measure)]
         sim = con.execute(
             "SELECT checkpoint, metric, avg(value) FROM similarity WHERE checkpoint IN (?, ?) "
-            "GROUP BY ALL ORDER BY metric, checkpoint", [first, last]).fetchall()
+            "GROUP BY ALL ORDER BY metric, checkpoint",
+            [first, last],
+        ).fetchall()
         if sim:
             lines += ["", "Representation convergence (mean over layers and language pairs):"]
             for metric in sorted({r[1] for r in sim}):
                 vals = {r[0]: r[2] for r in sim if r[1] == metric}
-                lines.append(f"  {metric:>20}: first {vals.get(first, float('nan')):.4f}  last {vals.get(last, float('nan')):.4f}")
+                lines.append(
+                    f"  {metric:>20}: first {vals.get(first, float('nan')):.4f}  "
+                    f"last {vals.get(last, float('nan')):.4f}"
+                )
         comp = con.execute(
             "SELECT checkpoint, CASE WHEN scope = 'all' THEN 'all' ELSE 'per-language mean' END AS s, "
             "metric, avg(value) FROM compression WHERE checkpoint IN (?, ?) GROUP BY ALL ORDER BY metric, s",
-            [first, last]).fetchall()
+            [first, last],
+        ).fetchall()
         if comp:
             lines += ["", "Effective dimensionality (mean over layers):"]
             for metric, scope in sorted({(r[2], r[1]) for r in comp}):
                 vals = {r[0]: r[3] for r in comp if r[2] == metric and r[1] == scope}
-                lines.append(f"  {metric} [{scope}]: first {vals.get(first, float('nan')):.3f}  last {vals.get(last, float('nan')):.3f}")
+                lines.append(
+                    f"  {metric} [{scope}]: first {vals.get(first, float('nan')):.3f}  "
+                    f"last {vals.get(last, float('nan')):.3f}"
+                )
         counts = con.execute(
-            "SELECT checkpoint, kind, sum(n) FROM neuron_counts WHERE checkpoint IN (?, ?) GROUP BY ALL",
-            [first, last]).fetchall()
+            "SELECT checkpoint, kind, sum(n) FROM neuron_counts WHERE checkpoint IN (?, ?) GROUP BY ALL", [first, last]
+        ).fetchall()
         if counts:
             lines += ["", "Neurons by kind (sum over layers):"]
             for kind in sorted({r[1] for r in counts}):

@@ -446,9 +446,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
     for index in INDEXES:
         con.execute(index)
-    con.execute(
-        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-    )
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -462,8 +460,15 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
 
 # Tables with an MLP ``layer`` column: their layer ids are the model's, kept when a run hooks only some layers.
 MLP_LAYER_TABLES = [
-    "neuron_ap", "neuron_ap_by_unit", "neuron_summary", "shared_experts", "language_neurons", "neuron_counts",
-    "unit_top_contexts", "unit_response_hist", "unit_output_tokens",
+    "neuron_ap",
+    "neuron_ap_by_unit",
+    "neuron_summary",
+    "shared_experts",
+    "language_neurons",
+    "neuron_counts",
+    "unit_top_contexts",
+    "unit_response_hist",
+    "unit_output_tokens",
 ]
 
 

@@ -24,7 +24,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from precompute.store.schema import CHECKPOINT_TABLES, DDL, STORAGE_VERSION, cre
 
 def utc_now() -> datetime:
     """Naive UTC timestamp (DuckDB TIMESTAMP)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -120,7 +120,7 @@ class StoreWriter:
         them)."""
         prefix = f"{self.target.name}.tmp-"
         for stale in self.target.parent.glob(f"{glob_escape(prefix)}*"):
-            pid = stale.name[len(prefix):].removesuffix(".wal")
+            pid = stale.name[len(prefix) :].removesuffix(".wal")
             if pid.isdigit():
                 stale.unlink(missing_ok=True)
         for stale in parts.private_files(self.target):
@@ -212,7 +212,9 @@ class StoreWriter:
             # A full disk, a read-only folder, ...: the published store is still the previous one.
             unpacked = (
                 f"; its {len(live)} checkpoint part(s) ({parts.parts_dir(self.target).name}/) are published and "
-                f"readable: run `precompute pack {self.path}` once that is fixed" if live else ""
+                f"readable: run `precompute pack {self.path}` once that is fixed"
+                if live
+                else ""
             )
             raise StoreError(
                 f"{self.path}: cannot write the store ({_os_reason(exc)}); the published store is unchanged{unpacked}"
@@ -233,8 +235,11 @@ class StoreWriter:
                 con.close()
             if parts.STORE_ID in meta:
                 identity = {key: meta[key] for key in parts.IDENTITY_KEYS if key in meta}
-                return {**identity, parts.PART_RUN: run_id,
-                        parts.PART_CONFIG: config_sha256(config[0][0] if config else None)}
+                return {
+                    **identity,
+                    parts.PART_RUN: run_id,
+                    parts.PART_CONFIG: config_sha256(config[0][0] if config else None),
+                }
             with self.transaction():
                 pass  # packs the file's old-style parts and gives it its store id
         raise StoreError(f"{self.path}: the store file records no store id after it was rewritten")
@@ -333,9 +338,7 @@ class StoreWriter:
                     raise StoreError(f"unknown checkpoint table {table!r}")
                 if frame.height == 0:
                     continue
-                frame = frame.with_columns(
-                    pl.lit(run_id).alias("run_id"), pl.lit(rows.checkpoint).alias("checkpoint")
-                )
+                frame = frame.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(rows.checkpoint).alias("checkpoint"))
                 insert_rows(con, table, frame)
                 maybe_fail("store.insert")
             con.execute(
@@ -414,8 +417,9 @@ def _stamp_part(con: duckdb.DuckDBPyConnection, identity: Mapping[str, str]) -> 
 
 def _copy_in_storage_version(source: Path, copy: Path) -> None:
     """A copy of the store file ``source`` written in crossling's storage version (every table, every row)."""
-    con = connect_attached({"crossling_src": source, "crossling_dst": copy}, use="crossling_dst",
-                           writable=["crossling_dst"])
+    con = connect_attached(
+        {"crossling_src": source, "crossling_dst": copy}, use="crossling_dst", writable=["crossling_dst"]
+    )
     try:
         con.execute("COPY FROM DATABASE crossling_src TO crossling_dst")
     finally:
