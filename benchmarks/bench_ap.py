@@ -20,6 +20,10 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from precompute.analysis.experts import _cpu_workers, average_precision, average_precision_multi
+from precompute.config import ExpertSpec
+
+#: The run's ``[experts] chunk_neurons``, as the pipeline passes it.
+CHUNK = ExpertSpec().chunk_neurons
 
 
 def main() -> None:
@@ -42,13 +46,13 @@ def main() -> None:
     # then loaded from numba's cache).
     start = time.perf_counter()
     average_precision(t_scores[:, :100], t_labels[:, 0])
-    average_precision_multi(t_scores[:, :100], t_labels)
+    average_precision_multi(t_scores[:, :100], t_labels, chunk_neurons=CHUNK)
     warm_up = time.perf_counter() - start
     start = time.perf_counter()
     if args.concepts == 1:
         ours = average_precision(t_scores, t_labels[:, 0]).numpy()[None, :]
     else:
-        ours = average_precision_multi(t_scores, t_labels).numpy()
+        ours = average_precision_multi(t_scores, t_labels, chunk_neurons=CHUNK).numpy()
     vectorised = time.perf_counter() - start
 
     start = time.perf_counter()

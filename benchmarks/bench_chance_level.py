@@ -61,10 +61,12 @@ def main() -> int:
         acts = torch.from_numpy(rng.standard_normal((args.contexts, args.units), dtype=np.float32))
         concepts = names[rng.permutation(codes)]
         labels = np.stack([concepts == c for c in names], axis=1)
-        best = average_precision_multi(acts, torch.from_numpy(labels)).max(dim=1).values.numpy()
+        best = average_precision_multi(acts, torch.from_numpy(labels), chunk_neurons=spec.chunk_neurons)
+        best = best.max(dim=1).values.numpy()
         start = time.perf_counter()
         shuffled = torch.from_numpy(shuffled_labels(labels, 5, rng))
-        null = average_precision_multi(acts, shuffled).max(dim=1).values.numpy().reshape(args.concepts, 5)
+        null = average_precision_multi(acts, shuffled, chunk_neurons=spec.chunk_neurons).max(dim=1).values.numpy()
+        null = null.reshape(args.concepts, 5)
         old_pass += int((best > np.quantile(null, 0.99, axis=1)).sum())
         old_s += time.perf_counter() - start
         top = pl.DataFrame({"lang": ["xx"] * args.concepts, "concept_id": names, "ap": best})
@@ -77,6 +79,7 @@ def main() -> int:
             n_shuffles=spec.permutations,
             quantile=spec.permutation_quantile,
             correction=spec.correction,
+            chunk_neurons=spec.chunk_neurons,
             seed=trial,
         )
         new_s += time.perf_counter() - start

@@ -14,7 +14,7 @@ store to rebuild it after a layout change). Each query then runs
 checkpoint), through the same ``StoreConnection`` the app uses, uncached. The goal is p95 <= 100 ms
 per query; the machine's load is printed because wall-clock numbers depend on it, and each query's
 CPU time is printed too (load-independent: on two idle cores a query's wall time is between half
-its CPU time and its CPU time). ``--page-load`` also serves the store (``explorer.browser_check.served``) and
+its CPU time and its CPU time). ``--page-load`` also serves the store (``tests.support.browser_check.served``) and
 times loads of the Concepts and Neuron pages in headless Chromium, from the request to the last chart drawn.
 """
 
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explorer import queries as Q
-from precompute.demo.synthetic_store import PAPER_SCALE, build_synthetic_store
 from precompute.store import open_readonly, table_counts
+from tests.support.synthetic_store import PAPER_SCALE, build_synthetic_store
 
 GOAL_MS = 100.0
 
@@ -223,11 +223,11 @@ def _page_load_s(page, url: str, heading: str) -> float:
 
 
 def page_loads(path: Path, loads: int, seed: int) -> list[tuple[str, list[float]]]:
-    """Load times (s) of the Concepts and Neuron pages in headless Chromium (explorer.browser_check), each load
+    """Load times (s) of the Concepts and Neuron pages in headless Chromium (tests.support.browser_check), each load
     with another concept / checkpoint or neuron (uncached queries), after one warm-up load of each page."""
     from playwright.sync_api import sync_playwright
 
-    from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, served
+    from tests.support.browser_check import CHROMIUM, CHROMIUM_ARGS, served
 
     con = Q.StoreConnection(path)
     rng = random.Random(seed)

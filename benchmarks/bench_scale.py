@@ -12,14 +12,13 @@ and post-GELU-like (GELU of a shifted normal, float16 as the pipeline stores the
 concept-selective (half of them in every language, half in one language), 1 % of the units are language-selective
 (what LAPE should find); the residual features carry a language and a concept offset.
 
-Stages, each the function the pipeline calls (``precompute.pipeline.analyse_checkpoint``), timed with the
-pipeline's own ``StageTimer`` (seconds, peak RSS of this process during the stage):
-probes (``probe_tables``: mean + token representations, the default seeds), experts (``score_experts`` +
-``neuron_summary``), alignment (``expert_overlap``, ``shared_experts``, ``expert_sharing``), chance
-(``pipeline.chance_tables``: permutation p-values of the experts' AP, overlap chance, bootstrap intervals),
-similarity (``convergence_tables``), lape (``language_neuron_tables``), drilldown (the post-forward parts of
-``pipeline.drilldown_stage``: ``select_units``, ``top_contexts``, ``response_histograms``; its peak tokens need a
-second forward pass and its output tokens the unembedding, so they are not here), store
+Stages: the pipeline's own list (``precompute.pipeline.STAGES``, run by ``precompute.stages.run_stages`` with
+the pipeline's ``StageTimer``: seconds, peak RSS of this process during the stage) on a context that holds the
+synthetic pooled activations, less the stages that need the model itself (extract, drilldown, steering):
+probes (mean + token representations, the default seeds, the control task), experts, alignment, chance
+(permutation p-values of the experts' AP, overlap chance, bootstrap intervals), convergence, lape; then drilldown
+by hand (its post-forward parts: ``select_units``, ``top_contexts``, ``response_histograms``; its peak tokens need a
+second forward pass and its output tokens the unembedding, so they are not here), and store
 (``StoreWriter.write_checkpoint`` of every table into a fresh store).
 
 Memory note: the residual stream is given to the probes and the similarity stage as a broadcast view (one
@@ -33,8 +32,8 @@ squares) and the extrapolation to BLOOM-560m (98,304 units x 4,000 contexts per 
 (491,520 units). Goals on the project's 2-core machine: the stages of one checkpoint <= 5 min, peak RSS <= 16 GB.
 
 ``--one-language UNITS PER_LANG``: the stages whose cost grows with the contexts (expert AP with top-K, and the
-chance stage's permutation AP, timed before and after issue 19's test on the same responses), for ONE language
-at full size, times the number of languages: the paper's full
+chance stage's permutation AP, timed before and after the max-over-units permutation test on the same responses),
+for ONE language at full size, times the number of languages: the paper's full
 point (98,304 units x 64,000 contexts) holds 12.6 GB of float16 responses plus as much activity, more than this
 23 GiB machine can hold next to the stages' own memory, while one language (786 MB) fits.
 """
@@ -48,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -56,13 +56,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from precompute.analysis.alignment import expert_overlap, expert_sharing, shared_experts
-from precompute.analysis.experts import neuron_summary, score_experts
-from precompute.analysis.lape import language_neuron_tables
-from precompute.analysis.probes import probe_tables
-from precompute.analysis.similarity import convergence_tables
+from precompute.analysis import drilldown as dd
+from precompute.analysis.units import UnitAxis
 from precompute.config import RunConfig
-from precompute.pipeline import StageTimer
+from precompute.pipeline import stages_for
+from precompute.profiling import StageTimer
+from precompute.stages import CheckpointContext, run_stages
 from precompute.store import CheckpointRows, StoreWriter
 
 LAYERS, UNITS_PER_LAYER, D_MODEL = 24, 4096, 1024
@@ -70,7 +69,9 @@ N_LANGS, N_CONCEPTS = 16, 200
 BLOOM_560M_UNITS, BLOOM_7B1_UNITS = 24 * 4096, 30 * 16384
 PAPER_CONTEXTS_PER_LANG = 4000
 GOAL_SECONDS, GOAL_RSS_GB = 300.0, 16.0
-STAGES = ("probes", "experts", "alignment", "chance", "similarity", "lape", "drilldown", "store")
+STAGES = ("probes", "experts", "alignment", "chance", "convergence", "lape", "drilldown", "store")
+#: Stages of the pipeline that need the model itself (a forward pass, generation): not run on synthetic activations.
+NEEDS_MODEL = ("extract", "drilldown", "steering")
 
 
 def synthetic(units: int, per_lang: int, seed: int = 0) -> dict:
@@ -139,98 +140,42 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
     offsets = layer_offsets(units)
     seeds = cfg.probes.seeds
     resid = data["resid"]
-    representations = {
-        "mean": resid.expand(LAYERS + 1, n, D_MODEL),
-        "token": resid.expand(len(seeds), LAYERS + 1, n, D_MODEL),
-    }
-    representations = {k: v for k, v in representations.items() if k in cfg.probes.representations}
-    timer = StageTimer(torch.device("cpu"))
-    tables: dict[str, pl.DataFrame] = {}
     langs, concept_ids = data["langs"], data["concept_ids"]
-    with timer.stage("probes"):
-        tables["probe_results"], tables["probe_per_language"] = probe_tables(
-            representations,
-            langs,
-            seeds=seeds,
-            test_size=cfg.probes.test_size,
-            C=cfg.probes.C,
-            max_iter=cfg.probes.max_iter,
-            max_train=cfg.probes.max_train,
+    axis = UnitAxis.contiguous(offsets)
+    # What the extract stage would leave: the pooled activations (residual views broadcast, see the docstring).
+    pooled = SimpleNamespace(
+        resid_mean=resid.expand(LAYERS + 1, n, D_MODEL),
+        resid_token=resid.expand(len(seeds), LAYERS + 1, n, D_MODEL),
+        token_ids=np.random.default_rng(1).integers(0, 50_000, (len(seeds), n)),
+        mlp_active=data["active"],
+        token_counts=data["token_counts"],
+    )
+    sentences = pl.DataFrame({"sentence_id": np.arange(n, dtype=np.int64), "concept_id": concept_ids, "lang": langs})
+    ctx = CheckpointContext(
+        cfg=cfg,
+        checkpoint="step1",
+        layout=SimpleNamespace(units=axis),
+        concept_set=SimpleNamespace(sentences=sentences),
+        artefacts={"pooled": pooled, "responses": data["responses"]},
+    )
+    timer = StageTimer(torch.device("cpu"))
+    # The pipeline's own stages, in its order; those that need the model itself are left out (see the docstring).
+    run_stages([s for s in stages_for(cfg) if s.name not in NEEDS_MODEL], ctx, timer)
+    tables = ctx.tables
+    ctx.artefacts.pop("experts", None)  # the full AP matrix: no later stage here reads it
+    # Drilldown, its post-forward parts: the peak tokens and output tokens need the model itself.
+    drilldown = "post-forward parts only (no second forward pass, no unembedding)"
+    with timer.stage("drilldown"):
+        spec = cfg.drilldown
+        units_sel = dd.select_units(tables["neuron_ap"], tables["language_neurons"], axis, max_units=spec.max_units)
+        best = dd.top_contexts(data["responses"], langs, units_sel, n_top=spec.top_contexts, device=torch.device("cpu"))
+        chosen = pl.DataFrame({"col": units_sel})
+        top = tables["neuron_ap"]
+        picked = top.with_columns(col=pl.Series(dd.global_columns(top, axis))).join(chosen, on="col", how="semi")
+        tables["unit_response_hist"] = dd.response_histograms(
+            data["responses"], langs, concept_ids, picked, axis, n_bins=spec.hist_bins, device=torch.device("cpu")
         )
-    with timer.stage("experts"):
-        experts = score_experts(
-            data["responses"],
-            langs,
-            concept_ids,
-            offsets,
-            top_k=cfg.experts.top_k,
-            chunk_neurons=cfg.experts.chunk_neurons,
-            device="cpu",
-        )
-        tables["neuron_ap"] = experts.top
-        tables["neuron_summary"] = neuron_summary(experts, offsets)
-    with timer.stage("alignment"):
-        tables["expert_overlap"] = expert_overlap(experts, cfg.experts.top_k)
-        shared = shared_experts(experts, offsets, cfg.experts.min_langs)
-        tables["shared_experts"] = shared
-        tables["expert_sharing"] = expert_sharing(experts.top, shared)
-    with timer.stage("similarity"):
-        tables["similarity"], tables["compression"] = convergence_tables(
-            representations.get("mean", resid.expand(LAYERS + 1, n, D_MODEL)),
-            langs.tolist(),
-            concept_ids.tolist(),
-            device="cpu",
-        )
-    a = cfg.analysis
-    with timer.stage("lape"):
-        tables["language_neurons"], tables["neuron_counts"] = language_neuron_tables(
-            data["active"],
-            langs.tolist(),
-            offsets,
-            selection=a.lape_selection,
-            quantile=a.lape_quantile,
-            filter_rate=a.lape_filter_rate,
-            bar_ratio=a.lape_bar_ratio,
-            min_prob=a.lape_min_prob,
-            max_lape=a.lape_max,
-            shared_experts=shared,
-            n_tokens=torch.from_numpy(data["token_counts"]),
-            device="cpu",
-        )
-    try:  # the chance levels and drill-down tables (issue 14), once the code has them
-        from precompute import pipeline
-        from precompute.analysis import drilldown as dd
-    except ImportError:
-        pipeline = dd = None
-    if pipeline is not None and hasattr(pipeline, "chance_tables"):
-        with timer.stage("chance"):
-            tables.update(
-                pipeline.chance_tables(
-                    cfg,
-                    data["responses"],
-                    langs,
-                    concept_ids,
-                    experts,
-                    tables["expert_overlap"],
-                    shared,
-                    torch.device("cpu"),
-                )
-            )
-    del experts
-    drilldown = "not in the code yet"
-    if dd is not None:  # its post-forward parts: the peak tokens and output tokens need the model itself
-        drilldown = "post-forward parts only (no second forward pass, no unembedding)"
-        with timer.stage("drilldown"):
-            spec = cfg.drilldown
-            units_sel = dd.select_units(tables["neuron_ap"], tables["language_neurons"], offsets, spec.max_units)
-            best = dd.top_contexts(data["responses"], langs, units_sel, spec.top_contexts, torch.device("cpu"))
-            chosen = pl.DataFrame({"col": units_sel})
-            top = tables["neuron_ap"]
-            picked = top.with_columns(col=pl.Series(dd.global_columns(top, offsets))).join(chosen, on="col", how="semi")
-            tables["unit_response_hist"] = dd.response_histograms(
-                data["responses"], langs, concept_ids, picked, offsets, spec.hist_bins, torch.device("cpu")
-            )
-            drilldown += f"; {len(units_sel):,} units, {best.height:,} top-context rows"
+        drilldown += f"; {len(units_sel):,} units, {best.height:,} top-context rows"
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp, StoreWriter(Path(tmp) / "scale.duckdb") as writer:
         run_id = "bench-scale"
         writer.ensure_run(
@@ -274,10 +219,11 @@ def run_point(units: int, per_lang: int, cfg: RunConfig, store_dir: Path) -> dic
 def one_language(units: int, per_lang: int, cfg: RunConfig) -> None:
     """AP (+ top-K) and the chance stage's permutation AP of one language at full size, extrapolated to N_LANGS.
 
-    The chance stage is timed twice on the same responses: *before* issue 19 (5 label shuffles of every concept,
-    the 0.99 quantile of their best AP: 5 x concepts AP columns, the work the old ``permutation_thresholds`` did,
-    done here with the same kernel calls) and *after* (``cfg.experts.permutations`` shuffles per distinct number
-    of positives, `max_ap_null`, what ``chance_ap_table`` does per language).
+    The chance stage is timed twice on the same responses: *before* the max-over-units test (5 label shuffles of
+    every concept, the 0.99 quantile of their best AP: 5 x concepts AP columns, the work the old
+    ``permutation_thresholds`` did, done here with the same kernel calls) and *after*
+    (``cfg.experts.permutations`` shuffles per distinct number of positives, `max_ap_null`, what
+    ``chance_ap_table`` does per language).
     """
     from precompute.analysis.chance import max_ap_null, shuffled_labels
     from precompute.analysis.experts import average_precision_multi, top_k_experts

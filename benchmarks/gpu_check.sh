@@ -9,7 +9,7 @@
 #                (peak measured with matmuls on the same GPU), peak GPU memory
 #   2. ap        bench_ap_device.py: AP of 98,304 units x 4,000 contexts x 200 concepts on the GPU
 #   3. tolerance the GPU tolerance tests (float32 / bfloat16 vs CPU; skipped on a CPU-only machine)
-#   4. pipeline  the tiny pipeline end to end on the device (tiny-checkpoints, then precompute run)
+#   4. pipeline  the tiny pipeline end to end on the device (tests.support.tiny_checkpoints, then precompute run)
 # It prints one table (step, status, seconds, headline) and writes benchmarks/out/gpu_check.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,7 @@ step ap 90 "AP/s" "$PY" benchmarks/bench_ap_device.py "${AP_ARGS[@]}"
 step tolerance 90 "passed|failed|skipped" "$PY" -m pytest -q -p no:cacheprovider \
   tests/test_reliability_determinism.py tests/test_architectures.py -k "cuda or gpu or tolerance"
 step pipeline 120 "checkpoint\(s\) written|error" bash -c \
-  "'$PRECOMPUTE' tiny-checkpoints '$WORK/tiny' --steps 8 && sed 's#../data/tiny-local#$WORK/tiny#' configs/tiny-local.toml > '$WORK/run.toml' && '$PRECOMPUTE' run '$WORK/run.toml' --device $DEVICE --out '$WORK/tiny.duckdb' && '$PRECOMPUTE' info '$WORK/tiny.duckdb'"
+  "'$PY' -m tests.support.tiny_checkpoints '$WORK/tiny' --steps 8 && sed 's#../data/tiny-local#$WORK/tiny#' configs/tiny-local.toml > '$WORK/run.toml' && '$PRECOMPUTE' run '$WORK/run.toml' --device $DEVICE --out '$WORK/tiny.duckdb' && '$PRECOMPUTE' info '$WORK/tiny.duckdb'"
 
 printf '\n%-10s %-10s %8s  %s\n' step status seconds headline
 json="{\"mode\": \"$MODE\", \"steps\": ["

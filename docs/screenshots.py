@@ -17,7 +17,7 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, check_page, served
+from tests.support.browser_check import CHROMIUM, CHROMIUM_ARGS, check_page, served
 
 OUT = ROOT / "docs" / "img"
 

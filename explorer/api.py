@@ -34,6 +34,7 @@ import polars as pl
 
 from explorer import queries as Q
 from precompute.store import StoreError, listed
+from precompute.store.facts import RunSettings, run_settings
 from precompute.store.read import RunProgress, run_progress
 
 #: The largest ``k`` or ``limit`` (DuckDB's BIGINT): beyond it an argument is refused, not passed to SQL.
@@ -84,13 +85,16 @@ class Store:
                 raise StoreError(f"{self.path}: no run {run_id!r} (it holds {', '.join(map(repr, run_ids))})")
             self.run_id: str = run_id if run_id is not None else run_ids[0]
             self.run_ids: list[str] = run_ids
-            settings = Q.run_settings(self._con, self.run_id)
+            with self._con.cursor() as cur:
+                settings = run_settings(cur, self.run_id)
         except BaseException:
             self._con.close()
             raise
-        self.top_k: int | None = settings["top_k"]
-        self.min_langs: int = int(settings["min_langs"] or 2)
-        self.config: dict[str, Any] = settings["config"]
+        #: The run's facts (top-K, min_langs, overlap, checkpoints in training order, ...), read once.
+        self.settings: RunSettings = settings
+        self.top_k: int | None = settings.top_k
+        self.min_langs: int = settings.min_langs
+        self.config: dict[str, Any] = settings.config
 
     # --- lifetime -----------------------------------------------------------------------------------
 

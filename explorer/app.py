@@ -1,8 +1,8 @@
 """crossling explorer: the Streamlit entry point (``explorer STORE`` runs ``streamlit run`` on this).
 
 Opens the store named by $CROSSLING_STORE (default: data/demo.duckdb) read-only, shows which store
-and run are open in the sidebar, and routes to one page per file in ``explorer/pages``. Any problem
-with the store becomes one message with what to do, never a traceback.
+and run are open in the sidebar, and routes to the pages declared in ``explorer/pages.py`` (one script each in
+``explorer/views/``). Any problem with the store becomes one message with what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,30 +21,23 @@ if __package__ in (None, "") and str(Path(__file__).resolve().parents[1]) not in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer import downloads
+from explorer.pages import PAGES, SECTIONS
 from explorer.paths import store_path
 from explorer.problems import StoreProblem, show_problem, show_unexpected
 from explorer.sidebar import sidebar
 from explorer.store_context import open_context, set_ctx
 from explorer.text import md_code
 
-PAGES = {
-    "Explore": [
-        st.Page("views/overview.py", title="Overview", icon="📊", default=True),
-        st.Page("views/probes.py", title="Language probes", icon="🔤"),
-        st.Page("views/concepts.py", title="Concepts", icon="💡"),
-        st.Page("views/neuron.py", title="Neuron", icon="🧠"),
-        st.Page("views/language.py", title="Language", icon="🗣️"),
-        st.Page("views/compare.py", title="Compare", icon="↔️"),
-        st.Page("views/search.py", title="Search", icon="🔎"),
-    ],
-    "The rest of the paper": [
-        st.Page("views/compression.py", title="Compression", icon="🗜️"),
-        st.Page("views/language_neurons.py", title="Language neurons", icon="🏷️"),
-        st.Page("views/steering.py", title="Steering", icon="🧭"),
-    ],
-}
-
-page = st.navigation(PAGES)
+page = st.navigation(
+    {
+        section: [
+            st.Page(p.source, title=p.title, icon=p.icon, url_path=p.url_path, default=p.default)
+            for p in PAGES
+            if p.section == section
+        ]
+        for section in SECTIONS
+    }
+)
 
 try:
     ctx = open_context()

@@ -14,7 +14,6 @@ then by name); ``probe_results.layer`` 0 is the embedding output and i the outpu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import duckdb
 import polars as pl
 
 from precompute import store as store_module
-from precompute.store import DDL, checkpoint_order
-from precompute.store.schema import DERIVED_TABLES
+from precompute.store import DDL, checkpoint_order, facts
+from precompute.store.schema import CHECKPOINT_TABLES, DERIVED_TABLES
 
 # Join that attaches a checkpoint's step and orders rows by training progress.
 _CKPT_JOIN = "JOIN checkpoints c ON c.run_id = t.run_id AND c.checkpoint = t.checkpoint"
@@ -129,27 +128,17 @@ def runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def run_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """The settings the pages need: top_k (K of neuron_ap), min_langs (of shared_experts) and overlap_measure
-    (the overlap the run leads with: 'jaccard' or 'over_k')."""
-    df = frame(con, "SELECT config_json FROM runs WHERE run_id = ?", [run_id])
-    config: dict[str, Any] = {}
-    if df.height:
-        try:
-            config = json.loads(df["config_json"][0] or "{}")
-        except (json.JSONDecodeError, TypeError):
-            config = {}
-    experts = config.get("experts", {}) if isinstance(config, dict) else {}
-    top_k = experts.get("top_k") if isinstance(experts, dict) else None
-    min_langs = experts.get("min_langs") if isinstance(experts, dict) else None
-    if not isinstance(top_k, int) or top_k < 1:
-        got = frame(con, "SELECT max(k) AS k FROM expert_overlap WHERE run_id = ?", [run_id])["k"][0]
-        top_k = int(got) if got is not None else None
-    if not isinstance(min_langs, int):
-        got = frame(con, "SELECT min(n_langs_topk) AS m FROM shared_experts WHERE run_id = ?", [run_id])["m"][0]
-        min_langs = int(got) if got is not None else 2
-    measure = experts.get("overlap_measure") if isinstance(experts, dict) else None
-    measure = measure if measure in OVERLAP_MEASURES else "jaccard"
-    return {"top_k": top_k, "min_langs": min_langs, "overlap_measure": measure, "config": config}
+    """The settings the pages need, as :func:`precompute.store.facts.run_settings` reads them: top_k (K of
+    neuron_ap), min_langs (of shared_experts), overlap_measure (the overlap the run leads with: 'jaccard' or
+    'over_k') and config (the stored run config). A dict, so the app's cache keeps it as it is."""
+    with con.cursor() as cur:
+        settings = facts.run_settings(cur, run_id)
+    return {
+        "top_k": settings.top_k,
+        "min_langs": settings.min_langs,
+        "overlap_measure": settings.overlap_measure,
+        "config": settings.config,
+    }
 
 
 def checkpoints(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
@@ -184,6 +173,25 @@ def layers(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
         con,
         "SELECT layer, n_neurons, hidden_size, module_path FROM layers WHERE run_id = ? ORDER BY layer",
         [run_id],
+    )
+
+
+def checkpoint_rows(
+    con: duckdb.DuckDBPyConnection, table: str, run_id: str, checkpoints: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """Every row of one checkpoint table of the run (``checkpoints``: only theirs), in training order, with the
+    checkpoint's ``step``: the generic reader a new analysis's page starts from before it needs a query of its
+    own. ``table`` must be a checkpoint table of the schema (its name is never taken from the user)."""
+    if table not in CHECKPOINT_TABLES:
+        raise ValueError(f"{table!r} is not a checkpoint table of the store schema")
+    where = "" if checkpoints is None else " AND list_contains(?, t.checkpoint)"
+    params: list[Any] = [run_id] if checkpoints is None else [run_id, list(checkpoints)]
+    return frame(
+        con,
+        f"""SELECT t.* EXCLUDE (run_id), c.step FROM {table} t
+            JOIN checkpoints c ON c.run_id = t.run_id AND c.checkpoint = t.checkpoint
+            WHERE t.run_id = ?{where} ORDER BY {checkpoint_order("c")}""",
+        params,
     )
 
 
@@ -812,11 +820,6 @@ def steering_language_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.
 # permutation threshold per checkpoint x lang x concept), overlap_chance (exact random-set overlap per
 # checkpoint), headline_ci (bootstrap intervals over concepts); probe_results carries the LID baselines.
 
-# Checkpoints of a run with their position in training order: what emergence counts along.
-_CK_POS = f"""ck AS (SELECT c.checkpoint, c.step,
-                         (row_number() OVER (ORDER BY {_CKPT_ORDER}) - 1)::INTEGER AS pos
-                  FROM checkpoints c WHERE c.run_id = ?)"""
-
 
 def probe_chance(con: duckdb.DuckDBPyConnection, run_id: str, representation: str) -> pl.DataFrame:
     """LID accuracy per (checkpoint, layer) with its bootstrap interval (seeds, then test contexts), the
@@ -891,7 +894,7 @@ def concept_chance_history(con: duckdb.DuckDBPyConnection, run_id: str, concept_
 
 
 #: The overlap measures a reader may lead with ([experts] overlap_measure), each with its stored threshold column.
-OVERLAP_MEASURES = ("jaccard", "over_k")
+OVERLAP_MEASURES = facts.OVERLAP_MEASURES
 
 
 def pair_emergence(
@@ -900,33 +903,12 @@ def pair_emergence(
     """Per (concept, language pair): the first checkpoint from which its top-K overlap (``measure``: Jaccard or
     |A ∩ B| / k) stays above the random-set threshold after the run's correction over the checkpoint's pairs
     (``overlap_chance.jaccard_threshold_corrected`` / ``over_k_threshold_corrected``) at every later checkpoint;
-    ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id`` None)."""
+    ``emerged_at`` null where it does not (yet). One concept, or all (``concept_id`` None). The one rule of
+    emergence, :func:`precompute.store.facts.pair_emergence`, which the report counts too."""
     if measure not in OVERLAP_MEASURES:
         raise ValueError(f"measure must be one of {OVERLAP_MEASURES}, got {measure!r}")
-    return frame(
-        con,
-        f"""WITH {_CK_POS},
-            pairs AS (SELECT DISTINCT concept_id, least(lang_a, lang_b) AS lang_a, greatest(lang_a, lang_b) AS lang_b
-                      FROM expert_overlap WHERE run_id = ? AND (?::VARCHAR IS NULL OR concept_id = ?)
-                        AND lang_a <> lang_b),
-            above AS (SELECT DISTINCT o.concept_id, least(o.lang_a, o.lang_b) AS lang_a,
-                             greatest(o.lang_a, o.lang_b) AS lang_b, ck.pos
-                      FROM expert_overlap o JOIN ck ON ck.checkpoint = o.checkpoint
-                      JOIN overlap_chance ch ON ch.run_id = o.run_id AND ch.checkpoint = o.checkpoint
-                      WHERE o.run_id = ? AND (?::VARCHAR IS NULL OR o.concept_id = ?) AND o.lang_a <> o.lang_b
-                        AND o.{measure} > coalesce(ch.{measure}_threshold_corrected, ch.{measure}_threshold)),
-            runs AS (SELECT concept_id, lang_a, lang_b, min(pos) AS first_pos, max(pos) AS last_pos
-                     FROM (SELECT *, pos - row_number() OVER (PARTITION BY concept_id, lang_a, lang_b ORDER BY pos)
-                                  AS grp FROM above)
-                     GROUP BY concept_id, lang_a, lang_b, grp),
-            stay AS (SELECT * FROM runs WHERE last_pos = (SELECT max(pos) FROM ck))
-            SELECT p.concept_id, p.lang_a, p.lang_b, p.lang_a || '-' || p.lang_b AS pair,
-                   ck.checkpoint AS emerged_at, ck.step AS emerged_step
-            FROM pairs p LEFT JOIN stay s USING (concept_id, lang_a, lang_b)
-            LEFT JOIN ck ON ck.pos = s.first_pos
-            ORDER BY s.first_pos NULLS LAST, p.concept_id, p.lang_a, p.lang_b""",
-        [run_id, run_id, concept_id, concept_id, run_id, concept_id, concept_id],
-    )
+    with con.cursor() as cur:
+        return facts.pair_emergence(cur, facts.run_settings(cur, run_id), concept_id, measure)
 
 
 def unit_emergence(
@@ -940,33 +922,12 @@ def unit_emergence(
     """Shared units that emerge: per (concept, layer, unit), the first checkpoint from which the unit's AP beats
     the permutation threshold (``chance_ap.threshold``) as a top-K expert in at least ``min_langs`` languages
     at every later checkpoint, with in how many languages it does at the last one. Only units that emerged;
-    filtered by concept and/or unit."""
+    filtered by concept and/or unit. The one rule, :func:`precompute.store.facts.unit_emergence`."""
     # One unit's rows from the copy laid out by unit; one concept's (or all) from neuron_ap, laid out by concept.
     source = _by_unit(con) if layer is not None and unit is not None else "neuron_ap"
-    return frame(
-        con,
-        f"""WITH {_CK_POS},
-            sig AS (SELECT n.checkpoint, n.concept_id, n.layer, n.unit, count(*)::INTEGER AS n_langs
-                    FROM {source} n JOIN chance_ap ch
-                      ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
-                     AND ch.concept_id = n.concept_id
-                    WHERE n.run_id = ? AND (?::VARCHAR IS NULL OR n.concept_id = ?)
-                      AND (?::INTEGER IS NULL OR n.layer = ?) AND (?::INTEGER IS NULL OR n.unit = ?)
-                      AND n.ap > ch.threshold
-                    GROUP BY ALL HAVING count(*) >= ?),
-            above AS (SELECT s.concept_id, s.layer, s.unit, s.n_langs, ck.pos FROM sig s JOIN ck USING (checkpoint)),
-            runs AS (SELECT concept_id, layer, unit, min(pos) AS first_pos, max(pos) AS last_pos,
-                            arg_max(n_langs, pos) AS n_langs_last
-                     FROM (SELECT *, pos - row_number() OVER (PARTITION BY concept_id, layer, unit ORDER BY pos)
-                                  AS grp FROM above)
-                     GROUP BY concept_id, layer, unit, grp)
-            SELECT r.concept_id, r.layer, r.unit, ck.checkpoint AS emerged_at, ck.step AS emerged_step,
-                   r.n_langs_last
-            FROM runs r JOIN ck ON ck.pos = r.first_pos
-            WHERE r.last_pos = (SELECT max(pos) FROM ck)
-            ORDER BY r.first_pos, r.n_langs_last DESC, r.concept_id, r.layer, r.unit""",
-        [run_id, run_id, concept_id, concept_id, layer, layer, unit, unit, min_langs],
-    )
+    with con.cursor() as cur:
+        settings = facts.run_settings(cur, run_id)
+        return facts.unit_emergence(cur, settings, min_langs, concept_id, layer, unit, experts_table=source)
 
 
 # Every function the pages call, for the benchmark and the tests.

@@ -1,11 +1,13 @@
 """A run spec: model, checkpoints, concept set, and the settings of every stage, loadable from TOML.
 
-Every setting has the paper's value (or the closest CPU-friendly one) as default, and declares what it may
-hold next to it (``top_k: int = setting(100, ge=1)``: a :class:`Rule` of range, allowed values, uniqueness,
-normalisation), read by one generic checker, :func:`check_settings`. Unknown keys, wrong types and values
-outside their rule are rejected with one line naming the file, the key and what was expected. What needs the
-concept set or the model's shape (``top_k`` against the units, ``min_langs`` against the languages, layers
-that exist) is checked by :mod:`precompute.validate` before any compute.
+Every setting has the paper's value (or the closest CPU-friendly one) as default, and declares next to it what
+it may hold (``top_k: int = setting(100, ge=1)``: a :class:`Rule` of range, allowed values, uniqueness,
+normalisation), whose value the default is and what it does (``source``, ``doc``). One generic checker,
+:func:`check_settings`, reads the rules; :mod:`precompute.config_doc` reads all of it to write
+``docs/settings.md``, so the settings are documented in one place. Unknown keys, wrong types and values outside
+their rule are rejected with one line naming the file, the key and what was expected. What needs the concept
+set or the model's shape (``top_k`` against the units, ``min_langs`` against the languages, layers that exist)
+is checked by :mod:`precompute.validate` before any compute.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ class Rule:
 MAX_RANGE_VALUES = 100_000
 MAX_TEMPLATE_CHECKPOINTS = 100_000
 
+#: How a unit's activations over a context's tokens become one response (``precompute.extract`` pools them).
+POOLINGS: tuple[str, ...] = ("max", "mean", "span")
+
 
 def parse_int_ranges(text: str, option: str, *, max_values: int = MAX_RANGE_VALUES) -> list[int]:
     """'0,50' -> [0, 50]; '0-99' -> 0..99 (inclusive); '-1' -> [-1] (left to the setting's rule).
@@ -161,9 +166,25 @@ def parse_int_ranges(text: str, option: str, *, max_values: int = MAX_RANGE_VALU
     return values
 
 
-def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
-    """A dataclass field with its :class:`Rule`: ``top_k: int = setting(100, ge=1)``."""
-    metadata = {"rule": Rule(**rule)}
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    source: str = "",
+    doc: str = "",
+    paper: Any = dataclasses.MISSING,
+    **rule: Any,
+) -> Any:
+    """A dataclass field with its :class:`Rule` and what the docs say of it: ``top_k: int = setting(100, ge=1)``.
+
+    ``source`` says whose the default is (``"paper (...)"``, ``"ml-selfcond"``, ``"Tang et al. 2024"`` or
+    ``"crossling's choice"``), ``doc`` what the setting does, in a sentence or two, and ``paper`` the paper's value
+    where it differs from the default (the real-model configs in ``configs/`` set it). They are metadata only,
+    read by :mod:`precompute.config_doc` to write ``docs/settings.md``, so the doc cannot drift from the code.
+    """
+    metadata: dict[str, Any] = {"rule": Rule(**rule), "source": source, "doc": doc}
+    if paper is not dataclasses.MISSING:
+        metadata["paper"] = paper
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -213,26 +234,68 @@ def check_settings(
             raise ConfigError(f"{where}: {message}")
 
 
+# The sources the settings cite, written once here and read by ``setting(source=...)``.
+PAPER = "paper (Riemenschneider & Frank 2025)"
+OURS = "crossling's choice"
+OURS_ADDED = "crossling's addition, not the paper's"
+SELFCOND = "ml-selfcond"  # Suau et al.'s reference code, apple/ml-selfcond
+TANG = "Tang et al. 2024 (`identify.py`), which the paper follows"  # RUCAIBox/Language-Specific-Neurons
+WANG = "Wang, Minervini & Ponti (2024)"
+
+
 @dataclass
 class ModelSpec:
     """Which model: a hub id or a local directory, with defaults for loading."""
 
-    id: str = setting("", required=True, hint="a hub id or a local directory")
-    revision: str | None = None
-    device: str = "auto"
-    dtype: str = setting("auto", choices=("auto", "float32", "bfloat16", "float16"))
-    card: str = ""
+    id: str = setting(
+        "",
+        required=True,
+        hint="a hub id or a local directory",
+        source=f"{PAPER}: BLOOM-560m and -7b1 intermediate checkpoints, an XGLM-architecture model (configs/)",
+        doc="A hub id (`bigscience/bloom-560m-intermediate`) or a local model directory; every run names one.",
+    )
+    revision: str | None = setting(
+        None,
+        source=OURS,
+        doc="A hub revision of `id`, kept with the run's config; each checkpoint loads its own revision.",
+    )
+    device: str = setting(
+        "auto",
+        source=OURS,
+        doc="`auto`: CUDA, then MPS, then CPU; or `cpu`, `cuda`, `cuda:N`, `mps`. `--device` overrides it.",
+    )
+    dtype: str = setting(
+        "auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        source=f"{OURS} (bfloat16 in the real-model configs)",
+        doc="`auto`: bfloat16 on a CUDA card that supports it, else float16; float32 on CPU and MPS.",
+    )
+    card: str = setting(
+        "",
+        source=OURS,
+        doc="A description of the model, stored with the run and shown by `precompute info` and the explorer.",
+    )
 
 
 @dataclass
 class CheckpointSpec:
     """One checkpoint: a local directory (``path``) or a hub revision of ``model.id``."""
 
-    name: str = setting("", required=True, hint="every checkpoint needs a name")
-    path: str | None = None
-    revision: str | None = None
-    step: int | None = setting(None, ge=0)
-    tokens_seen: int | None = setting(None, ge=0)
+    name: str = setting(
+        "",
+        required=True,
+        hint="every checkpoint needs a name",
+        source=OURS,
+        doc="The checkpoint's name in the store; names are unique within a run.",
+    )
+    path: str | None = setting(
+        None, source=OURS, doc="A local checkpoint directory, relative to the config file's folder."
+    )
+    revision: str | None = setting(
+        None, source=OURS, doc="A hub revision (branch, tag or commit) of `[model] id`; give it or `path`."
+    )
+    step: int | None = setting(None, ge=0, source=OURS, doc="The training step, which orders the checkpoints.")
+    tokens_seen: int | None = setting(None, ge=0, source=OURS, doc="Training tokens seen up to this checkpoint.")
 
     def check(self, label: str) -> Iterator[str]:
         if self.path is None and self.revision is None:
@@ -250,16 +313,31 @@ class CheckpointSetSpec:
     parsed from each name. ``tokens_per_step`` fills ``tokens_seen`` where a checkpoint does not record it.
     """
 
-    revisions: list[str] = field(default_factory=list)
-    template: str = ""
-    pattern: str = ""
-    paths: list[str] = field(default_factory=list)
-    local: str = ""
-    steps: list[int] = setting(factory=list, ge=0)
-    start: int | None = setting(None, ge=0)
-    stop: int | None = setting(None, ge=0)
-    every: int | None = setting(None, ge=1)
-    tokens_per_step: int | None = setting(None, ge=1)
+    revisions: list[str] = setting(
+        factory=list,
+        source=f"{OURS} (the branches the BLOOM model cards list, in the BLOOM configs)",
+        doc="Hub revisions of `[model] id`, one checkpoint each; they need no branch listing, so work offline.",
+    )
+    template: str = setting(
+        "", source=OURS, doc="Names built from steps, e.g. `global_step{step}`, with `steps` or `start`/`stop`/`every`."
+    )
+    pattern: str = setting(
+        "", source=OURS, doc="Every hub branch of `[model] id` matching a glob (`global_step*`; `re:...` for a regex)."
+    )
+    paths: list[str] = setting(factory=list, source=OURS, doc="Local checkpoint directories.")
+    local: str = setting("", source=OURS, doc="Every local directory matching a glob (`ckpts/step_*`).")
+    steps: list[int] = setting(
+        factory=list,
+        ge=0,
+        source=f"{PAPER} for the schedule (XGLM: powers of two, then every 5,000 steps); the BLOOM selection: {OURS}",
+        doc="The steps of a template; with another source, keep only the names with these steps.",
+    )
+    start: int | None = setting(None, ge=0, source=OURS, doc="First step of `start`/`stop`/`every` (default: every).")
+    stop: int | None = setting(None, ge=0, source=OURS, doc="Last step of `start`/`stop`/`every`, inclusive.")
+    every: int | None = setting(None, ge=1, source=OURS, doc="Steps between two checkpoints of `start`/`stop`/`every`.")
+    tokens_per_step: int | None = setting(
+        None, ge=1, source=OURS, doc="Fills `tokens_seen` (step x this) where a checkpoint does not record it."
+    )
 
     def template_steps(self) -> Sequence[int]:
         """The steps a template builds names for: ``steps``, else ``range(start, stop + 1, every)`` (lazy)."""
@@ -301,72 +379,176 @@ class CheckpointSetSpec:
 class DataSpec:
     """The concept set and which part of it to use."""
 
-    concepts: str = setting("builtin", required=True, hint="'builtin' or a concept-set file")
-    languages: list[str] = setting(
-        factory=list, unique=True, normalize=canonical_language, validate=language_code_problem
+    concepts: str = setting(
+        "builtin",
+        required=True,
+        hint="'builtin' or a concept-set file",
+        source=f"{OURS}: 45 CLDR concepts x 12 languages (the paper: ~200 concepts, 16 languages)",
+        doc="`builtin` (the CLDR set shipped in the package) or a concept-set file (Parquet, TSV, CSV).",
     )
-    concept_ids: list[str] = setting(factory=list, unique=True)
-    max_contexts: int = setting(0, ge=0, hint="0: all")
+    languages: list[str] = setting(
+        factory=list,
+        unique=True,
+        normalize=canonical_language,
+        validate=language_code_problem,
+        source=f"{OURS} (BLOOM's training languages among the set's twelve, in the BLOOM configs)",
+        doc="The languages to use, as BCP 47 codes in any case; empty: every language of the concept set.",
+    )
+    concept_ids: list[str] = setting(
+        factory=list, unique=True, source=OURS, doc="The concepts to use; empty: every concept of the set."
+    )
+    max_contexts: int = setting(
+        0,
+        ge=0,
+        hint="0: all",
+        source=OURS,
+        doc="At most this many contexts per (concept, language), the first in sentence order; 0 keeps all.",
+    )
 
 
 @dataclass
 class ExtractSpec:
     """Forward passes and pooling."""
 
-    batch_tokens: int = setting(4096, ge=1)
-    max_length: int = setting(64, ge=2)
-    layers: list[int] = setting(factory=list, ge=0, unique=True, hint="MLP block indices; empty: all")
-    # A unit's response to a context: "max" over its real tokens (the paper's, apple/ml-selfcond pool_responses),
-    # "mean" over them or "span" (mean over the concept's tokens): crossling's choices. See precompute.extract.
-    pooling: str = setting("max", choices=("max", "mean", "span"))
-    # Contexts whose concept span max_length cuts off: "error" refuses the run naming them (crossling's choice),
-    # "drop" leaves them out of every analysis (they are counted and reported per concept and language).
-    on_truncated_span: str = setting("error", choices=("error", "drop"))
-    # Operational (not part of the run's fingerprint): pooled activations larger than this many GB
-    # (0: half of the RAM available when the run starts) are memory-mapped to files in spill_dir
-    # (default: the system's temporary folder) instead of being held in RAM.
-    ram_budget_gb: float = setting(0.0, ge=0, hint="0: half the available RAM")
-    spill_dir: str = ""
+    batch_tokens: int = setting(
+        4096,
+        ge=1,
+        source=OURS,
+        doc="Padded tokens per forward pass: the GPU memory of a pass; lower it on an out-of-memory error.",
+    )
+    max_length: int = setting(64, ge=2, source=OURS, doc="Tokens per context at most; longer contexts are cut.")
+    layers: list[int] = setting(
+        factory=list,
+        ge=0,
+        unique=True,
+        hint="MLP block indices; empty: all",
+        source=OURS,
+        doc="The MLP blocks to hook (`--layers 0-5,12`); empty: all. Other layers are another analysis, another run.",
+    )
+    # See precompute.extract for how each pooling treats padding and a tokenizer-added start token.
+    pooling: str = setting(
+        "max",
+        choices=POOLINGS,
+        source=f'{PAPER}; {SELFCOND} `pool_responses(pooling_type="max")`; "mean" and "span": {OURS}',
+        doc="A unit's response to a context: its max over the context's own tokens; `mean` over them, `span` "
+        "the mean over the concept's span tokens.",
+    )
+    on_truncated_span: str = setting(
+        "error",
+        choices=("error", "drop"),
+        source=OURS,
+        doc="Contexts whose concept span `max_length` cuts off: `error` refuses the run naming them, `drop` leaves "
+        "them out of every analysis (counted and reported per concept and language).",
+    )
+    ram_budget_gb: float = setting(
+        0.0,
+        ge=0,
+        hint="0: half the available RAM",
+        source=OURS,
+        doc="Pooled activations larger than this many GB (0: half of the RAM available when the checkpoint "
+        "starts) are memory-mapped to files in `spill_dir` instead of held in RAM.",
+    )
+    spill_dir: str = setting(
+        "",
+        source=OURS,
+        doc="Where pooled activations over `ram_budget_gb` are memory-mapped (empty: the temporary folder); the "
+        "files are unlinked at once.",
+    )
 
 
 @dataclass
 class ProbeSpec:
     """Language-identification probes (logistic regression per layer)."""
 
-    representations: list[str] = setting(factory=lambda: ["mean", "token"], choices=("mean", "token"), unique=True)
-    seeds: list[int] = setting(factory=lambda: [0, 1, 2], min_items=1, unique=True, ge=0, le=2**32 - 1)
-    test_size: float = setting(0.25, gt=0, lt=1)
-    C: float = setting(1.0, gt=0, hint="inverse regularisation strength")
-    max_iter: int = setting(100, ge=1)
-    max_train: int = setting(4000, ge=0, hint="0: no cap")
-    # A control task per layer for token probes (Hewitt & Liang 2019: a fixed random language per token type,
-    # learnt by the same probe), so selectivity (accuracy - control accuracy) is visible; the mean
-    # representation has no token type and gets none. Crossling's addition, not the paper's.
-    control: bool = setting(True)
+    representations: list[str] = setting(
+        factory=lambda: ["mean", "token"],
+        choices=("mean", "token"),
+        unique=True,
+        source=f'{PAPER}: token-level hidden states; "mean": {OURS}',
+        doc="`token`: one token's hidden state per context, drawn anew for every seed (start and padding tokens "
+        "excluded); `mean`: the mean over the context's tokens.",
+    )
+    seeds: list[int] = setting(
+        factory=lambda: [0, 1, 2],
+        min_items=1,
+        unique=True,
+        ge=0,
+        le=2**32 - 1,
+        source=f"{PAPER}: three seeds",
+        doc="One probe per seed: each draws its own tokens and train/test split.",
+    )
+    test_size: float = setting(0.25, gt=0, lt=1, source=OURS, doc="The share of contexts held out for testing.")
+    C: float = setting(
+        1.0, gt=0, hint="inverse regularisation strength", source=OURS, doc="The logistic regression's C."
+    )
+    max_iter: int = setting(100, ge=1, source=OURS, doc="The logistic regression's iterations at most.")
+    max_train: int = setting(
+        4000, ge=0, hint="0: no cap", source=OURS, doc="Training contexts per probe at most; 0: no cap."
+    )
+    control: bool = setting(
+        True,
+        source=f"Hewitt & Liang (2019) control task; {OURS_ADDED}",
+        doc="A control task per layer for the token probes (a fixed random language per token type, learnt by the "
+        "same probe), so that selectivity (accuracy - control accuracy) is visible; `mean` has no token type "
+        "and gets none.",
+    )
 
 
 @dataclass
 class ExpertSpec:
     """Expert units (Suau et al.): AP scoring and cross-lingual alignment."""
 
-    top_k: int = setting(100, ge=1)
-    min_langs: int = setting(3, ge=2)
-    chunk_neurons: int = setting(8192, ge=1)
-    # Chance of an expert's AP (crossling's addition, issue 19): per language and number of positives, this many
-    # shuffles of the labels give the null of the best unit's AP; a (concept, language) cell's p-value is
-    # (1 + exceedances) / (permutations + 1), so its resolution is 1 / (permutations + 1). 999 makes the level
-    # 1 - permutation_quantile = 0.01 exact (0.01 x 1,000 is a whole number of draws). 0: no test.
-    permutations: int = setting(999, ge=0, le=1_000_000, hint="0: no permutation test")
-    permutation_quantile: float = setting(0.99, gt=0, lt=1, hint="1 - the test's level (and the FDR of the correction)")
-    # Multiple comparisons over the cells of a checkpoint, the (concept, language) cells of the experts' AP and
-    # the (concept, language pair) cells of the overlap: "bh" = Benjamini-Hochberg at FDR 1 - permutation_quantile
-    # (crossling's choice); "none" = every cell at that level on its own.
-    correction: str = setting("bh", choices=("bh", "none"))
-    # The overlap of two languages' expert sets: the top overlap_k of each (0: top_k; at most top_k), as
-    # "jaccard" |A ∩ B| / |A ∪ B| or "over_k" |A ∩ B| / k (Wang, Minervini & Ponti 2024, k = 50 over BLOOM
-    # checkpoints). Both are stored; overlap_measure is the one the report and the explorer lead with.
-    overlap_k: int = setting(0, ge=0, hint="0: the experts' top_k")
-    overlap_measure: str = setting("jaccard", choices=("jaccard", "over_k"))
+    top_k: int = setting(
+        100,
+        ge=1,
+        paper=500,
+        source=f"{PAPER}: ~500 experts per concept and language; the default 100 is {OURS} for small models",
+        doc="The experts of a (concept, language): the units with the highest AP.",
+    )
+    min_langs: int = setting(
+        3, ge=2, source=OURS, doc="A shared expert is a top-K expert of one concept in at least this many languages."
+    )
+    chunk_neurons: int = setting(8192, ge=1, source=OURS, doc="Units scored per AP chunk on the device.")
+    # 999 makes the level 1 - permutation_quantile = 0.01 exact: 0.01 x 1,000 is a whole number of draws.
+    permutations: int = setting(
+        999,
+        ge=0,
+        le=1_000_000,
+        hint="0: no permutation test",
+        source=f"{OURS} (the level is exact because 0.01 x 1,000 is whole)",
+        doc="Label shuffles per language and number of positives: the null of the best unit's AP; a cell's "
+        "p-value is (1 + exceedances) / (permutations + 1). 0: no test.",
+    )
+    permutation_quantile: float = setting(
+        0.99,
+        gt=0,
+        lt=1,
+        hint="1 - the test's level (and the FDR of the correction)",
+        source=OURS,
+        doc="1 - the test's level: 0.99 tests at 0.01, which is also the FDR of the correction.",
+    )
+    correction: str = setting(
+        "bh",
+        choices=("bh", "none"),
+        source=OURS,
+        doc="Multiple comparisons over a checkpoint's cells, (concept, language) for the experts' AP and "
+        "(concept, language pair) for the overlap: `bh` = Benjamini-Hochberg at FDR 1 - permutation_quantile; "
+        "`none` = each cell on its own.",
+    )
+    overlap_k: int = setting(
+        0,
+        ge=0,
+        hint="0: the experts' top_k",
+        source=f"{OURS}; k = 50 with over_k: {WANG}",
+        doc="The overlap of two languages' expert sets compares the top overlap_k of each (0: top_k; at most top_k).",
+    )
+    overlap_measure: str = setting(
+        "jaccard",
+        choices=("jaccard", "over_k"),
+        source=f"Jaccard of the top-K: {OURS}; over_k = |A ∩ B| / k: {WANG}",
+        doc="`jaccard` = |A ∩ B| / |A ∪ B|, `over_k` = |A ∩ B| / k. Both are stored; this is the one the report "
+        "and the explorer lead with.",
+    )
 
     def check(self, label: str) -> Iterator[str]:
         if self.overlap_k > self.top_k:
@@ -380,40 +562,81 @@ class ExpertSpec:
 
 @dataclass
 class AnalysisSpec:
-    """Compression and language-specific neurons (issue: the rest of the paper)."""
+    """Compression, language-specific neurons (LAPE, see ``precompute.analysis.lape``) and the intervals."""
 
-    # Language-specific neurons (precompute.analysis.lape). "tang": Tang et al.'s identify.py (the paper's):
-    # keep units with some p > the lape_filter_rate quantile of all probabilities, take the lape_quantile
-    # (their top_rate) share of all units with the lowest entropy, assign each to every language whose p
-    # exceeds the lape_bar_ratio quantile. "threshold": crossling's earlier rule (absolute lape_min_prob,
-    # one language per unit; lape_max for a cut on LAPE / log L).
-    lape_selection: str = setting("tang", choices=("tang", "threshold"))
-    lape_quantile: float = setting(0.01, gt=0, le=1)
-    lape_filter_rate: float = setting(0.95, ge=0, le=1)
-    lape_bar_ratio: float = setting(0.95, ge=0, le=1)
-    lape_min_prob: float = setting(0.05, ge=0, le=1)
-    # "threshold" only: if set, language-specific = normalised LAPE (LAPE / log L) <= this, instead of the
-    # lowest lape_quantile of all neurons, so the count itself can change over training.
-    lape_max: float | None = setting(None, ge=0, le=1)
-    # Bootstrap resamples (over concepts; over test contexts for probes; fixed seed) of the 95 % intervals of
-    # the headline curves: crossling's addition. 0: no intervals.
-    bootstrap: int = setting(1000, ge=0, le=100000, hint="0: no intervals")
+    lape_selection: str = setting(
+        "tang",
+        choices=("tang", "threshold"),
+        source=f'{TANG}; "threshold": {OURS}',
+        doc="`tang`: keep units with some p above the lape_filter_rate quantile of all probabilities, take the "
+        "lape_quantile share of all units with the lowest entropy, assign each to every language whose p exceeds "
+        "the lape_bar_ratio quantile. `threshold`: an absolute cut (lape_min_prob), one language per unit.",
+    )
+    lape_quantile: float = setting(
+        0.01, gt=0, le=1, source=TANG, doc="Tang et al.'s top_rate: the share of all units, lowest entropy first."
+    )
+    lape_filter_rate: float = setting(
+        0.95,
+        ge=0,
+        le=1,
+        source=TANG,
+        doc="Keep a unit only if some language's probability exceeds this quantile of all (unit, language) "
+        "probabilities.",
+    )
+    lape_bar_ratio: float = setting(
+        0.95,
+        ge=0,
+        le=1,
+        source=TANG,
+        doc="A selected unit belongs to every language whose probability exceeds this quantile.",
+    )
+    lape_min_prob: float = setting(
+        0.05, ge=0, le=1, source=OURS, doc="`threshold` only: the activation probability a unit needs at least."
+    )
+    lape_max: float | None = setting(
+        None,
+        ge=0,
+        le=1,
+        source=OURS,
+        doc="`threshold` only: if set, language-specific = normalised LAPE (LAPE / log L) <= this, instead of the "
+        "lowest lape_quantile of all units, so the count itself can change over training.",
+    )
+    bootstrap: int = setting(
+        1000,
+        ge=0,
+        le=100000,
+        hint="0: no intervals",
+        source=OURS_ADDED,
+        doc="Bootstrap resamples (fixed seed) of the headline curves' 95 % intervals: over concepts; for probes "
+        "over seeds and, within each, test contexts. 0: no intervals.",
+    )
 
 
 @dataclass
 class DrilldownSpec:
-    """Per-unit drill-downs for the Neuron page (issue 14; crossling's own, not the paper's): what fires a
-    unit, how it responds, what it writes. See ``precompute.analysis.drilldown``.
+    """Per-unit drill-downs for the Neuron page (crossling's own, not the paper's): what fires a unit, how it
+    responds, what it writes. See ``precompute.analysis.drilldown``.
 
     The units: every top-K expert of any (concept, language) at the checkpoint plus every LAPE-selected
     unit, at most ``max_units`` of them (by best expert rank, then max AP; LAPE units count as rank 1).
     """
 
-    enabled: bool = setting(True)
-    top_contexts: int = setting(10, ge=1, le=1000, hint="contexts per (unit, language)")
-    top_tokens: int = setting(10, ge=1, le=1000, hint="promoted and suppressed tokens per unit")
-    hist_bins: int = setting(20, ge=2, le=200)
-    max_units: int = setting(2048, ge=0, hint="0: no cap")
+    enabled: bool = setting(True, source=OURS_ADDED, doc="Compute the Neuron page's drill-downs.")
+    top_contexts: int = setting(
+        10, ge=1, le=1000, hint="contexts per (unit, language)", source=OURS, doc="Top contexts per (unit, language)."
+    )
+    top_tokens: int = setting(
+        10,
+        ge=1,
+        le=1000,
+        hint="promoted and suppressed tokens per unit",
+        source=OURS,
+        doc="Output tokens a unit promotes, and as many it suppresses.",
+    )
+    hist_bins: int = setting(20, ge=2, le=200, source=OURS, doc="Bins of a unit's response histograms.")
+    max_units: int = setting(
+        2048, ge=0, hint="0: no cap", source=OURS, doc="Units drilled down per checkpoint at most; 0: no cap."
+    )
 
 
 @dataclass
@@ -424,19 +647,62 @@ class SteeringSpec:
     back from the store (``runs.config_json``) and lets its options override only what they name.
     """
 
-    enabled: bool = setting(False)
-    concepts: list[str] = setting(factory=list, unique=True)
-    source_langs: list[str] = setting(
-        factory=list, unique=True, normalize=canonical_language, validate=language_code_problem
+    enabled: bool = setting(
+        False, source=OURS, doc="Steer at every checkpoint of `precompute run` (`precompute steer` runs it later)."
     )
-    n_neurons: list[int] = setting(factory=lambda: [0, 50], ge=0, min_items=1, unique=True)
-    seeds: list[int] = setting(factory=lambda: [0, 1, 2], min_items=1, unique=True, ge=0, le=2**32 - 1)
-    prompts: list[str] = setting(factory=lambda: [""], min_items=1)
-    max_new_tokens: int = setting(24, ge=1)
-    value_mode: str = setting("median", choices=("median", "zero"))
-    # Sampling, as Suau et al.'s generate_seq: nucleus 0.9, no top-k cut, temperature 0.8.
-    top_k: int = setting(0, ge=0, hint="0: no top-k cut")
-    top_p: float = setting(0.9, gt=0, le=1)
+    concepts: list[str] = setting(
+        factory=list,
+        unique=True,
+        source=f'{OURS} (the paper\'s Spanish "earthquake" is not in the CLDR concept set)',
+        doc="The concepts to steer; empty: `run` steers the run's first three concepts, `steer` the three with "
+        "most shared experts at the last checkpoint.",
+    )
+    source_langs: list[str] = setting(
+        factory=list,
+        unique=True,
+        normalize=canonical_language,
+        validate=language_code_problem,
+        paper=["es"],
+        source=f"{PAPER}: experts found in Spanish",
+        doc="The languages whose experts are fixed; empty: the run's first language that is not English.",
+    )
+    n_neurons: list[int] = setting(
+        factory=lambda: [0, 50],
+        ge=0,
+        min_items=1,
+        unique=True,
+        paper=[0, 500],
+        source=f"{PAPER}: 500 units, with 0 as the unsteered control; the default 50 is {OURS} for small models",
+        doc="How many of a concept's top experts are fixed, one run each; 0 is the unsteered control.",
+    )
+    seeds: list[int] = setting(
+        factory=lambda: [0, 1, 2],
+        min_items=1,
+        unique=True,
+        ge=0,
+        le=2**32 - 1,
+        paper=list(range(100)),
+        source=f"{PAPER}: 100 seeds; the default three is {OURS}",
+        doc="One generation per seed (and prompt, concept, source language and n_neurons).",
+    )
+    prompts: list[str] = setting(
+        factory=lambda: [""],
+        min_items=1,
+        source=f"{PAPER}: generation from the start token",
+        doc='The prompts generation continues; `""` is the start token alone.',
+    )
+    max_new_tokens: int = setting(24, ge=1, source=OURS, doc="Tokens generated per output.")
+    value_mode: str = setting(
+        "median",
+        choices=("median", "zero"),
+        source=f'{PAPER}; {SELFCOND} `on_p50`; "zero": {OURS}',
+        doc="What the fixed units hold: `median`, the interpolated median of their pooled response on the concept's "
+        "contexts (`neuron_ap.median_pos_act`); `zero`, 0.",
+    )
+    top_k: int = setting(
+        0, ge=0, hint="0: no top-k cut", source=f"{SELFCOND} `generate_seq`", doc="Sampling's top-k cut; 0: none."
+    )
+    top_p: float = setting(0.9, gt=0, le=1, source=f"{PAPER}; {SELFCOND} `generate_seq`", doc="Nucleus sampling's p.")
     # Below 0.01, exp(logit / temperature) overflows float32 (the sampler's precision) for any logit above 0.89,
     # and far below it logit / temperature is infinite itself, so sampling ends in an error at the first
     # checkpoint; such a temperature is greedy decoding in all but name anyway.
@@ -445,6 +711,8 @@ class SteeringSpec:
         gt=0,
         floor=0.01,
         floor_why="below it exp(logit / temperature) overflows float32 and sampling fails; it is greedy anyway",
+        source=f"{PAPER}; {SELFCOND} `generate_seq`",
+        doc="Sampling temperature.",
     )
 
 

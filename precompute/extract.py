@@ -1,8 +1,9 @@
 """Batched forward passes that keep only pooled activations.
 
-For every context of the concept set, and every MLP unit of every layer (the input of the MLP's down
-projection, see ``precompute.model.sites``), we keep the unit's **response** to the context under each
-requested pooling (``POOLINGS``):
+For every context of the concept set, and every MLP unit of every hooked layer (the input of the MLP's down
+projection, see ``precompute.model.sites``; the hooked layers are the checkpoint's
+``precompute.model.ModelLayout``), we keep the unit's **response** to the context under each requested pooling
+(``POOLINGS``):
 
 - ``max``: the maximum over the context's tokens (Suau et al.'s reference code, apple/ml-selfcond
   ``pool_responses(pooling_type="max")``, and the paper: the paper's setting);
@@ -32,11 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precompute.analysis.units import UnitAxis
+from precompute.config import POOLINGS
 from precompute.faults import maybe_fail
-from precompute.model import LoadedModel, MLPSite, find_mlp_sites
+from precompute.model import LoadedModel, MLPSite, ModelLayout, mlp_hooks
 
-#: Unit responses ``extract`` can pool; ``[extract] pooling`` picks the one the analyses use.
-POOLINGS = ("max", "mean", "span")
+# The unit responses ``extract`` can pool are ``precompute.config.POOLINGS``; ``[extract] pooling`` picks the one
+# the analyses use.
 
 
 @dataclass
@@ -84,12 +87,11 @@ class TokenizedContexts:
 class Pooled:
     """Pooled activations of one checkpoint over n contexts (CPU tensors)."""
 
-    mlp: dict[str, torch.Tensor]  # pooling -> (n, N) responses, all layers' units concatenated
+    mlp: dict[str, torch.Tensor]  # pooling -> (n, N) responses, the hooked layers' units concatenated
     mlp_active: torch.Tensor  # (n, N) fraction of real tokens with an activation event (> 0; gated: act(gate) > 0)
     resid_mean: torch.Tensor  # (L + 1, n, d) mean over real tokens
     resid_token: torch.Tensor  # (S, L + 1, n, d) one real token per context, drawn with token_seeds[s]
-    layer_offsets: list[int]  # column ranges of each layer in the neuron axis (length n_layers + 1)
-    layer_ids: list[int]  # the model's block index of each hooked layer (all layers unless restricted)
+    units: UnitAxis  # the (N,) unit axis of ``mlp`` and ``mlp_active``: the hooked layers' units, in block order
     token_counts: np.ndarray  # (n,) real tokens per context
     n_tokens: int  # tokens fed to the model (padding excluded, tokenizer-added specials included)
     seconds: float
@@ -97,6 +99,16 @@ class Pooled:
     # (S, n) int64: the token id at each context's sampled position per seed (the token type of resid_token[s],
     # for the probes' control task); 8 bytes a context and seed.
     token_ids: np.ndarray | None = None
+
+    @property
+    def layer_offsets(self) -> list[int]:
+        """(L + 1,) the first column of each hooked layer on the unit axis, then N."""
+        return list(self.units.offsets)
+
+    @property
+    def layer_ids(self) -> list[int]:
+        """(L,) the model's block index of each hooked layer (all blocks unless ``[extract] layers`` says)."""
+        return list(self.units.layer_ids)
 
     def responses(self, pooling: str) -> torch.Tensor:
         """(n, N) unit responses under ``pooling`` (one of ``POOLINGS`` that `extract` was asked for)."""
@@ -203,20 +215,18 @@ def sample_token_positions(real_masks: Sequence[np.ndarray], seed: int) -> np.nd
 
 def pooled_nbytes(
     loaded: LoadedModel,
+    layout: ModelLayout,
     n_contexts: int,
-    layers: Sequence[int] = (),
     storage_dtype: torch.dtype = torch.float32,
     poolings: Sequence[str] = POOLINGS,
     n_token_seeds: int = 1,
 ) -> int:
-    """Host memory `extract` needs for its pooled arrays: (poolings + 1) x contexts x neurons (``storage_dtype``)
-    plus (1 + token seeds) x (layers + 1) x contexts x hidden (float32). A 7B model (30 layers x 16,384 neurons,
-    d = 4,096) over 12,960 contexts in float16 with one pooling and 3 token seeds: 25 GB + 26 GB."""
-    sites = [s for s in find_mlp_sites(loaded.model) if not layers or s.layer in set(layers)]
-    n_neurons = sum(s.n_neurons for s in sites)
+    """Host memory `extract` needs for its pooled arrays: (poolings + 1) x contexts x the layout's units
+    (``storage_dtype``) plus (1 + token seeds) x (layers + 1) x contexts x hidden (float32). A 7B model (30 layers
+    x 16,384 neurons, d = 4,096) over 12,960 contexts in float16 with one pooling and 3 token seeds: 25 GB + 26 GB."""
     item = torch.empty((), dtype=storage_dtype).element_size()
     resid = (1 + n_token_seeds) * (loaded.n_layers + 1) * n_contexts * loaded.hidden_size * 4
-    return (len(poolings) + 1) * n_contexts * n_neurons * item + resid
+    return (len(poolings) + 1) * n_contexts * layout.units.n_units * item + resid
 
 
 def available_ram_bytes() -> int:
@@ -253,10 +263,10 @@ def _allocate(shape: tuple[int, ...], dtype: torch.dtype, spill_dir: str | Path 
 
 def extract(
     loaded: LoadedModel,
+    layout: ModelLayout,
     contexts: TokenizedContexts,
     *,
     batch_tokens: int,
-    layers: Sequence[int] = (),
     poolings: Sequence[str] = POOLINGS,
     token_seeds: Sequence[int] = (0,),
     storage_dtype: torch.dtype = torch.float32,
@@ -265,10 +275,11 @@ def extract(
 ) -> Pooled:
     """Run every context through the model in token-budget batches and pool as described above.
 
-    ``layers`` restricts the MLP layers hooked (default: all); the residual stream keeps every layer.
-    ``poolings``: which unit responses to keep (a run keeps only the one it analyses: each costs contexts x
-    neurons of host memory). ``token_seeds``: one sampled token per context and seed for token-level probes
-    (``resid_token``), whose token ids are kept in ``token_ids``.
+    ``layout`` (`ModelLayout.of` the loaded model) names the MLP layers hooked, whose units make the columns of
+    the result (``Pooled.units``); the residual stream keeps every block. ``poolings``: which unit responses to
+    keep (a run keeps only the one it analyses: each costs contexts x neurons of host memory). ``token_seeds``:
+    one sampled token per context and seed for token-level probes (``resid_token``), whose token ids are kept
+    in ``token_ids``.
     A ``span`` response of a context without span tokens is its ``mean`` (a concept set without spans);
     ``precompute.pipeline`` refuses or drops contexts whose span was cut off before they get here.
     ``progress`` is called with the number of contexts finished after each batch.
@@ -279,14 +290,8 @@ def extract(
         raise ValueError(f"poolings must be some of {', '.join(POOLINGS)}, got {list(poolings)}")
     poolings = list(dict.fromkeys(poolings))
     model, device = loaded.model, loaded.device
-    sites = find_mlp_sites(model)
-    if layers:
-        unknown = sorted(set(layers) - {s.layer for s in sites})
-        if unknown:
-            raise ValueError(f"layers {unknown} do not exist (model has {len(sites)} MLP layers)")
-        sites = [s for s in sites if s.layer in set(layers)]
-    offsets = np.concatenate([[0], np.cumsum([s.n_neurons for s in sites])]).tolist()
-    n, n_neurons = len(contexts.input_ids), offsets[-1]
+    offsets = layout.units.offsets
+    n, n_neurons = len(contexts.input_ids), layout.units.n_units
     n_resid, hidden = loaded.n_layers + 1, loaded.hidden_size
     seeds = [int(x) for x in token_seeds]
     real_lengths = contexts.real_lengths
@@ -295,8 +300,7 @@ def extract(
         mlp_active=_allocate((n, n_neurons), storage_dtype, spill_dir),
         resid_mean=_allocate((n_resid, n, hidden), torch.float32, spill_dir),
         resid_token=_allocate((len(seeds), n_resid, n, hidden), torch.float32, spill_dir),
-        layer_offsets=offsets,
-        layer_ids=[s.layer for s in sites],
+        units=layout.units,
         token_counts=real_lengths,
         n_tokens=int(contexts.lengths.sum()),
         seconds=0.0,
@@ -321,48 +325,32 @@ def extract(
         active = torch.bmm(weights[:, :1], (acts > 0).to(torch.float32)) / divisors[:, :1]
         state["buffer"][:, active_slot, col : col + site.n_neurons] = active[:, 0].to(storage_dtype)
 
-    def make_hook(site: MLPSite, col: int):
-        def hook(_module, args):
-            # Means over tokens as one batched matmul: (B, 2, T) 0/1 weights (real tokens, span tokens)
-            # x (B, T, n_neurons), divided by the counts; the max over real tokens with padding and specials
-            # set to -inf. Results stay on the device until the batch ends.
-            acts = args[0].float()  # (B, T, n_neurons)
-            weights, divisors, buffer = state["weights"], state["divisors"], state["buffer"]
-            cols = slice(col, col + site.n_neurons)
-            if means:
-                sums = torch.bmm(weights[:, mean_rows], acts) / divisors[:, mean_rows]  # (B, len(means), n)
-                for j, p in enumerate(means):
-                    buffer[:, slot[p], cols] = sums[:, j].to(storage_dtype)
-            if "max" in slot:
-                masked = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
-                buffer[:, slot["max"], cols] = masked.amax(dim=1).to(storage_dtype)
-            if site.gate is None:
-                store_active(site, col, acts)
-
-        return hook
-
-    def make_gate_hook(site: MLPSite, col: int):
-        def hook(_module, _args, output):
-            # The gate's activation, act(gate(x)) (or its pre-activation): (B, T, n_neurons).
-            acts = output.float()
-            if acts.dim() == 2:  # a block that flattens tokens
-                acts = acts.view(state["real"].shape[0], -1, acts.shape[-1])
-            if acts.shape[-1] != site.n_neurons:
-                raise RuntimeError(f"{site.gate_path}: output width {acts.shape[-1]}, expected {site.n_neurons}")
+    def pool(position: int, site: MLPSite, down_input: torch.Tensor) -> None:
+        # Means over tokens as one batched matmul: (B, 2, T) 0/1 weights (real tokens, span tokens)
+        # x (B, T, n_neurons), divided by the counts; the max over real tokens with padding and specials
+        # set to -inf. Results stay on the device until the batch ends.
+        acts = down_input.float()  # (B, T, n_neurons)
+        col = offsets[position]
+        weights, divisors, buffer = state["weights"], state["divisors"], state["buffer"]
+        cols = slice(col, col + site.n_neurons)
+        if means:
+            sums = torch.bmm(weights[:, mean_rows], acts) / divisors[:, mean_rows]  # (B, len(means), n)
+            for j, p in enumerate(means):
+                buffer[:, slot[p], cols] = sums[:, j].to(storage_dtype)
+        if "max" in slot:
+            masked = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
+            buffer[:, slot["max"], cols] = masked.amax(dim=1).to(storage_dtype)
+        if site.gate is None:
             store_active(site, col, acts)
 
-        return hook
+    def gate_active(position: int, site: MLPSite, gate_output: torch.Tensor) -> None:
+        # The gate's activation, act(gate(x)) (or its pre-activation): (B, T, n_neurons).
+        store_active(site, offsets[position], gate_output.float())
 
-    handles = [site.module.register_forward_pre_hook(make_hook(site, offsets[i])) for i, site in enumerate(sites)]
-    handles += [
-        site.gate.register_forward_hook(make_gate_hook(site, offsets[i]))
-        for i, site in enumerate(sites)
-        if site.gate is not None
-    ]
     base = model.base_model
     start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with mlp_hooks(layout, on_input=pool, on_gate=gate_active), torch.inference_mode():
             for batch in token_budget_batches(contexts.lengths, batch_tokens):
                 width = int(contexts.lengths[batch].max())
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -420,8 +408,6 @@ def extract(
                     progress(len(batch))
                 maybe_fail("extract.batch")
     finally:
-        for handle in handles:
-            handle.remove()
         state.clear()
     out.seconds = time.perf_counter() - start
     return out
@@ -436,12 +422,12 @@ def token_offsets(tokenizer, texts: Sequence[str], max_length: int) -> list[np.n
 
 def unit_peaks(
     loaded: LoadedModel,
+    layout: ModelLayout,
     contexts: TokenizedContexts,
     pair_rows: np.ndarray,
     pair_units: np.ndarray,
     *,
     batch_tokens: int,
-    layers: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where each (context, unit) pair peaks: the real-token position of the unit's largest activation.
 
@@ -450,10 +436,11 @@ def unit_peaks(
     selected units' columns. Chosen over keeping argmax positions in `extract`'s max pooling, which would cost
     contexts x all neurons more host memory for every run, and would not exist under mean or span pooling.
 
-    pair_rows: (P,) indices into ``contexts``; pair_units: (P,) columns of the neuron axis of `extract` called
-    with the same ``layers`` (all layers' units concatenated). Returns (P,) int64 positions into the context's
-    token ids and (P,) float32 activations there. Per batch the device holds (B, T, U_layer) for one layer at a
-    time and a (B, U) result; no token tensor leaves it.
+    pair_rows: (P,) indices into ``contexts``; pair_units: (P,) columns of ``layout.units``, the unit axis of
+    `extract` called with the same layout (the hooked layers' units concatenated). Returns (P,) int64 positions
+    into the context's token ids and (P,) float32 activations there. Only the layers some pair names do any
+    work in their hooks. Per batch the device holds (B, T, U_layer) for one layer at a time and a (B, U)
+    result; no token tensor leaves it.
     """
     pair_rows = np.asarray(pair_rows, dtype=np.int64)
     pair_units = np.asarray(pair_units, dtype=np.int64)
@@ -462,37 +449,31 @@ def unit_peaks(
     if len(pair_rows) == 0:
         return positions, values
     model, device = loaded.model, loaded.device
-    sites = find_mlp_sites(model)
-    if layers:
-        sites = [s for s in sites if s.layer in set(layers)]
-    offsets = np.concatenate([[0], np.cumsum([s.n_neurons for s in sites])])
+    offsets = np.asarray(layout.units.offsets, dtype=np.int64)
     units = np.unique(pair_units)  # sorted: per-layer blocks concatenate in this order
     pair_u = np.searchsorted(units, pair_units)  # (P,) index into `units`
     rows = np.unique(pair_rows)
     sub = contexts.subset(rows)
     pair_r = np.searchsorted(rows, pair_rows)  # (P,) index into `sub`
-    layer_of = np.searchsorted(offsets, units, side="right") - 1
+    layer_of = layout.units.position_of(units)  # (U,) position of each unit's layer among the hooked ones
     picks = {
         i: torch.from_numpy(units[layer_of == i] - offsets[i]).to(device)
-        for i in range(len(sites))
+        for i in range(layout.units.n_layers)
         if (layer_of == i).any()
     }
     starts = {i: int(np.searchsorted(layer_of, i)) for i in picks}
     state: dict[str, torch.Tensor] = {}
 
-    def make_hook(i: int):
-        cols, start = picks[i], starts[i]
+    def peak(position: int, _site: MLPSite, down_input: torch.Tensor) -> None:
+        if position not in picks:  # a layer none of the pairs names
+            return
+        cols, start = picks[position], starts[position]
+        acts = down_input.index_select(-1, cols).float()  # (B, T, U_layer)
+        acts = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
+        best, where = acts.max(dim=1)  # (B, U_layer)
+        state["value"][:, start : start + len(cols)] = best
+        state["pos"][:, start : start + len(cols)] = where
 
-        def hook(_module, args):
-            acts = args[0].index_select(-1, cols).float()  # (B, T, U_layer)
-            acts = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
-            best, where = acts.max(dim=1)  # (B, U_layer)
-            state["value"][:, start : start + len(cols)] = best
-            state["pos"][:, start : start + len(cols)] = where
-
-        return hook
-
-    handles = [sites[i].module.register_forward_pre_hook(make_hook(i)) for i in picks]
     pad_id = loaded.tokenizer.pad_token_id or 0
     # Pairs grouped by the batch their context falls in, so each batch gathers its own with one index.
     batches = token_budget_batches(sub.lengths, batch_tokens)
@@ -505,7 +486,7 @@ def unit_peaks(
     order = np.argsort(pair_batch, kind="stable")
     bounds = np.searchsorted(pair_batch[order], np.arange(len(batches) + 1))
     try:
-        with torch.inference_mode():
+        with mlp_hooks(layout, on_input=peak), torch.inference_mode():
             for b, batch in enumerate(batches):
                 width = int(sub.lengths[batch].max())
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -528,7 +509,5 @@ def unit_peaks(
                 positions[mine] = state["pos"][r, u].cpu().numpy()
                 values[mine] = state["value"][r, u].cpu().numpy()
     finally:
-        for handle in handles:
-            handle.remove()
         state.clear()
     return positions, values

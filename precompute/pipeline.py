@@ -1,86 +1,56 @@
-"""One run: for each checkpoint, extract -> probe -> score experts -> align -> analyse -> publish.
+"""The order of the stages, the checkpoint loop, the timer and the writer; nothing else.
 
-Each checkpoint is published to the store in one transaction; checkpoints already in the store are
-skipped (``force=True`` recomputes them), so an interrupted run resumes where it stopped.
+For each checkpoint the loop loads the model, builds its layout once (``precompute.model.ModelLayout``), runs the
+stages in :data:`STAGES` order (each one module of ``precompute.stages``) and publishes every table of the
+checkpoint in one part file (``precompute.store.writer``). Checkpoints already in the store are skipped
+(``force=True`` recomputes them), so an interrupted run resumes where it stopped. ``precompute steer`` is the same
+loop with only the steering stage, on a finished store: it reads each checkpoint's rows back, adds its own and
+publishes the checkpoint again as a part, so its cost does not grow with the store.
 """
 
 from __future__ import annotations
 
-import platform
+import dataclasses
+import importlib
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import polars as pl
-import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    Progress,
-)
+from rich.progress import Progress
 from transformers.utils import logging as hf_logging
 
 from precompute import __version__
-from precompute.analysis.alignment import expert_overlap, expert_sharing, shared_experts
-from precompute.analysis.chance import chance_ap_table, headline_intervals, overlap_chance
-from precompute.analysis.experts import ExpertResult, neuron_summary, score_experts
-from precompute.analysis.lape import language_neuron_tables
-from precompute.analysis.probes import probe_tables
-from precompute.analysis.similarity import convergence_tables
 from precompute.checkpoints.fingerprint import changed_error, fingerprints_differ, source_fingerprint
-from precompute.config import CheckpointSpec, ConfigError, RunConfig
-from precompute.extract import (
-    Pooled,
-    TokenizedContexts,
-    available_ram_bytes,
-    extract,
-    max_positions,
-    pooled_nbytes,
-    token_offsets,
-    tokenize_contexts,
-    unit_peaks,
-)
-from precompute.faults import with_fault_point
+from precompute.config import CheckpointSpec, RunConfig, SteeringSpec
+from precompute.extract import Pooled
 from precompute.inputs.concepts import ConceptSet, concept_set_path, load_concept_set
-from precompute.model import LoadedModel, find_mlp_sites, load_checkpoint
+from precompute.model import LoadedModel, ModelLayout, load_checkpoint
+from precompute.profiling import StageTimer
 from precompute.progress import make_progress
-from precompute.provenance import portable_config, portable_path, recorded_source
-from precompute.steering.stage import SteeringPlan, plan_for_run, steer_checkpoint
-from precompute.store import (
-    MLP_LAYER_TABLES,
-    CheckpointRows,
-    StoreWriter,
-    json_dumps,
-    utc_now,
-)
+from precompute.provenance import recorded_source, run_record
+from precompute.stages import steering
+from precompute.stages.base import CheckpointContext, Stage, run_stages
+from precompute.stages.contexts import PreparedContexts, prepare_contexts
+from precompute.steering.stage import STEERING_SCHEMA, SteeringPlan, plan_for_run, summarise
+from precompute.store import CheckpointRows, StoreWriter, json_dumps, schema, utc_now
 from precompute.store.read import plan_meta, read_meta, read_runs
-from precompute.validate import check_finite, shape_from_config, shape_of, validate_run
+from precompute.validate import shape_from_config, shape_of, validate_run
 
-PROVENANCE_PACKAGES = [
-    "torch",
-    "transformers",
-    "tokenizers",
-    "duckdb",
-    "polars",
-    "scikit-learn",
-    "numpy",
-    "babel",
-]
+#: The analysis stages, in the order a checkpoint runs them: the store schema's stage order (where each table
+#: also names its stage), less the writer's own ``run`` and ``timings``. Stage ``NAME`` is the ``STAGE`` of module
+#: ``precompute.stages.NAME``, so a new analysis is its module and its tables' declaration (docs/extending.md).
+STAGE_NAMES: tuple[str, ...] = tuple(name for name in schema.STAGES if name not in ("run", "timings"))
+STAGES: tuple[Stage, ...] = tuple(importlib.import_module(f"precompute.stages.{name}").STAGE for name in STAGE_NAMES)
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the numbers, plus Python and crossling."""
-    versions = {"crossling": __version__, "python": platform.python_version()}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+def stages_for(cfg: RunConfig, names: Sequence[str] | None = None) -> list[Stage]:
+    """The stages a run of ``cfg`` runs (``names``: only these), in :data:`STAGES` order."""
+    return [s for s in STAGES if s.enabled(cfg) and (names is None or s.name in names)]
 
 
 @dataclass
@@ -94,155 +64,123 @@ class RunSummary:
     seconds: float = 0.0
 
 
+@dataclass
+class CheckpointJob:
+    """One checkpoint to load and publish: where it loads from here, and its ``checkpoints`` row."""
+
+    name: str
+    location: str  # a local folder or a hub id, as this machine loads it
+    revision: str | None
+    step: int | None
+    source: str  # as the store records it (portable)
+    tokens_seen: int | None
+    fingerprint: Callable[[], str | None]  # of the weights, computed when the checkpoint is published
+
+    @property
+    def label(self) -> str:
+        return f"checkpoint {self.name!r}"
+
+
 def run_id_for(cfg: RunConfig, concept_set: ConceptSet) -> str:
     """A readable id that changes whenever the analysis would: model, settings and concept set."""
     name = Path(cfg.model.id.rstrip("/")).name or "model"
     return f"{name}-{cfg.fingerprint()[:8]}-{concept_set.sha256[:8]}"
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident memory (Linux: VmHWM via /proc/self/clear_refs); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+def checkpoint_source(cfg: RunConfig, spec: CheckpointSpec) -> tuple[str, str | None]:
+    """Where a checkpoint loads from on this machine: (local dir, None) or (hub id, revision). The store
+    records the portable name instead (`precompute.provenance.recorded_source`)."""
+    if spec.path is not None:
+        return str(cfg.resolve(spec.path)), None
+    return cfg.model.id, spec.revision
 
 
-def _peak_rss_mib() -> float | None:
-    """Peak resident memory of this process since the last reset (VmHWM), in MiB; None where unknown."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-class StageTimer:
-    """Wall time, throughput and peak memory of each stage of one checkpoint.
-
-    Peak memory is the device's: CUDA memory allocated by torch on a GPU; on the CPU, the process's peak
-    resident memory during the stage (Linux; None elsewhere).
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.rows: list[dict] = []
-
-    @contextmanager
-    def stage(self, name: str, tokens: int | None = None) -> Iterator[None]:
-        host = self.device.type == "cpu" and _reset_peak_rss()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
-        yield
-        seconds = time.perf_counter() - start
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            peak = _peak_rss_mib() if host else None
-        self.rows.append(
-            {
-                "stage": name,
-                "seconds": seconds,
-                "tokens_per_s": tokens / seconds if tokens and seconds > 0 else None,
-                "peak_mem_mb": peak,
-            }
-        )
-
-    def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(
-            self.rows,
-            schema={"stage": pl.Utf8, "seconds": pl.Float64, "tokens_per_s": pl.Float64, "peak_mem_mb": pl.Float64},
-        )
-
-
-def spill_directory(cfg: RunConfig, nbytes: int, progress: Progress | None = None) -> str | None:
-    """Where to memory-map the pooled activations, or None to keep them in RAM.
-
-    They spill when they need more than ``[extract] ram_budget_gb`` (0: half the RAM available now), into
-    ``[extract] spill_dir`` (default: the system's temporary folder).
-    """
-    budget = cfg.extract.ram_budget_gb * 2**30 if cfg.extract.ram_budget_gb > 0 else available_ram_bytes() / 2
-    if nbytes <= budget:
-        return None
-    import tempfile
-
-    where = str(cfg.resolve(cfg.extract.spill_dir)) if cfg.extract.spill_dir else tempfile.gettempdir()
-    if progress is not None:
-        progress.console.print(
-            f"  pooled activations need {nbytes / 2**30:.1f} GB > RAM budget {budget / 2**30:.1f} GB: "
-            f"memory-mapped in {escape(where)}",
-            soft_wrap=True,
-        )
-    return where
-
-
-@dataclass
-class PreparedContexts:
-    """The concept set's contexts tokenized for one checkpoint, and which of them the analyses use.
-
-    keep: (n_kept,) indices into ``concept_set.sentences``; truncated: per (concept_id, lang), how many
-    contexts have their concept span cut off by ``max_length`` (``n_truncated``) of how many (``n_contexts``);
-    empty when none is.
-    """
-
-    contexts: TokenizedContexts
-    keep: np.ndarray
-    truncated: pl.DataFrame
-
-
-def prepare_contexts(
-    cfg: RunConfig, loaded: LoadedModel, concept_set: ConceptSet, console: Console | None = None
-) -> PreparedContexts:
-    """Tokenize every context and apply ``[extract] on_truncated_span`` (issue 12.3: never pool silently otherwise).
-
-    A context whose concept span ``max_length`` cuts off (wholly or partly) would be pooled over other tokens
-    than its concept's: by default (``"error"``) the run refuses in one line naming the affected (concept,
-    language) pairs; with ``"drop"`` they are left out of every analysis and reported on ``console``. Span
-    pooling also refuses contexts that have no span at all (it would fall back to their mean). Cheap (one
-    fast-tokenizer pass), so `run` calls it before writing anything for a checkpoint.
-    """
-    sentences = concept_set.sentences
-    spans = list(zip(sentences["span_start"].to_list(), sentences["span_end"].to_list()))
-    max_length = max_positions(loaded.model, cfg.extract.max_length)
-    contexts = tokenize_contexts(loaded.tokenizer, sentences["text"].to_list(), spans, max_length)
-    if cfg.extract.pooling == "span":
-        no_span = sentences["span_start"].is_null() | sentences["span_end"].is_null()
-        if no_span.any():
-            first = sentences.filter(no_span).row(0, named=True)
-            raise ConfigError(
-                f'[extract] pooling = "span" needs the concept\'s span in every context; {int(no_span.sum())} '
-                f'have none (first: {first["concept_id"]}/{first["lang"]}); use pooling = "max" or add '
-                "span_start/span_end to the concept set"
-            )
-    cut = np.asarray(contexts.span_cut, dtype=bool)
-    frame = sentences.select("concept_id", "lang").with_columns(pl.Series("cut", cut))
-    truncated = (
-        frame.group_by("concept_id", "lang")
-        .agg(pl.col("cut").sum().cast(pl.Int64).alias("n_truncated"), pl.len().cast(pl.Int64).alias("n_contexts"))
-        .filter(pl.col("n_truncated") > 0)
-        .sort("concept_id", "lang")
+def _job(cfg: RunConfig, spec: CheckpointSpec) -> CheckpointJob:
+    location, revision = checkpoint_source(cfg, spec)
+    return CheckpointJob(
+        name=spec.name,
+        location=location,
+        revision=revision,
+        step=spec.step,
+        source=recorded_source(cfg, spec),
+        tokens_seen=spec.tokens_seen,
+        fingerprint=lambda: source_fingerprint(location, revision),
     )
-    if truncated.height:
-        pairs = [f"{c}/{lang} {k} of {m}" for c, lang, k, m in truncated.iter_rows()]
-        named = ", ".join(pairs[:8]) + (f" and {len(pairs) - 8} more pairs" if len(pairs) > 8 else "")
-        what = (
-            f"[extract] max_length = {max_length} tokens cuts off the concept span of {int(cut.sum())} "
-            f"context(s) ({named})"
-        )
-        if cfg.extract.on_truncated_span == "error":
-            raise ConfigError(f'{what}; raise max_length or set [extract] on_truncated_span = "drop"')
-        if console is not None:
-            console.print(f'  {escape(what)}: dropped (on_truncated_span = "drop")', soft_wrap=True)
-    keep = np.flatnonzero(~cut)
-    if len(keep) < len(cut):
-        contexts = contexts.subset(keep)
-    return PreparedContexts(contexts=contexts, keep=keep, truncated=truncated)
+
+
+def _progress_hooks(progress: Progress | None) -> dict[str, Callable]:
+    """A context's ``task`` (a progress bar per stage) and ``note`` (a line above the bars)."""
+    if progress is None:
+        return {}
+
+    def task(description: str, total: int) -> Callable[..., None]:
+        tid = progress.add_task(description, total=total)
+        return lambda n=1: progress.advance(tid, n)
+
+    def note(message: str) -> None:
+        progress.console.print(f"  [yellow]note:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+    return {"task": task, "note": note}
+
+
+def publish_checkpoints(
+    writer: StoreWriter,
+    run_id: str,
+    jobs: Sequence[CheckpointJob],
+    stages: Sequence[Stage],
+    begin: Callable[[CheckpointJob, LoadedModel, dict[str, Callable]], CheckpointContext],
+    *,
+    console: Console,
+    title: str,
+    device: str,
+    dtype: str,
+    load: Callable[..., Any] = load_checkpoint,
+) -> list[CheckpointContext]:
+    """The checkpoint loop: load, ``begin`` (checks, layout, context), the stages, one part per checkpoint.
+
+    ``begin`` checks what it must before anything of the checkpoint is written and returns its context, with
+    the checkpoint's layout (``ModelLayout.of``, built once, after the checks that name the settings); the
+    context's ``stored`` tables (what the store holds of the checkpoint) are published again with the stages'
+    tables over them. Returns each checkpoint's context, less its model and artefacts.
+    """
+    done = []
+    with make_progress(console) as progress:
+        overall = progress.add_task(title, total=len(jobs))
+        for job in jobs:
+            revision = f"@{escape(job.revision)}" if job.revision else ""
+            progress.console.print(f"[bold]checkpoint {escape(job.name)}[/] ({escape(job.location)}{revision})")
+            load_start = time.perf_counter()
+            loaded = load(job.location, job.revision, device=device, dtype=dtype)
+            load_seconds = time.perf_counter() - load_start
+            ctx = begin(job, loaded, _progress_hooks(progress))
+            timer = StageTimer(loaded.device)
+            timer.record("load", load_seconds)
+            tables = run_stages(stages, ctx, timer)
+            timings = timer.frame()
+            stored_timings = ctx.stored.get("stage_timings")
+            if stored_timings is not None:  # the stages not rerun keep their timing rows
+                rerun = set(timings["stage"].to_list())
+                kept = stored_timings.filter(~pl.col("stage").is_in(rerun)).select(timings.columns)
+                timings = pl.concat([kept, timings.filter(pl.col("stage") != "load")], how="vertical")
+            writer.write_checkpoint(
+                run_id,
+                CheckpointRows(
+                    checkpoint=job.name,
+                    step=job.step,
+                    revision=job.revision,
+                    source=job.source,
+                    tokens_seen=job.tokens_seen,
+                    tables={**ctx.stored, **tables, "stage_timings": timings},
+                    source_fingerprint=job.fingerprint(),
+                ),
+            )
+            ctx.loaded = ctx.layout = None
+            ctx.artefacts = {k: v for k, v in ctx.artefacts.items() if k == "steering_new"}
+            done.append(ctx)
+            del loaded
+            _drop_finished_tasks(progress, keep=overall)
+            progress.advance(overall)
+    return done
 
 
 def analyse_checkpoint(
@@ -253,307 +191,27 @@ def analyse_checkpoint(
     progress: Progress | None = None,
     prepared: PreparedContexts | None = None,
     label: str = "",
+    names: Sequence[str] | None = None,
 ) -> tuple[dict[str, pl.DataFrame], Pooled]:
-    """Every stage for one loaded checkpoint; returns the store rows by table, and the pooled activations.
-
-    ``prepared``: the result of `prepare_contexts` when the caller already has it. ``label`` names the
-    checkpoint when its activations are refused (NaN or infinite, e.g. from NaN weights).
-    """
+    """The run's stages (less steering) on one loaded checkpoint, without a store: its tables, and the pooled
+    activations. For notebooks and tests; ``names`` picks stages (their needs must be among them)."""
+    layout = ModelLayout.of(loaded.model, cfg.extract.layers)
     if prepared is None:
         prepared = prepare_contexts(cfg, loaded, concept_set, progress.console if progress is not None else None)
-    sentences = concept_set.sentences
-    if len(prepared.keep) < sentences.height:  # on_truncated_span = "drop" left some out
-        sentences = sentences[prepared.keep]
-    contexts = prepared.contexts
+    ctx = CheckpointContext(
+        cfg=cfg,
+        checkpoint=label or "checkpoint",
+        loaded=loaded,
+        layout=layout,
+        concept_set=concept_set,
+        prepared=prepared,
+        label=label,
+        **_progress_hooks(progress),
+    )
     timer = StageTimer(loaded.device)
-    langs = sentences["lang"].to_numpy()
-    concept_ids = sentences["concept_id"].to_numpy()
-
-    def task(description: str, total: int) -> Callable[[int], None]:
-        if progress is None:
-            return lambda _=1: None
-        tid = progress.add_task(description, total=total)
-        return lambda n=1: progress.advance(tid, n)
-
-    n_tokens = int(contexts.lengths.sum())
-    storage = torch.float16 if loaded.dtype in (torch.float16, torch.bfloat16) else torch.float32
-    # Only the configured pooling is kept (each costs contexts x units of host memory); token probes draw
-    # their own token per context for every probe seed.
-    poolings = (cfg.extract.pooling,)
-    token_seeds = cfg.probes.seeds if "token" in cfg.probes.representations else []
-    nbytes = pooled_nbytes(loaded, sentences.height, cfg.extract.layers, storage, poolings, len(token_seeds))
-    spill_dir = spill_directory(cfg, nbytes, progress)
-    with timer.stage("extract", tokens=n_tokens):
-        pooled = extract(
-            loaded,
-            contexts,
-            batch_tokens=cfg.extract.batch_tokens,
-            layers=cfg.extract.layers,
-            poolings=poolings,
-            token_seeds=token_seeds,
-            storage_dtype=storage,
-            progress=task("  extract", sentences.height),
-            spill_dir=spill_dir,
-        )
-    check_finite(
-        {
-            **{f"MLP activations ({name} pooling)": t for name, t in pooled.mlp.items()},
-            "residual stream (mean)": pooled.resid_mean,
-            "residual stream (token)": pooled.resid_token,
-        },
-        label or "checkpoint",
-        pooled.layer_offsets,
-        pooled.layer_ids,
-    )
-    representations = {
-        "mean": pooled.resid_mean,
-        "token": pooled.resid_token,
-    }
-    representations = {k: v for k, v in representations.items() if k in cfg.probes.representations}
-    with timer.stage("probes"):
-        n_fits = sum(t.shape[-3] for t in representations.values())  # layers
-        probe_rows, probe_lang_rows = probe_tables(
-            representations,
-            langs,
-            seeds=cfg.probes.seeds,
-            test_size=cfg.probes.test_size,
-            C=cfg.probes.C,
-            max_iter=cfg.probes.max_iter,
-            max_train=cfg.probes.max_train,
-            control=cfg.probes.control,
-            token_types={"token": pooled.token_ids},
-            n_resamples=cfg.analysis.bootstrap,
-            progress=task("  probes", n_fits),
-        )
-    activations = pooled.responses(cfg.extract.pooling)  # (contexts, units): AP and the steering value
-    with timer.stage("experts"):
-        experts = score_experts(
-            activations,
-            langs,
-            concept_ids,
-            pooled.layer_offsets,
-            top_k=cfg.experts.top_k,
-            chunk_neurons=cfg.experts.chunk_neurons,
-            device=loaded.device,
-            progress=with_fault_point(task("  experts", len(set(langs.tolist()))), "experts.lang"),
-        )
-        summary = neuron_summary(experts, pooled.layer_offsets)
-    with timer.stage("alignment"):
-        overlap = expert_overlap(experts, cfg.experts.overlap_top)
-        shared = shared_experts(experts, pooled.layer_offsets, cfg.experts.min_langs)
-    tables = {
-        "probe_results": probe_rows,
-        "probe_per_language": probe_lang_rows,
-        "neuron_ap": experts.top,
-        "neuron_summary": summary,
-        "expert_overlap": overlap,
-        "shared_experts": shared,
-        "expert_sharing": expert_sharing(experts.top, shared),
-    }
-    with timer.stage("chance"):
-        tables.update(chance_tables(cfg, activations, langs, concept_ids, experts, overlap, shared, loaded.device))
-    with timer.stage("analysis"):
-        tables.update(analysis_tables(cfg, pooled, langs, concept_ids, shared, loaded.device))
-    if cfg.drilldown.enabled:
-        with timer.stage("drilldown"):
-            tables.update(
-                drilldown_stage(
-                    cfg, loaded, pooled, activations, sentences, contexts, experts.top, tables["language_neurons"]
-                )
-            )
-    if pooled.layer_ids != list(range(len(pooled.layer_ids))):
-        # Scoring numbers hooked layers by position; store the model's own block indices.
-        mapping = dict(enumerate(pooled.layer_ids))
-        for name in MLP_LAYER_TABLES:
-            if name in tables and tables[name].height:
-                tables[name] = tables[name].with_columns(pl.col("layer").replace_strict(mapping, return_dtype=pl.Int32))
-    tables["stage_timings"] = timer.frame()
-    return tables, pooled
-
-
-# Tables whose `layer` indexes MLP blocks (the others index the residual stream, 0 = embeddings).
-
-
-def chance_tables(
-    cfg: RunConfig,
-    activations: torch.Tensor,
-    langs: np.ndarray,
-    concept_ids: np.ndarray,
-    experts: ExpertResult,
-    overlap: pl.DataFrame,
-    shared: pl.DataFrame,
-    device: torch.device,
-) -> dict[str, pl.DataFrame]:
-    """Chance levels and intervals of one checkpoint (issue 14.5): ``chance_ap`` (random-scorer AP and the
-    permutation threshold per lang x concept), ``overlap_chance`` (exact random-set Jaccard, Spearman and
-    shared-expert chance for K of the (contexts, N) ``activations``' N units; the overlap thresholds also after
-    the correction over the checkpoint's (concept, language pair) cells) and ``headline_ci`` (bootstrap
-    over concepts of the overlap and sharing headlines)."""
-    n_units = int(activations.shape[1])
-    spec = cfg.experts
-    pairs = overlap.filter(pl.col("lang_a") != pl.col("lang_b"))
-    chance = overlap_chance(
-        spec.overlap_top,
-        n_units,
-        len(experts.full_ap),
-        spec.min_langs,
-        spec.permutation_quantile,
-        expert_k=spec.top_k,
-        correction=spec.correction,
-        intersections=np.rint(pairs["over_k"].to_numpy() * min(spec.overlap_top, n_units)).astype(np.int64),
-    )
-    return {
-        "chance_ap": chance_ap_table(
-            activations,
-            langs,
-            concept_ids,
-            experts.top,
-            n_shuffles=spec.permutations,
-            quantile=spec.permutation_quantile,
-            correction=spec.correction,
-            chunk_neurons=spec.chunk_neurons,
-            device=device,
-        ),
-        "overlap_chance": chance,
-        "headline_ci": headline_intervals(
-            overlap, shared, chance, experts.concept_ids, n_resamples=cfg.analysis.bootstrap
-        ),
-    }
-
-
-def drilldown_stage(
-    cfg: RunConfig,
-    loaded: LoadedModel,
-    pooled: Pooled,
-    activations: torch.Tensor,
-    sentences: pl.DataFrame,
-    contexts: TokenizedContexts,
-    top: pl.DataFrame,
-    language_neurons: pl.DataFrame,
-) -> dict[str, pl.DataFrame]:
-    """The Neuron page's drill-downs (issue 14; precompute.analysis.drilldown) for the selected units.
-
-    ``activations``: (contexts, neurons) responses under ``[extract] pooling``; ``sentences``: the contexts'
-    rows (kept ones only), aligned with it; ``top`` and ``language_neurons``: this checkpoint's expert and LAPE
-    rows with layer positions. The peak token of each top context comes from a second forward pass over only
-    the union of the top contexts (`precompute.extract.unit_peaks`); its character offsets from re-tokenizing
-    those texts exactly as the extraction did.
-    """
-    from precompute.analysis import drilldown as dd
-    from precompute.model.unembed import direct_effects
-
-    spec = cfg.drilldown
-    offsets = pooled.layer_offsets
-    units = dd.select_units(top, language_neurons, offsets, spec.max_units)
-    langs = sentences["lang"].to_numpy()
-    best = dd.top_contexts(activations, langs, units, spec.top_contexts, loaded.device)
-    rows = best["row"].to_numpy()
-    positions, peak_act = unit_peaks(
-        loaded,
-        contexts,
-        rows,
-        best["col"].to_numpy(),
-        batch_tokens=cfg.extract.batch_tokens,
-        layers=cfg.extract.layers,
-    )
-    union = np.unique(rows)
-    token_offs = token_offsets(
-        loaded.tokenizer, sentences["text"].gather(union).to_list(), max_positions(loaded.model, cfg.extract.max_length)
-    )
-    start, end = dd.peak_offsets(token_offs, np.searchsorted(union, rows), positions)
-    contexts_rows = dd.top_context_rows(best, sentences["sentence_id"].to_numpy(), offsets, start, end, peak_act)
-    chosen = pl.DataFrame({"col": units})
-    experts = top.with_columns(col=pl.Series(dd.global_columns(top, offsets))).join(chosen, on="col", how="semi")
-    hist = dd.response_histograms(
-        activations, langs, sentences["concept_id"].to_numpy(), experts, offsets, spec.hist_bins, loaded.device
-    )
-    sites = [s for s in find_mlp_sites(loaded.model) if not cfg.extract.layers or s.layer in set(cfg.extract.layers)]
-    layer_pos = np.searchsorted(offsets, units, side="right") - 1
-    unit_in = units - np.asarray(offsets)[layer_pos]
-    tokenizer = loaded.tokenizer
-    out_rows = []
-    for i, site in enumerate(sites):  # one matmul per layer, over all its selected units
-        mine = unit_in[layer_pos == i]
-        if len(mine):
-            effects = direct_effects(loaded.model, site, torch.from_numpy(mine))
-            out_rows.append(
-                dd.output_token_rows(
-                    effects,
-                    i,
-                    mine,
-                    spec.top_tokens,
-                    len(tokenizer),
-                    lambda ids: tokenizer.batch_decode([[t] for t in ids]),
-                )
-            )
-    tokens = pl.concat(out_rows) if out_rows else None
-    return {
-        "unit_top_contexts": contexts_rows,
-        "unit_response_hist": hist,
-        **({"unit_output_tokens": tokens} if tokens is not None else {}),
-    }
-
-
-def analysis_tables(
-    cfg: RunConfig,
-    pooled: Pooled,
-    langs: np.ndarray,
-    concept_ids: np.ndarray,
-    shared: pl.DataFrame,
-    device: torch.device,
-) -> dict[str, pl.DataFrame]:
-    """Compression (representation convergence) and language-specific neurons (LAPE)."""
-    similarity, compression = convergence_tables(pooled.resid_mean, langs.tolist(), concept_ids.tolist(), device=device)
-    language_neurons, counts = language_neuron_tables(
-        pooled.mlp_active,
-        langs.tolist(),
-        pooled.layer_offsets,
-        selection=cfg.analysis.lape_selection,
-        quantile=cfg.analysis.lape_quantile,
-        filter_rate=cfg.analysis.lape_filter_rate,
-        bar_ratio=cfg.analysis.lape_bar_ratio,
-        min_prob=cfg.analysis.lape_min_prob,
-        max_lape=cfg.analysis.lape_max,
-        shared_experts=shared,
-        n_tokens=torch.from_numpy(pooled.token_counts),  # real tokens per context: Tang's token-weighted p
-        device=device,
-    )
-    return {
-        "similarity": similarity,
-        "compression": compression,
-        "language_neurons": language_neurons,
-        "neuron_counts": counts,
-    }
-
-
-def steering_stage(
-    plan: SteeringPlan, loaded: LoadedModel, tables: dict[str, pl.DataFrame], checkpoint: str, progress: Progress
-) -> None:
-    """Steer one checkpoint with the experts just scored (``tables["neuron_ap"]``, model layer ids).
-
-    Adds table ``steering`` and a ``steering`` row of ``stage_timings`` to ``tables``, so the rows are published
-    in the checkpoint's own transaction.
-    """
-    timer = StageTimer(loaded.device)
-    tid = progress.add_task("  steering", total=plan.n_generations)
-    with timer.stage("steering"):
-        tables["steering"] = steer_checkpoint(
-            loaded,
-            plan,
-            tables["neuron_ap"],
-            checkpoint=checkpoint,
-            progress=lambda n=1: progress.advance(tid, n),
-            note=lambda message: progress.console.print(f"  [yellow]note:[/] {escape(message)}", soft_wrap=True),
-        )
-    tables["stage_timings"] = pl.concat([tables["stage_timings"], timer.frame()], how="vertical")
-
-
-def checkpoint_source(cfg: RunConfig, spec: CheckpointSpec) -> tuple[str, str | None]:
-    """Where a checkpoint loads from on this machine: (local dir, None) or (hub id, revision). The store
-    records the portable name instead (`precompute.provenance.recorded_source`)."""
-    if spec.path is not None:
-        return str(cfg.resolve(spec.path)), None
-    return cfg.model.id, spec.revision
+    stages = [s for s in stages_for(cfg, names) if s.name != "steering"]
+    tables = run_stages(stages, ctx, timer)
+    return {**tables, "stage_timings": timer.frame()}, ctx.artefacts.get("pooled")
 
 
 def run(
@@ -588,8 +246,9 @@ def run(
     first = checkpoints[0] if checkpoints else None
     validate_run(cfg, concept_set, shape_from_config(*checkpoint_source(cfg, first), _label(first)) if first else None)
     # Steering, when [steering] enabled: its concepts and languages are checked before anything is written.
-    steering = plan_for_run(cfg.steering, concept_set, cfg.data.languages, cfg.where) if cfg.steering.enabled else None
-    todo_specs = checkpoints
+    plan_steer = (
+        plan_for_run(cfg.steering, concept_set, cfg.data.languages, cfg.where) if cfg.steering.enabled else None
+    )
     plan = plan_meta(
         list(planned) if planned is not None else [c.name for c in checkpoints],
         shard,
@@ -597,82 +256,194 @@ def run(
     )
     summary = RunSummary(store=store, run_id=run_id)
     with StoreWriter(store) as writer:
-        finished = set() if force else set(_unchanged_checkpoints(cfg, writer, run_id, todo_specs))
-        todo = [c for c in todo_specs if c.name not in finished]
-        summary.skipped = [c.name for c in todo_specs if c.name in finished]
+        finished = set() if force else set(_unchanged_checkpoints(cfg, writer, run_id, checkpoints))
+        todo = [c for c in checkpoints if c.name not in finished]
+        summary.skipped = [c.name for c in checkpoints if c.name in finished]
         if not todo:
             if not _finished(writer, run_id):  # a run stopped after its last checkpoint: finished now
                 _finish_run(writer, run_id, plan)
             console.print(
-                f"[green]{escape(str(store))}: all {len(todo_specs)} checkpoints already done; nothing to do",
+                f"[green]{escape(str(store))}: all {len(checkpoints)} checkpoints already done; nothing to do",
                 soft_wrap=True,
             )
             summary.seconds = time.perf_counter() - started
             return summary
         run_started = utc_now()
-        with make_progress(console) as progress:
-            overall = progress.add_task(f"checkpoints of {run_id}", total=len(todo))
-            for spec in todo:
-                source, revision = checkpoint_source(cfg, spec)
-                progress.console.print(
-                    f"[bold]checkpoint {escape(spec.name)}[/] "
-                    f"({escape(source)}{'@' + escape(revision) if revision else ''})"
-                )
-                load_start = time.perf_counter()
-                loaded = load_checkpoint(source, revision, device=cfg.model.device, dtype=cfg.model.dtype)
-                load_seconds = time.perf_counter() - load_start
-                validate_run(cfg, concept_set, shape_of(loaded.model, _label(spec)))  # the exact shape, before writing
-                # Truncated concept spans refuse the run (or are dropped) before anything is written.
-                prepared = prepare_contexts(cfg, loaded, concept_set, progress.console)
-                writer.ensure_run(
-                    run=run_record(cfg, run_id, concept_set, loaded, run_started),
-                    languages=concept_set.languages,
-                    concepts=concept_set.concepts,
-                    sentences=concept_set.sentences,
-                    layers=layer_frame(loaded, cfg.extract.layers),
-                    meta={
-                        "crossling_version": __version__,
-                        "created_at": str(run_started),
-                        "model_card": cfg.model.card,
-                        # Where the concept set comes from (its files' names and hashes, licence, builder):
-                        # `precompute info` shows it, so a shared store says what its sentences are.
-                        "concept_set_provenance": json_dumps(concept_set.provenance),
-                        **{k: v for k, v in plan.items() if v is not None},
-                    },
-                )
-                tables, _ = analyse_checkpoint(
-                    cfg, loaded, concept_set, progress=progress, label=_label(spec), prepared=prepared
-                )
-                if steering is not None:
-                    steering_stage(steering, loaded, tables, spec.name, progress)
-                tables["stage_timings"] = pl.concat(
-                    [
-                        pl.DataFrame(
-                            [{"stage": "load", "seconds": load_seconds, "tokens_per_s": None, "peak_mem_mb": None}],
-                            schema=tables["stage_timings"].schema,
-                        ),
-                        tables["stage_timings"],
-                    ]
-                )
-                writer.write_checkpoint(
-                    run_id,
-                    CheckpointRows(
-                        checkpoint=spec.name,
-                        step=spec.step,
-                        revision=revision,
-                        source=recorded_source(cfg, spec),
-                        tokens_seen=spec.tokens_seen,
-                        tables=tables,
-                        source_fingerprint=source_fingerprint(source, revision),
-                    ),
-                )
-                summary.done.append(spec.name)
-                del loaded
-                _drop_finished_tasks(progress, keep=overall)
-                progress.advance(overall)
+
+        def begin(job: CheckpointJob, loaded: LoadedModel, hooks: dict) -> CheckpointContext:
+            validate_run(cfg, concept_set, shape_of(loaded.model, job.label))  # the exact shape, before writing
+            layout = ModelLayout.of(loaded.model, cfg.extract.layers)
+            # Truncated concept spans refuse the run (or are dropped) before anything is written.
+            note = hooks.get("note")
+            prepared = prepare_contexts(cfg, loaded, concept_set, _Said(note) if note else None)
+            writer.ensure_run(
+                run=run_record(cfg, run_id, concept_set, loaded, run_started),
+                languages=concept_set.languages,
+                concepts=concept_set.concepts,
+                sentences=concept_set.sentences,
+                layers=layout.layer_frame(),
+                meta={
+                    "crossling_version": __version__,
+                    "created_at": str(run_started),
+                    "model_card": cfg.model.card,
+                    # Where the concept set comes from (its files' names and hashes, licence, builder):
+                    # `precompute info` shows it, so a shared store says what its sentences are.
+                    "concept_set_provenance": json_dumps(concept_set.provenance),
+                    **{k: v for k, v in plan.items() if v is not None},
+                },
+            )
+            return CheckpointContext(
+                cfg=cfg,
+                checkpoint=job.name,
+                loaded=loaded,
+                layout=layout,
+                concept_set=concept_set,
+                prepared=prepared,
+                steering=plan_steer,
+                label=job.label,
+                **hooks,
+            )
+
+        publish_checkpoints(
+            writer,
+            run_id,
+            [_job(cfg, spec) for spec in todo],
+            stages_for(cfg),
+            begin,
+            console=console,
+            title=f"checkpoints of {run_id}",
+            device=cfg.model.device,
+            dtype=cfg.model.dtype,
+        )
+        summary.done = [c.name for c in todo]
         _finish_run(writer, run_id, plan)  # the plan as this run saw it, and finished_at
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Said:
+    """A console for `prepare_contexts` whose lines go to the context's ``note``."""
+
+    def __init__(self, note: Callable[[str], None]):
+        self._note = note
+
+    def print(self, text: str, **_: Any) -> None:
+        self._note(text.strip())
+
+
+def steer(
+    store_path: str | Path,
+    *,
+    checkpoints: Sequence[str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    console: Any = None,
+    load: Callable[..., Any] | None = None,
+    options: Mapping[str, str] | None = None,
+    config_dir: str | Path | None = None,
+    **overrides: Any,
+) -> pl.DataFrame:
+    """``precompute steer``: the steering stage alone on a finished store's checkpoints; returns ``summarise``.
+
+    ``overrides``: ``SteeringSpec`` fields (concepts, source_langs, n_neurons, seeds, prompts, max_new_tokens,
+    value_mode, top_k, top_p, temperature); None or absent keeps the run's ``[steering]`` value. Loads each
+    checkpoint with ``precompute.model.load.load_checkpoint`` (``load`` overrides it, for tests) on ``device``
+    (default: the run's ``[model] device``). Each checkpoint is published as a part file, as a run publishes it
+    (its stored rows with the new steering rows over them), and the parts are packed once when the writer ends.
+    The store records local checkpoints relative to the run config's folder (`precompute.provenance`):
+    ``config_dir`` is that folder (default: the current folder).
+    """
+    from precompute.provenance import checkpoint_location
+    from precompute.steering.stage import default_concepts, plan_steering, steering_config, steering_location
+    from precompute.store import StoreError
+    from precompute.store.read import steering_inputs, steering_sentences
+    from precompute.validate import RunSettingError, steering_problems
+
+    store_path = Path(store_path)
+    console = console or Console(stderr=True)
+    info = steering_inputs(store_path)
+    unknown = sorted(set(overrides) - ({f.name for f in dataclasses.fields(SteeringSpec)} - {"enabled"}))
+    if unknown:
+        raise TypeError(f"steer: unknown setting {unknown[0]!r}")
+    cfg = steering_config(info, overrides, where=str(store_path), options=options)
+    spec = cfg.steering
+    plan: SteeringPlan = plan_steering(
+        spec,
+        known_concepts=info["concepts"],
+        langs=info["langs"],
+        sentences=steering_sentences(store_path, list(spec.concepts or info["concepts"])),
+        default=default_concepts(info),
+        where=str(store_path),
+    )
+    ck = info["checkpoints"]
+    if ck.height == 0:
+        raise StoreError(f"{store_path}: the run has no finished checkpoint yet")
+    if checkpoints:
+        from precompute.steering.intervene import SteeringError
+
+        missing = [c for c in checkpoints if c not in ck["checkpoint"].to_list()]
+        if missing:
+            raise SteeringError(
+                f"unknown checkpoint {missing[0]!r} in {store_path} (have: {', '.join(ck['checkpoint'].to_list())})"
+            )
+        ck = ck.filter(pl.col("checkpoint").is_in(list(checkpoints)))
+    # Where each checkpoint loads from, and whether the model can honour the settings: all before the first load.
+    jobs = []
+    for checkpoint, step, revision, source in ck.select("checkpoint", "step", "revision", "source").iter_rows():
+        location = steering_location(store_path, checkpoint, source, revision, config_dir, checkpoint_location)
+        jobs.append(
+            CheckpointJob(
+                name=checkpoint,
+                location=location,
+                revision=revision,
+                step=step,
+                source=source,
+                tokens_seen=None,
+                fingerprint=lambda: None,
+            )
+        )
+    shape = shape_from_config(jobs[0].location, jobs[0].revision, jobs[0].label)
+    if shape is not None:
+        for problem in steering_problems(cfg, shape):
+            raise RunSettingError(problem)
+    run_id = info["run_id"]
+
+    with StoreWriter(store_path) as writer:
+
+        def begin(job: CheckpointJob, loaded: Any, hooks: dict) -> CheckpointContext:
+            tokenizer = getattr(loaded, "tokenizer", None)
+            for problem in steering_problems(cfg, shape_of(loaded.model, job.label, tokenizer)):
+                raise RunSettingError(problem)  # before this checkpoint generates anything
+            layout = ModelLayout.of(loaded.model)  # every block: the stored experts name their own
+            row, stored = writer.stored_checkpoint(run_id, job.name)
+            job.tokens_seen = row["tokens_seen"]
+            recorded = row["source_fingerprint"]
+            job.fingerprint = lambda: recorded  # the rows stay those of the weights they were computed from
+            return CheckpointContext(
+                cfg=cfg,
+                checkpoint=job.name,
+                loaded=loaded,
+                layout=layout,
+                steering=plan,
+                label=job.label,
+                stored=stored,
+                **hooks,
+            )
+
+        done = publish_checkpoints(
+            writer,
+            run_id,
+            jobs,
+            [steering.STAGE],
+            begin,
+            console=console,
+            title=f"steer {store_path.name}",
+            device=device or info["settings"].model_device,
+            dtype=dtype or info["settings"].model_dtype,
+            load=load or load_checkpoint,
+        )
+    frames = [ctx.artefacts["steering_new"] for ctx in done]
+    return summarise(pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=STEERING_SCHEMA))
 
 
 def _finished(writer: StoreWriter, run_id: str) -> bool:
@@ -728,33 +499,3 @@ def _drop_finished_tasks(progress: Progress, keep) -> None:
     for task in list(progress.tasks):
         if task.id != keep:
             progress.remove_task(task.id)
-
-
-def layer_frame(loaded: LoadedModel, layers: list[int]) -> pl.DataFrame:
-    """The MLP layout of the model: one row per hooked layer."""
-    sites = [s for s in find_mlp_sites(loaded.model) if not layers or s.layer in set(layers)]
-    return pl.DataFrame(
-        {
-            "layer": [s.layer for s in sites],
-            "n_neurons": [s.n_neurons for s in sites],
-            "hidden_size": [loaded.hidden_size] * len(sites),
-            "module_path": [s.path for s in sites],
-        },
-        schema={"layer": pl.Int32, "n_neurons": pl.Int32, "hidden_size": pl.Int32, "module_path": pl.Utf8},
-    )
-
-
-def run_record(cfg: RunConfig, run_id: str, concept_set: ConceptSet, loaded: LoadedModel, started) -> dict:
-    """The runs-table row: model, full config, concept-set hash, package versions, device."""
-    return {
-        "run_id": run_id,
-        "model_id": portable_path(cfg.model.id, cfg.base_dir),
-        "model_card": cfg.model.card,
-        "config_json": json_dumps(portable_config(cfg)),  # no path of this machine: the store travels
-        "concept_set_sha256": concept_set.sha256,
-        "packages_json": json_dumps(package_versions()),
-        "device": str(loaded.device),
-        "dtype": str(loaded.dtype).replace("torch.", ""),
-        "started_at": started,
-        "finished_at": None,
-    }

@@ -12,9 +12,12 @@ of the config (:func:`checkpoint_location`).
 from __future__ import annotations
 
 import os
+import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from precompute import __version__
 from precompute.config import CheckpointSpec, RunConfig
 from precompute.inputs.concepts import BUILTIN_CONCEPT_SET, DEFAULT_CONCEPT_SET
 
@@ -80,3 +83,49 @@ def checkpoint_location(source: str, revision: str | None, config_dir: str | Pat
         return source
     candidate = Path(config_dir) / source
     return str(candidate) if candidate.exists() else source
+
+
+PROVENANCE_PACKAGES = [
+    "torch",
+    "transformers",
+    "tokenizers",
+    "duckdb",
+    "polars",
+    "scikit-learn",
+    "numpy",
+    "babel",
+]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the numbers, plus Python and crossling."""
+    versions = {"crossling": __version__, "python": platform.python_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def run_record(cfg: RunConfig, run_id: str, concept_set: Any, loaded: Any, started: Any) -> dict:
+    """The runs-table row: model, full config, concept-set hash, package versions, device."""
+    return {
+        "run_id": run_id,
+        "model_id": portable_path(cfg.model.id, cfg.base_dir),
+        "model_card": cfg.model.card,
+        "config_json": _json_dumps(portable_config(cfg)),  # no path of this machine: the store travels
+        "concept_set_sha256": concept_set.sha256,
+        "packages_json": _json_dumps(package_versions()),
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "started_at": started,
+        "finished_at": None,
+    }
+
+
+def _json_dumps(obj: Any) -> str:
+    """Stable JSON for provenance columns (the store's ``json_dumps``)."""
+    from precompute.store import json_dumps
+
+    return json_dumps(obj)

@@ -27,7 +27,7 @@ import torch
 
 from precompute.config import ConfigError, RunConfig
 from precompute.inputs.concepts import ConceptSet
-from precompute.model import ModelLoadError, find_mlp_sites
+from precompute.model import ModelLayout, ModelLoadError
 from precompute.model.tokens import NO_START_TOKEN, sequence_ids
 
 
@@ -102,13 +102,18 @@ def shape_from_config(source: str, revision: str | None, label: str) -> ModelSha
 
 
 def shape_of(model: torch.nn.Module, label: str, tokenizer: Any = None) -> ModelShape:
-    """The exact shape of a loaded model: one MLP site per block, with its units (and its context length)."""
+    """The exact shape of a loaded model: one MLP site per block, with its units (and its context length).
+
+    Every block's, whatever ``[extract] layers`` hooks: the settings are checked against the whole model, so
+    that a layer it lacks is refused in the config's words. Check before building the run's
+    ``ModelLayout.of(model, layers)``, which refuses an unknown layer with a plain ValueError.
+    """
     from precompute.model.sites import _config_value, _text_config
 
-    sites = find_mlp_sites(model)
+    layout = ModelLayout.of(model)
     config = getattr(model, "config", None)
     positions = _config_value(_text_config(config), POSITION_KEYS) if config is not None else None
-    return ModelShape(len(sites), tuple(int(s.n_neurons) for s in sites), label, positions, tokenizer=tokenizer)
+    return ModelShape(layout.n_blocks, tuple(int(n) for n in layout.units.sizes), label, positions, tokenizer=tokenizer)
 
 
 def _tokenizer(shape: ModelShape) -> Any:

@@ -34,6 +34,6 @@ def tiny_checkpoints(tmp_path_factory) -> list:
 
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory) -> Path:
-    from precompute.demo.synthetic_store import build_synthetic_store
+    from tests.support.synthetic_store import build_synthetic_store
 
     return build_synthetic_store(tmp_path_factory.mktemp("synthetic") / "store.duckdb", checkpoints=4, seed=1)

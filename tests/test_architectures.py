@@ -466,8 +466,7 @@ def test_tiny_xglm_goes_through_every_stage(tmp_path):
     from precompute.config import config_from_dict
     from precompute.extract import tokenize_contexts
     from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
-    from precompute.pipeline import run
-    from precompute.steering.stage import run_steering
+    from precompute.pipeline import run, steer
 
     model_dir = add_start_token(save_tiny_model("xglm", tmp_path / "xglm" / "step_000004"))
     loaded = load_checkpoint(str(model_dir))
@@ -505,7 +504,7 @@ def test_tiny_xglm_goes_through_every_stage(tmp_path):
     assert con.execute("SELECT count(*) FROM neuron_ap WHERE NOT isfinite(median_pos_act)").fetchone()[0] == 0
     con.close()
 
-    steered = run_steering(
+    steered = steer(
         store,
         concepts=["monday"],
         source_langs=["es"],

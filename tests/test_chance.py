@@ -30,7 +30,13 @@ from precompute.analysis.chance import (
     shuffled_labels,
 )
 from precompute.analysis.probes import probe_tables
-from precompute.demo.synthetic_store import RUN_ID
+from tests.support.synthetic_store import RUN_ID
+
+#: The config's defaults for the settings the chance functions take: the null's quantile, the AP chunk.
+QUANTILE = 0.99
+CHUNK = 8192
+#: ``[probes]`` fit settings these tests use: no training cap, iterations to spare.
+FIT = {"C": 1.0, "max_iter": 300, "max_train": 0}
 
 APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
 
@@ -53,7 +59,7 @@ def test_random_jaccard_matches_monte_carlo(k, n):
     se = jac.std() / np.sqrt(m)
     assert abs(random_jaccard(k, n) - jac.mean()) < 4 * se + 1e-12
     # The 99th percentile: at most ~1 % of random pairs exceed it, and the next support point is exceeded less.
-    q = random_jaccard_quantile(k, n)
+    q = random_jaccard_quantile(k, n, quantile=QUANTILE)
     assert (jac > q).mean() <= 0.01 + 4 * np.sqrt(0.01 / m)
     assert (jac >= q).mean() >= 0.01 - 4 * np.sqrt(0.01 / m)
 
@@ -74,7 +80,8 @@ def test_random_shared_expected_matches_monte_carlo():
     assert random_shared_expected(k, n, n_langs, min_langs) == pytest.approx(
         shared.mean(), abs=4 * shared.std() / np.sqrt(m)
     )
-    row = overlap_chance(k, n, n_langs, min_langs).row(0, named=True)
+    chance = overlap_chance(n, n_langs, k=k, expert_k=k, min_langs=min_langs, quantile=QUANTILE, correction="none")
+    row = chance.row(0, named=True)
     assert row["jaccard_mean"] == pytest.approx(random_jaccard(k, n)) and row["n_units"] == n
 
 
@@ -105,21 +112,25 @@ def test_chance_ap_table_p_values_and_thresholds_from_the_null():
     top = pl.DataFrame(
         {"lang": ["de", "de", "en", "en"], "concept_id": ["a", "b", "a", "b"], "ap": [0.9, 0.5, 0.7, 0.6]}
     )
-    out = chance_ap_table(acts, langs, concepts, top, n_shuffles=19, correction="none", quantile=0.9)
+    out = chance_ap_table(
+        acts, langs, concepts, top, n_shuffles=19, correction="none", quantile=0.9, chunk_neurons=CHUNK
+    )
     rows = {(r["lang"], r["concept_id"]): r for r in out.iter_rows(named=True)}
     assert rows[("de", "a")]["random_ap"] == pytest.approx(random_ap(4, 12))
     assert rows[("en", "a")]["positive_rate"] == pytest.approx(2 / 8) and rows[("en", "a")]["n_positive"] == 2
     assert rows[("de", "a")]["best_ap"] == 0.9
     gen = lang_seed(0, "de")  # de's nulls, in order of P: 4 then 8
-    null_a = max_ap_null(acts[:12], 4, n_shuffles=19, rng=gen)
+    null_a = max_ap_null(acts[:12], 4, n_shuffles=19, rng=gen, chunk_neurons=CHUNK)
     assert rows[("de", "a")]["p_value"] == pytest.approx((1 + (null_a >= 0.9).sum()) / 20)
     # level 0.1 with B = 19: p <= 0.1 <=> 1 + #{null >= AP} <= 2 <=> AP above the second largest draw
     assert rows[("de", "a")]["threshold"] == rows[("de", "a")]["threshold_uncorrected"] == np.sort(null_a)[-2]
     assert all(0 < r["threshold"] <= 1 for r in rows.values())
     assert all(r["significant"] == (r["best_ap"] > r["threshold"]) for r in rows.values())
-    bh = chance_ap_table(acts, langs, concepts, top, n_shuffles=19, quantile=0.9)
+    bh = chance_ap_table(acts, langs, concepts, top, n_shuffles=19, quantile=0.9, correction="bh", chunk_neurons=CHUNK)
     assert (bh["threshold"] >= bh["threshold_uncorrected"]).all()  # the correction only raises the bar
-    none = chance_ap_table(acts, langs, concepts, top, n_shuffles=0)
+    none = chance_ap_table(
+        acts, langs, concepts, top, n_shuffles=0, quantile=QUANTILE, correction="bh", chunk_neurons=CHUNK
+    )
     assert none["threshold"].null_count() == none.height  # no shuffles: significance unknown
 
 
@@ -147,7 +158,7 @@ def test_headline_intervals_rows():
         {"concept_id": ["a", "a", "b", "b"], "jaccard": [0.1, 0.3, 0.2, 0.2], "spearman_ap": [0.5, 0.5, 0.1, 0.3]}
     )
     shared = pl.DataFrame({"concept_id": ["a", "a", "b"]})
-    chance = overlap_chance(5, 100, 3, 2)
+    chance = overlap_chance(100, 3, k=5, expert_k=5, min_langs=2, quantile=QUANTILE, correction="none")
     rows = {
         r["measure"]: r
         for r in headline_intervals(overlap, shared, chance, ["a", "b", "c"], n_resamples=200).iter_rows(named=True)
@@ -166,13 +177,16 @@ def test_probe_baselines_and_control():
     separable = rng.normal(size=(180, 8)) + np.repeat(np.eye(3, 8) * 6, 60, axis=0)
     reps = {"token": torch.from_numpy(separable[None].astype(np.float32))}
     types = rng.integers(0, 30, size=180)  # token types unrelated to the features
-    results, _ = probe_tables(reps, langs, seeds=[0, 1], test_size=0.3, n_resamples=500, token_types={"token": types})
+    results, _ = probe_tables(
+        reps, langs, seeds=[0, 1], test_size=0.3, control=True, n_resamples=500, token_types={"token": types}, **FIT
+    )
     row = results.row(0, named=True)
     assert row["majority_baseline"] == pytest.approx(1 / 3, abs=0.02)  # stratified: one third each
     assert row["control_accuracy"] < 0.6 and row["accuracy"] > 0.95  # control task unreadable from language
-    assert probe_tables(reps, langs, seeds=[0], test_size=0.3)[0]["control_accuracy"].null_count() == 1  # no types
+    no_types, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, control=True, n_resamples=0, **FIT)
+    assert no_types["control_accuracy"].null_count() == 1  # no token types: no control
     assert row["accuracy_lo"] <= row["accuracy"] <= row["accuracy_hi"]
-    off, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, control=False)
+    off, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, control=False, n_resamples=0, **FIT)
     assert off["control_accuracy"].null_count() == 1 and off["accuracy_lo"].null_count() == 1
 
 

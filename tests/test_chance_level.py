@@ -26,7 +26,19 @@ from precompute.analysis.chance import (
     random_over_k,
 )
 from precompute.analysis.experts import average_precision_multi, score_experts
+from precompute.analysis.units import UnitAxis
 from precompute.config import ExpertSpec
+
+#: The config's defaults for the settings these functions take: the null's quantile, the AP chunk.
+QUANTILE = 0.99
+CHUNK = 8192
+
+
+def _overlap_chance(k: int, n: int, n_langs: int, min_langs: int, **extra):
+    """`overlap_chance` at the config's quantile, the overlap's K also the experts' K, no correction unless
+    ``extra`` says so."""
+    settings = {"quantile": QUANTILE, "correction": "none"} | extra
+    return overlap_chance(n, n_langs, k=k, expert_k=k, min_langs=min_langs, **settings)
 
 
 def _band(n: int, p: float, z: float = 3.5) -> tuple[float, float]:
@@ -46,7 +58,7 @@ def _noise_run(rng: np.random.Generator, n_langs: int, n_ctx: int, n_units: int,
     for lang in sorted(set(langs)):
         idx = np.flatnonzero(langs == lang)
         labels = np.stack([concepts[idx] == c for c in sizes], axis=1)
-        ap = average_precision_multi(acts[idx], torch.from_numpy(labels))
+        ap = average_precision_multi(acts[idx], torch.from_numpy(labels), chunk_neurons=CHUNK)
         rows += [{"lang": lang, "concept_id": c, "ap": float(ap[i].max())} for i, c in enumerate(sizes)]
     return acts, langs, concepts, pl.DataFrame(rows)
 
@@ -61,7 +73,9 @@ def test_permutation_test_holds_its_level_on_pure_noise():
     p_a, any_bh, sig_none, thresholds_agree = [], 0, 0, True
     for r in range(runs):
         acts, langs, concepts, top = _noise_run(rng, n_langs, 80, 30, sizes)
-        out = chance_ap_table(acts, langs, concepts, top, n_shuffles=99, quantile=1 - alpha, seed=r)
+        out = chance_ap_table(
+            acts, langs, concepts, top, n_shuffles=99, quantile=1 - alpha, correction="bh", chunk_neurons=CHUNK, seed=r
+        )
         p_a += out.filter(pl.col("concept_id") == "a")["p_value"].to_list()  # independent across languages and runs
         any_bh += bool(out["significant"].any())
         uncorrected = out["best_ap"] > out["threshold_uncorrected"]
@@ -111,7 +125,7 @@ def test_random_ap_is_the_expectation_of_a_random_scorer():
     scores = torch.from_numpy(rng.random((n, draws)).astype(np.float32))  # each column a random scorer
     labels = torch.zeros((n, 1), dtype=torch.bool)
     labels[:n_pos] = True
-    ap = average_precision_multi(scores, labels)[0].numpy()
+    ap = average_precision_multi(scores, labels, chunk_neurons=CHUNK)[0].numpy()
     expected = random_ap(n_pos, n)
     assert abs(ap.mean() - expected) < 4 * ap.std() / np.sqrt(draws)
     assert abs(ap.mean() - n_pos / n) > 8 * ap.std() / np.sqrt(draws)  # the positive rate is measurably off
@@ -122,12 +136,16 @@ def test_random_ap_is_the_expectation_of_a_random_scorer():
 def test_chance_ap_rows_store_both_random_levels():
     rng = np.random.default_rng(0)
     acts, langs, concepts, top = _noise_run(rng, 1, 50, 6, {"a": 10, "b": 40})
-    out = chance_ap_table(acts, langs, concepts, top, n_shuffles=9)
+    out = chance_ap_table(
+        acts, langs, concepts, top, n_shuffles=9, quantile=QUANTILE, correction="bh", chunk_neurons=CHUNK
+    )
     row = out.filter(pl.col("concept_id") == "a").row(0, named=True)
     assert row["positive_rate"] == pytest.approx(10 / 50)
     assert row["random_ap"] == pytest.approx(random_ap(10, 50))
     assert row["p_resolution"] == pytest.approx(0.1) and row["n_cells"] == 2 and row["correction"] == "bh"
-    none = chance_ap_table(acts, langs, concepts, top, n_shuffles=0)
+    none = chance_ap_table(
+        acts, langs, concepts, top, n_shuffles=0, quantile=QUANTILE, correction="bh", chunk_neurons=CHUNK
+    )
     assert none["threshold"].null_count() == none.height and none["p_value"].null_count() == none.height
 
 
@@ -140,11 +158,11 @@ def test_random_set_overlap_threshold_holds_its_level_on_noise(measure):
     langs = np.repeat([f"l{i}" for i in range(n_langs)], n_concepts * per)
     concepts = np.tile(np.repeat([f"c{i:03d}" for i in range(n_concepts)], per), n_langs)
     acts = torch.from_numpy(rng.normal(size=(langs.size, n_units)).astype(np.float32))
-    result = score_experts(acts, langs, concepts, [0, n_units], top_k=k)
-    overlap = expert_overlap(result, k)
-    chance = overlap_chance(k, n_units, n_langs, 2).row(0, named=True)
+    result = score_experts(acts, langs, concepts, UnitAxis.contiguous([0, n_units]), top_k=k, chunk_neurons=CHUNK)
+    overlap = expert_overlap(result, k=k)
+    chance = _overlap_chance(k, n_units, n_langs, 2).row(0, named=True)
     passed = int((overlap[measure] > chance[f"{measure}_threshold"]).sum())
-    level = overlap_exceed_probability(k, n_units)
+    level = overlap_exceed_probability(k, n_units, quantile=QUANTILE)
     assert 0 < level <= 0.01
     lo, hi = _band(overlap.height, level, z=4.0)
     assert lo <= passed <= hi, (passed / overlap.height, level)
@@ -158,9 +176,9 @@ def test_overlap_over_k_is_the_intersection_over_k():
     langs = np.repeat(["a", "b"], 40)
     concepts = np.tile(np.repeat(["x", "y"], 20), 2)
     acts = torch.from_numpy(rng.normal(size=(80, 30)).astype(np.float32))
-    result = score_experts(acts, langs, concepts, [0, 30], top_k=8)
+    result = score_experts(acts, langs, concepts, UnitAxis.contiguous([0, 30]), top_k=8, chunk_neurons=CHUNK)
     for k in (3, 8):
-        overlap = expert_overlap(result, k)
+        overlap = expert_overlap(result, k=k)
         top = result.top.filter(pl.col("rank") <= k)
         for row in overlap.iter_rows(named=True):
             sets = [
@@ -175,11 +193,11 @@ def test_overlap_over_k_is_the_intersection_over_k():
 
 def test_overlap_chance_exceedance_is_exact():
     k, n = 5, 40
-    chance = overlap_chance(k, n, 3, 2).row(0, named=True)
+    chance = _overlap_chance(k, n, 3, 2).row(0, named=True)
     i = round(chance["over_k_threshold"] * k)  # the intersection at the 99th percentile
     assert chance["jaccard_threshold"] == pytest.approx(i / (2 * k - i))
     assert hypergeom.cdf(i, n, k, k) >= 0.99 > hypergeom.cdf(i - 1, n, k, k)
-    assert overlap_exceed_probability(k, n) == pytest.approx(hypergeom.sf(i, n, k, k))
+    assert overlap_exceed_probability(k, n, quantile=QUANTILE) == pytest.approx(hypergeom.sf(i, n, k, k))
 
 
 def test_overlap_cutoff_is_benjamini_hochberg_on_the_hypergeometric_tail():
@@ -189,14 +207,14 @@ def test_overlap_cutoff_is_benjamini_hochberg_on_the_hypergeometric_tail():
     _, cutoff = benjamini_hochberg(p, 0.01)
     i_min = overlap_cutoff(observed, k, n, 0.01)
     assert ((observed >= i_min) == (p <= cutoff)).all() and i_min == 4  # 3 has p = 0.0093 > 0.01 x 4 / 10
-    row = overlap_chance(k, n, 3, 2, intersections=observed, correction="bh").row(0, named=True)
+    row = _overlap_chance(k, n, 3, 2, intersections=observed, correction="bh").row(0, named=True)
     assert row["over_k_threshold_corrected"] == (i_min - 1) / k and row["n_cells"] == observed.size
     assert row["jaccard_threshold_corrected"] == pytest.approx((i_min - 1) / (2 * k - i_min + 1))
     assert row["over_k_threshold_corrected"] >= row["over_k_threshold"]  # the correction only raises the bar
     assert overlap_cutoff(np.array([0, 1, 0]), k, n, 0.01) is None
-    none = overlap_chance(k, n, 3, 2, intersections=np.array([0, 1, 0]), correction="bh").row(0, named=True)
+    none = _overlap_chance(k, n, 3, 2, intersections=np.array([0, 1, 0]), correction="bh").row(0, named=True)
     assert none["jaccard_threshold_corrected"] == 1.0  # nothing survives: no overlap exceeds it
-    plain = overlap_chance(k, n, 3, 2, intersections=observed, correction="none").row(0, named=True)
+    plain = _overlap_chance(k, n, 3, 2, intersections=observed, correction="none").row(0, named=True)
     assert plain["jaccard_threshold_corrected"] == plain["jaccard_threshold"]
 
 

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from precompute.analysis import drilldown as dd
+from precompute.analysis.units import UnitAxis
 from precompute.extract import token_offsets, tokenize_contexts, unit_peaks
 from precompute.model import find_mlp_sites, load_checkpoint
+from precompute.model.layout import ModelLayout
 from precompute.model.unembed import direct_effects
 from tests.tiny_models import TINY_ARCHS, save_tiny_model
 
@@ -83,7 +85,7 @@ def test_top_contexts_are_a_sort_of_the_activations():
     acts = torch.from_numpy(rng.normal(size=(40, 30)).astype(np.float32))
     langs = np.array(["de", "en"] * 20)
     units = np.array([1, 7, 29])
-    got = dd.top_contexts(acts, langs, units, 5, CPU)
+    got = dd.top_contexts(acts, langs, units, n_top=5, device=CPU)
     assert got.height == 2 * 3 * 5
     for lang in ("de", "en"):
         rows = np.flatnonzero(langs == lang)
@@ -94,7 +96,7 @@ def test_top_contexts_are_a_sort_of_the_activations():
             np.testing.assert_allclose(mine["response"].to_numpy(), acts[order, col].numpy())
             assert mine["rank"].to_list() == [1, 2, 3, 4, 5]
     # Fewer contexts than asked for: all of them.
-    assert dd.top_contexts(acts, langs, units, 100, CPU).height == 2 * 3 * 20
+    assert dd.top_contexts(acts, langs, units, n_top=100, device=CPU).height == 2 * 3 * 20
 
 
 def test_response_histograms_match_numpy():
@@ -106,8 +108,14 @@ def test_response_histograms_match_numpy():
     experts = pl.DataFrame(
         {"lang": ["en", "fr", "en"], "concept_id": ["b", "a", "c"], "layer": [0, 1, 1], "unit": [3, 0, 7]}
     )
-    got = dd.response_histograms(acts, langs, concepts, experts, offsets, 6, CPU)
+    got = dd.response_histograms(acts, langs, concepts, experts, UnitAxis.contiguous(offsets), n_bins=6, device=CPU)
     assert got.height == 3
+    # Blocks 2 and 5 hooked: the experts name them, the same columns are drawn, the rows carry 2 and 5.
+    hooked = UnitAxis.from_sizes([2, 5], [8, 8])
+    blocks = pl.col("layer").replace_strict({0: 2, 1: 5}, return_dtype=pl.Int32)
+    by_block = dd.response_histograms(acts, langs, concepts, experts.with_columns(blocks), hooked, n_bins=6, device=CPU)
+    assert sorted(by_block["layer"].to_list()) == [2, 5, 5]
+    assert by_block.equals(got.with_columns(blocks))
     for row in got.iter_rows(named=True):
         col = offsets[row["layer"]] + row["unit"]
         rows = np.flatnonzero(langs == row["lang"])
@@ -122,10 +130,30 @@ def test_response_histograms_match_numpy():
 def test_select_units_takes_experts_and_lape_units_and_caps_by_rank():
     top = pl.DataFrame({"layer": [0, 0, 1, 1], "unit": [2, 5, 0, 2], "rank": [3, 1, 2, 1], "ap": [0.5, 0.9, 0.7, 0.8]})
     lape = pl.DataFrame({"layer": [1], "unit": [3]})
-    offsets = [0, 10, 20]
-    assert dd.select_units(top, lape, offsets).tolist() == [2, 5, 10, 12, 13]
+    units = UnitAxis.contiguous([0, 10, 20])
+    assert dd.select_units(top, lape, units, max_units=0).tolist() == [2, 5, 10, 12, 13]
     # Cap 3: rank-1 units first (AP 0.9, 0.8; the LAPE unit has no AP and comes after them).
-    assert dd.select_units(top, lape, offsets, max_units=3).tolist() == [5, 12, 13]
+    assert dd.select_units(top, lape, units, max_units=3).tolist() == [5, 12, 13]
+    # Blocks 4 and 7 hooked: the frames name them, and the same columns come back.
+    hooked = UnitAxis.from_sizes([4, 7], [10, 10])
+    blocks = pl.col("layer").replace_strict({0: 4, 1: 7})
+    chosen = dd.select_units(top.with_columns(blocks), lape.with_columns(blocks), hooked, max_units=0)
+    assert chosen.tolist() == [2, 5, 10, 12, 13]
+    assert dd.global_columns(top.with_columns(blocks), hooked).tolist() == [2, 5, 10, 12]
+
+
+def test_top_context_rows_name_the_block_of_each_column():
+    """The rows of `top_contexts`' columns carry (block id, unit in block); with every block hooked, the positions."""
+    best = pl.DataFrame(
+        {"lang": ["de", "de", "en"], "col": [1, 6, 6], "rank": [1, 1, 1], "row": [0, 2, 1], "response": [0.5, 2, 3]}
+    )
+    peaks = (np.array([0, 4, 1]), np.array([3, 9, 2]), np.array([0.5, 2.0, 3.0]))
+    sentence_ids = np.array([10, 11, 12])
+    hooked = dd.top_context_rows(best, sentence_ids, UnitAxis.from_sizes([1, 3], [4, 5]), *peaks)
+    assert hooked.select("layer", "unit", "sentence_id").rows() == [(1, 1, 10), (3, 2, 12), (3, 2, 11)]
+    assert hooked.schema["layer"] == pl.Int32 and hooked.schema["unit"] == pl.Int32
+    every = dd.top_context_rows(best, sentence_ids, UnitAxis.contiguous([0, 4, 9]), *peaks)
+    assert every.equals(hooked.with_columns(pl.col("layer").replace_strict({1: 0, 3: 1}, return_dtype=pl.Int32)))
 
 
 def test_unit_peaks_find_the_token_of_the_largest_activation(tmp_path):
@@ -148,7 +176,7 @@ def test_unit_peaks_find_the_token_of_the_largest_activation(tmp_path):
     n = sites[0].n_neurons
     pair_rows = np.array([0, 1, 2, 2, 1])
     pair_units = np.array([3, n + 7, 3, 2 * n - 1, 0])
-    pos, val = unit_peaks(loaded, contexts, pair_rows, pair_units, batch_tokens=40)
+    pos, val = unit_peaks(loaded, ModelLayout.of(loaded.model), contexts, pair_rows, pair_units, batch_tokens=40)
     for r, u, p, v in zip(pair_rows, pair_units, pos, val):
         acts = per_token[r][:, u]
         assert p == int(acts.argmax())
@@ -161,13 +189,15 @@ def test_unit_peaks_find_the_token_of_the_largest_activation(tmp_path):
 
 def test_output_token_rows_are_the_top_and_bottom_of_the_effect():
     effects = torch.tensor([[0.5, -1.0], [2.0, 0.0], [-3.0, 1.0], [1.0, 4.0], [9.0, 9.0]])  # (vocab 5, 2 units)
-    rows = dd.output_token_rows(effects, 1, np.array([4, 9]), 2, 4, lambda ids: [f"t{i}" for i in ids])
+    rows = dd.output_token_rows(
+        effects, 7, np.array([4, 9]), n_tokens=2, vocab_size=4, decode=lambda ids: [f"t{i}" for i in ids]
+    )
     promoted = rows.filter(pl.col("direction") == "promoted").sort("unit", "rank")
     assert promoted["token_id"].to_list() == [1, 3, 3, 2]  # id 4 lies beyond the tokenizer's vocabulary
     assert promoted["token"].to_list() == ["t1", "t3", "t3", "t2"]
     suppressed = rows.filter(pl.col("direction") == "suppressed").sort("unit", "rank")
     assert suppressed["token_id"].to_list() == [2, 0, 0, 1] and suppressed["logit"].to_list()[:2] == [-3.0, 0.5]
-    assert set(rows["layer"].to_list()) == {1}
+    assert set(rows["layer"].to_list()) == {7}  # the block id it was given
 
 
 def test_analyse_checkpoint_writes_the_drilldown_tables(tmp_path):
@@ -203,10 +233,9 @@ def test_analyse_checkpoint_writes_the_drilldown_tables(tmp_path):
     assert out.height == units.height * 2 * 3
     sentences = concept_set.sentences
     texts = dict(zip(sentences["sentence_id"].to_list(), sentences["text"].to_list()))
-    offsets = pooled.layer_offsets
     acts = pooled.responses("max")
     for row in top.iter_rows(named=True):
-        col = offsets[row["layer"]] + row["unit"]
+        col = int(pooled.units.columns([row["layer"]], [row["unit"]])[0])
         row_index = sentences["sentence_id"].to_list().index(row["sentence_id"])
         assert row["response"] == pytest.approx(float(acts[row_index, col]), abs=1e-5)
         assert row["peak_act"] == pytest.approx(row["response"], abs=1e-4)

@@ -1,6 +1,7 @@
 """Vectorised average precision against sklearn, ties included, and top-K expert selection."""
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,6 +15,10 @@ from precompute.analysis.experts import (
     score_experts,
     top_k_experts,
 )
+from precompute.analysis.units import UnitAxis
+
+#: ``[experts] chunk_neurons`` as the config sets it (no result depends on it).
+CHUNK = 8192
 
 
 @settings(max_examples=150, deadline=None)
@@ -80,8 +85,8 @@ def test_score_experts_finds_planted_units_and_maps_layers():
     acts = rng.normal(size=(60, 12)).astype(np.float32)
     # Layer 1 (columns 5..11), unit 2 -> column 7 fires for concept "b" in both languages.
     acts[concepts == "b", 7] += 10.0
-    offsets = [0, 5, 12]
-    result = score_experts(torch.from_numpy(acts), langs, concepts, offsets, top_k=3)
+    units = UnitAxis.contiguous([0, 5, 12])
+    result = score_experts(torch.from_numpy(acts), langs, concepts, units, top_k=3, chunk_neurons=CHUNK)
     top_b = result.top.filter((result.top["concept_id"] == "b") & (result.top["rank"] == 1))
     assert sorted(top_b["lang"].to_list()) == ["de", "en"]
     assert set(zip(top_b["layer"].to_list(), top_b["unit"].to_list())) == {(1, 2)}
@@ -96,11 +101,39 @@ def test_score_experts_finds_planted_units_and_maps_layers():
         float(torch.from_numpy(acts[de_rows, 7]).median())
     )
     assert result.top.height == 2 * 3 * 3
-    summary = neuron_summary(result, offsets)
+    summary = neuron_summary(result, units)
     assert summary.height == 12
     row = summary.filter((summary["layer"] == 1) & (summary["unit"] == 2))
     assert row["max_ap"][0] == pytest.approx(1.0)
     assert row["best_concept_id"][0] == "b"
+
+
+def test_experts_name_hooked_blocks_by_their_block_id():
+    """With blocks 1 and 3 hooked (``[extract] layers``), the rows carry 1 and 3; with every block hooked they
+    carry the positions 0 and 1, and nothing else in the frames differs."""
+    rng = np.random.default_rng(4)
+    langs = np.array(["de"] * 20 + ["en"] * 20)
+    concepts = np.array((["a"] * 10 + ["b"] * 10) * 2)
+    acts = rng.normal(size=(40, 9)).astype(np.float32)
+    acts[concepts == "a", 1] += 8.0  # block of the first hooked layer, unit 1
+    acts[concepts == "b", 6] += 8.0  # the second hooked layer, unit 2
+    activations = torch.from_numpy(acts)
+    subset = UnitAxis.from_sizes([1, 3], [4, 5])
+    every = UnitAxis.contiguous([0, 4, 9])
+    hooked = score_experts(activations, langs, concepts, subset, top_k=9, chunk_neurons=CHUNK)
+    whole = score_experts(activations, langs, concepts, every, top_k=9, chunk_neurons=CHUNK)
+    assert set(hooked.top["layer"].to_list()) == {1, 3}
+    best = hooked.top.filter(pl.col("rank") == 1).sort("lang", "concept_id")
+    assert best.select("layer", "unit").rows() == [(1, 1), (3, 2), (1, 1), (3, 2)]
+    as_positions = pl.col("layer").replace_strict({1: 0, 3: 1}, return_dtype=pl.Int32)
+    assert whole.top.equals(hooked.top.with_columns(as_positions))
+    summary = neuron_summary(hooked, subset)
+    assert summary["layer"].to_list() == [1] * 4 + [3] * 5
+    assert summary["unit"].to_list() == [0, 1, 2, 3, 0, 1, 2, 3, 4]
+    assert neuron_summary(whole, every).equals(summary.with_columns(as_positions))
+    # A column the axis does not have is refused before any scoring.
+    with pytest.raises(ValueError, match="unit columns"):
+        score_experts(activations, langs, concepts, UnitAxis.from_sizes([1, 3], [4, 4]), top_k=2, chunk_neurons=CHUNK)
 
 
 def _sklearn_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -134,7 +167,7 @@ def test_cpu_kernel_matches_sklearn_and_is_bit_identical_across_threads(dtype, m
     results = {}
     for threads in ("1", "2"):
         monkeypatch.setenv("CROSSLING_AP_THREADS", threads)
-        results[threads] = average_precision_multi(t, torch.from_numpy(labels))
+        results[threads] = average_precision_multi(t, torch.from_numpy(labels), chunk_neurons=CHUNK)
         np.testing.assert_allclose(results[threads][:, columns].numpy(), expected, atol=1e-12, rtol=0)
         single = average_precision(t, torch.from_numpy(labels[:, 0]))
         assert torch.equal(single, results[threads][0])  # one concept alone: the same bits as among several
@@ -153,7 +186,7 @@ def test_cpu_kernel_matches_the_torch_searches():
     labels[0] = True
     sorted_all = sort_scores(t)
     reference = torch.stack([average_precision_sorted(sorted_all, labels[:, c]) for c in range(4)])
-    assert (average_precision_multi(t, labels) - reference).abs().max() <= 1e-12
+    assert (average_precision_multi(t, labels, chunk_neurons=CHUNK) - reference).abs().max() <= 1e-12
 
 
 def test_cpu_kernel_ranks_infinities_and_leaves_nan_to_the_torch_searches():
@@ -170,12 +203,12 @@ def test_cpu_kernel_ranks_infinities_and_leaves_nan_to_the_torch_searches():
     labels = rng.random((n, 3)) < 0.3
     labels[0] = True
     stand_ins = np.clip(scores, -1e30, 1e30)
-    ap = average_precision_multi(torch.from_numpy(scores), torch.from_numpy(labels)).numpy()
+    ap = average_precision_multi(torch.from_numpy(scores), torch.from_numpy(labels), chunk_neurons=CHUNK).numpy()
     np.testing.assert_allclose(ap, _sklearn_ap(labels, stand_ins), atol=1e-12, rtol=0)
 
     scores[3, 5] = np.nan
     t = torch.from_numpy(scores)
-    with_nan = average_precision_multi(t, torch.from_numpy(labels))
+    with_nan = average_precision_multi(t, torch.from_numpy(labels), chunk_neurons=CHUNK)
     sorted_all = sort_scores(t)
     torch_path = torch.stack([average_precision_sorted(sorted_all, torch.from_numpy(labels[:, c])) for c in range(3)])
     torch.testing.assert_close(with_nan[:, 5], torch_path[:, 5], rtol=0, atol=0, equal_nan=True)

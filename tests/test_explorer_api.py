@@ -12,8 +12,8 @@ import pytest
 
 from explorer import queries as Q
 from explorer.api import Store, open_store
-from precompute.demo.synthetic_store import MODEL_ID, RUN_ID, build_synthetic_store
 from precompute.store import NotDuckDBError, StoreError, StoreMissingError, UnsafeStoreError, connect
+from tests.support.synthetic_store import MODEL_ID, RUN_ID, build_synthetic_store
 
 
 @pytest.fixture(scope="module")

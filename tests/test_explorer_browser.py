@@ -12,10 +12,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from explorer.browser_check import CHROMIUM
-from explorer.browser_check import CHROMIUM_ARGS as ARGS
-from explorer.browser_check import check_page as _check_page
-from explorer.browser_check import served as _served
+from tests.support.browser_check import CHROMIUM
+from tests.support.browser_check import CHROMIUM_ARGS as ARGS
+from tests.support.browser_check import check_page as _check_page
+from tests.support.browser_check import served as _served
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"

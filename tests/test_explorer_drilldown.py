@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.drilldown import BOLD_CLOSE, BOLD_OPEN, highlighted
 from explorer.text import md
-from precompute.demo.synthetic_store import RUN_ID, build_synthetic_store
+from tests.support.synthetic_store import RUN_ID, build_synthetic_store
 
 APP = Path(__file__).resolve().parents[1] / "explorer" / "app.py"
 

@@ -1,5 +1,5 @@
-"""Issue 12 in a real browser: a store whose strings are markdown images, links, autolinks and HTML is served
-by ``explorer STORE``; every page is loaded in headless Chromium, and
+"""Hostile store strings in a real browser: a store whose strings are markdown images, links, autolinks and HTML
+is served by ``explorer STORE``; every page of ``explorer.pages.PAGES`` is loaded in headless Chromium, and
 
 - the rendered DOM holds none of those strings as an ``<img>`` or ``<a>`` element (they show as text), and
 - every request the page makes (documents, scripts, fonts, favicon, images, websockets) goes to this machine.
@@ -14,22 +14,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from explorer.browser_check import CHROMIUM, CHROMIUM_ARGS, served
+from explorer import pages as explorer_pages
 from explorer.text import WORD_JOINER
 from tests.hostile_store import HOST, LAST_CHECKPOINT, make_hostile_store
+from tests.support.browser_check import CHROMIUM, CHROMIUM_ARGS, page_heading, served
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {
-    "": "Overview",
-    "probes": "Language probes",
-    "concepts": "Concepts",
-    "neuron": "Neuron",
-    "language": "Language",
-    "compare": "Compare checkpoints",
-    "compression": "Compression",
-    "language_neurons": "Language neurons",
-    "steering": "Steering",
-}
+#: Each page's pathname (with the query a page needs before it shows data: Search shows only a prompt until
+#: given a word, and "monday" finds the hostile concept labels) and the heading to wait for, from the one
+#: declaration the app builds its navigation from.
+QUERIES = {"search": "?q=monday"}
+PAGES = {p.served_path + QUERIES.get(p.name, ""): page_heading(p) for p in explorer_pages.PAGES}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 pytestmark = pytest.mark.browser

@@ -1,7 +1,7 @@
 """The explorer never imports torch, transformers or the pipeline: it reads a store, it computes nothing.
 
-Every explorer module (the app's imports, every page, the queries, the charts, the read API) is imported
-in a fresh interpreter, and ``sys.modules`` is checked afterwards.
+Every explorer module (the app's imports, every page of ``explorer.pages.PAGES``, the queries, the charts, the
+read API) is imported in a fresh interpreter, and ``sys.modules`` is checked afterwards.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from explorer.pages import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("torch", "transformers", "precompute.pipeline")
@@ -22,7 +24,7 @@ def _explorer_modules() -> list[str]:
 
 def test_every_explorer_module_imports_without_torch_or_the_pipeline(synthetic_store):
     store = synthetic_store  # tests/conftest.py (read-only)
-    pages = [p.stem for p in sorted((ROOT / "explorer" / "views").glob("*.py")) if p.stem != "__init__"]
+    pages = [p.source for p in PAGES]  # tests/test_explorer_app.py checks that every script in views/ is declared
     code = f"""
 import importlib, json, os, sys
 os.environ["CROSSLING_STORE"] = {str(store)!r}
@@ -31,7 +33,7 @@ for name in {_explorer_modules()!r}:
 from streamlit.testing.v1 import AppTest
 for page in {pages!r}:
     at = AppTest.from_file({str(ROOT / "explorer" / "app.py")!r}, default_timeout=60)
-    at.switch_page(f"views/{{page}}.py")
+    at.switch_page(page)
     at.run()
     assert not at.exception, (page, [e.value for e in at.exception])
 print(json.dumps(sorted(sys.modules)))

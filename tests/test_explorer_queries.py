@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from explorer import queries as Q
-from precompute.demo.synthetic_store import RUN_ID, build_synthetic_store
 from precompute.store import StoreError, open_readonly
+from tests.support.synthetic_store import RUN_ID, build_synthetic_store
 
 LANGS = ("en", "de", "fr", "es")
 CONCEPTS = ("monday", "tuesday", "march", "april")

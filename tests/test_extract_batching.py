@@ -30,9 +30,10 @@ def test_long_tail_does_not_pad_short_contexts():
 
 
 def test_pooled_activations_do_not_depend_on_batching(tiny_gpt2_dir):
-    from precompute.model import load_checkpoint
+    from precompute.model import ModelLayout, load_checkpoint
 
     loaded = load_checkpoint(str(tiny_gpt2_dir), device="cpu", dtype="float32")
+    layout = ModelLayout.of(loaded.model)
     texts = [
         "The earthquake shook the old house on Monday.",
         "El lunes",
@@ -43,8 +44,8 @@ def test_pooled_activations_do_not_depend_on_batching(tiny_gpt2_dir):
     ]
     spans = [(4, 14), (3, 8), (0, 2), (None, None), (4, 12), (0, 1)]
     contexts = tokenize_contexts(loaded.tokenizer, texts, spans, 64)
-    one = extract(loaded, contexts, batch_tokens=1)  # one context per batch, no padding
-    many = extract(loaded, contexts, batch_tokens=4096)
+    one = extract(loaded, layout, contexts, batch_tokens=1)  # one context per batch, no padding
+    many = extract(loaded, layout, contexts, batch_tokens=4096)
     for name in ("mlp_mean", "mlp_span", "mlp_active", "resid_mean", "resid_token"):
         torch.testing.assert_close(getattr(one, name), getattr(many, name), rtol=1e-5, atol=1e-5, msg=name)
     # Without span tokens the span mean is the mean.
@@ -63,7 +64,7 @@ def test_token_positions_are_real_tokens_and_change_with_the_seed():
 
 
 def test_start_token_is_fed_but_not_pooled_and_spans_cut_by_max_length_are_flagged(tmp_path):
-    from precompute.model import load_checkpoint
+    from precompute.model import ModelLayout, load_checkpoint
     from tests.test_architectures import add_start_token
     from tests.tiny_models import save_tiny_model
 
@@ -73,7 +74,7 @@ def test_start_token_is_fed_but_not_pooled_and_spans_cut_by_max_length_are_flagg
     assert [m[0] for m in contexts.real_masks] == [False, False]
     assert contexts.real_lengths.tolist() == (contexts.lengths - 1).tolist()
     assert not contexts.span_cut.any()
-    pooled = extract(loaded, contexts, batch_tokens=4096, token_seeds=[0, 1, 2])
+    pooled = extract(loaded, ModelLayout.of(loaded.model), contexts, batch_tokens=4096, token_seeds=[0, 1, 2])
     assert pooled.resid_token.shape[:3] == (3, 3, 2)
     assert pooled.token_counts.tolist() == contexts.real_lengths.tolist()
     # The mean over real tokens equals the mean of the same context's hidden states without position 0.

@@ -33,6 +33,7 @@ import pytest
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
+from explorer import pages as explorer_pages
 from precompute.checkpoints.resolve import (
     CheckpointError,
     list_hub_branches,
@@ -215,7 +216,7 @@ def test_run_refuses_steering_the_model_cannot_honour_before_any_compute(steerin
 def test_steer_checkpoint_guards_a_shorter_context_itself():
     """The last guard, for a caller that did not check: nothing is generated past the model's positions."""
     from precompute.config import SteeringSpec
-    from precompute.model import load_checkpoint
+    from precompute.model import ModelLayout, load_checkpoint
     from precompute.steering.intervene import SteeringError
     from precompute.steering.stage import plan_steering
 
@@ -232,7 +233,7 @@ def test_steer_checkpoint_guards_a_shorter_context_itself():
         where="test",
     )
     with pytest.raises(SteeringError, match=f"reads at most {TINY_POSITIONS} positions"):
-        steer_checkpoint(loaded, plan, pl.DataFrame(), checkpoint="last")
+        steer_checkpoint(loaded, ModelLayout.of(loaded.model), plan, pl.DataFrame(), checkpoint="last")
 
 
 # --- 10: rich markup in store strings and help texts -----------------------------------------------------------
@@ -284,7 +285,7 @@ def test_markup_in_store_strings_is_printed_as_text(store):
     assert "Traceback" not in result.output and "MarkupError" not in result.output
     flat = result.stderr.replace("\n", "")
     assert f"note: {MARKUP_CHECKPOINT}: only 5 experts stored for {MARKUP_CONCEPT!r}/'de'" in flat, result.stderr
-    assert f"steer {MARKUP_CHECKPOINT}" in flat
+    assert f"checkpoint {MARKUP_CHECKPOINT}" in flat
 
 
 def test_markup_in_an_unknown_concept_is_one_error_line(store):
@@ -358,17 +359,10 @@ def test_checkpoints_command_on_a_missing_local_folder(tmp_path, no_network):
 
 # --- 11: the explorer's charts draw only finite values ---------------------------------------------------------
 
-NAN_PAGES = [
-    "overview",
-    "probes",
-    "concepts",
-    "neuron",
-    "compression",
-    "language",
-    "compare",
-    "language_neurons",
-    "steering",
-]
+#: Every page, from the one declaration the app builds its navigation from; Search is given a word so that it
+#: shows its tables (without one it shows only a prompt).
+NAN_PAGES = [p.name for p in explorer_pages.PAGES]
+NAN_PAGE_PARAMS = {"search": {"q": "monday"}}
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +407,7 @@ def assert_finite_charts(at: AppTest) -> int:
 
 @pytest.mark.parametrize("page", NAN_PAGES)
 def test_pages_with_nonfinite_numbers_draw_finite_charts(page, monkeypatch, nonfinite_store):
-    at = run_app(monkeypatch, nonfinite_store, page, timeout=90)
+    at = run_app(monkeypatch, nonfinite_store, page, timeout=90, **NAN_PAGE_PARAMS.get(page, {}))
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert assert_finite_charts(at) >= (1 if page in ("overview", "probes", "concepts", "neuron") else 0)

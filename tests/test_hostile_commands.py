@@ -3,7 +3,8 @@ run shared without its parts, and notebook-API arguments the store cannot answer
 
 - A command removes or replaces only what it can prove it wrote: the demo training records what it writes in
   ``DIR/.crossling-demo`` (folders by name, files by content hash) and refuses, in one line naming the folder,
-  to touch anything else (``precompute tiny-checkpoints DIR``, ``precompute demo --work DIR``).
+  to touch anything else (``precompute demo --work DIR``, and the tests' ``python -m tests.support.tiny_checkpoints
+  DIR``).
 - A run records the checkpoints it was meant to hold when it starts (``meta.planned_checkpoints``, and
   ``meta.planned_shard`` for one shard); ``info``, ``report``, ``merge``, the explorer and the notebook API say
   plainly when it is unfinished and what it lacks; ``merge`` refuses an unfinished shard unless
@@ -34,6 +35,7 @@ from tests.reliability_support import (
     run_precompute,
     runner,
 )
+from tests.support.tiny_checkpoints import main as tiny_checkpoints
 
 # --- item 2: folders the demo did not write ---------------------------------------------------------------
 
@@ -71,24 +73,44 @@ def user_folder(tmp_path: Path, case: str) -> Path:
 USER_CASES = ["step-folder", "other-step-folder", "tmp-folder", "card", "log", "config", "card-link"]
 
 
+def tiny_refused(capsys, args: list, *, names: str | Path, says: str) -> str:
+    """Run ``python -m tests.support.tiny_checkpoints ARGS`` in-process; check exit 1 and one ``error:`` line naming
+    ``names`` and saying ``says``. Returns the error line."""
+    capsys.readouterr()
+    assert tiny_checkpoints([str(a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert str(names) in errors[0] and says in errors[0], errors[0]
+    return errors[0]
+
+
 @pytest.mark.parametrize("case", USER_CASES)
-def test_tiny_checkpoints_refuses_a_folder_with_the_users_files(case, tmp_path):
+def test_tiny_checkpoints_refuses_a_folder_with_the_users_files(case, tmp_path, capsys):
     folder = user_folder(tmp_path, case)
     before = tree(folder)
-    line = assert_refused(["tiny-checkpoints", folder, "--steps", "12"], names=folder, says="did not write")
+    line = tiny_refused(capsys, [folder, "--steps", "12"], names=folder, says="did not write")
     assert MARKER_FILE in line and "choose another folder" in line, line
     assert tree(folder) == before
     if case == "card-link":
         assert (tmp_path / "my-card.md").read_text() == "my card\n"
 
 
-def test_tiny_checkpoints_refuses_a_file_and_bad_steps(tmp_path):
+def test_tiny_checkpoints_refuses_a_file_and_bad_steps(tmp_path, capsys):
     file = tmp_path / "ckpts"
     file.write_text("a file\n")
-    assert_refused(["tiny-checkpoints", file], names=file, says="is a file, not a folder")
+    tiny_refused(capsys, [file], names=file, says="is a file, not a folder")
     assert file.read_text() == "a file\n"
-    assert_refused(["tiny-checkpoints", tmp_path / "new", "--steps", "0"], names="--steps 0", says="at least 1")
+    tiny_refused(capsys, [tmp_path / "new", "--steps", "0"], names="--steps 0", says="at least 1")
     assert not (tmp_path / "new").exists()
+
+
+def test_the_tiny_checkpoints_are_test_support_not_a_command():
+    """The installed ``precompute`` has no command that trains a test model; only the tests build one."""
+    result = runner.invoke(app, ["tiny-checkpoints", "anywhere"])
+    assert result.exit_code != 0 and "No such command 'tiny-checkpoints'" in result.output, result.output
+    assert "tiny-checkpoints" not in runner.invoke(app, ["--help"]).output
 
 
 @pytest.mark.parametrize("case", ["demo-toml", "work-is-a-file", "checkpoints-is-a-file", "user-step-folder"])
@@ -115,10 +137,9 @@ def test_demo_refuses_a_work_folder_with_the_users_files(case, tmp_path):
     assert not out.exists()
 
 
-def test_retraining_replaces_only_what_it_wrote(tmp_path):
+def test_retraining_replaces_only_what_it_wrote(tmp_path, capsys):
     folder = tmp_path / "ckpts"
-    first = runner.invoke(app, ["tiny-checkpoints", str(folder), "--steps", "4"])
-    assert first.exit_code == 0, first.output
+    assert tiny_checkpoints([str(folder), "--steps", "4"]) == 0
     marker = json.loads((folder / MARKER_FILE).read_text())
     assert sorted(marker["folders"]) == [
         ".step_000001.tmp",
@@ -134,18 +155,16 @@ def test_retraining_replaces_only_what_it_wrote(tmp_path):
     # The user edited the card the demo wrote: other settings would replace it, so they are refused.
     (folder / "MODEL_CARD.md").write_text(card + "my remarks\n")
     before = tree(folder)
-    assert_refused(["tiny-checkpoints", folder, "--steps", "8"], names=folder, says="MODEL_CARD.md, which")
+    tiny_refused(capsys, [folder, "--steps", "8"], names=folder, says="MODEL_CARD.md, which")
     assert tree(folder) == before
     # As the demo wrote it again: retrained, the earlier checkpoints replaced, the user's file kept.
     (folder / "MODEL_CARD.md").write_text(card)
-    again = runner.invoke(app, ["tiny-checkpoints", str(folder), "--steps", "8"])
-    assert again.exit_code == 0, again.output
+    assert tiny_checkpoints([str(folder), "--steps", "8"]) == 0
     assert sorted(p.name for p in folder.glob("step_*")) == ["step_000002", "step_000004", "step_000008"]
     assert (folder / "notes.txt").read_text() == "mine\n"
     # The same settings again: nothing is trained, nothing is touched.
     before = tree(folder)
-    same = runner.invoke(app, ["tiny-checkpoints", str(folder), "--steps", "8"])
-    assert same.exit_code == 0 and tree(folder) == before
+    assert tiny_checkpoints([str(folder), "--steps", "8"]) == 0 and tree(folder) == before
 
 
 def test_a_forged_marker_cannot_lead_out_of_the_folder(tmp_path):

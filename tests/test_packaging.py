@@ -1,4 +1,4 @@
-"""The wheel works from any folder (issue 10, item 7): built, installed into a fresh virtualenv, run elsewhere.
+"""The wheel works from any folder: built, installed into a fresh virtualenv, run elsewhere.
 
 The source tree is copied (its tracked and not-ignored files) to a temporary folder and built there with
 ``python -m build --no-isolation`` (sdist, then the wheel from the sdist, so MANIFEST.in is exercised too;
@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from precompute.cli.concepts import concepts_app
 from precompute.inputs.concepts import DEFAULT_CONCEPT_SET
+from tests.support.synthetic_store import build_synthetic_store
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = "Scripts" if os.name == "nt" else "bin"
@@ -142,8 +143,12 @@ def test_wheel_installs_and_runs_from_an_empty_folder(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         assert zf.read("precompute/inputs/concepts.parquet") == DEFAULT_CONCEPT_SET.read_bytes()
-    assert {"explorer/app.py", "explorer/launch.py", "explorer/views/overview.py"} <= names
+    assert {"explorer/app.py", "explorer/launch.py", "explorer/pages.py", "explorer/views/overview.py"} <= names
     assert not any(n.startswith(("tests/", "data/")) for n in names)
+    # Test support lives in tests/support/, outside the packages: the browser driver, the synthetic store
+    # builder and the tiny training command are not installed.
+    support = sorted(n for n in names if any(s in n for s in ("browser_check", "synthetic_store", "tiny_checkpoints")))
+    assert support == [], support
 
     env = _fresh_env(tmp_path, wheel)
     work = tmp_path / "empty"
@@ -176,15 +181,17 @@ def test_wheel_installs_and_runs_from_an_empty_folder(tmp_path):
         assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
         assert "45 concepts" in check.stdout and "ok" in check.stdout
 
-    made = run(
-        "python",
-        "-c",
-        "from precompute.demo.synthetic_store import build_synthetic_store as b; b('small.duckdb', checkpoints=2)",
-    )
-    assert made.returncode == 0, made.stderr[-2000:]
+    build_synthetic_store(work / "small.duckdb", checkpoints=2)  # test support: built by this interpreter
     info = run("precompute", "info", "small.duckdb")
     assert info.returncode == 0, info.stdout[-2000:] + info.stderr[-2000:]
     assert "neuron_ap" in info.stdout
+
+    commands = run("precompute", "--help")
+    assert commands.returncode == 0 and "checkpoints" in commands.stdout, commands.stderr
+    assert "tiny-checkpoints" not in commands.stdout
+    gone = run("precompute", "tiny-checkpoints", "ckpts")
+    assert gone.returncode != 0 and "No such command" in gone.stdout + gone.stderr
+    assert not (work / "ckpts").exists()
 
     helped = run("explorer", "--help")
     assert helped.returncode == 0, helped.stderr

@@ -16,6 +16,7 @@ from precompute.analysis.alignment import expert_overlap, shared_experts
 from precompute.analysis.experts import score_experts
 from precompute.analysis.lape import language_neuron_tables
 from precompute.analysis.probes import probe_tables
+from precompute.analysis.units import UnitAxis
 
 LANGS = ["de", "en", "es", "ja", "ru", "zh"]
 SCRIPT = {"de": "Latin", "en": "Latin", "es": "Latin", "ru": "Cyrillic", "ja": "Han", "zh": "Han"}
@@ -38,18 +39,18 @@ def test_a_unit_firing_on_one_concepts_tokens_in_every_language_is_its_top_share
             start = int(rng.integers(0, len(tokens) - 1))
             tokens[start : start + int(rng.integers(1, 3)), planted] += 6.0
     responses = torch.from_numpy(np.stack([t.max(axis=0) for t in contexts]).astype(np.float32))  # max pooling
-    offsets = [0, 100, 300]
-    result = score_experts(responses, langs, concept_ids, offsets, top_k=20)
+    units = UnitAxis.contiguous([0, 100, 300])
+    result = score_experts(responses, langs, concept_ids, units, top_k=20, chunk_neurons=8192)
     top1 = result.top.filter((pl.col("concept_id") == "earthquake") & (pl.col("rank") == 1))
     assert sorted(top1["lang"].to_list()) == sorted(LANGS)
     assert set(zip(top1["layer"].to_list(), top1["unit"].to_list())) == {(1, planted - 100)}
     assert min(top1["ap"].to_list()) >= 0.99
-    shared = shared_experts(result, offsets, min_langs=len(LANGS))
+    shared = shared_experts(result, units, min_langs=len(LANGS))
     row = shared.filter((pl.col("concept_id") == "earthquake") & (pl.col("layer") == 1) & (pl.col("unit") == 23))
     assert row.height == 1 and row["n_langs_topk"][0] == len(LANGS) and row["min_ap"][0] >= 0.99
     # No other concept has a unit that is top-20 in every language by chance.
     assert set(shared["concept_id"].to_list()) == {"earthquake"}
-    overlap = expert_overlap(result, 20)
+    overlap = expert_overlap(result, k=20)
     quake = overlap.filter(pl.col("concept_id") == "earthquake")["jaccard"]
     assert quake.len() == len(LANGS) * (len(LANGS) - 1) // 2
     assert quake.min() >= 1 / 39 - 1e-12  # every pair's two top-20 sets share at least the planted unit
@@ -70,7 +71,9 @@ def test_a_unit_firing_only_on_one_scripts_tokens_is_lape_specific_to_that_scrip
         fractions.append(events.mean(axis=0))
         n_tokens.append(t)
     active = torch.from_numpy(np.stack(fractions).astype(np.float32))
-    neurons, counts = language_neuron_tables(active, langs.tolist(), [0, 200, 400], n_tokens=n_tokens)  # Tang
+    tang = {"quantile": 0.01, "filter_rate": 0.95, "bar_ratio": 0.95, "min_prob": 0.05, "max_lape": None}
+    units = UnitAxis.contiguous([0, 200, 400])
+    neurons, counts = language_neuron_tables(active, langs.tolist(), units, selection="tang", n_tokens=n_tokens, **tang)
     by_unit = {(lay, u): set(g["top_lang"].to_list()) for (lay, u), g in neurons.group_by("layer", "unit")}
     assert by_unit[(0, han)] == {"ja", "zh"}
     assert by_unit[(1, cyrillic - 200)] == {"ru"}
@@ -97,7 +100,8 @@ def test_language_identity_only_in_chosen_layers_gives_probe_accuracy_near_1_the
 
     token = torch.from_numpy(np.stack([states() for _ in seeds]).astype(np.float32))  # (seeds, layers, n, d)
     mean = torch.from_numpy(states().astype(np.float32))
-    results, _ = probe_tables({"token": token, "mean": mean}, langs, seeds=seeds, test_size=0.3)
+    fit = {"C": 1.0, "max_iter": 300, "max_train": 0, "control": True, "n_resamples": 0}
+    results, _ = probe_tables({"token": token, "mean": mean}, langs, seeds=seeds, test_size=0.3, **fit)
     chance = 1 / len(LANGS)
     for rep in ("token", "mean"):
         acc = dict(results.filter(pl.col("representation") == rep).select("layer", "accuracy").iter_rows())

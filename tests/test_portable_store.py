@@ -140,9 +140,9 @@ def test_store_holds_no_absolute_path_of_the_writer(tiny_checkpoints, tmp_path, 
     assert config_json["extract"]["spill_dir"] == "../spill"
 
     # Read back elsewhere: steering finds the checkpoints through the config's folder.
-    from precompute.steering.stage import run_steering
+    from precompute.pipeline import steer
 
-    summary = run_steering(
+    summary = steer(
         store, checkpoints=["first"], n_neurons=[0], seeds=[0], max_new_tokens=2, device="cpu", config_dir=config_dir
     )
     assert summary.height > 0

@@ -18,6 +18,11 @@ import torch
 from precompute.analysis.chance import bootstrap_ci, hierarchical_bootstrap_ci
 from precompute.analysis.probes import control_labels, fit_probe, probe_tables
 
+#: ``[probes]`` fit settings these tests use: no training cap, iterations to spare.
+FIT = {"C": 1.0, "max_iter": 300, "max_train": 0}
+#: And the rest of `probe_tables`' settings: the control task, no bootstrap.
+TABLES = FIT | {"control": True, "n_resamples": 0}
+
 R = 400  # resamples of the by-hand checks
 
 
@@ -140,7 +145,7 @@ def test_control_task_is_learnt_from_token_identity_not_from_noise():
     noise = rng.standard_normal((n, n_types))
     token = torch.from_numpy(np.stack([identity, noise])[None].astype(np.float32))  # (1 seed, 2 layers, n, d)
     reps = {"token": token, "mean": token[0]}
-    results, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, token_types={"token": ids})
+    results, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, token_types={"token": ids}, **TABLES)
     tok = results.filter(results["representation"] == "token").sort("layer").rows(named=True)
     assert tok[0]["control_accuracy"] > 0.95  # the probe learns the type labels from token identity
     assert tok[0]["accuracy"] < 0.5  # ... but there is no language in these features
@@ -149,7 +154,8 @@ def test_control_task_is_learnt_from_token_identity_not_from_noise():
     assert tok[1]["control_accuracy"] == pytest.approx(majority, abs=0.1)  # noise: about the majority rate
     # The sentence mean has no token type: no control task, NULL.
     assert results.filter(results["representation"] == "mean")["control_accuracy"].null_count() == 2
-    off, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, token_types={"token": ids}, control=False)
+    no_control = TABLES | {"control": False}
+    off, _ = probe_tables(reps, langs, seeds=[0], test_size=0.3, token_types={"token": ids}, **no_control)
     assert off["control_accuracy"].null_count() == 4
 
 
@@ -160,7 +166,7 @@ def test_control_uses_the_first_seeds_sampled_token_ids_not_another_seeds_nor_th
     ids = rng.integers(0, n_types, size=(2, n))  # each seed sampled its own token per context
     assert (ids[0] != ids[1]).mean() > 0.8
     token = torch.from_numpy(np.stack([_one_hot(ids[s], n_types, rng)[None] for s in range(2)]).astype(np.float32))
-    results, _ = probe_tables({"token": token}, langs, seeds=seeds, test_size=0.3, token_types={"token": ids})
+    results, _ = probe_tables({"token": token}, langs, seeds=seeds, test_size=0.3, token_types={"token": ids}, **TABLES)
     assert results["control_accuracy"][0] > 0.95
     # The mutations this kills, each below 0.6 on the same features and split: the second seed's ids, the
     # context ids as types, and the old per-context shuffle.
@@ -171,7 +177,7 @@ def test_control_uses_the_first_seeds_sampled_token_ids_not_another_seeds_nor_th
         "shuffled": np.random.default_rng(5).permutation(langs),
     }
     for name, labels in wrong.items():
-        acc = fit_probe(features, labels, seed=5, test_size=0.3, stratify=langs)["accuracy"]
+        acc = fit_probe(features, labels, seed=5, test_size=0.3, stratify=langs, **FIT)["accuracy"]
         assert acc < 0.6, name
 
 
@@ -180,17 +186,20 @@ def test_control_fit_keeps_the_lid_probes_split():
     langs = np.repeat(["a", "b"], 100)
     x = rng.standard_normal((200, 3))
     types = control_labels(rng.integers(0, 40, size=200), langs)
-    lid = fit_probe(x, langs, seed=3, test_size=0.25, max_train=80)
-    ctrl = fit_probe(x, types, seed=3, test_size=0.25, max_train=80, stratify=langs)
+    capped = FIT | {"max_train": 80}
+    lid = fit_probe(x, langs, seed=3, test_size=0.25, **capped)
+    ctrl = fit_probe(x, types, seed=3, test_size=0.25, stratify=langs, **capped)
     assert (ctrl["n_train"], ctrl["n_test"]) == (lid["n_train"], lid["n_test"])
-    assert fit_probe(x, langs, seed=3, test_size=0.25, stratify=langs) == fit_probe(x, langs, seed=3, test_size=0.25)
-    one = fit_probe(x, np.array(["z"] * 200), seed=3, test_size=0.25, stratify=langs)  # one class: said always
+    same = fit_probe(x, langs, seed=3, test_size=0.25, **FIT)
+    assert fit_probe(x, langs, seed=3, test_size=0.25, stratify=langs, **FIT) == same
+    one = fit_probe(x, np.array(["z"] * 200), seed=3, test_size=0.25, stratify=langs, **FIT)  # one class: said always
     assert one["accuracy"] == 1.0
 
 
 def test_extract_keeps_the_sampled_token_ids_per_seed(tiny_gpt2_dir):
     from precompute.extract import extract, sample_token_positions, tokenize_contexts
     from precompute.model import load_checkpoint
+    from precompute.model.layout import ModelLayout
 
     loaded = load_checkpoint(str(tiny_gpt2_dir), device="cpu", dtype="float32")
     texts = [
@@ -200,7 +209,7 @@ def test_extract_keeps_the_sampled_token_ids_per_seed(tiny_gpt2_dir):
         "Joy and happiness filled the house in March.",
     ]
     contexts = tokenize_contexts(loaded.tokenizer, texts, [(None, None)] * 4, 64)
-    pooled = extract(loaded, contexts, batch_tokens=4096, token_seeds=[3, 8])
+    pooled = extract(loaded, ModelLayout.of(loaded.model), contexts, batch_tokens=4096, token_seeds=[3, 8])
     assert pooled.token_ids.shape == (2, 4) and pooled.token_ids.dtype == np.int64
     for s, seed in enumerate([3, 8]):
         pos = sample_token_positions(contexts.real_masks, seed)

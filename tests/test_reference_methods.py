@@ -16,6 +16,7 @@ import torch
 
 from precompute.analysis.experts import on_p50, score_experts
 from precompute.analysis.lape import select_language_neurons
+from precompute.analysis.units import UnitAxis
 
 
 def _tang_numpy(probs: np.ndarray, top_rate: float, filter_rate: float, bar_ratio: float) -> np.ndarray:
@@ -81,7 +82,8 @@ def test_score_experts_stores_on_p50_of_the_top_units():
     langs = np.array(["es"] * 20)
     concepts = np.array(["a"] * 8 + ["b"] * 12)
     acts = rng.normal(size=(20, 9)).astype(np.float32)
-    top = score_experts(torch.from_numpy(acts), langs, concepts, [0, 9], top_k=3).top
+    units = UnitAxis.contiguous([0, 9])
+    top = score_experts(torch.from_numpy(acts), langs, concepts, units, top_k=3, chunk_neurons=8192).top
     for row in top.iter_rows(named=True):
         on = acts[concepts == row["concept_id"], row["unit"]]
         assert row["median_pos_act"] == pytest.approx(float(np.percentile(on, 50)), rel=1e-6)
@@ -90,13 +92,15 @@ def test_score_experts_stores_on_p50_of_the_top_units():
 def test_max_pooling_matches_a_manual_loop_over_tokens(tmp_path):
     from precompute.extract import extract, tokenize_contexts
     from precompute.model import find_mlp_sites, load_checkpoint
+    from precompute.model.layout import ModelLayout
     from tests.test_architectures import add_start_token
     from tests.tiny_models import save_tiny_model
 
     loaded = load_checkpoint(str(add_start_token(save_tiny_model("xglm", tmp_path / "m"))), device="cpu")
     texts = ["El terremoto sacudió la casa vieja.", "地震", "Joy and happiness filled the house in March.", "x"]
     contexts = tokenize_contexts(loaded.tokenizer, texts, [(None, None)] * len(texts), 64)
-    pooled = extract(loaded, contexts, batch_tokens=4096, poolings=("max", "mean"))  # padded batches
+    layout = ModelLayout.of(loaded.model)
+    pooled = extract(loaded, layout, contexts, batch_tokens=4096, poolings=("max", "mean"))  # padded batches
     sites = find_mlp_sites(loaded.model)
     for i, ids in enumerate(contexts.input_ids):
         seen: dict[int, torch.Tensor] = {}
@@ -132,7 +136,8 @@ def test_expert_ap_matches_sklearn_on_the_pipelines_layout(n_per_concept):
     pre = rng.normal(size=(n, n_units)).astype(np.float32)
     zeros = np.where(rng.random((n, n_units)) < 0.5, np.float32(-0.0), np.float32(0.0))
     acts = np.where(pre > 0, pre, zeros).astype(np.float16)  # ReLU-like: half the responses zeros of either sign
-    result = score_experts(torch.from_numpy(acts), np.array(["xx"] * n), concepts, [0, 600, n_units], top_k=5)
+    units = UnitAxis.contiguous([0, 600, n_units])
+    result = score_experts(torch.from_numpy(acts), np.array(["xx"] * n), concepts, units, top_k=5, chunk_neurons=8192)
     ap = result.full_ap["xx"].numpy()
     for ci, concept in enumerate(result.concept_ids):
         labels = concepts == concept

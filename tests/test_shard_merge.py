@@ -2,7 +2,7 @@
 
 The config is used verbatim, in a copy of the repository layout under a temporary folder:
 ``configs/tiny-local.toml``, ``data/concepts.parquet`` (a link to the built-in concept set) and
-``data/tiny-local/`` (built by ``precompute tiny-checkpoints``, as the config's comment documents).
+``data/tiny-local/`` (built by ``python -m tests.support.tiny_checkpoints``, as the config's comment documents).
 Acceptance: shard 0/2 + shard 1/2 merged == the unsharded run, row for row in every table, ignoring only
 timings (stage_timings seconds/tokens_per_s/peak_mem_mb, runs started_at/finished_at,
 checkpoints.completed_at, meta created_at).
@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -77,7 +79,15 @@ def layout(tmp_path_factory) -> Path:
     shutil.copy(REPO_ROOT / "configs" / "tiny-local.toml", root / "configs" / "tiny-local.toml")
     (root / "data").mkdir()
     (root / "data" / "concepts.parquet").symlink_to(DEFAULT_CONCEPT_SET)
-    invoke("tiny-checkpoints", root / "data" / "tiny-local")
+    built = subprocess.run(
+        [sys.executable, "-m", "tests.support.tiny_checkpoints", str(root / "data" / "tiny-local")],
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0 and "3 checkpoints ready" in built.stdout, built.stdout + built.stderr
     return root
 
 
@@ -215,8 +225,8 @@ def test_spilled_pooled_activations_equal_in_memory(layout, tmp_path):
 
     from precompute.config import load_config
     from precompute.extract import extract, pooled_nbytes, tokenize_contexts
-    from precompute.model import load_checkpoint
-    from precompute.pipeline import spill_directory
+    from precompute.model import ModelLayout, load_checkpoint
+    from precompute.stages.extract import spill_directory
 
     cfg = load_config(layout / "configs" / "tiny-local.toml")
     cfg.extract.ram_budget_gb = 1e-6
@@ -224,12 +234,13 @@ def test_spilled_pooled_activations_equal_in_memory(layout, tmp_path):
     loaded = load_checkpoint(str(layout / "data" / "tiny-local" / "step_000012"), device="cpu", dtype="float32")
     texts = ["Monday, 3 March", "el lunes", "3月3日", "понедельник"]
     contexts = tokenize_contexts(loaded.tokenizer, texts, [(0, 6), (3, 8), (0, 2), (0, 11)], 48)
-    nbytes = pooled_nbytes(loaded, len(texts))
+    mlp = ModelLayout.of(loaded.model)
+    nbytes = pooled_nbytes(loaded, mlp, len(texts))
     assert nbytes > 0
     where = spill_directory(cfg, nbytes)
     assert where == str(tmp_path / "spill")
-    spilled = extract(loaded, contexts, batch_tokens=64, spill_dir=where)
-    in_ram = extract(loaded, contexts, batch_tokens=64)
+    spilled = extract(loaded, mlp, contexts, batch_tokens=64, spill_dir=where)
+    in_ram = extract(loaded, mlp, contexts, batch_tokens=64)
     for name in ("mlp_mean", "mlp_span", "mlp_active", "resid_mean", "resid_token"):
         assert torch.equal(getattr(spilled, name), getattr(in_ram, name)), name
     assert list((tmp_path / "spill").iterdir()) == []  # unlinked as soon as mapped

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from precompute.config import SteeringSpec
-from precompute.model import find_mlp_sites, load_checkpoint
+from precompute.model import ModelLayout, find_mlp_sites, load_checkpoint
+from precompute.pipeline import steer
 from precompute.steering.intervene import Sampling, fixed_unit_hooks
 from precompute.steering.intervene import generate as _generate
 from precompute.steering.labels import LanguageLabeler, expresses_concept, label_language
-from precompute.steering.stage import run_steering, steering_rows, summarise
+from precompute.steering.stage import steering_rows, summarise
 from precompute.store import CheckpointRows, StoreWriter, json_dumps, open_readonly
 
 LANGS = ["de", "en", "fr"]
@@ -57,10 +58,11 @@ def _site_inputs(loaded, ids: torch.Tensor) -> dict[int, torch.Tensor]:
 
 
 def test_fixing_units_sets_the_hooked_activation_to_the_value(loaded):
-    sites = find_mlp_sites(loaded.model)
+    layout = ModelLayout.of(loaded.model)
+    sites = layout.sites
     ids = torch.tensor([[loaded.tokenizer.bos_token_id, 5, 17, 42, 9]])
     plain = _site_inputs(loaded, ids)
-    with fixed_unit_hooks(sites, [(0, 3, 2.5), (0, 10, -1.25), (1, 7, 0.0)]):
+    with fixed_unit_hooks(layout, [(0, 3, 2.5), (0, 10, -1.25), (1, 7, 0.0)]):
         fixed = _site_inputs(loaded, ids)
     assert torch.all(fixed[0][..., 3] == 2.5) and torch.all(fixed[0][..., 10] == -1.25)
     assert torch.all(fixed[1][..., 7] == 0.0)
@@ -71,11 +73,12 @@ def test_fixing_units_sets_the_hooked_activation_to_the_value(loaded):
 
 
 def test_fixed_unit_hooks_rejects_unknown_layers_and_units(loaded):
-    sites = find_mlp_sites(loaded.model)
+    layout = ModelLayout.of(loaded.model)
+    sites = layout.sites
     before = [len(s.module._forward_pre_hooks) for s in sites]
-    with pytest.raises(ValueError, match="layer 9"), fixed_unit_hooks(sites, [(9, 0, 1.0)]):
+    with pytest.raises(ValueError, match="layer 9"), fixed_unit_hooks(layout, [(9, 0, 1.0)]):
         pass
-    with pytest.raises(ValueError, match="out of range"), fixed_unit_hooks(sites, [(0, sites[0].n_neurons, 1.0)]):
+    with pytest.raises(ValueError, match="out of range"), fixed_unit_hooks(layout, [(0, sites[0].n_neurons, 1.0)]):
         pass
     assert [len(s.module._forward_pre_hooks) for s in sites] == before
 
@@ -296,11 +299,11 @@ def _steering_table(path: Path) -> pl.DataFrame:
         con.close()
 
 
-def test_run_steering_writes_and_replaces(tmp_path, tiny_gpt2_dir, loaded):
+def test_steer_writes_and_replaces(tmp_path, tiny_gpt2_dir, loaded):
     store = tmp_path / "store.duckdb"
     _write_store(store, tiny_gpt2_dir, find_mlp_sites(loaded.model))
     kw = {"n_neurons": [0, 4], "seeds": [0, 1], "prompts": [""], "max_new_tokens": 5, "device": "cpu"}
-    summary = run_steering(store, **kw)  # defaults: concept with most shared experts, first non-English lang
+    summary = steer(store, **kw)  # defaults: concept with most shared experts, first non-English lang
     rows = _steering_table(store)
     assert rows.height == 4
     assert set(rows["concept_id"]) == {"march"} and set(rows["source_lang"]) == {"de"}
@@ -312,8 +315,8 @@ def test_run_steering_writes_and_replaces(tmp_path, tiny_gpt2_dir, loaded):
     assert set(summary["n_neurons"]) == {0, 4}
 
     # Another concept adds rows; the same request again replaces its own rows.
-    run_steering(store, concepts=["monday"], source_langs=["fr"], **kw)
-    run_steering(store, concepts=["monday"], source_langs=["fr"], **kw)
+    steer(store, concepts=["monday"], source_langs=["fr"], **kw)
+    steer(store, concepts=["monday"], source_langs=["fr"], **kw)
     rows = _steering_table(store)
     assert rows.height == 8
     assert rows.group_by("concept_id", "source_lang").len().sort("concept_id").rows() == [
@@ -323,9 +326,9 @@ def test_run_steering_writes_and_replaces(tmp_path, tiny_gpt2_dir, loaded):
     assert rows.select("concept_id", "source_lang", "n_neurons", "seed").is_duplicated().sum() == 0
 
     with pytest.raises(ValueError, match="unknown concept 'nope'"):
-        run_steering(store, concepts=["nope"], **kw)
+        steer(store, concepts=["nope"], **kw)
     with pytest.raises(ValueError, match="unknown source language 'xx'"):
-        run_steering(store, source_langs=["xx"], **kw)
+        steer(store, source_langs=["xx"], **kw)
 
 
 def test_cli_errors_are_one_red_line(tmp_path, tiny_gpt2_dir, loaded):

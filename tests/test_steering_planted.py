@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from precompute.config import SteeringSpec
-from precompute.model import find_mlp_sites, load_checkpoint
+from precompute.model import ModelLayout, load_checkpoint
 from precompute.steering.intervene import Sampling, fixed_unit_hooks, generate, prompt_ids
 from precompute.steering.stage import plan_steering, steer_checkpoint
 from tests.tiny_models import HIDDEN, build_tiny_tokenizer, tiny_config
@@ -88,7 +88,7 @@ def _forward(loaded, ids, units=()):
         ),
     ]
     try:
-        with fixed_unit_hooks(find_mlp_sites(loaded.model), units), torch.no_grad():
+        with fixed_unit_hooks(ModelLayout.of(loaded.model), units), torch.no_grad():
             logits = loaded.model(input_ids=ids).logits
     finally:
         for h in hooks:
@@ -173,7 +173,7 @@ def test_steer_checkpoint_with_the_unit_as_top_expert_expresses_the_concept(plan
             "median_pos_act": [VALUE, 1.0],
         }
     )
-    rows = steer_checkpoint(loaded, plan, experts, checkpoint="planted")
+    rows = steer_checkpoint(loaded, ModelLayout.of(loaded.model), plan, experts, checkpoint="planted")
     share = dict(rows.group_by("n_neurons").agg(pl.col("expresses_concept").mean()).iter_rows())
     counts = dict(rows.group_by("n_neurons").len().iter_rows())
     assert counts == {0: len(SEEDS), 1: len(SEEDS)}

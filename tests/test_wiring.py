@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -22,6 +23,7 @@ import pytest
 import torch
 
 from precompute.extract import extract, sample_token_positions, token_budget_batches, tokenize_contexts
+from precompute.model import ModelLayout
 
 # Token lengths with the tiny tokenizer: 35, 34, 33, 30, 28 (all within the 20 % padding bound of the longest,
 # so a large budget puts them in one padded batch: up to 7 padding tokens).
@@ -97,8 +99,9 @@ def test_shared_padded_batch_pools_like_contexts_alone(model_dirs, arch, padding
     assert len(set(lengths.tolist())) >= 4 and lengths.max() - lengths.min() >= 5
     budget = 4096
     assert len(token_budget_batches(lengths, budget)) == 1  # one padded batch for all of them
-    shared = extract(loaded, contexts, batch_tokens=budget, token_seeds=[0, 1])
-    alone = extract(loaded, contexts, batch_tokens=1, token_seeds=[0, 1])  # a batch of one each: no padding
+    layout = ModelLayout.of(loaded.model)
+    shared = extract(loaded, layout, contexts, batch_tokens=budget, token_seeds=[0, 1])
+    alone = extract(loaded, layout, contexts, batch_tokens=1, token_seeds=[0, 1])  # a batch of one each: no padding
     for pooling in ("max", "mean", "span"):
         torch.testing.assert_close(shared.responses(pooling), alone.responses(pooling), **TOL, msg=pooling)
     torch.testing.assert_close(shared.mlp_max, alone.mlp_max, **TOL)
@@ -185,7 +188,9 @@ def test_lape_activation_event_matches_hand_count(model_dirs, arch):
     if arch == "gpt2-relu":
         assert type(loaded.model.transformer.h[0].mlp.act).__name__ == "ReLU"
     contexts = tokenize_contexts(loaded.tokenizer, SAME_BATCH_TEXTS, SAME_BATCH_SPANS, 64)
-    pooled = extract(loaded, contexts, batch_tokens=4096, poolings=("max",), token_seeds=[])
+    pooled = extract(
+        loaded, ModelLayout.of(loaded.model), contexts, batch_tokens=4096, poolings=("max",), token_seeds=[]
+    )
     expected, last_acts = _hand_activation_events(loaded, contexts, arch)
     torch.testing.assert_close(pooled.mlp_active, expected, rtol=0, atol=1e-6)
     # The counts are informative: neither all units always on nor always off.
@@ -202,7 +207,9 @@ def test_lape_activation_event_matches_hand_count(model_dirs, arch):
 def test_pipeline_lape_is_token_weighted(model_dirs):
     from precompute.analysis.lape import activation_probs, language_neuron_tables
     from precompute.config import RunConfig
-    from precompute.pipeline import analysis_tables
+    from precompute.profiling import StageTimer
+    from precompute.stages import CheckpointContext, run_stages
+    from precompute.stages import lape as lape_stage
 
     loaded = _load(model_dirs["xglm"])
     n = len(UNEQUAL_TEXTS)
@@ -212,13 +219,22 @@ def test_pipeline_lape_is_token_weighted(model_dirs):
     real = contexts.real_lengths
     assert real.min() == 1 and real.max() >= 40  # very unequal
     assert (contexts.lengths == real + 1).all()  # a start token that is fed but not counted
-    pooled = extract(loaded, contexts, batch_tokens=4096, poolings=("max",), token_seeds=[])
+    mlp = ModelLayout.of(loaded.model)
+    pooled = extract(loaded, mlp, contexts, batch_tokens=4096, poolings=("max",), token_seeds=[])
     assert pooled.token_counts.tolist() == real.tolist()
 
     cfg = RunConfig()
     cfg.analysis.lape_quantile = 0.1  # ~13 of 128 units, so that the comparison sees many units
     shared = pl.DataFrame(schema={"concept_id": pl.Utf8, "layer": pl.Int32, "unit": pl.Int32})
-    tables = analysis_tables(cfg, pooled, langs, concept_ids, shared, torch.device("cpu"))
+    ctx = CheckpointContext(
+        cfg=cfg,
+        checkpoint="c",
+        layout=mlp,
+        concept_set=SimpleNamespace(sentences=pl.DataFrame({"lang": langs, "concept_id": concept_ids})),
+        artefacts={"pooled": pooled},
+        stored={"shared_experts": shared},
+    )
+    tables = run_stages([lape_stage.STAGE], ctx, StageTimer(torch.device("cpu")))  # the stage the pipeline runs
 
     kwargs = {
         "selection": cfg.analysis.lape_selection,
@@ -229,8 +245,8 @@ def test_pipeline_lape_is_token_weighted(model_dirs):
         "max_lape": cfg.analysis.lape_max,
         "shared_experts": shared,
     }
-    token_w = language_neuron_tables(pooled.mlp_active, langs.tolist(), pooled.layer_offsets, n_tokens=real, **kwargs)
-    context_w = language_neuron_tables(pooled.mlp_active, langs.tolist(), pooled.layer_offsets, **kwargs)
+    token_w = language_neuron_tables(pooled.mlp_active, langs.tolist(), pooled.units, n_tokens=real, **kwargs)
+    context_w = language_neuron_tables(pooled.mlp_active, langs.tolist(), pooled.units, **kwargs)
     assert tables["language_neurons"].height > 0
     assert tables["language_neurons"].equals(token_w[0])
     assert tables["neuron_counts"].equals(token_w[1])
@@ -244,7 +260,7 @@ def test_pipeline_lape_is_token_weighted(model_dirs):
         hand = (active[mine] * real[mine, None]).sum(0) / real[mine].sum()
         np.testing.assert_allclose(probs[:, j].numpy(), hand, rtol=1e-12, atol=1e-12)
     neurons = tables["language_neurons"]
-    cols = np.asarray(pooled.layer_offsets)[neurons["layer"].to_numpy()] + neurons["unit"].to_numpy()
+    cols = pooled.units.columns(neurons["layer"].to_numpy(), neurons["unit"].to_numpy())
     lang_idx = [names.index(x) for x in neurons["top_lang"].to_list()]
     np.testing.assert_allclose(neurons["top_prob"].to_numpy(), probs[cols, lang_idx].numpy(), rtol=1e-12)
 
@@ -277,7 +293,9 @@ def test_resid_token_is_the_hidden_state_at_each_seeds_draw(model_dirs):
     loaded = _load(model_dirs["xglm"])
     contexts = tokenize_contexts(loaded.tokenizer, UNEQUAL_TEXTS, [(None, None)] * len(UNEQUAL_TEXTS), 64)
     seeds = [0, 1, 2]
-    pooled = extract(loaded, contexts, batch_tokens=4096, poolings=("mean",), token_seeds=seeds)
+    pooled = extract(
+        loaded, ModelLayout.of(loaded.model), contexts, batch_tokens=4096, poolings=("mean",), token_seeds=seeds
+    )
     assert len(token_budget_batches(contexts.lengths, 4096)) < len(UNEQUAL_TEXTS)  # some contexts share batches
     assert pooled.resid_token.shape[:3] == (len(seeds), loaded.n_layers + 1, len(UNEQUAL_TEXTS))
     positions = np.stack([sample_token_positions(contexts.real_masks, s) for s in seeds])  # (S, n)

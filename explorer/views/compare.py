@@ -20,6 +20,9 @@ from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Compare", "icon": "↔️", "url_path": "compare", "section": "Explore", "order": 60}
+
 c = ctx()
 order = checkpoint_order()
 fmt_concept = concept_label_func()

@@ -12,6 +12,9 @@ from explorer.problems import empty
 from explorer.store_context import ctx, q
 from explorer.widgets import url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Compression", "icon": "🗜️", "url_path": "compression", "section": "The rest of the paper", "order": 80}
+
 c = ctx()
 order = checkpoint_order()
 

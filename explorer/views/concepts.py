@@ -21,6 +21,9 @@ from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import url_int, url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Concepts", "icon": "💡", "url_path": "concepts", "section": "Explore", "order": 30}
+
 NOT_SIGNIFICANT = " · n.s."
 
 c = ctx()

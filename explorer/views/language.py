@@ -20,6 +20,9 @@ from explorer.problems import empty
 from explorer.store_context import ctx, q
 from explorer.text import md
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Language", "icon": "🗣️", "url_path": "language", "section": "Explore", "order": 50}
+
 c = ctx()
 order = checkpoint_order()
 fmt_concept = concept_label_func()

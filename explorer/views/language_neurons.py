@@ -14,6 +14,15 @@ from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {
+    "title": "Language neurons",
+    "icon": "🏷️",
+    "url_path": "language_neurons",
+    "section": "The rest of the paper",
+    "order": 90,
+}
+
 c = ctx()
 order = checkpoint_order()
 

@@ -14,6 +14,9 @@ from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import plain_selectbox, url_int, url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Neuron", "icon": "🧠", "url_path": "neuron", "section": "Explore", "order": 40}
+
 c = ctx()
 order = checkpoint_order()
 fmt_concept = concept_label_func()

@@ -11,6 +11,9 @@ from explorer.store_context import ctx, q
 from explorer.text import md_code
 from explorer.widgets import url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Overview", "icon": "📊", "url_path": "overview", "section": "Explore", "order": 10, "default": True}
+
 c = ctx()
 run = q(Q.runs).filter(pl.col("run_id") == c.run_id).row(0, named=True)
 ck = q(Q.checkpoints, c.run_id)

@@ -12,6 +12,9 @@ from explorer.store_context import ctx, q
 from explorer.text import md
 from explorer.widgets import url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Language probes", "icon": "🔤", "url_path": "probes", "section": "Explore", "order": 20}
+
 c = ctx()
 order = checkpoint_order()
 

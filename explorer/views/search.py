@@ -11,6 +11,9 @@ from explorer.problems import empty
 from explorer.store_context import ctx, q
 from explorer.text import md, md_code
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Search", "icon": "🔎", "url_path": "search", "section": "Explore", "order": 70}
+
 c = ctx()
 fmt_concept = concept_label_func()
 

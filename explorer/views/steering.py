@@ -12,6 +12,9 @@ from explorer.problems import empty
 from explorer.store_context import ctx, q
 from explorer.widgets import url_select
 
+# Where the navigation lists this page (read by explorer/pages.py without running the script).
+PAGE = {"title": "Steering", "icon": "🧭", "url_path": "steering", "section": "The rest of the paper", "order": 100}
+
 c = ctx()
 fmt_concept = concept_label_func()
 

@@ -16,16 +16,39 @@ import torch
 from scipy.stats import rankdata
 
 from precompute.analysis.experts import ExpertResult
+from precompute.analysis.units import UnitAxis
 
 
 def jaccard(a: set, b: set) -> float:
-    """|a & b| / |a | b| (1.0 for two empty sets)."""
+    """|a & b| / |a | b|, the overlap of two expert sets.
+
+    Parameters
+    ----------
+    a, b : set
+        Two sets of units.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1.0 for two empty sets.
+    """
     union = len(a | b)
     return len(a & b) / union if union else 1.0
 
 
 def spearman_rows(matrix: np.ndarray) -> np.ndarray:
-    """Spearman correlation between every pair of rows (average ranks for ties)."""
+    """Spearman correlation between every pair of rows (average ranks for ties).
+
+    Parameters
+    ----------
+    matrix : ndarray of float, (rows, units)
+        E.g. one language's AP of every unit per row.
+
+    Returns
+    -------
+    ndarray of float64, (rows, rows)
+        NaN where a row is constant.
+    """
     ranks = rankdata(matrix, axis=1)
     ranks = ranks - ranks.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(ranks, axis=1)
@@ -33,11 +56,23 @@ def spearman_rows(matrix: np.ndarray) -> np.ndarray:
     return (ranks @ ranks.T) / np.outer(norms, norms)
 
 
-def expert_overlap(result: ExpertResult, k: int) -> pl.DataFrame:
-    """Rows (concept_id, lang_a, lang_b, k, jaccard, spearman_ap, over_k) for each unordered pair lang_a < lang_b.
+def expert_overlap(result: ExpertResult, *, k: int) -> pl.DataFrame:
+    """How alike two languages' experts of a concept are, for every concept and unordered language pair.
 
-    ``k``: the overlap's K (``[experts] overlap_k``), at most the experts' K (the rows ``result.top`` holds);
-    ``over_k`` = |A ∩ B| / k.
+    Parameters
+    ----------
+    result : ExpertResult
+        From `precompute.analysis.experts.score_experts`.
+    k : int
+        The overlap's K (``[experts] overlap_k``, or ``top_k`` where that is 0: ``ExpertSpec.overlap_top``), at
+        most the experts' K (the rows ``result.top`` holds).
+
+    Returns
+    -------
+    DataFrame
+        ``expert_overlap`` rows (concept_id, lang_a, lang_b, k, jaccard, spearman_ap, over_k), lang_a < lang_b:
+        the Jaccard and |A ∩ B| / k of the two top-k sets and the Spearman correlation of the two (units,) AP
+        vectors (0 where undefined); concepts fewer than two languages have are left out.
     """
     langs = sorted(result.full_ap)
     top = result.top.filter(pl.col("rank") <= k)
@@ -76,11 +111,26 @@ def expert_overlap(result: ExpertResult, k: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
-def shared_experts(result: ExpertResult, layer_offsets: list[int], min_langs: int) -> pl.DataFrame:
+def shared_experts(result: ExpertResult, units: UnitAxis, *, min_langs: int) -> pl.DataFrame:
     """Units in the top-K of one concept in at least ``min_langs`` languages.
 
-    min_ap and mean_ap are taken over every language of the run (not only those where the unit is
-    top-K), so a high min_ap means the unit is a reliable predictor of the concept everywhere.
+    min_ap and mean_ap are taken over every language of the run (not only those where the unit is top-K), so a
+    high min_ap means the unit is a reliable predictor of the concept everywhere.
+
+    Parameters
+    ----------
+    result : ExpertResult
+        From `precompute.analysis.experts.score_experts` (its ``top`` names units by block id).
+    units : UnitAxis
+        The unit axis of ``result.full_ap``'s columns.
+    min_langs : int
+        Languages a unit must be a top-K expert in (``[experts] min_langs``).
+
+    Returns
+    -------
+    DataFrame
+        ``shared_experts`` rows (concept_id, layer, unit, n_langs_topk, langs, min_ap, mean_ap), by concept, then
+        most languages first.
     """
     langs = sorted(result.full_ap)
     grouped = (
@@ -100,11 +150,11 @@ def shared_experts(result: ExpertResult, layer_offsets: list[int], min_langs: in
     }
     if grouped.height == 0:
         return pl.DataFrame(schema=schema)
-    stacked = torch.stack([result.full_ap[lang] for lang in langs]).numpy()  # (L, C, N)
+    stacked = torch.stack([result.full_ap[lang] for lang in langs]).numpy()  # (languages, concepts, units)
     concept_index = {c: i for i, c in enumerate(result.concept_ids)}
     ci = np.array([concept_index[c] for c in grouped["concept_id"].to_list()])
-    neuron = np.asarray(layer_offsets)[grouped["layer"].to_numpy()] + grouped["unit"].to_numpy()
-    per_lang = stacked[:, ci, neuron]  # (L, rows)
+    neuron = units.columns(grouped["layer"].to_numpy(), grouped["unit"].to_numpy())
+    per_lang = stacked[:, ci, neuron]  # (languages, rows)
     return pl.DataFrame(
         {
             "concept_id": grouped["concept_id"],
@@ -120,7 +170,20 @@ def shared_experts(result: ExpertResult, layer_offsets: list[int], min_langs: in
 
 
 def expert_sharing(top: pl.DataFrame, shared: pl.DataFrame) -> pl.DataFrame:
-    """Per (lang, concept): the number of top-K experts, and how many of them are shared experts."""
+    """Per (lang, concept): the number of top-K experts, and how many of them are shared experts.
+
+    Parameters
+    ----------
+    top : DataFrame
+        ``neuron_ap`` rows (lang, concept_id, layer, unit, ...).
+    shared : DataFrame
+        `shared_experts` rows of the same checkpoint.
+
+    Returns
+    -------
+    DataFrame
+        (lang, concept_id, n_experts, n_shared), sorted by lang and concept.
+    """
     shared_units = shared.select("concept_id", "layer", "unit").with_columns(pl.lit(1).alias("is_shared"))
     return (
         top.join(shared_units, on=["concept_id", "layer", "unit"], how="left")

@@ -32,8 +32,6 @@ from scipy.stats import binom, hypergeom, norm
 
 from precompute.analysis.experts import average_precision_multi
 
-#: The quantile of the null distribution that a result must exceed to count as above chance.
-DEFAULT_QUANTILE = 0.99
 #: Seed of every bootstrap (the intervals are part of the store, so they must be reproducible).
 BOOTSTRAP_SEED = 0
 #: Confidence level of every interval.
@@ -52,14 +50,40 @@ def _overlap_pmf(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def random_jaccard(k: int, n: int) -> float:
-    """E[|A∩B| / |A∪B|] for two independent uniform random K-sets out of N units, summed exactly over the pmf."""
+    """E[|A∩B| / |A∪B|] for two independent uniform random K-sets out of N units, summed exactly over the pmf.
+
+    Parameters
+    ----------
+    k : int
+        The sets' size, 0 < k <= n.
+    n : int
+        The units to draw from.
+
+    Returns
+    -------
+    float
+    """
     support, pmf = _overlap_pmf(k, n)
     return float(np.sum(pmf * support / (2 * k - support)))
 
 
-def random_jaccard_quantile(k: int, n: int, q: float = DEFAULT_QUANTILE) -> float:
-    """The ``q`` quantile of the random-set Jaccard (Jaccard is increasing in |A∩B|, so it is the pmf's quantile)."""
-    i = _intersection_quantile(k, n, q)
+def random_jaccard_quantile(k: int, n: int, quantile: float) -> float:
+    """A quantile of the random-set Jaccard (Jaccard is increasing in |A∩B|, so it is the pmf's quantile).
+
+    Parameters
+    ----------
+    k : int
+        The sets' size, 0 < k <= n.
+    n : int
+        The units to draw from.
+    quantile : float
+        In (0, 1) (``[experts] permutation_quantile``).
+
+    Returns
+    -------
+    float
+    """
+    i = _intersection_quantile(k, n, quantile)
     return i / (2 * k - i)
 
 
@@ -67,14 +91,39 @@ def random_over_k(k: int, n: int) -> float:
     """E[|A∩B| / k] for two independent uniform random K-sets out of N units: E[|A∩B|] = K^2 / N, so K / N.
 
     The overlap Wang, Minervini & Ponti (2024) report over BLOOM checkpoints (top k = 50 units).
+
+    Parameters
+    ----------
+    k : int
+        The sets' size, 0 < k <= n.
+    n : int
+        The units to draw from.
+
+    Returns
+    -------
+    float
     """
     _overlap_pmf(k, n)  # the same argument check
     return k / n
 
 
-def random_over_k_quantile(k: int, n: int, q: float = DEFAULT_QUANTILE) -> float:
-    """The ``q`` quantile of |A∩B| / k for random K-sets (the hypergeometric quantile, divided by k)."""
-    return _intersection_quantile(k, n, q) / k
+def random_over_k_quantile(k: int, n: int, quantile: float) -> float:
+    """A quantile of |A∩B| / k for random K-sets (the hypergeometric quantile, divided by k).
+
+    Parameters
+    ----------
+    k : int
+        The sets' size, 0 < k <= n.
+    n : int
+        The units to draw from.
+    quantile : float
+        In (0, 1) (``[experts] permutation_quantile``).
+
+    Returns
+    -------
+    float
+    """
+    return _intersection_quantile(k, n, quantile) / k
 
 
 def _intersection_quantile(k: int, n: int, q: float) -> int:
@@ -84,53 +133,120 @@ def _intersection_quantile(k: int, n: int, q: float) -> int:
     return int(support[min(int(np.searchsorted(np.cumsum(pmf), q - 1e-12)), support.size - 1)])
 
 
-def overlap_exceed_probability(k: int, n: int, q: float = DEFAULT_QUANTILE) -> float:
-    """P(|A∩B| > the q quantile) for random K-sets: the exact level of "above the random-set threshold" (the
-    intersection is discrete, so it is at most 1 - q, and can be well below)."""
+def overlap_exceed_probability(k: int, n: int, quantile: float) -> float:
+    """P(|A∩B| > its ``quantile`` quantile) for random K-sets: the exact level of "above the random-set
+    threshold" (the intersection is discrete, so it is at most 1 - quantile, and can be well below).
+
+    Parameters
+    ----------
+    k : int
+        The sets' size, 0 < k <= n.
+    n : int
+        The units to draw from.
+    quantile : float
+        In (0, 1) (``[experts] permutation_quantile``).
+
+    Returns
+    -------
+    float
+    """
     support, pmf = _overlap_pmf(k, n)
-    return float(pmf[support > _intersection_quantile(k, n, q)].sum())
+    return float(pmf[support > _intersection_quantile(k, n, quantile)].sum())
 
 
 def random_shared_expected(k: int, n: int, n_langs: int, min_langs: int) -> float:
-    """Expected number of units in at least ``min_langs`` of ``n_langs`` independent random top-K sets."""
+    """Expected number of units in at least ``min_langs`` of ``n_langs`` independent random top-K sets.
+
+    Parameters
+    ----------
+    k : int
+        The sets' size (the experts' K).
+    n : int
+        The units to draw from.
+    n_langs : int
+        The sets, one per language.
+    min_langs : int
+        The sets a unit must be in.
+
+    Returns
+    -------
+    float
+        N * P(Binom(n_langs, K/N) >= min_langs); 0 when there are fewer languages than ``min_langs``.
+    """
     if n_langs < min_langs:
         return 0.0
     return float(n * binom.sf(min_langs - 1, n_langs, k / n))
 
 
-def spearman_null_quantile(n: int, q: float = DEFAULT_QUANTILE) -> float:
-    """Upper ``q`` quantile of Spearman's rho between two independent length-``n`` vectors (normal
-    approximation, rho * sqrt(n - 1) ~ N(0, 1); exact enough for the thousands of units of a model)."""
-    return float(norm.ppf(q) / np.sqrt(max(n - 1, 1)))
+def spearman_null_quantile(n: int, quantile: float) -> float:
+    """Upper quantile of Spearman's rho between two independent length-``n`` vectors (normal approximation,
+    rho * sqrt(n - 1) ~ N(0, 1); exact enough for the thousands of units of a model).
+
+    Parameters
+    ----------
+    n : int
+        The vectors' length (units).
+    quantile : float
+        In (0, 1) (``[experts] permutation_quantile``).
+
+    Returns
+    -------
+    float
+    """
+    return float(norm.ppf(quantile) / np.sqrt(max(n - 1, 1)))
 
 
 def overlap_chance(
-    k: int,
     n: int,
     n_langs: int,
-    min_langs: int,
-    q: float = DEFAULT_QUANTILE,
     *,
-    expert_k: int | None = None,
+    k: int,
+    expert_k: int,
+    min_langs: int,
+    quantile: float,
+    correction: str,
     intersections: np.ndarray | None = None,
-    correction: str = "none",
 ) -> pl.DataFrame:
     """The one-row ``overlap_chance`` table of a checkpoint: chance levels of every overlap measure.
 
-    ``k``: the overlap's K (``[experts] overlap_k``: Jaccard and |A∩B| / k of the top-k sets); ``expert_k``: the
-    experts' K (``top_k``, default ``k``), which makes a shared expert (top-K in >= ``min_langs`` languages).
-    ``intersections``: |A∩B| of every (concept, language pair) cell of the checkpoint; with ``correction="bh"``
-    the ``*_threshold_corrected`` columns hold the threshold after Benjamini-Hochberg at FDR 1 - ``q`` over those
-    cells (`overlap_cutoff`), otherwise they equal the uncorrected ones.
+    Parameters
+    ----------
+    n : int
+        The units of the checkpoint (the unit axis' width).
+    n_langs : int
+        The languages of the checkpoint.
+    k : int
+        The overlap's K (``ExpertSpec.overlap_top``: Jaccard and |A∩B| / k of the top-k sets); at most ``n`` is
+        used.
+    expert_k : int
+        The experts' K (``[experts] top_k``), which makes a shared expert (top-K in >= ``min_langs`` languages).
+    min_langs : int
+        ``[experts] min_langs``.
+    quantile : float
+        The null's quantile (``[experts] permutation_quantile``); 1 - quantile is the level and the FDR.
+    correction : {"bh", "none"}
+        ``[experts] correction``: with ``"bh"`` and ``intersections``, the ``*_threshold_corrected`` columns hold
+        the threshold after Benjamini-Hochberg at FDR 1 - ``quantile`` over those cells (`overlap_cutoff`);
+        otherwise they equal the uncorrected ones.
+    intersections : ndarray of int, (cells,), optional
+        |A∩B| of every (concept, language pair) cell of the checkpoint.
+
+    Returns
+    -------
+    DataFrame
+        One row: k, n_units, n_langs, null_quantile, jaccard_mean, jaccard_threshold, spearman_threshold,
+        shared_expected, over_k_mean, over_k_threshold, expert_k, jaccard_threshold_corrected,
+        over_k_threshold_corrected, correction (``"none"`` without cells), n_cells.
     """
+    q = quantile
     k = min(k, n)
-    expert_k = min(expert_k or k, n)
+    expert_k = min(expert_k, n)
     cells = 0 if intersections is None else int(np.asarray(intersections).size)
     if correction == "bh" and cells:
         i_min = overlap_cutoff(np.asarray(intersections), k, n, 1.0 - q)
         corrected = (1.0, 1.0) if i_min is None else ((i_min - 1) / (2 * k - i_min + 1), (i_min - 1) / k)
     else:
-        corrected = (random_jaccard_quantile(k, n, q), random_over_k_quantile(k, n, q))
+        corrected = (random_jaccard_quantile(k, n, quantile=q), random_over_k_quantile(k, n, quantile=q))
     return pl.DataFrame(
         {
             "k": [k],
@@ -138,11 +254,11 @@ def overlap_chance(
             "n_langs": [n_langs],
             "null_quantile": [q],
             "jaccard_mean": [random_jaccard(k, n)],
-            "jaccard_threshold": [random_jaccard_quantile(k, n, q)],
-            "spearman_threshold": [spearman_null_quantile(n, q)],
+            "jaccard_threshold": [random_jaccard_quantile(k, n, quantile=q)],
+            "spearman_threshold": [spearman_null_quantile(n, quantile=q)],
             "shared_expected": [random_shared_expected(expert_k, n, n_langs, min_langs)],
             "over_k_mean": [random_over_k(k, n)],
-            "over_k_threshold": [random_over_k_quantile(k, n, q)],
+            "over_k_threshold": [random_over_k_quantile(k, n, quantile=q)],
             "expert_k": [expert_k],
             "jaccard_threshold_corrected": [corrected[0]],
             "over_k_threshold_corrected": [corrected[1]],
@@ -177,6 +293,21 @@ def overlap_cutoff(intersections: np.ndarray, k: int, n: int, fdr: float) -> int
     checkpoint shares that null, so the BH cutoff p* is one intersection count: a cell is significant exactly when
     its intersection reaches it. Cells of one concept share languages, which makes their p-values positively
     dependent (BH stays valid under such positive regression dependence).
+
+    Parameters
+    ----------
+    intersections : ndarray of int, (cells,)
+        |A∩B| of every (concept, language pair) cell.
+    k : int
+        The sets' size.
+    n : int
+        The units to draw from.
+    fdr : float
+        The false discovery rate.
+
+    Returns
+    -------
+    int or None
     """
     observed = np.asarray(intersections, dtype=np.int64)
     p_values = hypergeom.sf(observed - 1, n, k, k)
@@ -201,6 +332,18 @@ def random_ap(n_positive: int | np.ndarray, n_contexts: int | np.ndarray) -> np.
     above it, and r is uniform on 1..n. It is larger than the positive rate P / n, which is the AP of a
     *constant* scorer (every context tied) and which the store keeps as ``positive_rate``. (0.00696 against
     0.005 at P = 20, n = 4,000.) n = 1 gives 1.
+
+    Parameters
+    ----------
+    n_positive : int or ndarray of int, (cells,)
+        P, the positive contexts.
+    n_contexts : int or ndarray of int, (cells,)
+        n, all contexts.
+
+    Returns
+    -------
+    ndarray of float64, (cells,)
+        A 0-d array for scalar arguments.
     """
     p = np.asarray(n_positive, dtype=np.float64)
     n = np.asarray(n_contexts, dtype=np.float64)
@@ -212,18 +355,28 @@ def random_ap(n_positive: int | np.ndarray, n_contexts: int | np.ndarray) -> np.
 def shuffled_labels(labels: np.ndarray, n_shuffles: int, rng: np.random.Generator) -> np.ndarray:
     """Every label column shuffled ``n_shuffles`` times independently.
 
-    labels: (contexts, concepts) bool. Returns (contexts, concepts * n_shuffles) bool, column c * S + s the
-    s-th shuffle of concept c (each keeps its number of positives, so the null AP has the same positive rate).
+    Each shuffle keeps its column's number of positives, so the null AP has the same positive rate.
+
+    Parameters
+    ----------
+    labels : ndarray of bool, (contexts, concepts)
+    n_shuffles : int
+        S, shuffles per column.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of bool, (contexts, concepts * S)
+        Column c * S + s is the s-th shuffle of concept c.
     """
     repeated = np.repeat(np.asarray(labels, dtype=bool), n_shuffles, axis=1)
     return rng.permuted(repeated, axis=0)
 
 
 def max_ap_null(
-    scores: torch.Tensor, n_positive: int, *, n_shuffles: int, rng: np.random.Generator, chunk_neurons: int = 8192
+    scores: torch.Tensor, n_positive: int, *, n_shuffles: int, rng: np.random.Generator, chunk_neurons: int
 ) -> np.ndarray:
-    """(n_shuffles,) float64: the best unit's AP for ``n_shuffles`` random label vectors with ``n_positive``
-    positives among the (contexts, N) ``scores``' contexts.
+    """The best unit's AP for random label vectors with ``n_positive`` positives.
 
     Under "a unit's responses do not depend on the concept" every relabelling of a language's contexts is
     equally likely, so this is the permutation null of the *max over units* statistic (it corrects for looking
@@ -231,6 +384,23 @@ def max_ap_null(
     a language with the same P shares one null, which is why B = 999 shuffles per language cost no more than
     five per concept did. All shuffles are label columns of one `average_precision_multi` call per chunk of
     ``chunk_neurons`` units (one sort of the chunk serves every column), reduced to their max at once.
+
+    Parameters
+    ----------
+    scores : Tensor of float, (contexts, units)
+        One language's responses.
+    n_positive : int
+        Positives of every random label vector.
+    n_shuffles : int
+        Draws of the null (``[experts] permutations``).
+    rng : numpy.random.Generator
+        Draws the shuffles (`lang_seed`).
+    chunk_neurons : int
+        Columns per AP chunk (``[experts] chunk_neurons``).
+
+    Returns
+    -------
+    ndarray of float64, (shuffles,)
     """
     n_contexts = scores.shape[0]
     column = np.zeros((n_contexts, 1), dtype=bool)
@@ -246,22 +416,53 @@ def max_ap_null(
 
 
 def exceedances(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """(m,) int: how many null draws are >= each observed value (ties count against the observation)."""
+    """How many null draws are >= each observed value (ties count against the observation).
+
+    Parameters
+    ----------
+    null : ndarray of float, (shuffles,)
+    observed : ndarray of float, (cells,)
+
+    Returns
+    -------
+    ndarray of int64, (cells,)
+    """
     ordered = np.sort(null)
     return (ordered.size - np.searchsorted(ordered, observed, side="left")).astype(np.int64)
 
 
 def monte_carlo_p(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """(1 + #{null >= observed}) / (B + 1): the Monte-Carlo permutation p-value, exact in level (P(p <= a) <= a
-    under the null for every a; no p is below its resolution 1 / (B + 1))."""
+    under the null for every a; no p is below its resolution 1 / (B + 1)).
+
+    Parameters
+    ----------
+    null : ndarray of float, (shuffles,)
+        The B null draws.
+    observed : ndarray of float, (cells,)
+
+    Returns
+    -------
+    ndarray of float64, (cells,)
+    """
     return (1.0 + exceedances(null, observed)) / (null.size + 1.0)
 
 
 def ap_threshold(null: np.ndarray, max_count: int) -> float:
     """The AP a unit must *exceed* for its p-value's numerator 1 + #{null >= AP} to be at most ``max_count``.
 
-    #{null >= x} <= max_count - 1 holds exactly when x is above the max_count-th largest draw. ``max_count`` < 1
-    (no p-value can be that small: too few shuffles for the level) gives 1.0, which no AP exceeds.
+    #{null >= x} <= max_count - 1 holds exactly when x is above the max_count-th largest draw.
+
+    Parameters
+    ----------
+    null : ndarray of float, (shuffles,)
+    max_count : int
+        The largest numerator allowed; < 1 (no p-value can be that small: too few shuffles for the level)
+        gives 1.0, which no AP exceeds.
+
+    Returns
+    -------
+    float
     """
     if max_count < 1:
         return 1.0
@@ -276,6 +477,17 @@ def benjamini_hochberg(p_values: np.ndarray, q: float) -> tuple[np.ndarray, floa
     rejected). The adjusted p-value (q-value) is min over j >= rank of m p_(j) / j, capped at 1, so p_adj <= q
     exactly for the rejected ones. Valid under independence and positive dependence (PRDS): the cells of one
     language share their null draws, which makes their p-values positively dependent.
+
+    Parameters
+    ----------
+    p_values : ndarray of float, (cells,)
+    q : float
+        The false discovery rate.
+
+    Returns
+    -------
+    adjusted : ndarray of float64, (cells,)
+    cutoff : float or None
     """
     p = np.asarray(p_values, dtype=np.float64)
     m = p.size
@@ -291,7 +503,19 @@ def benjamini_hochberg(p_values: np.ndarray, q: float) -> tuple[np.ndarray, floa
 
 
 def lang_seed(base: int, lang: str) -> np.random.Generator:
-    """A generator per language that does not depend on which other languages the run has."""
+    """A generator per language that does not depend on which other languages the run has.
+
+    Parameters
+    ----------
+    base : int
+        The run's seed.
+    lang : str
+        The language code.
+
+    Returns
+    -------
+    numpy.random.Generator
+    """
     return np.random.default_rng([base, zlib.crc32(lang.encode("utf-8"))])
 
 
@@ -302,16 +526,16 @@ def chance_ap_table(
     top: pl.DataFrame,
     *,
     n_shuffles: int,
-    quantile: float = DEFAULT_QUANTILE,
-    correction: str = "bh",
+    quantile: float,
+    correction: str,
+    chunk_neurons: int,
     seed: int = 0,
-    chunk_neurons: int = 8192,
     device: torch.device | str = "cpu",
 ) -> pl.DataFrame:
-    """Rows of ``chance_ap``: per (lang, concept) the random scorer's AP, the observed best AP (from ``top``, the
-    ``neuron_ap`` rows), its permutation p-value and the AP thresholds of significance.
+    """Rows of ``chance_ap``: per (lang, concept) the random scorer's AP, the observed best AP, its permutation
+    p-value and the AP thresholds of significance.
 
-    activations: (contexts, N) the responses the experts were scored on. The test, at level a = 1 - ``quantile``:
+    The test, at level a = 1 - ``quantile``:
 
     - per language and number of positives P, B = ``n_shuffles`` draws of the best unit's AP under shuffled
       labels (`max_ap_null`); a cell's ``p_value`` = (1 + #{null >= best AP}) / (B + 1), resolution 1 / (B + 1);
@@ -322,7 +546,37 @@ def chance_ap_table(
       no p-value can reach the cutoff, i.e. nothing of the checkpoint is significant), ``threshold_uncorrected``
       the same at level a (the cell alone). ``significant``: the cell's best unit beats ``threshold``.
 
-    ``n_shuffles = 0`` leaves every p-value and threshold NULL (significance unknown).
+    Parameters
+    ----------
+    activations : Tensor of float, (contexts, units)
+        The responses the experts were scored on.
+    langs : ndarray of str, (contexts,)
+    concept_ids : ndarray of str, (contexts,)
+    top : DataFrame
+        The ``neuron_ap`` rows (lang, concept_id, ap, ...): each cell's best AP.
+    n_shuffles : int
+        B, draws of each null (``[experts] permutations``); 0 leaves every p-value and threshold NULL
+        (significance unknown).
+    quantile : float
+        ``[experts] permutation_quantile``.
+    correction : {"bh", "none"}
+        ``[experts] correction``.
+    chunk_neurons : int
+        Columns per AP chunk (``[experts] chunk_neurons``).
+    seed : int
+        Base of every language's generator (`lang_seed`).
+    device : torch.device or str
+        Where the null's AP runs.
+
+    Returns
+    -------
+    DataFrame
+        ``chance_ap`` rows without run_id/checkpoint, columns `CHANCE_AP_COLUMNS`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown correction.
     """
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
@@ -434,13 +688,27 @@ def bootstrap_ci(
     level: float = LEVEL,
     statistic: str = "mean",
 ) -> tuple[float, float, float]:
-    """(estimate, lo, hi): a percentile bootstrap over groups (concepts), vectorised.
+    """A percentile bootstrap over groups (concepts), vectorised: (n_resamples, groups) indices at once.
 
-    sums: (groups,) each group's sum of the measured values; counts: (groups,) how many values each holds
-    (default 1). ``statistic="mean"``: the pooled mean sum / count (equal to the mean over every row, as the
-    headline reports it), recomputed on ``n_resamples`` resamples of groups with replacement at once
-    ((n_resamples, groups) indices); ``"sum"``: the total (e.g. shared-expert counts). ``n_resamples = 0`` or
-    fewer than 2 groups gives NaN bounds.
+    Parameters
+    ----------
+    sums : ndarray of float, (groups,)
+        Each group's sum of the measured values.
+    counts : ndarray of float, (groups,), optional
+        How many values each group holds; default 1 each.
+    n_resamples : int
+        Resamples of groups with replacement (``[analysis] bootstrap``); 0 gives NaN bounds.
+    seed : int
+    level : float
+        The interval's confidence level.
+    statistic : {"mean", "sum"}
+        ``"mean"``: the pooled mean sum / count (equal to the mean over every row, as the headline reports it);
+        ``"sum"``: the total (e.g. shared-expert counts).
+
+    Returns
+    -------
+    estimate, lo, hi : float
+        NaN bounds with fewer than 2 groups; all NaN with none.
     """
     sums = np.asarray(sums, dtype=np.float64)
     counts = np.ones_like(sums) if counts is None else np.asarray(counts, dtype=np.float64)
@@ -486,8 +754,22 @@ def hierarchical_bootstrap_ci(
     counts overlapping contexts as new evidence and ignores how much the accuracy moves from one seed's split
     and fit to the next; that interval is too narrow. Resampling seeds puts the between-seed spread in, resampling
     within a seed the finite test set. With one seed it is the ordinary bootstrap over that seed's test contexts;
-    with few seeds (3 by default) the between-seed part rests on 3 values, so read it as rough. ``n_resamples = 0``
-    or a single seed with fewer than 2 test contexts gives NaN bounds.
+    with few seeds (3 by default) the between-seed part rests on 3 values, so read it as rough.
+
+    Parameters
+    ----------
+    correct : list of ndarray of bool, (seeds,) of (test contexts,)
+        Per seed, which of its test contexts its probe got right.
+    n_resamples : int
+        Resamples (``[analysis] bootstrap``); 0 gives NaN bounds.
+    seed : int
+    level : float
+        The interval's confidence level.
+
+    Returns
+    -------
+    estimate, lo, hi : float
+        NaN bounds for a single seed with fewer than 2 test contexts; all NaN without seeds or test contexts.
     """
     vectors = [np.asarray(c, dtype=bool).reshape(-1) for c in correct]
     if not vectors or any(v.size == 0 for v in vectors):
@@ -527,8 +809,26 @@ def headline_intervals(
     shared-expert count, each with its bootstrap interval over concepts and its chance level (from ``chance``,
     `overlap_chance`).
 
-    overlap: ``expert_overlap`` rows; shared: ``shared_experts`` rows; concept_ids: every concept of the run
-    (one with no shared expert counts as 0 in the resampled totals).
+    Parameters
+    ----------
+    overlap : DataFrame
+        `precompute.analysis.alignment.expert_overlap` rows.
+    shared : DataFrame
+        `precompute.analysis.alignment.shared_experts` rows.
+    chance : DataFrame
+        The one `overlap_chance` row.
+    concept_ids : list of str, (concepts,)
+        Every concept of the run (one with no shared expert counts as 0 in the resampled totals).
+    n_resamples : int
+        ``[analysis] bootstrap``.
+    seed : int
+    level : float
+        The intervals' confidence level.
+
+    Returns
+    -------
+    DataFrame
+        ``headline_ci`` rows (measure, estimate, lo, hi, chance, n_concepts, n_resamples, level), NaN as NULL.
     """
     ch = chance.row(0, named=True)
     per_concept = (

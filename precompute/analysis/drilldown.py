@@ -1,11 +1,11 @@
-"""Drill-downs for single units (issue 14): what fires a unit, how it responds, what it writes.
+"""Drill-downs for single units: what fires a unit, how it responds, what it writes.
 
-Pure functions over one checkpoint's pooled responses, expert rows and weight products; the pipeline
-(`precompute.pipeline.drilldown_stage`) feeds them and runs the one extra forward pass they need (the peak
-token of each top context, `precompute.extract.unit_peaks`). Units are columns of the neuron axis of
-`precompute.extract.Pooled` ("global columns": all hooked layers' units concatenated, ``layer_offsets``
-split them); the frames returned name them by (layer, unit) with ``layer`` the hooked layer's position, as
-every MLP table has it before the pipeline maps positions to the model's block ids.
+Pure functions over one checkpoint's pooled responses, expert rows and weight products; the drilldown
+stage (`precompute.stages.drilldown`) feeds them and runs the one extra forward pass they need (the peak
+token of each top context, `precompute.extract.unit_peaks`). Units are columns of the unit axis of
+`precompute.extract.Pooled` ("global columns": all hooked layers' units concatenated, which
+`precompute.analysis.units.UnitAxis` splits); the frames returned name them by (layer, unit) with ``layer`` the
+model's block id, as every MLP table of the store has it.
 
 Every loop here runs over languages, concepts' chunks of units or layers, never over single units: the
 per-unit work is one top-k, one scatter-add or one matmul on the device.
@@ -19,32 +19,50 @@ import numpy as np
 import polars as pl
 import torch
 
+from precompute.analysis.units import UnitAxis
+
 #: Units per device block in `top_contexts` and `response_histograms`: bounds (contexts, block) and
 #: (block, concepts x bins) tensors.
 CHUNK_UNITS = 2048
 
 
-def _split(cols: np.ndarray, layer_offsets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(layer position, unit within layer) of global columns."""
-    offsets = np.asarray(layer_offsets, dtype=np.int64)
-    layer = np.searchsorted(offsets, cols, side="right") - 1
-    return layer.astype(np.int32), (cols - offsets[layer]).astype(np.int32)
+def global_columns(frame: pl.DataFrame, units: UnitAxis) -> np.ndarray:
+    """The unit-axis columns of a frame's (layer, unit) rows.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Rows with ``layer`` (block id) and ``unit``.
+    units : UnitAxis
+
+    Returns
+    -------
+    ndarray of int64, (rows,)
+    """
+    return units.columns(frame["layer"].to_numpy(), frame["unit"].to_numpy())
 
 
-def global_columns(frame: pl.DataFrame, layer_offsets: Sequence[int]) -> np.ndarray:
-    """(rows,) global columns of a frame's (layer position, unit) rows."""
-    offsets = np.asarray(layer_offsets, dtype=np.int64)
-    return offsets[frame["layer"].to_numpy().astype(np.int64)] + frame["unit"].to_numpy().astype(np.int64)
-
-
-def select_units(
-    top: pl.DataFrame, language_neurons: pl.DataFrame, layer_offsets: Sequence[int], max_units: int = 0
-) -> np.ndarray:
+def select_units(top: pl.DataFrame, language_neurons: pl.DataFrame, units: UnitAxis, *, max_units: int) -> np.ndarray:
     """The units that get drill-downs: every top-K expert of any (concept, lang) and every LAPE unit.
 
-    top: neuron_ap rows (layer position, unit, ap, rank); language_neurons: LAPE rows (layer, unit). With
-    ``max_units`` > 0 at most that many, by best (lowest) expert rank, then highest AP; a LAPE unit counts as
-    rank 1 (it is selected by its own criterion, not by AP). Returns sorted (U,) int64 global columns.
+    With ``max_units`` > 0 at most that many, by best (lowest) expert rank, then highest AP; a LAPE unit counts as
+    rank 1 (it is selected by its own criterion, not by AP).
+
+    Parameters
+    ----------
+    top : DataFrame
+        ``neuron_ap`` rows (layer, unit, ap, rank).
+    language_neurons : DataFrame
+        ``language_neurons`` rows (layer, unit, ...).
+    units : UnitAxis
+        The unit axis both frames' units lie on.
+    max_units : int
+        ``[drilldown] max_units``; 0: no cap.
+
+    Returns
+    -------
+    ndarray of int64, (selected,)
+        Global columns, sorted.
     """
     keyed = pl.DataFrame(schema={"layer": pl.Int64, "unit": pl.Int64, "rank": pl.Int64, "ap": pl.Float64})
     parts = [keyed]
@@ -66,15 +84,15 @@ def select_units(
                 pl.lit(None, pl.Float64).alias("ap"),
             )
         )
-    units = (
+    ranked = (
         pl.concat(parts)
         .group_by("layer", "unit")
         .agg(pl.col("rank").min(), pl.col("ap").max())
         .sort(["rank", "ap", "layer", "unit"], descending=[False, True, False, False], nulls_last=True)
     )
     if max_units > 0:
-        units = units.head(max_units)
-    return np.sort(global_columns(units, layer_offsets))
+        ranked = ranked.head(max_units)
+    return np.sort(global_columns(ranked, units))
 
 
 def _lang_rows(langs: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -82,27 +100,44 @@ def _lang_rows(langs: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 
 def _block(activations: torch.Tensor, rows: np.ndarray, cols: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(len(rows), len(cols)) float32 on ``device``: the rows' responses of the units (gathered on the host)."""
+    """(rows, cols) float32 on ``device``: the rows' responses of the units (gathered on the host)."""
     picked = activations.index_select(0, torch.from_numpy(rows)).index_select(1, torch.from_numpy(cols))
     return picked.to(device=device, dtype=torch.float32)
 
 
 def top_contexts(
-    activations: torch.Tensor, langs: np.ndarray, units: np.ndarray, n_top: int, device: torch.device
+    activations: torch.Tensor, langs: np.ndarray, columns: np.ndarray, *, n_top: int, device: torch.device
 ) -> pl.DataFrame:
     """Per (unit, lang): the ``n_top`` contexts with the highest pooled response, rank 1 the highest.
 
-    activations: (contexts, neurons) pooled responses; langs: (contexts,); units: (U,) global columns.
-    Returns lang, col (global column), rank, row (index into the contexts), response. One top-k along the
-    context axis of a (contexts of the language, units) block per language; ties keep torch's order.
+    One top-k along the context axis of a (contexts of the language, units) block per language; ties keep
+    torch's order.
+
+    Parameters
+    ----------
+    activations : Tensor of float, (contexts, units)
+        Pooled responses.
+    langs : ndarray of str, (contexts,)
+    columns : ndarray of int, (selected,)
+        Global columns of the units (`select_units`).
+    n_top : int
+        Contexts per (unit, language) (``[drilldown] top_contexts``); fewer where a language has fewer.
+    device : torch.device
+        Where the top-k runs.
+
+    Returns
+    -------
+    DataFrame
+        (lang, col, rank, row, response): ``col`` the global column, ``row`` the index into the contexts;
+        sorted by col, lang, rank.
     """
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("lang", "col", "rank", "row", "response")}
-    units = np.asarray(units, dtype=np.int64)
+    columns = np.asarray(columns, dtype=np.int64)
     for lang, rows in _lang_rows(langs):
         k = min(n_top, len(rows))
-        for start in range(0, len(units), CHUNK_UNITS):
-            cols = units[start : start + CHUNK_UNITS]
-            values, where = _block(activations, rows, cols, device).topk(k, dim=0)  # (k, u)
+        for start in range(0, len(columns), CHUNK_UNITS):
+            cols = columns[start : start + CHUNK_UNITS]
+            values, where = _block(activations, rows, cols, device).topk(k, dim=0)  # (k, block)
             out["lang"].append(np.full(k * len(cols), lang, dtype=object))
             out["col"].append(np.tile(cols, k))
             out["rank"].append(np.repeat(np.arange(1, k + 1, dtype=np.int32), len(cols)))
@@ -123,8 +158,20 @@ def peak_offsets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Character offsets (start, end) of the token at ``positions[i]`` of context ``context_index[i]``.
 
-    offsets: per context, (T, 2) token offsets (`precompute.extract.token_offsets`). Vectorised through one
-    flat (sum T, 2) array.
+    Vectorised through one flat (sum of tokens, 2) array.
+
+    Parameters
+    ----------
+    offsets : sequence of ndarray of int, each (tokens, 2)
+        Per context, its tokens' character offsets (`precompute.extract.token_offsets`).
+    context_index : ndarray of int, (peaks,)
+        The context of each peak, an index into ``offsets``.
+    positions : ndarray of int, (peaks,)
+        The token position of each peak in its context.
+
+    Returns
+    -------
+    start, end : ndarray of int32, (peaks,)
     """
     if len(positions) == 0:
         return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
@@ -137,17 +184,36 @@ def peak_offsets(
 def top_context_rows(
     top: pl.DataFrame,
     sentence_ids: np.ndarray,
-    layer_offsets: Sequence[int],
+    units: UnitAxis,
     peak_start: np.ndarray,
     peak_end: np.ndarray,
     peak_act: np.ndarray,
 ) -> pl.DataFrame:
-    """The unit_top_contexts rows of `top_contexts`' frame (in its order) and the peaks found for it."""
-    layer, unit = _split(top["col"].to_numpy(), layer_offsets)
+    """The ``unit_top_contexts`` rows of `top_contexts`' frame (in its order) and the peaks found for it.
+
+    Parameters
+    ----------
+    top : DataFrame
+        `top_contexts`' frame (lang, col, rank, row, response), ``top_rows`` rows.
+    sentence_ids : ndarray of int, (contexts,)
+        The sentence id of each context ``row`` indexes.
+    units : UnitAxis
+        The axis ``col`` lies on.
+    peak_start, peak_end : ndarray of int, (top_rows,)
+        Character offsets of each row's peak token (`peak_offsets`).
+    peak_act : ndarray of float, (top_rows,)
+        The unit's activation at that token.
+
+    Returns
+    -------
+    DataFrame
+        (layer, unit, lang, rank, sentence_id, response, peak_start, peak_end, peak_act), ``layer`` the block id.
+    """
+    cols = top["col"].to_numpy()
     return pl.DataFrame(
         {
-            "layer": layer,
-            "unit": unit,
+            "layer": units.layer_of(cols),
+            "unit": units.unit_of(cols),
             "lang": top["lang"],
             "rank": top["rank"],
             "sentence_id": sentence_ids[top["row"].to_numpy()].astype(np.int64),
@@ -164,17 +230,39 @@ def response_histograms(
     langs: np.ndarray,
     concept_ids: np.ndarray,
     experts: pl.DataFrame,
-    layer_offsets: Sequence[int],
+    units: UnitAxis,
+    *,
     n_bins: int,
     device: torch.device,
 ) -> pl.DataFrame:
-    """Per expert row (lang, concept_id, layer position, unit): histograms of the unit's pooled response on
-    the concept's contexts and on the language's other contexts, over shared equal-width bins.
+    """Per expert row: histograms of the unit's pooled response on the concept's contexts and on the language's
+    other contexts, over shared equal-width bins.
 
-    The bins of a (unit, lang) span its responses on all the language's contexts, lo to hi (the same for
-    every concept, so two concepts' histograms compare too). Per language and block of units, one
-    scatter-add of (contexts, units) bin keys (concept x bins + bin) gives every concept's counts at once:
-    (units, concepts x bins); "other" is the language's total minus the concept's.
+    The bins of a (unit, lang) span its responses on all the language's contexts, lo to hi (the same for every
+    concept, so two concepts' histograms compare too). Per language and block of units, one scatter-add of
+    (contexts, units) bin keys (concept x bins + bin) gives every concept's counts at once: (units, concepts x
+    bins); "other" is the language's total minus the concept's.
+
+    Parameters
+    ----------
+    activations : Tensor of float, (contexts, units)
+        Pooled responses.
+    langs : ndarray of str, (contexts,)
+    concept_ids : ndarray of str, (contexts,)
+    experts : DataFrame
+        ``neuron_ap`` rows (lang, concept_id, layer, unit) to draw.
+    units : UnitAxis
+        The unit axis of ``activations``' columns.
+    n_bins : int
+        Bins per histogram (``[drilldown] hist_bins``).
+    device : torch.device
+        Where the counts run.
+
+    Returns
+    -------
+    DataFrame
+        ``unit_response_hist`` rows (layer, unit, concept_id, lang, lo, hi, concept_counts, other_counts), the
+        two count lists (bins,) each; per language in sorted order, experts in their order.
     """
     schema = {
         "layer": pl.Int32,
@@ -193,32 +281,32 @@ def response_histograms(
             continue
         names, c_index = np.unique(concept_ids[rows], return_inverse=True)
         n_con = len(names)
-        e_cols = global_columns(mine, layer_offsets)
+        e_cols = global_columns(mine, units)
         e_con = np.searchsorted(names, mine["concept_id"].to_numpy().astype(str))
-        units = np.unique(e_cols)
-        key_c = torch.from_numpy(c_index.astype(np.int64)).to(device)[:, None] * n_bins  # (n_l, 1)
+        drawn = np.unique(e_cols)
+        key_c = torch.from_numpy(c_index.astype(np.int64)).to(device)[:, None] * n_bins  # (language contexts, 1)
         lo_all, hi_all, counts_all = [], [], []
-        for start in range(0, len(units), CHUNK_UNITS):
-            cols = units[start : start + CHUNK_UNITS]
-            acts = _block(activations, rows, cols, device)  # (n_l, u)
+        for start in range(0, len(drawn), CHUNK_UNITS):
+            cols = drawn[start : start + CHUNK_UNITS]
+            acts = _block(activations, rows, cols, device)  # (language contexts, block)
             lo, hi = acts.min(dim=0).values, acts.max(dim=0).values
             width = (hi - lo).clamp(min=1e-12)
-            bins = ((acts - lo) / width * n_bins).floor().clamp(0, n_bins - 1).long()  # (n_l, u)
+            bins = ((acts - lo) / width * n_bins).floor().clamp(0, n_bins - 1).long()  # (language contexts, block)
             counts = torch.zeros((len(cols), n_con * n_bins), device=device)
             counts.scatter_add_(1, (key_c + bins).T, torch.ones_like(bins.T, dtype=torch.float32))
             lo_all.append(lo.cpu())
             hi_all.append(hi.cpu())
             counts_all.append(counts.view(len(cols), n_con, n_bins).cpu())
-        lo, hi, counts = torch.cat(lo_all), torch.cat(hi_all), torch.cat(counts_all)  # (U,), (U,), (U, C, B)
-        u_index = torch.from_numpy(np.searchsorted(units, e_cols))
-        concept = counts[u_index, torch.from_numpy(e_con)]  # (E, B)
+        # (drawn,), (drawn,), (drawn, concepts, bins)
+        lo, hi, counts = torch.cat(lo_all), torch.cat(hi_all), torch.cat(counts_all)
+        u_index = torch.from_numpy(np.searchsorted(drawn, e_cols))
+        concept = counts[u_index, torch.from_numpy(e_con)]  # (experts, bins)
         other = counts.sum(dim=1)[u_index] - concept
-        layer, unit = _split(e_cols, layer_offsets)
         frames.append(
             pl.DataFrame(
                 {
-                    "layer": layer,
-                    "unit": unit,
+                    "layer": units.layer_of(e_cols),
+                    "unit": units.unit_of(e_cols),
                     "concept_id": mine["concept_id"],
                     "lang": [lang] * mine.height,
                     "lo": lo[u_index].double().numpy(),
@@ -235,22 +323,40 @@ def output_token_rows(
     effects: torch.Tensor,
     layer: int,
     units: np.ndarray,
+    *,
     n_tokens: int,
     vocab_size: int,
     decode: Callable[[list[int]], list[str]],
 ) -> pl.DataFrame:
-    """The top ``n_tokens`` promoted and suppressed tokens of each unit from its direct effects.
+    """The top ``n_tokens`` promoted and suppressed tokens of each unit of one layer from its direct effects.
 
-    effects: (vocab, U) logit change per unit of activation (`precompute.model.unembed.direct_effects`) of
-    ``units`` (unit indices within hooked layer position ``layer``); only ids below ``vocab_size`` (the
-    tokenizer's: an LM head padded beyond it has rows no text decodes to) count. ``decode`` turns ids into
-    strings (the tokenizer's, one id each). Returns layer, unit, direction, rank, token_id, token, logit.
+    Parameters
+    ----------
+    effects : Tensor of float, (vocab, selected)
+        Logit change per unit of activation (`precompute.model.unembed.direct_effects`) of each unit.
+    layer : int
+        The units' block id, written as ``layer``.
+    units : ndarray of int, (selected,)
+        The units' indices inside that block's MLP.
+    n_tokens : int
+        Tokens per unit and direction (``[drilldown] top_tokens``).
+    vocab_size : int
+        The tokenizer's vocabulary: only ids below it count (an LM head padded beyond it has rows no text decodes
+        to).
+    decode : callable
+        Turns a list of token ids into their strings (the tokenizer's, one id each).
+
+    Returns
+    -------
+    DataFrame
+        ``unit_output_tokens`` rows (layer, unit, direction, rank, token_id, token, logit), promoted then
+        suppressed, unit-major.
     """
     effects = effects[:vocab_size]
     k = min(n_tokens, effects.shape[0])
     parts = []
     for direction, sign in (("promoted", 1.0), ("suppressed", -1.0)):
-        values, ids = (effects * sign).topk(k, dim=0)  # (k, U)
+        values, ids = (effects * sign).topk(k, dim=0)  # (k, selected)
         parts.append((direction, (values * sign).cpu().numpy(), ids.cpu().numpy()))
     frames = []
     for direction, values, ids in parts:

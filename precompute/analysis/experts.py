@@ -18,6 +18,7 @@ float64 division per positive. Other devices (and neurons with NaN scores) use t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,19 +27,45 @@ import numpy as np
 import polars as pl
 import torch
 
+from precompute.analysis.units import UnitAxis
+
 
 @dataclass
 class SortedScores:
-    """Per-neuron scores, neuron-major, and the same scores sorted ascending (for rank counting)."""
+    """Per-unit scores, unit-major, and the same scores sorted ascending (for rank counting).
 
-    by_neuron: torch.Tensor  # (N, n) scores, one row per neuron
-    ascending: torch.Tensor  # (N, n) each row sorted ascending
+    Attributes
+    ----------
+    by_neuron : Tensor, (units, contexts)
+        The scores, one row per unit.
+    ascending : Tensor, (units, contexts)
+        Each row sorted ascending.
+    """
+
+    by_neuron: torch.Tensor
+    ascending: torch.Tensor
 
 
 def sort_scores(scores: torch.Tensor) -> SortedScores:
-    """Transpose a (contexts, neurons) matrix to neuron-major rows and sort each row once."""
+    """Transpose a score matrix to unit-major rows and sort each row once (the sort serves every concept).
+
+    Parameters
+    ----------
+    scores : Tensor, (contexts, units)
+        Every unit's score on every context.
+
+    Returns
+    -------
+    SortedScores
+        The (units, contexts) rows and the same rows sorted.
+
+    Raises
+    ------
+    ValueError
+        When ``scores`` is not 2-D.
+    """
     if scores.ndim != 2:
-        raise ValueError(f"scores must be 2-D (contexts, neurons), got shape {tuple(scores.shape)}")
+        raise ValueError(f"scores must be 2-D (contexts, units), got shape {tuple(scores.shape)}")
     if scores.device.type == "cpu":
         by_neuron = torch.from_numpy(np.ascontiguousarray(scores.numpy().T))  # 2x torch's transpose
     else:
@@ -54,17 +81,29 @@ def _sort_rows(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def average_precision_sorted(sorted_scores: SortedScores, labels: torch.Tensor) -> torch.Tensor:
-    """AP of every neuron for one bool label vector, reusing a precomputed sort. Returns (N,) float64.
+    """AP of every unit for one label vector, reusing a precomputed sort (the torch searches: any device, NaN).
 
-    AP = mean over positives i of TP(score >= s_i) / N(score >= s_i), which is sklearn's
-    sum over distinct thresholds of recall increment x precision, ties included.
+    AP = mean over positives i of TP(score >= s_i) / N(score >= s_i), which is sklearn's sum over distinct
+    thresholds of recall increment x precision, ties included.
+
+    Parameters
+    ----------
+    sorted_scores : SortedScores
+        The units' scores from `sort_scores`.
+    labels : Tensor of bool, (contexts,)
+        The positive contexts; at least one.
+
+    Returns
+    -------
+    Tensor of float64, (units,)
+        On the scores' device.
     """
     labels = labels.to(sorted_scores.by_neuron.device).bool()
     n = sorted_scores.ascending.shape[1]
     n_pos = int(labels.sum())
     if n_pos == 0:
         raise ValueError("average precision needs at least one positive context")
-    positives = sorted_scores.by_neuron[:, labels].contiguous()  # (N, P)
+    positives = sorted_scores.by_neuron[:, labels].contiguous()  # (units, positives)
     n_at_or_above = n - torch.searchsorted(sorted_scores.ascending, positives, side="left")
     positives_sorted = _sort_rows(positives)
     tp_at_or_above = n_pos - torch.searchsorted(positives_sorted, positives, side="left")
@@ -72,10 +111,19 @@ def average_precision_sorted(sorted_scores: SortedScores, labels: torch.Tensor) 
 
 
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Average precision of each neuron's score as a predictor of ``labels``.
+    """Average precision of each unit's score as a predictor of ``labels``: sklearn's
+    ``average_precision_score`` per column.
 
-    scores: float tensor (contexts, neurons); labels: bool tensor (contexts,). Returns (neurons,)
-    float64 on the scores' device, equal to sklearn's ``average_precision_score`` per column.
+    Parameters
+    ----------
+    scores : Tensor of float, (contexts, units)
+    labels : Tensor of bool, (contexts,)
+        The positive contexts; at least one.
+
+    Returns
+    -------
+    Tensor of float64, (units,)
+        On the scores' device.
     """
     if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
         raise ValueError(f"labels must have shape ({scores.shape[0]},), got {tuple(labels.shape)}")
@@ -83,15 +131,26 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return average_precision_multi(scores, labels.bool()[:, None], chunk_neurons=2048)[0]
 
 
-def average_precision_multi(
-    scores: torch.Tensor, label_matrix: torch.Tensor, *, chunk_neurons: int = 8192
-) -> torch.Tensor:
-    """AP of every neuron for every label column: (contexts, neurons) x (contexts, concepts) -> (concepts, neurons).
+def average_precision_multi(scores: torch.Tensor, label_matrix: torch.Tensor, *, chunk_neurons: int) -> torch.Tensor:
+    """AP of every unit for every label column.
 
-    Neurons are processed in chunks of ``chunk_neurons`` columns to bound device memory; each chunk is
-    sorted once and scored against every concept. On the CPU the chunks (at most 1,024 columns) run on every
-    core this process may use (``CROSSLING_AP_THREADS`` sets the number) through the compiled `_ap_rows`; the
-    result does not depend on either.
+    Units are processed in chunks of ``chunk_neurons`` columns to bound device memory; each chunk is sorted once
+    and scored against every concept. On the CPU the chunks (at most 1,024 columns) run on every core this
+    process may use (``CROSSLING_AP_THREADS`` sets the number) through the compiled `_ap_rows`; the result does
+    not depend on either.
+
+    Parameters
+    ----------
+    scores : Tensor of float, (contexts, units)
+    label_matrix : Tensor of bool, (contexts, concepts)
+        One label column per concept, each with at least one positive.
+    chunk_neurons : int
+        Columns per device chunk (``[experts] chunk_neurons``).
+
+    Returns
+    -------
+    Tensor of float64, (concepts, units)
+        On the scores' device.
     """
     _, n_neurons = scores.shape
     n_concepts = label_matrix.shape[1]
@@ -283,12 +342,24 @@ def _cpu_workers() -> int:
 
 
 def top_k_experts(ap: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices and AP of the top-k neurons per row of an (concepts, neurons) AP matrix, best first.
+    """Columns and AP of the top-k units per row of an AP matrix, best first.
 
-    Ties are broken by the lower neuron index so results are deterministic: exactly the first k of a stable
+    Ties are broken by the lower column so results are deterministic: exactly the first k of a stable
     descending sort of each row, found without sorting the row. ``torch.topk`` gives each row's k-th largest AP;
     every unit above it is in, and of the units equal to it the lowest-indexed fill the rest; only those k are
     sorted. (A full stable sort of 200 x 98,304 APs per language was a fifth of the experts stage.)
+
+    Parameters
+    ----------
+    ap : Tensor of float, (concepts, units)
+    k : int
+        Units per row (at most the number of units).
+
+    Returns
+    -------
+    columns : Tensor of int64, (concepts, k)
+    values : Tensor, (concepts, k)
+        Their AP, descending.
     """
     k = min(k, ap.shape[1])
     if k == 0 or torch.isnan(ap).any():  # NaN orders as the sort orders it: keep the sort
@@ -308,10 +379,21 @@ def top_k_experts(ap: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 def on_p50(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The steering value of each column: the interpolated median over the rows selected by ``mask``.
 
-    values: (contexts, K) pooled responses of K units; mask: (contexts,) bool, the concept's contexts.
-    Returns (K,) float: ``torch.quantile(q=0.5)`` (linear interpolation between the two middle values for an
-    even count), as apple/ml-selfcond's ``on_p50`` (``np.percentile(q=50)`` of the responses on the concept's
-    sentences): the paper's setting. Not the lower median of ``torch.median``.
+    ``torch.quantile(q=0.5)`` (linear interpolation between the two middle values for an even count), as
+    apple/ml-selfcond's ``on_p50`` (``np.percentile(q=50)`` of the responses on the concept's sentences): the
+    paper's setting. Not the lower median of ``torch.median``.
+
+    Parameters
+    ----------
+    values : Tensor of float, (contexts, experts)
+        Pooled responses of some units.
+    mask : Tensor of bool, (contexts,)
+        The concept's contexts; at least one.
+
+    Returns
+    -------
+    Tensor, (experts,)
+        In ``values``' dtype.
     """
     selected = values[mask.bool()]
     if selected.shape[0] == 0:
@@ -326,10 +408,22 @@ masked_median = on_p50
 
 @dataclass
 class ExpertResult:
-    """Per language: the top-K rows, plus the full AP matrix (concepts x neurons) for alignment."""
+    """Per language: the top-K rows, plus the full AP matrix for alignment.
 
-    top: pl.DataFrame  # lang, concept_id, layer, unit, ap, rank, median_pos_act (= on_p50 of the responses)
-    full_ap: dict[str, torch.Tensor]  # lang -> (n_concepts, N) float64 (CPU)
+    Attributes
+    ----------
+    top : DataFrame
+        ``neuron_ap`` rows: lang, concept_id, layer (block id), unit, ap, rank, median_pos_act (`on_p50` of the
+        responses).
+    full_ap : dict of str to Tensor of float64, (concepts, units)
+        Per language, every unit's AP for every concept of the run (NaN where the language lacks the concept);
+        on the CPU.
+    concept_ids : list of str, (concepts,)
+        The rows of ``full_ap``, sorted.
+    """
+
+    top: pl.DataFrame
+    full_ap: dict[str, torch.Tensor]
     concept_ids: list[str]
 
 
@@ -337,22 +431,43 @@ def score_experts(
     activations: torch.Tensor,
     langs: np.ndarray,
     concept_ids: np.ndarray,
-    layer_offsets: list[int],
+    units: UnitAxis,
     *,
     top_k: int,
-    chunk_neurons: int = 8192,
+    chunk_neurons: int,
     device: torch.device | str = "cpu",
-    progress=None,
+    progress: Callable[[], object] | None = None,
 ) -> ExpertResult:
-    """Score every neuron for every (language, concept); keep the top-K per pair.
+    """Score every unit for every (language, concept); keep the top-K per pair.
 
-    activations: (contexts, N) pooled responses of all layers' units concatenated (the run's ``[extract]
-    pooling``: the same responses give the AP and the steering value); ``layer_offsets[i]`` is the first column
-    of layer i (length n_layers + 1). ``median_pos_act`` of a top unit is `on_p50` of its responses on the
-    concept's contexts in that language.
+    A concept's AP in a language is computed against that language's other contexts. ``median_pos_act`` of a top
+    unit is `on_p50` of its responses on the concept's contexts in that language.
+
+    Parameters
+    ----------
+    activations : Tensor of float, (contexts, units)
+        Pooled responses of every hooked layer's units (the run's ``[extract] pooling``: the same responses give
+        the AP and the steering value).
+    langs : ndarray of str, (contexts,)
+    concept_ids : ndarray of str, (contexts,)
+    units : UnitAxis
+        The unit axis of ``activations``' columns.
+    top_k : int
+        Experts kept per (language, concept) (``[experts] top_k``).
+    chunk_neurons : int
+        Columns per device chunk (``[experts] chunk_neurons``).
+    device : torch.device or str
+        Where the AP is computed; no result depends on it beyond rounding.
+    progress : callable, optional
+        Called once per language.
+
+    Returns
+    -------
+    ExpertResult
+        ``top`` names units by block id (``layer``) and index in the block (``unit``).
     """
+    units.check_width(activations.shape[1], "activations")
     concepts = sorted(set(concept_ids.tolist()))
-    offsets = torch.tensor(layer_offsets[:-1])
     frames = []
     full: dict[str, torch.Tensor] = {}
     for lang in sorted(set(langs.tolist())):
@@ -376,17 +491,15 @@ def score_experts(
         for ci, c in enumerate(present):
             full_ap[concepts.index(c)] = ap[ci].cpu()
         full[lang] = full_ap
-        idx_cpu = idx.cpu().contiguous()
-        layer = torch.searchsorted(offsets, idx_cpu, right=True) - 1
-        unit = idx_cpu - offsets[layer]
+        columns = idx.cpu().flatten().numpy()
         kk = idx.shape[1]
         frames.append(
             pl.DataFrame(
                 {
                     "lang": [lang] * (len(present) * kk),
                     "concept_id": np.repeat(present, kk).tolist(),
-                    "layer": layer.flatten().numpy().astype(np.int32),
-                    "unit": unit.flatten().numpy().astype(np.int32),
+                    "layer": units.layer_of(columns),
+                    "unit": units.unit_of(columns),
                     "ap": vals.cpu().flatten().numpy(),
                     "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(present)),
                     "median_pos_act": medians.cpu().flatten().numpy().astype(np.float64),
@@ -398,22 +511,36 @@ def score_experts(
     return ExpertResult(top=pl.concat(frames), full_ap=full, concept_ids=concepts)
 
 
-def neuron_summary(result: ExpertResult, layer_offsets: list[int]) -> pl.DataFrame:
-    """Every neuron: mean and max AP over all (language, concept) pairs, and where the max is.
+def neuron_summary(result: ExpertResult, units: UnitAxis) -> pl.DataFrame:
+    """Every unit: mean and max AP over all (language, concept) pairs, and where the max is.
 
-    One language's (concepts, N) AP matrix at a time (languages in sorted order, concepts in order, the first
-    maximum kept, as an argmax over the stacked (languages x concepts, N) matrix would), so the memory is one
+    One language's (concepts, units) AP matrix at a time (languages in sorted order, concepts in order, the first
+    maximum kept, as an argmax over the stacked (languages x concepts, units) matrix would), so the memory is one
     language's matrix rather than all of them stacked (2.5 GB at 98,304 units x 200 concepts x 16 languages).
+
+    Parameters
+    ----------
+    result : ExpertResult
+        From `score_experts`.
+    units : UnitAxis
+        The unit axis of ``result.full_ap``'s columns.
+
+    Returns
+    -------
+    DataFrame
+        ``neuron_summary`` rows, one per unit in column order: layer (block id), unit, mean_ap, max_ap,
+        best_concept_id, best_lang.
     """
     langs = sorted(result.full_ap)
     n_neurons = result.full_ap[langs[0]].shape[1]
+    units.check_width(n_neurons, "the AP matrix")
     total = torch.zeros(n_neurons, dtype=torch.float64)
     count = torch.zeros(n_neurons, dtype=torch.int64)
     max_ap = torch.full((n_neurons,), -1.0, dtype=torch.float64)
     best_lang = torch.zeros(n_neurons, dtype=torch.int64)
     best_concept = torch.zeros(n_neurons, dtype=torch.int64)
     for li, lang in enumerate(langs):
-        ap = result.full_ap[lang]  # (C, N), NaN where the language lacks the concept
+        ap = result.full_ap[lang]  # (concepts, units), NaN where the language lacks the concept
         valid = ~torch.isnan(ap)
         total += torch.where(valid, ap, 0.0).sum(0)
         count += valid.sum(0)
@@ -423,13 +550,11 @@ def neuron_summary(result: ExpertResult, layer_offsets: list[int]) -> pl.DataFra
         best_lang = torch.where(better, li, best_lang)
         best_concept = torch.where(better, lang_arg, best_concept)
     mean_ap = total / count.clamp(min=1)
-    offsets = torch.tensor(layer_offsets[:-1])
-    idx = torch.arange(n_neurons)
-    layer = torch.searchsorted(offsets, idx, right=True) - 1
+    columns = np.arange(n_neurons, dtype=np.int64)
     return pl.DataFrame(
         {
-            "layer": layer.numpy().astype(np.int32),
-            "unit": (idx - offsets[layer]).numpy().astype(np.int32),
+            "layer": units.layer_of(columns),
+            "unit": units.unit_of(columns),
             "mean_ap": mean_ap.numpy(),
             "max_ap": max_ap.numpy(),
             "best_concept_id": np.array(result.concept_ids)[best_concept.numpy()],

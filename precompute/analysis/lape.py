@@ -15,7 +15,7 @@ The probabilities are normalised over languages, q(l) = p(l) / sum_l' p(l'), and
 probability entropy** is LAPE = -sum_l q(l) log q(l) (natural log): 0 for a unit active in one language only,
 log L for a unit equally active in all L languages.
 
-**Selection ``"tang"``** (the default; Tang et al.'s ``identify.py``, every number below is theirs and the
+**Selection ``"tang"``** (the config's default; Tang et al.'s ``identify.py``, every number below is theirs and the
 paper's): see `select_language_neurons`. A unit is kept only if some language's p exceeds the
 ``filter_rate`` (0.95) quantile of all (unit, language) probabilities; of the kept units, the ``top_rate``
 (1 %) share of **all** units with the lowest LAPE is selected; each selected unit is assigned to **every**
@@ -37,13 +37,11 @@ the store's schema; with ``"threshold"`` it is the unit's single most active lan
   shared expert (see ``precompute.analysis.alignment``) of at least one concept;
 - ``language_specific_shared`` (idem): units that are both: few, if the two notions are distinct.
 
-Layers are numbered by position in ``layer_offsets`` (0 = the first hooked MLP layer), as in
-``neuron_ap``; pass ``layers`` to number them otherwise.
+Layers are the model's block ids (`precompute.analysis.units.UnitAxis.layer_of`), as in ``neuron_ap``.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -51,11 +49,21 @@ import numpy as np
 import polars as pl
 import torch
 
+from precompute.analysis.units import UnitAxis
+
 
 def lape(probs: torch.Tensor) -> torch.Tensor:
-    """LAPE of activation probabilities (..., L) -> (...): entropy (nats) of p normalised over languages.
+    """LAPE of activation probabilities: the entropy (nats) of p normalised over languages.
 
-    0 for a neuron active in one language only; log L for equal probabilities; NaN where all are 0.
+    Parameters
+    ----------
+    probs : Tensor of float, (..., languages)
+        Activation probabilities, e.g. (units, languages).
+
+    Returns
+    -------
+    Tensor of float64, (...)
+        0 for a unit active in one language only; log L for equal probabilities; NaN where all are 0.
     """
     probs = probs.to(torch.float64)
     total = probs.sum(dim=-1, keepdim=True)
@@ -76,9 +84,19 @@ def _kth_smallest(flat: torch.Tensor, rate: float) -> float:
 
 
 def tang_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """(N, L) -> (N,) entropy of p normalised over languages, as Tang et al. compute it (a unit never active in
-    any language gets 0, and is removed by the filter of `select_language_neurons`, since none of its p exceeds
-    a quantile of non-negative probabilities)."""
+    """The entropy of p normalised over languages, as Tang et al. compute it.
+
+    A unit never active in any language gets 0, and is removed by the filter of `select_language_neurons`, since
+    none of its p exceeds a quantile of non-negative probabilities.
+
+    Parameters
+    ----------
+    probs : Tensor of float, (units, languages)
+
+    Returns
+    -------
+    Tensor of float64, (units,)
+    """
     probs = probs.to(torch.float64)
     q = probs / probs.sum(dim=-1, keepdim=True)
     q = torch.nan_to_num(q, nan=0.0)
@@ -87,12 +105,12 @@ def tang_entropy(probs: torch.Tensor) -> torch.Tensor:
 
 
 def select_language_neurons(
-    probs: torch.Tensor, *, top_rate: float = 0.01, filter_rate: float = 0.95, bar_ratio: float = 0.95
+    probs: torch.Tensor, *, top_rate: float, filter_rate: float, bar_ratio: float
 ) -> torch.Tensor:
-    """Tang et al.'s language-specific units: (N, L) activation probabilities -> (N, L) bool, True where unit n
-    is specific to language l.
+    """Tang et al.'s language-specific units.
 
-    As ``identify.py`` (RUCAIBox/Language-Specific-Neurons), on all hooked layers' units at once:
+    As ``identify.py`` (RUCAIBox/Language-Specific-Neurons), on all hooked layers' units at once (N units, L
+    languages):
 
     1. ``top = kthvalue(round(N * L * filter_rate))`` of all probabilities; a unit is kept only if some
        p(l) > top;
@@ -102,7 +120,29 @@ def select_language_neurons(
        filter_rate``, their setting);
     3. ``bar = kthvalue(round(N * L * bar_ratio))``; a selected unit is specific to every l with p(l) > bar.
 
-    Defaults (0.01, 0.95, 0.95) are Tang et al.'s. Vectorised: one sort of N entropies, two kthvalues.
+    Tang et al.'s values (0.01, 0.95, 0.95) are the config's defaults. Vectorised: one sort of N entropies, two
+    kthvalues.
+
+    Parameters
+    ----------
+    probs : Tensor of float, (units, languages)
+        Activation probabilities (`activation_probs`).
+    top_rate : float
+        Share of all units selected (``[analysis] lape_quantile``), in [0, 1].
+    filter_rate : float
+        Quantile of all probabilities a unit's largest p must exceed to be kept (``lape_filter_rate``).
+    bar_ratio : float
+        Quantile of all probabilities a selected unit's p must exceed for the language (``lape_bar_ratio``).
+
+    Returns
+    -------
+    Tensor of bool, (units, languages)
+        True where the unit is specific to the language; on the CPU.
+
+    Raises
+    ------
+    ValueError
+        When ``probs`` is not 2-D or a rate lies outside [0, 1].
     """
     if probs.ndim != 2:
         raise ValueError(f"probs must be (units, languages), got shape {tuple(probs.shape)}")
@@ -136,9 +176,33 @@ def activation_probs(
     chunk_neurons: int = 65536,
     device: str | torch.device | None = None,
 ) -> tuple[list[str], torch.Tensor]:
-    """Per-language activation probability of every neuron: (n, N) -> (sorted languages, (N, L) float64 on CPU).
+    """Per-language activation probability of every unit.
 
-    The (languages x contexts) weighted mean runs on ``device`` (default: the input's), in column chunks.
+    The (languages x contexts) weighted mean runs on ``device`` in column chunks.
+
+    Parameters
+    ----------
+    mlp_active : Tensor of float, (contexts, units)
+        Fraction of each context's real tokens on which each unit is active.
+    langs : sequence of str, (contexts,)
+    n_tokens : array of int, (contexts,), optional
+        Real tokens per context: p is token-weighted (Tang et al.'s). Without it every context weighs the same.
+    chunk_neurons : int
+        Most columns converted at once (fewer where a block would pass 2**24 values); no result depends on it.
+    device : str or torch.device, optional
+        Where the means run; default the input's.
+
+    Returns
+    -------
+    languages : list of str, (languages,)
+        Sorted.
+    probs : Tensor of float64, (units, languages)
+        On the CPU.
+
+    Raises
+    ------
+    ValueError
+        When ``langs`` or ``n_tokens`` do not have one entry per context, or a count is negative.
     """
     dev = torch.device(device) if device is not None else mlp_active.device
     n, n_neurons = mlp_active.shape
@@ -172,36 +236,64 @@ def activation_probs(
 def language_neuron_tables(
     mlp_active: torch.Tensor,
     langs: Sequence[str],
-    layer_offsets: Sequence[int],
+    units: UnitAxis,
     *,
-    selection: str = "tang",
-    quantile: float = 0.01,
-    filter_rate: float = 0.95,
-    bar_ratio: float = 0.95,
-    min_prob: float = 0.05,
-    max_lape: float | None = None,
+    selection: str,
+    quantile: float,
+    filter_rate: float,
+    bar_ratio: float,
+    min_prob: float,
+    max_lape: float | None,
     shared_experts: pl.DataFrame | None = None,
     n_tokens: Sequence[int] | np.ndarray | torch.Tensor | None = None,
-    layers: Sequence[int] | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Tables ``language_neurons`` and ``neuron_counts`` (without run_id/checkpoint) for one checkpoint.
 
-    mlp_active: (n, N) fraction of each context's real tokens on which each unit is active;
-    layer_offsets: length n_layers + 1, layer i owns columns [off[i], off[i+1]).
-    See the module docstring for the definitions. ``selection``: ``"tang"`` (Tang et al.: ``quantile`` is
-    their top_rate, with ``filter_rate`` and ``bar_ratio``) or ``"threshold"`` (``quantile`` with the absolute
-    ``min_prob``, or ``max_lape``). ``n_tokens``: real tokens per context (token-weighted p); ``layers``:
-    layer numbers of the offsets' layers; ``device``: where the per-language means run.
+    See the module docstring for the definitions.
+
+    Parameters
+    ----------
+    mlp_active : Tensor of float, (contexts, units)
+        Fraction of each context's real tokens on which each unit is active.
+    langs : sequence of str, (contexts,)
+    units : UnitAxis
+        The unit axis of ``mlp_active``'s columns.
+    selection : {"tang", "threshold"}
+        ``[analysis] lape_selection``: Tang et al.'s rule, or crossling's earlier one.
+    quantile : float
+        ``lape_quantile``: Tang's top_rate, or the share of lowest-LAPE units ``"threshold"`` selects.
+    filter_rate, bar_ratio : float
+        ``lape_filter_rate``, ``lape_bar_ratio`` (``"tang"`` only; see `select_language_neurons`).
+    min_prob : float
+        ``lape_min_prob``: the largest p a unit needs to be eligible (``"threshold"`` only).
+    max_lape : float or None
+        ``lape_max``: with ``"threshold"``, select every eligible unit with LAPE / log L <= this instead of a
+        share; None: the share.
+    shared_experts : DataFrame, optional
+        `precompute.analysis.alignment.shared_experts` rows (layer, unit, ...): adds the ``shared_expert`` and
+        ``language_specific_shared`` counts.
+    n_tokens : array of int, (contexts,), optional
+        Real tokens per context: token-weighted p (Tang et al.'s).
+    device : str or torch.device, optional
+        Where the per-language means run; default the input's.
+
+    Returns
+    -------
+    language_neurons : DataFrame
+        (layer, unit, lape, top_lang, top_prob): one row per (unit, language) assigned, units in column order.
+    neuron_counts : DataFrame
+        (layer, kind, n): one row per hooked layer and kind, zeros included.
+
+    Raises
+    ------
+    ValueError
+        For a unit axis of another width than ``mlp_active``, an unknown selection or a value out of range.
     """
-    offsets = [int(o) for o in layer_offsets]
     n_neurons = mlp_active.shape[1]
-    if offsets[0] != 0 or offsets[-1] != n_neurons or any(b < a for a, b in itertools.pairwise(offsets)):
-        raise ValueError(f"layer_offsets must rise from 0 to {n_neurons}, got {offsets[:3]}...{offsets[-1:]}")
-    n_layers = len(offsets) - 1
-    layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
-    if len(layer_ids) != n_layers:
-        raise ValueError(f"layers must name {n_layers} layers, got {len(layer_ids)}")
+    units.check_width(n_neurons, "mlp_active")
+    n_layers = units.n_layers
+    layer_ids = list(units.layer_ids)
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     if not 0 <= quantile <= 1:
@@ -210,8 +302,8 @@ def language_neuron_tables(
         raise ValueError(f"max_lape must be in [0, 1] (a fraction of log L), got {max_lape}")
 
     lang_list, probs = activation_probs(mlp_active, langs, n_tokens=n_tokens, device=device)
-    scores = lape(probs)  # (N,)
-    assigned = torch.zeros(probs.shape, dtype=torch.bool)  # (N, L)
+    scores = lape(probs)  # (units,)
+    assigned = torch.zeros(probs.shape, dtype=torch.bool)  # (units, languages)
     if len(lang_list) < 2:
         pass  # with one language every unit has LAPE 0: "language-specific" means nothing
     elif selection == "tang":
@@ -229,31 +321,27 @@ def language_neuron_tables(
 
     # One row per (unit, language), units in column order, languages sorted.
     selected, lang_idx = torch.nonzero(assigned, as_tuple=True)
-    off = torch.as_tensor(offsets[:-1])
-    layer_pos = torch.searchsorted(off, selected, right=True) - 1
-    unit = selected - off[layer_pos]
-    layer_map = np.asarray(layer_ids, dtype=np.int32)
+    columns = selected.numpy()
     neurons = pl.DataFrame(
         {
-            "layer": pl.Series(layer_map[layer_pos.numpy()], dtype=pl.Int32),
-            "unit": pl.Series(unit.numpy(), dtype=pl.Int32),
+            "layer": pl.Series(units.layer_of(columns), dtype=pl.Int32),
+            "unit": pl.Series(units.unit_of(columns), dtype=pl.Int32),
             "lape": pl.Series(scores[selected].numpy(), dtype=pl.Float64),
             "top_lang": pl.Series([lang_list[i] for i in lang_idx.tolist()], dtype=pl.Utf8),
             "top_prob": pl.Series(probs[selected, lang_idx].numpy(), dtype=pl.Float64),
         }
     )
 
-    units_per_layer = torch.searchsorted(off, torch.nonzero(assigned.any(dim=1)).flatten(), right=True) - 1
-    per_layer = np.bincount(units_per_layer.numpy(), minlength=n_layers)
+    per_layer = np.bincount(units.position_of(torch.nonzero(assigned.any(dim=1)).flatten().numpy()), minlength=n_layers)
     count_rows = [(layer_ids[i], "language_specific", int(per_layer[i])) for i in range(n_layers)]
     if shared_experts is not None:
-        units = (
+        shared_units = (
             shared_experts.select(pl.col("layer").cast(pl.Int32), pl.col("unit").cast(pl.Int32)).unique()
             if shared_experts.height
             else pl.DataFrame(schema={"layer": pl.Int32, "unit": pl.Int32})
         )
-        shared_n = dict(units.group_by("layer").len().iter_rows())
-        both = units.join(neurons.select("layer", "unit").unique(), on=["layer", "unit"], how="inner")
+        shared_n = dict(shared_units.group_by("layer").len().iter_rows())
+        both = shared_units.join(neurons.select("layer", "unit").unique(), on=["layer", "unit"], how="inner")
         both_n = dict(both.group_by("layer").len().iter_rows())
         count_rows += [(lid, "shared_expert", int(shared_n.get(lid, 0))) for lid in layer_ids]
         count_rows += [(lid, "language_specific_shared", int(both_n.get(lid, 0))) for lid in layer_ids]

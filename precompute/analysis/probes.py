@@ -16,6 +16,7 @@ split (the paper: token-level hidden states, three seeds).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -37,15 +38,37 @@ def fit_probe(
     *,
     seed: int,
     test_size: float,
-    C: float = 1.0,
-    max_iter: int = 300,
-    max_train: int = 0,
+    C: float,
+    max_iter: int,
+    max_train: int,
     stratify: np.ndarray | None = None,
 ) -> dict:
-    """Fit one probe on a stratified split; return accuracy, macro-F1, per-class F1 and sizes.
+    """Fit one probe (standardised features, logistic regression) on a stratified split and score its test split.
 
-    ``stratify``: the labels the split (and the ``max_train`` subsample) is stratified on, default ``labels``;
-    the control task passes the language labels, so its probe sees exactly the LID probe's split of that seed.
+    Parameters
+    ----------
+    features : ndarray of float, (contexts, hidden)
+    labels : ndarray, (contexts,)
+        The classes to predict (languages, or the control task's labels).
+    seed : int
+        Seed of the split and of the ``max_train`` subsample.
+    test_size : float
+        Share of the contexts held out (``[probes] test_size``).
+    C : float
+        Inverse regularisation strength (``[probes] C``).
+    max_iter : int
+        Newton-CG iterations at most (``[probes] max_iter``).
+    max_train : int
+        Training contexts at most, a stratified subsample (``[probes] max_train``); 0: all.
+    stratify : ndarray, (contexts,), optional
+        The labels the split (and the subsample) is stratified on, default ``labels``; the control task passes
+        the language labels, so its probe sees exactly the LID probe's split of that seed.
+
+    Returns
+    -------
+    dict
+        accuracy, correct (n_test bools, which test contexts it got right), majority_baseline, macro_f1,
+        per_class (class -> F1), n_train, n_test.
     """
     labels = np.asarray(labels)
     classes = np.unique(labels)
@@ -96,13 +119,26 @@ def _type_uniform(types: np.ndarray, seed: int) -> np.ndarray:
 def control_labels(types: np.ndarray, langs: np.ndarray, *, seed: int = CONTROL_SEED) -> np.ndarray:
     """Hewitt & Liang's control task for LID: each token type's fixed random language, per context.
 
-    types: (contexts,) the token id of each context's sampled token; langs: (contexts,) the language labels.
     Every type gets one language drawn from the empirical language distribution of ``langs`` (inverse CDF of a
     uniform that is a fixed function of the type id and ``seed``, so a type keeps its label whichever contexts,
     seeds or checkpoints it appears in), and each context gets its type's label. A probe reaches the control
     task's accuracy only by telling token identities apart and memorising their labels from training, which is
     the capacity an LID probe could also use without reading language: selectivity = accuracy - control
     accuracy (high selectivity: the accuracy is not explained by token identity).
+
+    Parameters
+    ----------
+    types : ndarray of int, (contexts,)
+        The token id of each context's sampled token.
+    langs : ndarray of str, (contexts,)
+        The language labels, whose empirical distribution the random languages follow.
+    seed : int
+        Picks the mapping from types to languages; fixed (`CONTROL_SEED`), since the control is part of the store.
+
+    Returns
+    -------
+    ndarray, (contexts,)
+        Each context's control label, one of ``langs``' values.
     """
     classes, counts = np.unique(np.asarray(langs), return_counts=True)
     cdf = np.cumsum(counts) / counts.sum()
@@ -116,30 +152,59 @@ def probe_tables(
     *,
     seeds: list[int],
     test_size: float,
-    C: float = 1.0,
-    max_iter: int = 300,
-    max_train: int = 0,
-    control: bool = True,
+    C: float,
+    max_iter: int,
+    max_train: int,
+    control: bool,
+    n_resamples: int,
     token_types: dict[str, np.ndarray] | None = None,
-    n_resamples: int = 0,
     bootstrap_seed: int = 0,
-    progress=None,
+    progress: Callable[[], object] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Probe every layer of every representation.
+    """Probe every layer of every representation, with its chance levels.
 
-    ``control``: for every representation with ``token_types`` (representation -> (len(seeds), contexts) token
-    ids of the sampled token per seed, or (contexts,) for a 3-D representation), also fit the control task
-    (`control_labels`, Hewitt & Liang): the first seed's probe (same features, split, C, max_iter, max_train)
-    on its token types' random languages; its test accuracy is ``control_accuracy``. A representation without
-    token types gets NULL: the sentence mean pools every token of the context, so it has no token type; its
-    only "type" is the context itself, and a random label per context is the shuffled-label control, whose test
-    accuracy is chance by construction (test contexts are unseen types) and measures nothing about the probe.
-    ``n_resamples`` > 0: ``accuracy_lo`` / ``accuracy_hi``, the 95 % interval of the mean accuracy over seeds
-    from `hierarchical_bootstrap_ci` (seeds with replacement, then each drawn seed's test contexts).
+    The control task (`control_labels`, Hewitt & Liang) is the first seed's probe (same features, split, C,
+    max_iter, max_train) on its token types' random languages; its test accuracy is ``control_accuracy``. A
+    representation without token types gets NULL: the sentence mean pools every token of the context, so it has
+    no token type; its only "type" is the context itself, and a random label per context is the shuffled-label
+    control, whose test accuracy is chance by construction (test contexts are unseen types) and measures nothing
+    about the probe.
 
-    A representation is a (layers, contexts, d) tensor shared by all seeds, or a (len(seeds), layers,
-    contexts, d) tensor whose i-th slice is seed ``seeds[i]``'s features (token probes: one sampled token per
-    context and seed). Returns (probe_results rows, probe_per_language rows) without run_id/checkpoint.
+    Parameters
+    ----------
+    representations : dict of str to Tensor, (layers, contexts, hidden) or (seeds, layers, contexts, hidden)
+        Residual-stream features per representation name (layer 0 the embeddings): one tensor shared by all
+        seeds, or one slice per seed (token probes: one sampled token per context and seed).
+    langs : ndarray of str, (contexts,)
+    seeds : list of int, (seeds,)
+        ``[probes] seeds``: one split (and token draw) per seed.
+    test_size, C, max_iter, max_train : float, float, int, int
+        ``[probes]`` settings, see `fit_probe`.
+    control : bool
+        ``[probes] control``: fit the control task for every representation with ``token_types``.
+    n_resamples : int
+        ``[analysis] bootstrap``: > 0 gives ``accuracy_lo`` / ``accuracy_hi``, the 95 % interval of the mean
+        accuracy over seeds from `hierarchical_bootstrap_ci`; 0 leaves them NULL.
+    token_types : dict of str to ndarray of int, (seeds, contexts) or (contexts,), optional
+        Per representation, the token id of the sampled token per seed (``(contexts,)`` for a 3-D
+        representation).
+    bootstrap_seed : int
+        Seed of the bootstrap.
+    progress : callable, optional
+        Called once per (representation, layer).
+
+    Returns
+    -------
+    probe_results : DataFrame
+        One row per (layer, representation) without run_id/checkpoint.
+    probe_per_language : DataFrame
+        (layer, representation, lang, f1), F1 averaged over seeds.
+
+    Raises
+    ------
+    ValueError
+        For a representation that is not 3-D or 4-D, seed slices that are not one per seed, or token types
+        that are not one per context.
     """
     results, per_language = [], []
     types_of: dict[str, np.ndarray] = {}  # representation -> (contexts,) control labels of the first seed

@@ -1,7 +1,7 @@
 """Representation convergence ("compression"): do the languages come to represent a concept alike?
 
 Input: the residual stream of one checkpoint, mean-pooled over each context's tokens,
-``resid_mean`` (L+1, n, d) (layer 0 = embeddings, layer i = output of block i), with each context's
+``resid_mean`` (layers, contexts, hidden) (layer 0 = embeddings, layer i = output of block i), with each context's
 language and concept. Everything is computed from **concept centroids**: the mean of the contexts of
 one (language, concept) pair, so that every measure is independent of how many sentences a concept
 has, and the cost is that of a (languages x concepts) table, not of the n contexts.
@@ -84,11 +84,25 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Linear CKA between two representations of the same n points: (..., n, d1), (..., n, d2) -> (...).
+    """Linear CKA between two representations of the same points.
 
-    CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with Xc, Yc centred over the n points
-    (computed through the n x n Gram matrices). Invariant to orthogonal transforms and isotropic
-    scaling of either side; 1 for identical inputs; NaN where one side has no variance.
+    CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with Xc, Yc centred over the points (computed through
+    the (points, points) Gram matrices). Invariant to orthogonal transforms and isotropic scaling of either side.
+
+    Parameters
+    ----------
+    x : Tensor of float, (..., points, hidden)
+    y : Tensor of float, (..., points, other hidden)
+
+    Returns
+    -------
+    Tensor of float64, (...)
+        1 for identical inputs; NaN where one side has no variance.
+
+    Raises
+    ------
+    ValueError
+        When the two sides have different numbers of points.
     """
     if x.shape[-2] != y.shape[-2]:
         raise ValueError(f"linear_cka needs the same points on both sides, got {x.shape[-2]} and {y.shape[-2]}")
@@ -102,11 +116,20 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def participation_ratio(x: torch.Tensor) -> torch.Tensor:
-    """Participation ratio of the covariance spectrum of points x: (..., n, d) -> (...).
+    """Participation ratio of the covariance spectrum of points: their effective number of dimensions.
 
-    PR = (sum_i lambda_i)^2 / sum_i lambda_i^2 = tr(C)^2 / ||C||_F^2 for the covariance C of the n
-    points (centred over n). Between 1 (all variance along one direction) and min(n - 1, d)
-    (isotropic). NaN for points without variance.
+    PR = (sum_i lambda_i)^2 / sum_i lambda_i^2 = tr(C)^2 / ||C||_F^2 for the covariance C of the points (centred
+    over them).
+
+    Parameters
+    ----------
+    x : Tensor of float, (..., points, hidden)
+
+    Returns
+    -------
+    Tensor of float64, (...)
+        Between 1 (all variance along one direction) and min(points - 1, hidden) (isotropic); NaN for points
+        without variance.
     """
     g = _gram(_centre(x.to(torch.float64)))
     tr = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1)
@@ -121,24 +144,40 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 class _LangView:
     """One language's centroids over a set of k concepts, prepared once for all its pairs."""
 
-    def __init__(self, x: torch.Tensor):  # (Lc, k, d)
+    def __init__(self, x: torch.Tensor):  # (layers, concepts, hidden)
         self.k = x.shape[-2]
         self.raw_unit = _unit(x)
         centred = _centre(x)
         self.cen_unit = _unit(centred)
-        self.gram = centred @ centred.transpose(-1, -2)  # (Lc, k, k): CKA works on Gram matrices
+        self.gram = centred @ centred.transpose(-1, -2)  # (layers, concepts, concepts): CKA works on Grams
         self.gram_norm = torch.linalg.matrix_norm(self.gram)
 
 
 def pair_metrics(xa: torch.Tensor | _LangView, xb: torch.Tensor | _LangView) -> dict[str, torch.Tensor]:
-    """Every similarity metric for two languages' centroids of the same k concepts (Lc, k, d) -> {metric: (Lc,)}."""
+    """Every similarity metric of `SIMILARITY_METRICS` but ``cosine_gap`` for two languages' centroids of the
+    same concepts (see the module docstring).
+
+    Parameters
+    ----------
+    xa, xb : Tensor of float, (layers, concepts, hidden)
+        The two languages' centroids of the same >= 2 concepts, in the same order (or views prepared from them).
+
+    Returns
+    -------
+    dict of str to Tensor of float64, (layers,)
+
+    Raises
+    ------
+    ValueError
+        When the sides do not share the same >= 2 concepts.
+    """
     a = xa if isinstance(xa, _LangView) else _LangView(xa.to(torch.float64))
     b = xb if isinstance(xb, _LangView) else _LangView(xb.to(torch.float64))
     k = a.k
     if k < 2 or b.k != k:
         raise ValueError(f"pair metrics need the same >= 2 concepts on both sides, got {a.k} and {b.k}")
     out: dict[str, torch.Tensor] = {}
-    raw = a.raw_unit @ b.raw_unit.transpose(-1, -2)  # (Lc, k, k)
+    raw = a.raw_unit @ b.raw_unit.transpose(-1, -2)  # (layers, concepts, concepts)
     cen = a.cen_unit @ b.cen_unit.transpose(-1, -2)
     for name, cos in (("", cen), ("_raw", raw)):
         diag = torch.diagonal(cos, dim1=-2, dim2=-1).sum(-1)
@@ -155,14 +194,17 @@ def pair_metrics(xa: torch.Tensor | _LangView, xb: torch.Tensor | _LangView) -> 
 
 
 def _variance_shares(cent: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Between-language and between-concept share of the centroids' total sum of squares. cent (Lc, nL, K, d)."""
-    w = present.to(cent.dtype)  # (nL, K)
+    """Between-language and between-concept share of the centroids' total sum of squares.
+
+    cent: (layers, languages, concepts, hidden); present: (languages, concepts). Returns two (layers,) tensors.
+    """
+    w = present.to(cent.dtype)  # (languages, concepts)
     total_w = w.sum()
-    grand = (cent * w[None, :, :, None]).sum(dim=(1, 2)) / total_w  # (Lc, d)
+    grand = (cent * w[None, :, :, None]).sum(dim=(1, 2)) / total_w  # (layers, hidden)
     dev = (cent - grand[:, None, None, :]) * w[None, :, :, None].sqrt()
     ss_total = (dev * dev).sum(dim=(1, 2, 3))
-    n_lang = w.sum(1)  # (nL,)
-    n_con = w.sum(0)  # (K,)
+    n_lang = w.sum(1)  # (languages,)
+    n_con = w.sum(0)  # (concepts,)
     lang_mean = (cent * w[None, :, :, None]).sum(2) / n_lang.clamp_min(1)[None, :, None]
     con_mean = (cent * w[None, :, :, None]).sum(1) / n_con.clamp_min(1)[None, :, None]
     ss_lang = (n_lang[None, :] * ((lang_mean - grand[:, None]) ** 2).sum(-1)).sum(-1)
@@ -185,7 +227,27 @@ def concept_centroids(
     device: torch.device,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of the contexts of each (language, concept): (Lc, n, d) -> (Lc, nL, K, d) and a present mask (nL, K)."""
+    """Mean of the contexts of each (language, concept), layer by layer.
+
+    Parameters
+    ----------
+    resid : Tensor of float, (layers, contexts, hidden)
+    lang_codes : ndarray of int, (contexts,)
+        Each context's language, 0 .. n_langs - 1.
+    concept_codes : ndarray of int, (contexts,)
+        Each context's concept, 0 .. n_concepts - 1.
+    n_langs, n_concepts : int
+    device : torch.device
+        Where the sums run.
+    dtype : torch.dtype
+        Of the sums and the result.
+
+    Returns
+    -------
+    centroids : Tensor, (layers, languages, concepts, hidden)
+        Zero where a (language, concept) has no context.
+    present : Tensor of bool, (languages, concepts)
+    """
     group = torch.as_tensor(lang_codes * n_concepts + concept_codes, dtype=torch.long, device=device)
     n_groups = n_langs * n_concepts
     counts = torch.bincount(group, minlength=n_groups).to(dtype)
@@ -207,8 +269,30 @@ def convergence_tables(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Tables ``similarity`` and ``compression`` (without run_id/checkpoint) for one checkpoint.
 
-    resid_mean: (L+1, n, d) mean-pooled residual stream per layer; langs, concept_ids: length n.
-    See the module docstring for every metric. ``device``: where to compute (default: the input's).
+    See the module docstring for every metric.
+
+    Parameters
+    ----------
+    resid_mean : Tensor of float, (layers, contexts, hidden)
+        Mean-pooled residual stream per layer (layer 0 the embeddings).
+    langs : sequence of str, (contexts,)
+    concept_ids : sequence of str, (contexts,)
+    device : str or torch.device, optional
+        Where to compute; default the input's.
+    max_chunk_bytes : int
+        Bound on the centroids of one chunk of layers; no result depends on it.
+
+    Returns
+    -------
+    similarity : DataFrame
+        (layer, lang_a, lang_b, metric, value), undefined values left out.
+    compression : DataFrame
+        (layer, scope, metric, value), undefined values left out.
+
+    Raises
+    ------
+    ValueError
+        When ``resid_mean`` is not 3-D or the labels are not one per context.
     """
     if resid_mean.ndim != 3:
         raise ValueError(f"resid_mean must be (layers, contexts, d), got shape {tuple(resid_mean.shape)}")
@@ -268,7 +352,7 @@ def convergence_tables(
                     add_sim(layers, str(lang_list[ia]), str(lang_list[ib]), m, metrics[m].cpu().numpy())
 
         # Effective dimensionality of the centroids, pooled and per language.
-        pr_all = participation_ratio(cent[:, present]).cpu().numpy()  # (Lc,)
+        pr_all = participation_ratio(cent[:, present]).cpu().numpy()  # (layers,)
         add_comp(layers, "all", "participation_ratio", pr_all)
         per_lang = []
         for il in range(n_l):

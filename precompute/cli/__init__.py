@@ -31,7 +31,6 @@ def _mount() -> None:
         ("merge", stores.merge),
         ("pack", stores.pack),
         ("checkpoints", checkpoints.checkpoints),
-        ("tiny-checkpoints", checkpoints.tiny_checkpoints),
         ("steer", steer.steer),
     ]:
         app.command(name=name)(friendly_errors(func))

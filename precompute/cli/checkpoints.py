@@ -1,17 +1,14 @@
-"""``precompute checkpoints`` (list what a model or a config resolves to) and ``precompute tiny-checkpoints``."""
+"""``precompute checkpoints``: list what a model or a config resolves to."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from precompute.cli.errors import err_console, fail
 
 console = Console()
 
@@ -83,26 +80,3 @@ def checkpoints(
             source,
         )
     console.print(table)
-
-
-def tiny_checkpoints(
-    out: Annotated[Path, typer.Argument(help="Folder for the checkpoints (e.g. data/tiny-local).")] = Path(
-        "data/tiny-local"
-    ),
-    steps: Annotated[int, typer.Option(help="Optimiser steps (checkpoints at steps/4, steps/2, steps).")] = 12,
-) -> None:
-    """Train a tiny GPT-2 on the demo corpus (seconds on a CPU) and save 3 checkpoints into OUT.
-
-    They are what configs/tiny-local.toml runs on: try shards and merge without downloading anything.
-    """
-    from precompute.demo.train import DemoFolderError, tiny_test_model
-
-    if steps < 1:
-        fail(f"--steps {steps}: must be at least 1")
-    try:
-        saved = tiny_test_model(out, steps=steps)
-    except DemoFolderError as exc:  # it would replace what it did not write: refused, nothing touched
-        fail(str(exc))
-    for ck in saved:
-        err_console.print(escape(f"  {ck.path}  step {ck.step}  tokens seen {ck.tokens_seen:,}"), highlight=False)
-    typer.echo(f"{out}: {len(saved)} checkpoints ready")

@@ -115,7 +115,7 @@ def steer(
     """Fix a concept's top expert units during generation and record what the model writes, per checkpoint."""
     import polars as pl
 
-    from precompute.steering.stage import run_steering
+    from precompute.pipeline import steer
 
     overrides: dict[str, Any] = {
         "concepts": _split(concepts),
@@ -130,7 +130,7 @@ def steer(
         "temperature": temperature,
     }
     options = {key: "--" + key.replace("_", "-") for key, value in overrides.items() if value is not None}
-    summary = run_steering(
+    summary = steer(
         store,
         checkpoints=_split(checkpoints),
         device=device,

@@ -29,7 +29,7 @@ CONFIG_NAME = "demo.toml"
 
 # Settings of the demo run: the paper's method (max pooling over the context's tokens, Tang et al.'s LAPE, steering
 # with Spanish experts from the start token), sized for 2 CPU cores: K = 50 experts of 2,048 units instead of 500,
-# 3 seeds instead of 100 (crossling's choices for the demo; see docs/gpu.md for the paper's).
+# 3 seeds instead of 100 (crossling's choices for the demo; see docs/settings.md for the paper's).
 DEMO_SETTINGS = {
     "extract": {"batch_tokens": 4096, "max_length": 64, "pooling": "max"},
     "probes": {"representations": ["mean", "token"], "seeds": [0, 1, 2], "max_train": 3000},

@@ -421,7 +421,7 @@ class DemoFolderError(ValueError):
 #: Only what is listed here (a file still as it was written, a checkpoint folder) is ever deleted or replaced.
 MARKER_FILE = ".crossling-demo"
 _MARKER_NOTE = (
-    "written by crossling's demo training (precompute tiny-checkpoints / precompute demo): what it may replace"
+    "written by crossling's demo training (precompute demo, or the tests' tiny checkpoints): what it may replace"
 )
 
 

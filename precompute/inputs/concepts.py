@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from precompute.inputs.langcodes import canonical_language, language_code_problem, not_a_language
+from precompute.store.schema import polars_schema
 from precompute.text import first_line as _first_line
 
 BUILTIN_CONCEPT_SET = "builtin"  # how a config or the command line names the built-in set
@@ -53,21 +54,10 @@ REQUIRED_COLUMNS = ("concept_id", "lang", "text")
 OPTIONAL_COLUMNS = ("span_start", "span_end", "category", "label")
 PROVENANCE_KEY = "crossling_provenance"
 
-SENTENCE_SCHEMA: dict[str, pl.DataType] = {
-    "sentence_id": pl.Int64,
-    "concept_id": pl.Utf8,
-    "lang": pl.Utf8,
-    "text": pl.Utf8,
-    "span_start": pl.Int32,
-    "span_end": pl.Int32,
-}
-CONCEPT_SCHEMA: dict[str, pl.DataType] = {"concept_id": pl.Utf8, "label": pl.Utf8, "category": pl.Utf8}
-LANGUAGE_SCHEMA: dict[str, pl.DataType] = {
-    "lang": pl.Utf8,
-    "name": pl.Utf8,
-    "script": pl.Utf8,
-    "family": pl.Utf8,
-}
+# The frames a concept set gives the store: its tables' columns and types, as the store schema declares them.
+SENTENCE_SCHEMA: dict[str, pl.DataType] = polars_schema("sentences")
+CONCEPT_SCHEMA: dict[str, pl.DataType] = polars_schema("concepts")
+LANGUAGE_SCHEMA: dict[str, pl.DataType] = polars_schema("languages")
 
 # Top-level language family of common languages (Glottolog / Ethnologue top level).
 FAMILIES: dict[str, str] = {

@@ -312,6 +312,18 @@ def _keep_token_axis(block: nn.Module, proj: nn.Module) -> None:
     proj.register_forward_pre_hook(unflatten, prepend=True)
     proj.register_forward_hook(flatten, prepend=True)
     proj._crossling_token_axis = True
+    proj._crossling_token_state = state
+
+
+def token_shape(site: MLPSite) -> tuple[int, ...] | None:
+    """The leading shape, (batch, tokens), of the input of ``site``'s block in the forward pass now running.
+
+    Recorded by the block pre-hook that `find_mlp_sites` installs, so that a hook on a module inside the block
+    (the gate of a gated MLP) can view a flattened ``(batch * tokens, n)`` tensor as ``(batch, tokens, n)``.
+    None where the block's input has no token axis, or outside a forward pass of a found site's model.
+    """
+    state = getattr(site.module, "_crossling_token_state", None)
+    return state.get("lead") if isinstance(state, dict) else None
 
 
 def _disable_sliced_bloom_mlp(model: nn.Module) -> None:

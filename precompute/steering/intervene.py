@@ -1,8 +1,9 @@
 """The intervention and generation: fix MLP units to values while the model samples, from its start token.
 
-A unit's activation is the input of its layer's MLP down projection (see ``precompute.model.load``);
-``fixed_unit_hooks`` **fixes** chosen units to values at every position of the sequence (prompt and generated
-tokens), as Suau et al.'s ``force_units_hooks`` (apple/ml-selfcond) does by default.
+A unit's activation is the input of its layer's MLP down projection (see ``precompute.model.load``; the
+checkpoint's hooked layers are its ``precompute.model.ModelLayout``); ``fixed_unit_hooks`` **fixes** chosen
+units to values at every position of the sequence (prompt and generated tokens), as Suau et al.'s
+``force_units_hooks`` (apple/ml-selfcond) does by default.
 
 Generation samples (``do_sample=True``) one sequence at a time with ``torch.manual_seed(seed)`` before each,
 so one (prompt, seed) gives the same text with and without the intervention, and steered and unsteered outputs
@@ -26,6 +27,8 @@ from typing import Any
 
 import torch
 
+from precompute.model.layout import ModelLayout, mlp_hooks
+from precompute.model.sites import MLPSite
 from precompute.model.tokens import NO_START_TOKEN, sequence_ids
 
 
@@ -53,50 +56,57 @@ class Sampling:
 
 
 @contextlib.contextmanager
-def fixed_unit_hooks(sites: Sequence[Any], units: Sequence[tuple[int, int, float]]) -> Iterator[None]:
-    """Within the block, fix MLP units to values: ``units`` are (layer, unit, value) triples.
+def fixed_unit_hooks(layout: ModelLayout, units: Sequence[tuple[int, int, float]]) -> Iterator[None]:
+    """Within the block, fix MLP units to values: ``units`` are (block id, unit, value) triples.
 
-    ``sites`` are ``precompute.model.load.MLPSite`` objects (``layer``, ``module``, ``n_neurons``); a
-    forward pre-hook on each involved site module replaces ``args[0][..., unit]`` (shape (batch, seq,
-    n_neurons)) by the value at every position (out of place, in the activation's dtype). With no units,
-    nothing is hooked at all. Hooks are removed on exit, also after an exception.
+    ``layout``: the checkpoint's `precompute.model.ModelLayout`; every block a triple names must be one of its
+    hooked sites. Through `precompute.model.mlp_hooks`, the input of each involved site's down projection,
+    (batch, seq, n_neurons), gets ``[..., unit]`` replaced by the value at every position (out of place, in
+    the activation's dtype). The triples are checked before anything is hooked, and with no units nothing is
+    hooked at all. Hooks are removed on exit, also after an exception.
     """
-    by_site = {int(s.layer): s for s in sites}
-    per_layer: dict[int, dict[int, float]] = defaultdict(dict)
+    per_position: dict[int, dict[int, float]] = defaultdict(dict)
     for layer, unit, value in units:
         layer, unit = int(layer), int(unit)
-        site = by_site.get(layer)
-        if site is None:
-            raise SteeringError(f"layer {layer} has no MLP site (model has layers {sorted(by_site)})")
+        if layer not in layout.units.layer_ids:
+            raise SteeringError(f"layer {layer} has no MLP site (model has layers {list(layout.units.layer_ids)})")
+        site = layout.site(layer)
         if not 0 <= unit < int(site.n_neurons):
             raise SteeringError(f"unit {unit} is out of range for layer {layer} ({site.n_neurons} neurons)")
-        per_layer[layer][unit] = float(value)
-
-    handles = []
-    try:
-        for layer, fixed in sorted(per_layer.items()):
-            idx = torch.tensor(sorted(fixed), dtype=torch.long)
-            vals = torch.tensor([fixed[u] for u in sorted(fixed)], dtype=torch.float32)
-            handles.append(by_site[layer].module.register_forward_pre_hook(_fixing_hook(idx, vals)))
+        per_position[layout.units.position(layer)][unit] = float(value)
+    if not per_position:
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+        return
+    fixers = {
+        position: _Fixer(
+            torch.tensor(sorted(fixed), dtype=torch.long),
+            torch.tensor([fixed[u] for u in sorted(fixed)], dtype=torch.float32),
+        )
+        for position, fixed in per_position.items()
+    }
+
+    def fix(position: int, _site: MLPSite, acts: torch.Tensor) -> torch.Tensor | None:
+        fixer = fixers.get(position)
+        return None if fixer is None else fixer(acts)
+
+    with mlp_hooks(layout, on_input=fix):
+        yield
 
 
-def _fixing_hook(idx: torch.Tensor, vals: torch.Tensor) -> Callable:
-    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+class _Fixer:
+    """Sets (..., idx) of an activation to ``vals``; the index and values are moved to the activation's
+    device and dtype once per (device, dtype), not at every generated token."""
 
-    def hook(_module: torch.nn.Module, args: tuple) -> tuple:
-        x = args[0]
+    def __init__(self, idx: torch.Tensor, vals: torch.Tensor) -> None:
+        self.idx, self.vals = idx, vals
+        self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         key = (x.device, x.dtype)
-        if key not in cache:
-            cache[key] = (idx.to(x.device), vals.to(device=x.device, dtype=x.dtype))
-        i, v = cache[key]
-        x = x.index_copy(-1, i, v.expand(*x.shape[:-1], len(i)))
-        return (x, *args[1:])
-
-    return hook
+        if key not in self.cache:
+            self.cache[key] = (self.idx.to(x.device), self.vals.to(device=x.device, dtype=x.dtype))
+        i, v = self.cache[key]
+        return x.index_copy(-1, i, v.expand(*x.shape[:-1], len(i)))
 
 
 def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
@@ -119,23 +129,22 @@ def generate(
     sampling: Sampling,
     units: Sequence[tuple[int, int, float]] = (),
     *,
-    sites: Sequence[Any] | None = None,
+    layout: ModelLayout | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Sample one continuation per (prompt, seed), with ``units`` fixed (none: plain generation).
 
     ``loaded``: a ``precompute.model.load.LoadedModel`` (model, tokenizer, device). Returns dicts with
     prompt, seed, output_text (the new tokens only, special tokens dropped) and n_new_tokens, in the
-    order prompts x seeds. ``sites`` defaults to ``precompute.model.load.find_mlp_sites(model)``.
+    order prompts x seeds. ``layout``: the checkpoint's `precompute.model.ModelLayout` (pass the one built for
+    the loaded checkpoint); where it is None and units are given, the layout of every block is built here.
     """
     if sampling.max_new_tokens < 1:
         raise SteeringError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
     model, tok = loaded.model, loaded.tokenizer
     device = getattr(loaded, "device", None) or next(model.parameters()).device
-    if units and sites is None:
-        from precompute.model import find_mlp_sites
-
-        sites = find_mlp_sites(model)
+    if units and layout is None:
+        layout = ModelLayout.of(model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     settings = {
         "do_sample": True,
@@ -146,7 +155,8 @@ def generate(
         "pad_token_id": pad_id,
     }
     out: list[dict[str, Any]] = []
-    with fixed_unit_hooks(sites or [], units), torch.inference_mode():
+    fixing = fixed_unit_hooks(layout, units) if units else contextlib.nullcontext()
+    with fixing, torch.inference_mode():
         for prompt in prompts:
             ids = torch.tensor([prompt_ids(tok, prompt)], dtype=torch.long, device=device)
             mask = torch.ones_like(ids)

@@ -10,13 +10,13 @@ labelled for its concept (``precompute.steering.labels``).
 
 One stage, two ways in, one set of settings (``precompute.config.SteeringSpec``, the run's ``[steering]``):
 
-- ``precompute run`` with ``[steering] enabled = true``: the pipeline calls :func:`steer_checkpoint` for each
-  checkpoint with the model it has loaded and the experts it has just scored, and the rows go into table
-  ``steering`` in the same transaction as the checkpoint's other tables;
-- ``precompute steer STORE`` (:func:`run_steering`): later, on a finished store. It reads the run's
-  ``[steering]`` back from ``runs.config_json``; an option overrides only what it names. A rerun replaces the
-  rows of the same (checkpoint, concept, source language, n_neurons, value mode, prompt, seed) and keeps
-  every other row.
+- ``precompute run`` with ``[steering] enabled = true``: the steering stage (``precompute.stages.steering``)
+  calls :func:`steer_checkpoint` for each checkpoint with the model the loop has loaded and the experts the
+  experts stage has just scored, and the rows are published with the checkpoint's other tables;
+- ``precompute steer STORE`` (``precompute.pipeline.steer``): later, on a finished store, the same checkpoint
+  loop with only the steering stage. It reads the run's ``[steering]`` back from ``runs.config_json``; an
+  option overrides only what it names. A rerun replaces the rows of the same (checkpoint, concept, source
+  language, n_neurons, value mode, prompt, seed) and keeps every other row.
 
 Concepts default to the section's ``concepts``; where it names none, ``run`` steers the first three concepts of
 the run (by id: stable over checkpoints and shards) and ``steer`` the three with most shared experts at the
@@ -26,6 +26,7 @@ last checkpoint (a finished store knows it). Source languages default to the fir
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import polars as pl
 from precompute.config import SteeringSpec
 from precompute.steering.intervene import Sampling, SteeringError, generate
 from precompute.steering.labels import ConceptMatcher, output_languages, primary
+from precompute.store.schema import polars_schema
 
 __all__ = [
     "LABEL_SCHEMA",
@@ -48,8 +50,9 @@ __all__ = [
     "default_source_lang",
     "plan_for_run",
     "plan_steering",
-    "run_steering",
     "settings_from_store",
+    "steering_config",
+    "steering_location",
     "steer_checkpoint",
     "steering_rows",
     "summarise",
@@ -62,29 +65,12 @@ VALUE_MODES: tuple[str, ...] = next(
     f.metadata["rule"].choices for f in dataclasses.fields(SteeringSpec) if f.name == "value_mode"
 )
 
-#: What :func:`steering_rows` gives for one batch of labelled outputs.
-LABEL_SCHEMA = {
-    "checkpoint": pl.Utf8,
-    "concept_id": pl.Utf8,
-    "source_lang": pl.Utf8,
-    "prompt": pl.Utf8,
-    "seed": pl.Int32,
-    "n_neurons": pl.Int32,
-    "value_mode": pl.Utf8,
-    "output_text": pl.Utf8,
-    "output_lang": pl.Utf8,
-    "expresses_concept": pl.Boolean,
-    "concept_lang": pl.Utf8,
-}
-#: A row of table ``steering`` (without run_id): the labelled output, lingua's confidence, how it was sampled.
-STEERING_SCHEMA = {
-    **LABEL_SCHEMA,
-    "output_lang_confidence": pl.Float64,
-    "top_k": pl.Int32,
-    "top_p": pl.Float64,
-    "temperature": pl.Float64,
-    "max_new_tokens": pl.Int32,
-}
+#: A row of table ``steering`` (without run_id): the labelled output, lingua's confidence, how it was sampled; the
+#: columns and types are the store schema's (``precompute.store.schema``, declared once).
+STEERING_SCHEMA = polars_schema("steering", without=("run_id",))
+#: What :func:`steering_rows` gives for one batch of labelled outputs: the row up to its labels (the stage adds
+#: lingua's confidence and the sampling settings).
+LABEL_SCHEMA = dict(itertools.takewhile(lambda kv: kv[0] != "output_lang_confidence", STEERING_SCHEMA.items()))
 REPLACE_KEYS = ["concept_id", "source_lang", "n_neurons", "value_mode", "prompt", "seed"]
 
 
@@ -203,7 +189,7 @@ def surface_forms(sentences: pl.DataFrame, concept_ids: Sequence[str]) -> dict[s
 def default_concepts(info: Mapping[str, Any], n: int = 3) -> list[str]:
     """The n concepts with the most shared experts at the last checkpoint (else the first n)."""
     counts = info["shared_counts"]
-    ckpts = info["checkpoints"]["checkpoint"].to_list()
+    ckpts = list(info["settings"].checkpoints) if "settings" in info else info["checkpoints"]["checkpoint"].to_list()
     if counts.height and ckpts:
         last = counts.filter(pl.col("checkpoint") == ckpts[-1]).sort(["n", "concept_id"], descending=[True, False])
         picked = last["concept_id"].to_list()[:n]
@@ -343,6 +329,7 @@ def _check_fits(loaded: Any, plan: SteeringPlan, checkpoint: str) -> None:
 
 def steer_checkpoint(
     loaded: Any,
+    layout: Any,
     plan: SteeringPlan,
     experts: pl.DataFrame,
     *,
@@ -353,19 +340,17 @@ def steer_checkpoint(
     """Every generation of ``plan`` at one loaded checkpoint, as rows of table ``steering`` (``STEERING_SCHEMA``).
 
     ``experts``: neuron_ap rows of this checkpoint (lang, concept_id, layer, unit, rank, median_pos_act; layer
-    is the model's block index). A (concept, source) without experts is skipped with a note; N larger than
-    the experts stored (``[experts] top_k``) steers with all of them, and the row says how many.
+    is the model's block index). ``layout``: the checkpoint's ``precompute.model.ModelLayout`` (where the units
+    are hooked). A (concept, source) without experts is skipped with a note; N larger than the experts stored
+    (``[experts] top_k``) steers with all of them, and the row says how many.
     """
-    from precompute.model import find_mlp_sites
-
     note = note or (lambda _message: None)
     tick = progress or (lambda _n=1: None)
     _check_fits(loaded, plan, checkpoint)
-    sites = find_mlp_sites(loaded.model)
     per_gen = len(plan.prompts) * len(plan.seeds)
     parts = []
     if 0 in plan.n_neurons:
-        plain = generate(loaded, plan.prompts, plan.seeds, plan.sampling, sites=sites, progress=tick)
+        plain = generate(loaded, plan.prompts, plan.seeds, plan.sampling, layout=layout, progress=tick)
         for concept in plan.concepts:
             for src in plan.source_langs:
                 parts.append(_rows(plain, plan, concept, checkpoint=checkpoint, source_lang=src, n_neurons=0))
@@ -392,7 +377,7 @@ def steer_checkpoint(
                     plan.seeds,
                     plan.sampling,
                     unit_values(chosen, plan.value_mode),
-                    sites=sites,
+                    layout=layout,
                     progress=tick,
                 )
                 parts.append(
@@ -414,14 +399,14 @@ def settings_from_store(
     Checked by the config's own declared rules, so a bad option fails exactly as a bad config key does;
     ``options`` (key -> the option as typed, e.g. ``'--n-neurons'``) names the option in the message.
     """
-    return _steering_config(info, overrides, where=where, options=options).steering
+    return steering_config(info, overrides, where=where, options=options).steering
 
 
-def _steering_config(
+def steering_config(
     info: Mapping[str, Any], overrides: Mapping[str, Any], *, where: str, options: Mapping[str, str] | None = None
 ) -> Any:
-    """The ``RunConfig`` behind :func:`settings_from_store` (its ``where`` and ``overridden`` name the settings
-    in later messages)."""
+    """The ``RunConfig`` that ``precompute steer`` runs with: the run's ``[steering]`` with ``overrides``, checked
+    (its ``where`` and ``overridden`` name the settings in later messages)."""
     from precompute.config import config_from_dict
 
     stored = dict((info["config"] or {}).get("steering") or {})
@@ -436,7 +421,7 @@ def _steering_config(
     return cfg
 
 
-def _location(
+def steering_location(
     store: Path,
     checkpoint: str,
     source: str,
@@ -473,111 +458,3 @@ def _location(
         f"{store}: checkpoint {checkpoint!r}: local checkpoint folder {source!r} not found (looked in {looked}); "
         f"{hint} (the hub was not asked)"
     )
-
-
-def run_steering(
-    store_path: str | Path,
-    *,
-    checkpoints: Sequence[str] | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    console: Any = None,
-    load: Callable[..., Any] | None = None,
-    options: Mapping[str, str] | None = None,
-    config_dir: str | Path | None = None,
-    **overrides: Any,
-) -> pl.DataFrame:
-    """Steer every chosen checkpoint of the store's run and write table ``steering``; returns ``summarise``.
-
-    ``overrides``: ``SteeringSpec`` fields (concepts, source_langs, n_neurons, seeds, prompts, max_new_tokens,
-    value_mode, top_k, top_p, temperature); None or absent keeps the run's ``[steering]`` value. Loads each
-    checkpoint with ``precompute.model.load.load_checkpoint`` (``load`` overrides it, for tests) on ``device``
-    (default: the run's ``[model] device``) and publishes each checkpoint's rows in one transaction. The store
-    records local checkpoints relative to the run config's folder (`precompute.provenance`): ``config_dir`` is
-    that folder (default: the current folder).
-    """
-    from rich.console import Console
-    from rich.markup import escape
-
-    from precompute.progress import make_progress
-    from precompute.provenance import checkpoint_location
-    from precompute.store import StoreError, StoreWriter
-    from precompute.store.read import concept_experts, steering_inputs, steering_rows_at, steering_sentences
-    from precompute.validate import RunSettingError, shape_from_config, shape_of, steering_problems
-
-    store_path = Path(store_path)
-    console = console or Console(stderr=True)
-    info = steering_inputs(store_path)
-    unknown = sorted(set(overrides) - ({f.name for f in dataclasses.fields(SteeringSpec)} - {"enabled"}))
-    if unknown:
-        raise TypeError(f"run_steering: unknown setting {unknown[0]!r}")
-    cfg = _steering_config(info, overrides, where=str(store_path), options=options)
-    spec = cfg.steering
-    plan = plan_steering(
-        spec,
-        known_concepts=info["concepts"],
-        langs=info["langs"],
-        sentences=steering_sentences(store_path, list(spec.concepts or info["concepts"])),
-        default=default_concepts(info),
-        where=str(store_path),
-    )
-    ck = info["checkpoints"]
-    if ck.height == 0:
-        raise StoreError(f"{store_path}: the run has no finished checkpoint yet")
-    if checkpoints:
-        missing = [c for c in checkpoints if c not in ck["checkpoint"].to_list()]
-        if missing:
-            raise SteeringError(
-                f"unknown checkpoint {missing[0]!r} in {store_path} (have: {', '.join(ck['checkpoint'].to_list())})"
-            )
-        ck = ck.filter(pl.col("checkpoint").is_in(list(checkpoints)))
-    model_cfg = info["config"].get("model") or {}
-    device = device or model_cfg.get("device") or "auto"
-    dtype = dtype or model_cfg.get("dtype") or "auto"
-    if load is None:
-        from precompute.model import load_checkpoint as load
-
-    # Where each checkpoint loads from, and whether the model can honour the settings: all before the first load.
-    locations = [
-        _location(store_path, checkpoint, source, revision, config_dir, checkpoint_location)
-        for checkpoint, _step, revision, source in ck.iter_rows()
-    ]
-    first = ck.row(0)
-    shape = shape_from_config(locations[0], first[2], f"checkpoint {first[0]!r}")
-    if shape is not None:
-        for problem in steering_problems(cfg, shape):
-            raise RunSettingError(problem)
-    run_id = info["run_id"]
-    frames = []
-    with make_progress(console) as bar:
-        task = bar.add_task("steer", total=ck.height * plan.n_generations)
-        for (checkpoint, _step, revision, _source), location in zip(ck.iter_rows(), locations):
-            bar.update(task, description=escape(f"steer {checkpoint}"))
-            loaded = load(location, revision, device=device, dtype=dtype)
-            tokenizer = getattr(loaded, "tokenizer", None)
-            for problem in steering_problems(cfg, shape_of(loaded.model, f"checkpoint {checkpoint!r}", tokenizer)):
-                raise RunSettingError(problem)  # before this checkpoint generates anything
-            experts = concept_experts(
-                store_path, run_id, checkpoint, plan.source_langs, plan.concepts, max(plan.steered, default=0)
-            )
-            new = steer_checkpoint(
-                loaded,
-                plan,
-                experts,
-                checkpoint=checkpoint,
-                progress=lambda n=1: bar.advance(task, n),
-                note=lambda message: bar.console.print(
-                    f"[yellow]note:[/] {escape(message)}", soft_wrap=True, highlight=False
-                ),
-            )
-            del loaded
-            with StoreWriter(store_path) as writer:
-                old = steering_rows_at(store_path, run_id, checkpoint, STEERING_SCHEMA)
-                kept = old.join(new.select(REPLACE_KEYS).unique(), on=REPLACE_KEYS, how="anti", nulls_equal=True)
-                writer.append_rows(
-                    "steering",
-                    pl.concat([kept, new], how="vertical").with_columns(pl.lit(run_id).alias("run_id")),
-                    replace_where={"run_id": run_id, "checkpoint": checkpoint},
-                )
-            frames.append(new)
-    return summarise(pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=STEERING_SCHEMA))

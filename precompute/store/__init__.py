@@ -2,7 +2,8 @@
 
 Public names (what the pipeline, the CLI, the merge and the explorer use) are re-exported here:
 
-- schema: :data:`DDL`, :data:`SCHEMA_VERSION`, :data:`CHECKPOINT_TABLES`, :func:`create_schema`
+- schema: :data:`DDL`, :data:`SCHEMA_VERSION`, :data:`CHECKPOINT_TABLES`, :func:`create_schema` (every table
+  declared once in :data:`~precompute.store.schema.TABLES`)
 - errors: :class:`StoreError` and its subclasses (the reason as a type)
 - opening: :func:`open_readonly`, :func:`open_snapshot` (the store as the path names it now, parts included),
   :func:`verify_readable`, :func:`table_counts`; :func:`connect` and
@@ -26,6 +27,7 @@ from precompute.store.errors import (
     StoreMissingError,
     UnsafeStoreError,
 )
+from precompute.store.facts import RunSettings, run_settings  # noqa: F401 (re-exported: the run's facts, one reader)
 from precompute.store.identity import comparable_config, config_difference, config_fingerprint, run_difference
 from precompute.store.lock import real_path, writer_active
 from precompute.store.open import (
@@ -46,7 +48,6 @@ from precompute.store.read import read_checkpoint_fingerprints, read_runs, read_
 from precompute.store.schema import (
     CHECKPOINT_TABLES,
     DDL,
-    INDEXES,
     MLP_LAYER_TABLES,
     SCHEMA_VERSION,
     checkpoint_order,
@@ -65,7 +66,6 @@ from precompute.text import first_line, listed, printable
 __all__ = [
     "CHECKPOINT_TABLES",
     "DDL",
-    "INDEXES",
     "LOCKDOWN",
     "MLP_LAYER_TABLES",
     "SCHEMA_VERSION",

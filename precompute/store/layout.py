@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from precompute.store.schema import DERIVED_TABLES, polars_schema
+
 #: Sort keys per table (tables not listed keep the order they were computed in).
 ORDER: dict[str, tuple[str, ...]] = {
     # top_units, compare_checkpoints, expert_significance, unit_emergence(concept): one concept's rows are
@@ -39,14 +41,22 @@ def store_order(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort(list(keys), maintain_order=True)
 
 
+def derived_columns(table: str) -> tuple[str, ...]:
+    """The columns of its source table that the derived ``table`` carries, in its order (less run_id and
+    checkpoint, which the writer adds)."""
+    return tuple(polars_schema(table))
+
+
 #: The columns of neuron_ap that its copy neuron_ap_by_unit carries (all but median_pos_act).
-NEURON_AP_BY_UNIT_COLUMNS = ("layer", "unit", "lang", "concept_id", "rank", "ap")
+NEURON_AP_BY_UNIT_COLUMNS = derived_columns("neuron_ap_by_unit")
 
 
 def checkpoint_frames(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """One checkpoint's frames as the store writes them: plus ``neuron_ap_by_unit`` derived from ``neuron_ap``
-    (unless given), each in its table's order (:func:`store_order`)."""
+    """One checkpoint's frames as the store writes them: plus each derived table (``DERIVED_TABLES``: so far
+    ``neuron_ap_by_unit`` from ``neuron_ap``) where its source is given and it is not, each in its table's order
+    (:func:`store_order`)."""
     out = dict(tables)
-    if "neuron_ap" in out and "neuron_ap_by_unit" not in out:
-        out["neuron_ap_by_unit"] = out["neuron_ap"].select(NEURON_AP_BY_UNIT_COLUMNS)
+    for derived, source in DERIVED_TABLES.items():
+        if source in out and derived not in out:
+            out[derived] = out[source].select(derived_columns(derived))
     return {name: store_order(name, frame) for name, frame in out.items()}

@@ -37,7 +37,7 @@ from precompute.store.identity import config_difference, run_difference
 from precompute.store.lock import writer_active
 from precompute.store.parts import newest_part
 from precompute.store.read import PLAN_KEY, SHARD_KEY, RunProgress, read_progress, read_store_run, unfinished_hint
-from precompute.store.schema import DDL
+from precompute.store.schema import TABLES
 from precompute.store.writer import StoreWriter
 
 __all__ = ["MergeError", "MergeSummary", "config_difference", "merge_stores"]
@@ -144,14 +144,11 @@ def _check_same_run(ref: _Input, other: _Input) -> None:
         raise MergeError(f"{other.path} cannot be merged with {ref.path}: {why}")
 
 
-def _checkpoint_tables(con: duckdb.DuckDBPyConnection, out_db: str) -> list[str]:
-    """Tables of the output with run_id and checkpoint columns (checkpoints first)."""
-    tables = []
-    for name in DDL:
-        cols = _describe_columns(con, name, out_db)
-        if "run_id" in cols and "checkpoint" in cols:
-            tables.append(name)
-    return sorted(tables, key=lambda t: t != "checkpoints")
+def _checkpoint_tables() -> list[str]:
+    """The tables whose rows belong to one (run_id, checkpoint), checkpoints first (the schema's order)."""
+    return sorted(
+        (name for name, table in TABLES.items() if table.scope == "checkpoint"), key=lambda t: t != "checkpoints"
+    )
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, database: str, table: str) -> bool:
@@ -255,7 +252,7 @@ def merge_stores(
         out_db = con.execute("SELECT current_database()").fetchone()[0]
         if base is not None:
             base.alias = out_db
-        tables = _checkpoint_tables(con, out_db)
+        tables = _checkpoint_tables()
         # 1. duplicates: identical rows or refuse.
         for name, first, second in duplicates:
             a, b = first.alias, second.alias
@@ -324,8 +321,13 @@ def _common_columns(con: duckdb.DuckDBPyConnection, out_db: str, table: str, ali
 
 
 def _copy_global(con: duckdb.DuckDBPyConnection, out_db: str, alias: str) -> None:
-    """meta (keys not yet present), languages, concepts, sentences (rows whose key is not yet present)."""
-    keys = {"meta": "key", "languages": "lang", "concepts": "concept_id", "sentences": "sentence_id"}
+    """meta (keys not yet present), languages, concepts, sentences (rows whose key is not yet present): the
+    run-level tables keyed by one column, less runs (its one row is merged by :func:`_merge_run_row`)."""
+    keys = {
+        name: table.key[0]
+        for name, table in TABLES.items()
+        if table.scope == "run" and len(table.key) == 1 and name != "runs"
+    }
     for table, key in keys.items():
         if not _table_exists(con, alias, table):
             continue

@@ -33,11 +33,12 @@ from precompute.store.errors import (
 from precompute.store.lock import real_path
 from precompute.store.schema import (
     ADDED_COLUMNS,
-    CHECKPOINT_TABLES,
     DDL,
+    REQUIRED_TABLES,
     SCHEMA_VERSION,
     STORAGE_NUMBER,
     STORAGE_VERSION,
+    TABLES,
     schema_version,
 )
 from precompute.text import first_line as _first_line
@@ -52,9 +53,6 @@ LOCKDOWN: dict[str, bool] = {
 }
 # Files DuckDB keeps next to a database file (write-ahead log and its checkpoint): allowed with the file.
 _COMPANIONS = ("", ".wal", ".wal.checkpoint", ".checkpoint.wal")
-# Tables every crossling store has from its first write on (the run, its inputs and its model layout); tables
-# added to the schema later are created by the next write, so an older store may lack them and is still read.
-REQUIRED_TABLES = ("meta", "runs", "checkpoints", "languages", "concepts", "sentences", "layers")
 
 
 def connect(path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
@@ -495,7 +493,7 @@ def _create_union_views(con: duckdb.DuckDBPyConnection, base: str, live: dict[in
         for pair in con.execute(f"SELECT DISTINCT run_id, checkpoint FROM {_ident(name)}.main.checkpoints").fetchall()
     ]
     for table in DDL:
-        per_checkpoint = table in CHECKPOINT_TABLES or table == "checkpoints"
+        per_checkpoint = TABLES[table].scope == "checkpoint"
         selects = []
         for db in databases if per_checkpoint else [base]:
             if table not in present[db]:

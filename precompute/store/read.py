@@ -26,7 +26,7 @@ from precompute.store.open import (
     table_counts,
     verify_readable,
 )
-from precompute.store.schema import DDL, checkpoint_order
+from precompute.store.schema import DDL, checkpoint_order, polars_schema
 from precompute.text import listed
 
 
@@ -389,16 +389,24 @@ def _steering_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list, sche
     return pl.DataFrame(con.execute(sql, params).fetchall(), schema=dict(schema), orient="row")
 
 
+def _declared_types(table: str, *columns: str) -> dict[str, Any]:
+    """The polars types the schema declares for some of ``table``'s columns, in the order given."""
+    types = polars_schema(table, without=())
+    return {column: types[column] for column in columns}
+
+
 def steering_inputs(path: str | Path) -> dict[str, Any]:
     """The store's one run as steering needs it.
 
-    Keys: run_id, model_id, config (the run config as a dict, from ``runs.config_json``), checkpoints (a
-    frame: checkpoint, step, revision, source, in training order), langs (the run's languages that have
-    sentences, in config order), concepts (ids, sorted), shared_counts (frame: checkpoint, concept_id, n).
+    Keys: settings (the run's facts, ``precompute.store.facts.run_settings``), run_id, model_id, config (the
+    run config as a dict, from ``runs.config_json``), checkpoints (a frame: checkpoint, step, revision, source,
+    in training order), langs (the run's languages that have sentences, in config order), concepts (ids,
+    sorted), shared_counts (frame: checkpoint, concept_id, n).
     """
     import polars as pl
 
     from precompute.store.errors import StoreError
+    from precompute.store.facts import run_settings
 
     con = open_readonly(path)
     try:
@@ -407,13 +415,14 @@ def steering_inputs(path: str | Path) -> dict[str, Any]:
             raise StoreError(f"{path}: holds no run yet (run `precompute run` first)")
         if len(runs) > 1:
             raise StoreError(f"{path}: holds several runs ({', '.join(r[0] for r in runs)})")
-        run_id, model_id, config_json = runs[0]
+        settings = run_settings(con, runs[0][0])
+        run_id = settings.run_id
         checkpoints = _steering_frame(
             con,
             "SELECT checkpoint, step, revision, source FROM checkpoints WHERE run_id = ? "
             f"ORDER BY {checkpoint_order()}",
             [run_id],
-            {"checkpoint": pl.Utf8, "step": pl.Int64, "revision": pl.Utf8, "source": pl.Utf8},
+            _declared_types("checkpoints", "checkpoint", "step", "revision", "source"),
         )
         sentence_langs = [r[0] for r in con.execute("SELECT DISTINCT lang FROM sentences ORDER BY lang").fetchall()]
         concepts = [r[0] for r in con.execute("SELECT concept_id FROM concepts ORDER BY concept_id").fetchall()]
@@ -422,17 +431,16 @@ def steering_inputs(path: str | Path) -> dict[str, Any]:
             "SELECT checkpoint, concept_id, count(*) AS n FROM shared_experts WHERE run_id = ? "
             "GROUP BY checkpoint, concept_id",
             [run_id],
-            {"checkpoint": pl.Utf8, "concept_id": pl.Utf8, "n": pl.Int64},
+            {**_declared_types("shared_experts", "checkpoint", "concept_id"), "n": pl.Int64},  # n: count(*)
         )
     finally:
         con.close()
-    config = _json_or_empty(config_json)
-    cfg_langs = list((config.get("data") or {}).get("languages") or [])
-    langs = [x for x in cfg_langs if x in sentence_langs] or sentence_langs
+    langs = [x for x in settings.config_languages if x in sentence_langs] or sentence_langs
     return {
+        "settings": settings,
         "run_id": run_id,
-        "model_id": model_id,
-        "config": config,
+        "model_id": settings.model_id,
+        "config": settings.config,
         "checkpoints": checkpoints,
         "langs": langs,
         "concepts": concepts,
@@ -442,7 +450,6 @@ def steering_inputs(path: str | Path) -> dict[str, Any]:
 
 def steering_sentences(path: str | Path, concept_ids: list[str]) -> Any:
     """The concepts' sentences with a span (concept_id, lang, text, span_start, span_end): their surface forms."""
-    import polars as pl
 
     con = open_readonly(path)
     try:
@@ -452,7 +459,7 @@ def steering_sentences(path: str | Path, concept_ids: list[str]) -> Any:
             "WHERE span_start IS NOT NULL AND span_end IS NOT NULL AND list_contains(?, concept_id) "
             "ORDER BY sentence_id",
             [list(concept_ids)],
-            {"concept_id": pl.Utf8, "lang": pl.Utf8, "text": pl.Utf8, "span_start": pl.Int32, "span_end": pl.Int32},
+            _declared_types("sentences", "concept_id", "lang", "text", "span_start", "span_end"),
         )
     finally:
         con.close()
@@ -462,7 +469,6 @@ def concept_experts(
     path: str | Path, run_id: str, checkpoint: str, langs: list[str], concept_ids: list[str], max_rank: int
 ) -> Any:
     """neuron_ap rows (lang, concept_id, layer, unit, ap, rank, median_pos_act) with rank <= max_rank."""
-    import polars as pl
 
     con = open_readonly(path)
     try:
@@ -472,15 +478,7 @@ def concept_experts(
             "AND checkpoint = ? AND list_contains(?, lang) AND list_contains(?, concept_id) AND rank <= ? "
             "ORDER BY lang, concept_id, rank, layer, unit",
             [run_id, checkpoint, list(langs), list(concept_ids), int(max_rank)],
-            {
-                "lang": pl.Utf8,
-                "concept_id": pl.Utf8,
-                "layer": pl.Int32,
-                "unit": pl.Int32,
-                "ap": pl.Float64,
-                "rank": pl.Int32,
-                "median_pos_act": pl.Float64,
-            },
+            _declared_types("neuron_ap", "lang", "concept_id", "layer", "unit", "ap", "rank", "median_pos_act"),
         )
     finally:
         con.close()

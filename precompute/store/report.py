@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from precompute.store import checkpoint_order, open_readonly, printable
+from precompute.store.errors import StoreError
+from precompute.store.facts import RunSettings, pair_emergence, run_settings, unit_emergence
+from precompute.store.open import open_readonly
+from precompute.store.schema import checkpoint_order
+from precompute.text import printable
 
 
 def _fmt_row(values: list[float], width: int = 6) -> str:
@@ -37,50 +40,6 @@ def _headline_intervals(con) -> dict[str, dict[str, tuple]]:
     ).fetchall():
         out.setdefault(ck, {})[measure] = (lo, hi, chance)
     return out
-
-
-def _first_stays(rows: list[tuple], n_checkpoints: int) -> dict[tuple, int]:
-    """key -> the first position from which the key is flagged at every later position (rows: (key, pos) of the
-    flagged ones, positions 0..n_checkpoints-1); keys not flagged at the last position are left out."""
-    positions: dict[tuple, set[int]] = {}
-    for *key, pos in rows:
-        positions.setdefault(tuple(key), set()).add(pos)
-    out = {}
-    for key, have in positions.items():
-        pos = n_checkpoints - 1
-        if pos not in have:
-            continue
-        while pos - 1 in have:
-            pos -= 1
-        out[key] = pos
-    return out
-
-
-def _expert_setting(con, key: str):
-    """The run's ``[experts] key`` as stored in its config (the first run that has it), or None."""
-    for (text,) in con.execute("SELECT config_json FROM runs ORDER BY started_at NULLS LAST").fetchall():
-        try:
-            value = json.loads(text or "{}").get("experts", {}).get(key)
-        except (ValueError, AttributeError):
-            value = None
-        if value is not None:
-            return value
-    return None
-
-
-def _min_langs(con) -> int:
-    """The run's ``[experts] min_langs`` (what makes a shared expert), else the fewest languages of one."""
-    value = _expert_setting(con, "min_langs")
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    return con.execute("SELECT coalesce(min(n_langs_topk), 2) FROM shared_experts").fetchone()[0]
-
-
-def _overlap_measure(con, overlap_columns: set[str]) -> str:
-    """Which overlap the run leads with (``[experts] overlap_measure``): 'jaccard' or 'over_k' (if stored)."""
-    return (
-        "over_k" if _expert_setting(con, "overlap_measure") == "over_k" and "over_k" in overlap_columns else "jaccard"
-    )
 
 
 #: How the report names each overlap measure.
@@ -144,13 +103,6 @@ def _significance_lines(con, cks: list[tuple]) -> list[str]:
     return lines
 
 
-def _corrected(con, measure: str) -> str:
-    """The SQL of the overlap threshold a pair must exceed: after the run's correction where the store has it."""
-    if f"{measure}_threshold_corrected" in _columns(con, "overlap_chance"):
-        return f"coalesce(ch.{measure}_threshold_corrected, ch.{measure}_threshold)"
-    return f"ch.{measure}_threshold"
-
-
 def _pair_correction_text(con) -> str:
     """How the pairs' threshold was corrected, as the report says it."""
     if "correction" in _columns(con, "overlap_chance"):
@@ -166,45 +118,35 @@ def _pair_correction_text(con) -> str:
     return "the 99th percentile of random sets, each cell alone"
 
 
-def _emergence_lines(con, cks: list[tuple], measure: str = "jaccard") -> list[str]:
-    """Emergence (issue 14.6): from which checkpoint overlaps and shared units stay above chance."""
-    position = {ck: i for i, (ck, _) in enumerate(cks)}
+def _emergence_lines(con, settings: RunSettings, measure: str) -> list[str]:
+    """Emergence: from which checkpoint overlaps and shared units stay above chance (counted from
+    :func:`precompute.store.facts.pair_emergence` and ``unit_emergence``, the rule the explorer shows)."""
+    cks = settings.checkpoints
     n = len(cks)
-    pairs = con.execute(
-        "SELECT o.concept_id, least(o.lang_a, o.lang_b), greatest(o.lang_a, o.lang_b), o.checkpoint "
-        "FROM expert_overlap o JOIN overlap_chance ch USING (run_id, checkpoint) "
-        f"WHERE o.lang_a <> o.lang_b AND o.{measure} > {_corrected(con, measure)}"
-    ).fetchall()
-    n_pairs = con.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT concept_id, least(lang_a, lang_b), greatest(lang_a, lang_b) "
-        "FROM expert_overlap WHERE lang_a <> lang_b)"
-    ).fetchone()[0]
-    min_langs = _min_langs(con)
-    units = con.execute(
-        "SELECT n.concept_id, n.layer, n.unit, n.checkpoint FROM neuron_ap n JOIN chance_ap ch "
-        "USING (run_id, checkpoint, lang, concept_id) WHERE n.ap > ch.threshold "
-        "GROUP BY ALL HAVING count(*) >= ?",
-        [min_langs],
-    ).fetchall()
-    pair_first = _first_stays([(*r[:3], position[r[3]]) for r in pairs if r[3] in position], n)
-    unit_first = _first_stays([(*r[:3], position[r[3]]) for r in units if r[3] in position], n)
+    pairs = pair_emergence(con, settings, measure=measure)
+    pair_first = [settings.position(ck) for ck in pairs["emerged_at"].drop_nulls().to_list()]
+    units = unit_emergence(con, settings)
+    unit_first = {
+        (r["concept_id"], r["layer"], r["unit"]): settings.position(r["emerged_at"])
+        for r in units.iter_rows(named=True)
+    }
     lines = ["Emergence (the first checkpoint from which it stays above chance at every later one):"]
 
-    def by_checkpoint(first: dict[tuple, int]) -> str:
-        counts = [sum(1 for p in first.values() if p == i) for i in range(n)]
-        return ", ".join(f"{cks[i][0]} {c}" for i, c in enumerate(counts) if c) or "none"
+    def by_checkpoint(first: list[int]) -> str:
+        counts = [sum(1 for p in first if p == i) for i in range(n)]
+        return ", ".join(f"{cks[i]} {c}" for i, c in enumerate(counts) if c) or "none"
 
     lines.append(
         f"  (concept, language pair) top-K {_MEASURE_TEXT[measure]} above the random-set threshold "
-        f"({_pair_correction_text(con)}): {len(pair_first)} of {n_pairs}; from {by_checkpoint(pair_first)}"
+        f"({_pair_correction_text(con)}): {len(pair_first)} of {pairs.height}; from {by_checkpoint(pair_first)}"
     )
     lines.append(
-        f"  (concept, unit) AP above the corrected permutation threshold in >= {min_langs} languages: "
-        f"{len(unit_first)}; from {by_checkpoint(unit_first)}"
+        f"  (concept, unit) AP above the corrected permutation threshold in >= {settings.min_langs} languages: "
+        f"{len(unit_first)}; from {by_checkpoint(list(unit_first.values()))}"
     )
     earliest = sorted(unit_first.items(), key=lambda kv: (kv[1], kv[0]))[:3]
     for (concept, layer, unit), pos in earliest:
-        lines.append(f"    e.g. layer {layer} unit {unit} for {concept}, from {cks[pos][0]}")
+        lines.append(f"    e.g. layer {layer} unit {unit} for {concept}, from {cks[pos]}")
     return lines
 
 
@@ -212,7 +154,11 @@ def headline_report(path: str | Path) -> str:
     """LID accuracy per layer, expert overlap, compression, language-specific neurons, steering."""
     con = open_readonly(path)
     try:
-        cks = con.execute(f"SELECT checkpoint, step FROM checkpoints ORDER BY {checkpoint_order()}").fetchall()
+        try:
+            settings = run_settings(con)
+        except StoreError:  # no run yet, so no checkpoint either
+            return f"{path}: no finished checkpoint yet"
+        cks = list(zip(settings.checkpoints, settings.steps))
         if not cks:
             return f"{path}: no finished checkpoint yet"
         first, last = cks[0][0], cks[-1][0]
@@ -260,7 +206,7 @@ def headline_report(path: str | Path) -> str:
                         f"majority class {_nan(rows[0][4]):.3f})"
                     )
         intervals = _headline_intervals(con) if "headline_ci" in present else {}
-        measure = _overlap_measure(con, _columns(con, "expert_overlap"))
+        measure = settings.overlap_measure
         lines += [
             "",
             (
@@ -284,7 +230,7 @@ def headline_report(path: str | Path) -> str:
                     f"shared experts {shared[0]}{_ci_text(ci.get('n_shared'), '.1f')} ({shared[1]} distinct units)"
                 )
         if {"overlap_chance", "chance_ap"} <= present:
-            lines += ["", *_significance_lines(con, cks), "", *_emergence_lines(con, cks, measure)]
+            lines += ["", *_significance_lines(con, cks), "", *_emergence_lines(con, settings, measure)]
         sim = con.execute(
             "SELECT checkpoint, metric, avg(value) FROM similarity WHERE checkpoint IN (?, ?) "
             "GROUP BY ALL ORDER BY metric, checkpoint",

@@ -46,10 +46,11 @@ from precompute.store.open import (
     in_storage_version,
     live_parts,
     open_readonly,
+    open_snapshot,
     verify_readable,
 )
 from precompute.store.read import read_checkpoint_fingerprints, read_runs
-from precompute.store.schema import CHECKPOINT_TABLES, DDL, STORAGE_VERSION, create_schema
+from precompute.store.schema import CHECKPOINT_TABLES, DDL, STORAGE_VERSION, create_schema, polars_schema
 
 
 def utc_now() -> datetime:
@@ -280,6 +281,36 @@ class StoreWriter:
         if not self.target.exists():
             return {}
         return read_checkpoint_fingerprints(self.path, run_id)
+
+    def stored_checkpoint(self, run_id: str, checkpoint: str) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+        """One published checkpoint as readers see it now (the store file and its live parts): its ``checkpoints``
+        row, and its rows of every checkpoint table (frames without run_id, empty tables left out).
+
+        What ``precompute steer`` publishes again with its own rows over them, as a part of the checkpoint: the
+        cost is one checkpoint's rows, not a copy of the store.
+        """
+        con = open_snapshot(self.path)
+        try:
+            found = con.execute(
+                "SELECT * FROM checkpoints WHERE run_id = ? AND checkpoint = ?", [run_id, checkpoint]
+            ).fetchall()
+            if not found:
+                raise StoreError(f"{self.path}: run {run_id} has no checkpoint {checkpoint!r}")
+            names = [d[0] for d in con.description]
+            row = dict(zip(names, found[0]))
+            tables = {}
+            for table in CHECKPOINT_TABLES:
+                cur = con.execute(
+                    f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ? AND checkpoint = ?", [run_id, checkpoint]
+                )
+                types = polars_schema(table, without=("run_id",))
+                columns = [d[0] for d in cur.description]
+                frame = pl.DataFrame(cur.fetchall(), schema={c: types[c] for c in columns}, orient="row")
+                if frame.height:
+                    tables[table] = frame
+        finally:
+            con.close()
+        return row, tables
 
     def ensure_run(
         self,

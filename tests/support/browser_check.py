@@ -1,12 +1,15 @@
-"""Check a served explorer in a headless Chromium: the one real-browser test and ``docs/screenshots.py``.
+"""Check a served explorer in a headless Chromium: the browser tests, ``docs/screenshots.py`` and the page-load
+benchmark.
 
-Kept in the package (not in the tests) so the screenshot script does not import test code. It imports
-neither Streamlit nor playwright: callers hand in a playwright ``page`` and a ``subprocess.Popen`` of
-``explorer STORE --no-browser``.
+Test support, not part of the installed packages: every user runs from a checkout. It imports neither
+Streamlit nor playwright: callers hand in a playwright ``page``; `served` starts ``explorer STORE --no-browser``.
+`page_heading` reads the heading a page shows from its script, so the tests that open every page of
+``explorer.pages.PAGES`` derive what to wait for instead of keeping a second list of titles.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import socket
@@ -16,6 +19,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from explorer.pages import VIEWS, ExplorerPage
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (`make browser-deps`): no browser download
 CHROMIUM_ARGS = [
@@ -27,6 +32,31 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def page_heading(page: ExplorerPage) -> str:
+    """The heading ``page`` shows: the text of the first ``st.title("...")`` in its script.
+
+    Read from the source (not run), so it needs no store; a page whose title is not a literal string raises
+    AssertionError naming its script, since the tests could not tell what to wait for."""
+    script = VIEWS / page.file
+    tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
+    calls = sorted(
+        (node for node in ast.walk(tree) if isinstance(node, ast.Call)), key=lambda n: (n.lineno, n.col_offset)
+    )
+    for call in calls:
+        func = call.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "title"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "st"
+        ):
+            first = call.args[0] if call.args else None
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                return first.value
+            break
+    raise AssertionError(f"{script}: no st.title with a literal string; the page tests read its heading from it")
 
 
 def free_port() -> int:

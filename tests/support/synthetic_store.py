@@ -1,7 +1,9 @@
 """Synthetic crossling stores for tests, benchmarks and screenshots, written through the real ``StoreWriter``.
 
-A module of the package (not a test helper) so that ``benchmarks/bench_explorer_queries.py`` and
-``docs/screenshots.py`` can build a paper-scale store from an installed crossling, without a model.
+A helper of the source tree, not of the installed package: the tests, ``benchmarks/bench_explorer_queries.py``
+and the docs scripts build stores with it, without a model. Every frame it hands the writer has its table's
+columns and types as the store schema declares them (``precompute.store.schema.polars_schema``), so a change to
+the schema that the builder does not follow fails here, not in a test far from it.
 
 ``build_synthetic_store`` fills every table of the schema with plausible random rows shaped like a
 real run: LID probes that are near-perfect everywhere early and lose accuracy in the middle layers
@@ -27,7 +29,9 @@ import polars as pl
 
 from precompute.analysis.alignment import expert_sharing
 from precompute.analysis.chance import headline_intervals, overlap_chance, random_ap
+from precompute.analysis.units import UnitAxis
 from precompute.store import CheckpointRows, StoreWriter, json_dumps
+from precompute.store.schema import TABLES, polars_schema
 
 RUN_ID = "synthetic-run"
 MODEL_ID = "synthetic/tiny-multilingual"
@@ -58,6 +62,24 @@ PAPER_SCALE = {
     "concepts": tuple(f"concept_{i:03d}" for i in range(100)),
     "k": 1000,
 }
+
+
+def typed(table: str, frame: pl.DataFrame, *, without: Sequence[str] = ("run_id", "checkpoint")) -> pl.DataFrame:
+    """``frame`` as a frame of ``table``: its declared columns (less ``without``) in the declared order and types,
+    a nullable column it lacks as NULL. A column the table does not have, or a NOT NULL one it lacks, is an error:
+    the builder and the schema disagree."""
+    schema = polars_schema(table, without=without)
+    unknown = [c for c in frame.columns if c not in schema]
+    if unknown:
+        raise ValueError(f"synthetic {table}: columns {unknown} that the schema does not declare")
+    not_null = {c.name for c in TABLES[table].columns if c.not_null or c.name in TABLES[table].key}
+    missing = [c for c in schema if c not in frame.columns and c in not_null]
+    if missing:
+        raise ValueError(f"synthetic {table}: no column {missing}, which the schema declares NOT NULL")
+    return frame.select(
+        pl.col(c).cast(t, strict=True) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+        for c, t in schema.items()
+    )
 
 
 def checkpoint_steps(n: int) -> list[int]:
@@ -122,20 +144,26 @@ def build_synthetic_store(
         "started_at": started,
         "finished_at": started,  # a whole (synthetic) run: finished
     }
-    lang_frame = pl.DataFrame(
-        {
-            "lang": languages,
-            "name": [_LANG_INFO.get(x, (x.upper(), "Latn", "unknown"))[0] for x in languages],
-            "script": [_LANG_INFO.get(x, (x.upper(), "Latn", "unknown"))[1] for x in languages],
-            "family": [_LANG_INFO.get(x, (x.upper(), "Latn", "unknown"))[2] for x in languages],
-        }
+    lang_frame = typed(
+        "languages",
+        pl.DataFrame(
+            {
+                "lang": languages,
+                "name": [_LANG_INFO.get(x, (x.upper(), "Latn", "unknown"))[0] for x in languages],
+                "script": [_LANG_INFO.get(x, (x.upper(), "Latn", "unknown"))[1] for x in languages],
+                "family": [_LANG_INFO.get(x, (x.upper(), "Latn", "unknown"))[2] for x in languages],
+            }
+        ),
     )
-    concept_frame = pl.DataFrame(
-        {
-            "concept_id": concepts,
-            "label": [c.replace("_", " ") for c in concepts],
-            "category": ["weekday" if c.endswith("day") else "month" if c in _MONTHS else "misc" for c in concepts],
-        }
+    concept_frame = typed(
+        "concepts",
+        pl.DataFrame(
+            {
+                "concept_id": concepts,
+                "label": [c.replace("_", " ") for c in concepts],
+                "category": ["weekday" if c.endswith("day") else "month" if c in _MONTHS else "misc" for c in concepts],
+            }
+        ),
     )
     sent_rows = [
         (c, lang, f"[{lang}] sentence {i} about {c.replace('_', ' ')}: {_word(c, lang)}.")
@@ -143,24 +171,30 @@ def build_synthetic_store(
         for lang in languages
         for i in range(2)
     ]
-    sentences = pl.DataFrame(
-        {
-            "sentence_id": np.arange(len(sent_rows), dtype=np.int64),
-            "concept_id": [r[0] for r in sent_rows],
-            "lang": [r[1] for r in sent_rows],
-            "text": [r[2] for r in sent_rows],
-        }
-    ).with_columns(
-        span_start=pl.col("text").str.find(": ").cast(pl.Int32) + 2,  # the concept's word in the language
-        span_end=(pl.col("text").str.len_chars() - 1).cast(pl.Int32),
+    sentences = typed(
+        "sentences",
+        pl.DataFrame(
+            {
+                "sentence_id": np.arange(len(sent_rows), dtype=np.int64),
+                "concept_id": [r[0] for r in sent_rows],
+                "lang": [r[1] for r in sent_rows],
+                "text": [r[2] for r in sent_rows],
+            }
+        ).with_columns(
+            span_start=pl.col("text").str.find(": ").cast(pl.Int32) + 2,  # the concept's word in the language
+            span_end=(pl.col("text").str.len_chars() - 1).cast(pl.Int32),
+        ),
     )
-    layer_frame = pl.DataFrame(
-        {
-            "layer": np.arange(n_layers, dtype=np.int32),
-            "n_neurons": np.full(n_layers, n_units, dtype=np.int32),
-            "hidden_size": np.full(n_layers, max(1, n_units // 4), dtype=np.int32),
-            "module_path": [f"transformer.h.{i}.mlp.gelu_impl" for i in range(n_layers)],
-        }
+    layer_frame = typed(
+        "layers",
+        pl.DataFrame(
+            {
+                "layer": np.arange(n_layers, dtype=np.int32),
+                "n_neurons": np.full(n_layers, n_units, dtype=np.int32),
+                "hidden_size": np.full(n_layers, max(1, n_units // 4), dtype=np.int32),
+                "module_path": [f"transformer.h.{i}.mlp.gelu_impl" for i in range(n_layers)],
+            }
+        ),
     )
     meta = {"crossling_version": "0.1.0", "created_at": started.isoformat(), "synthetic": "true"}
 
@@ -185,6 +219,7 @@ def build_synthetic_store(
             if not optional_tables:
                 for name_ in ("similarity", "compression", "language_neurons", "neuron_counts"):
                     tables[name_] = tables[name_].clear()
+            tables = {table: typed(table, frame) for table, frame in tables.items()}
             writer.write_checkpoint(
                 run_id,
                 CheckpointRows(
@@ -202,7 +237,7 @@ def build_synthetic_store(
         if steering and optional_tables:
             writer.append_rows(
                 "steering",
-                _steering_rows(run_id, names, languages, concepts, k),
+                typed("steering", _steering_rows(run_id, names, languages, concepts, k), without=()),
                 replace_where={"run_id": run_id},
             )
         writer.finish_run(run_id)
@@ -273,9 +308,9 @@ def _drilldown_tables(
 
     cpu = torch.device("cpu")
     n_layers = int(tables["neuron_summary"]["layer"].max()) + 1
-    offsets = [i * n_units for i in range(n_layers + 1)]
-    units = dd.select_units(tables["neuron_ap"], tables["language_neurons"], offsets, DRILLDOWN["max_units"])
-    experts = tables["neuron_ap"].with_columns(col=pl.Series(dd.global_columns(tables["neuron_ap"], offsets)))
+    axis = UnitAxis.contiguous([i * n_units for i in range(n_layers + 1)])
+    units = dd.select_units(tables["neuron_ap"], tables["language_neurons"], axis, max_units=DRILLDOWN["max_units"])
+    experts = tables["neuron_ap"].with_columns(col=pl.Series(dd.global_columns(tables["neuron_ap"], axis)))
     experts = experts.join(pl.DataFrame({"col": units}), on="col", how="semi")
     # Responses of the selected units only: (contexts, U), a unit's expert (concept, lang) contexts lifted.
     langs = sentences["lang"].to_numpy()
@@ -287,20 +322,26 @@ def _drilldown_tables(
         "ap"
     ].to_numpy().astype(np.float32)
     compact = torch.from_numpy(acts)
-    best = dd.top_contexts(compact, langs, np.arange(len(units)), DRILLDOWN["top_contexts"], cpu)
+    best = dd.top_contexts(compact, langs, np.arange(len(units)), n_top=DRILLDOWN["top_contexts"], device=cpu)
     best = best.with_columns(col=pl.Series(units[best["col"].to_numpy()]))
     rows = best["row"].to_numpy()
     top = dd.top_context_rows(
         best,
         sentences["sentence_id"].to_numpy(),
-        offsets,
+        axis,
         sentences["span_start"].to_numpy()[rows],
         sentences["span_end"].to_numpy()[rows],
         best["response"].to_numpy(),
     )
     compact_experts = experts.with_columns(layer=pl.lit(0), unit=pl.Series(np.searchsorted(units, experts["col"])))
     hist = dd.response_histograms(
-        compact, langs, concept_ids, compact_experts, [0, len(units)], DRILLDOWN["hist_bins"], cpu
+        compact,
+        langs,
+        concept_ids,
+        compact_experts,
+        UnitAxis.contiguous([0, len(units)]),
+        n_bins=DRILLDOWN["hist_bins"],
+        device=cpu,
     )
     layer, unit = np.divmod(units[hist["unit"].to_numpy()], n_units)
     hist = hist.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
@@ -316,9 +357,9 @@ def _drilldown_tables(
         torch.from_numpy(effects),
         0,
         np.arange(len(units)),
-        DRILLDOWN["top_tokens"],
-        len(vocab),
-        lambda i: [vocab[x] for x in i],
+        n_tokens=DRILLDOWN["top_tokens"],
+        vocab_size=len(vocab),
+        decode=lambda i: [vocab[x] for x in i],
     )
     layer, unit = np.divmod(units[out["unit"].to_numpy()], n_units)
     out = out.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
@@ -426,9 +467,7 @@ def _checkpoint_tables(
     # --- expert_overlap: each unordered pair once, lang_a < lang_b -------------------------------
     order = sorted(range(n_lang), key=lambda i: languages[i])
     pairs = list(itertools.combinations(order, 2))
-    ov_rows: dict[str, list] = {
-        c: [] for c in ("concept_id", "lang_a", "lang_b", "k", "jaccard", "spearman_ap", "over_k")
-    }
+    ov_rows: dict[str, list] = {c: [] for c in polars_schema("expert_overlap")}
     for ci, concept in enumerate(concepts):
         sets = [set(members[li, ci].tolist()) for li in range(n_lang)]
         for a, b in pairs:
@@ -441,7 +480,7 @@ def _checkpoint_tables(
             ov_rows["jaccard"].append(jac)
             ov_rows["over_k"].append(inter / k)
             ov_rows["spearman_ap"].append(float(np.clip(0.2 + 0.7 * jac + rng.normal(0, 0.03), -1, 1)))
-    overlap = pl.DataFrame(ov_rows, schema_overrides={"k": pl.Int32})
+    overlap = pl.DataFrame(ov_rows, schema=polars_schema("expert_overlap"))
 
     # --- shared_experts: units top-k in >= min_langs languages -----------------------------------
     shared = (
@@ -462,7 +501,7 @@ def _checkpoint_tables(
         .sort(["concept_id", "n_langs_topk", "layer", "unit"], descending=[False, True, False, False])
     )
 
-    # --- chance levels (issue 14.5): random-scorer AP, a permutation threshold between the ranks' APs (so
+    # --- chance levels: random-scorer AP, a permutation threshold between the ranks' APs (so
     # early checkpoints have fewer significant experts than late ones), exact random-set overlap, intervals --
     n_ctx = 20 * n_con
     chance_ap = (
@@ -500,10 +539,12 @@ def _checkpoint_tables(
         .with_columns(p_adjusted=pl.min_horizontal(pl.col("p_value") * 20, pl.lit(1.0)))
     )
     chance = overlap_chance(
-        k,
         n_neurons,
         n_lang,
-        min_langs,
+        k=k,
+        expert_k=k,
+        min_langs=min_langs,
+        quantile=0.99,
         correction="bh",
         intersections=np.rint(overlap["over_k"].to_numpy() * k).astype(np.int64),
     )
@@ -512,24 +553,8 @@ def _checkpoint_tables(
     # --- probes: layer 0 = embeddings, i = block i ----------------------------------------------
     probe_layers = np.arange(n_layers + 1)
     middle = np.sin(np.pi * probe_layers / max(n_layers, 1))
-    pr_rows: dict[str, list] = {
-        c: []
-        for c in (
-            "layer",
-            "representation",
-            "accuracy",
-            "accuracy_std",
-            "macro_f1",
-            "n_train",
-            "n_test",
-            "n_seeds",
-            "majority_baseline",
-            "control_accuracy",
-            "accuracy_lo",
-            "accuracy_hi",
-        )
-    }
-    ppl_rows: dict[str, list] = {c: [] for c in ("layer", "representation", "lang", "f1")}
+    pr_rows: dict[str, list] = {c: [] for c in polars_schema("probe_results")}
+    ppl_rows: dict[str, list] = {c: [] for c in polars_schema("probe_per_language")}
     for rep, depth in (("mean", 0.45), ("token", 0.6)):
         acc = np.clip(0.99 - depth * frac * middle + rng.normal(0, 0.01, size=probe_layers.size), 1.0 / n_lang, 1.0)
         for layer, a in zip(probe_layers, acc):
@@ -551,11 +576,11 @@ def _checkpoint_tables(
                 ppl_rows["representation"].append(rep)
                 ppl_rows["lang"].append(lang)
                 ppl_rows["f1"].append(float(np.clip(a + rng.normal(0, 0.03), 0, 1)))
-    probe_results = pl.DataFrame(pr_rows, schema_overrides={"layer": pl.Int32})
-    probe_per_language = pl.DataFrame(ppl_rows, schema_overrides={"layer": pl.Int32})
+    probe_results = pl.DataFrame(pr_rows, schema=polars_schema("probe_results"))
+    probe_per_language = pl.DataFrame(ppl_rows, schema=polars_schema("probe_per_language"))
 
     # --- similarity and compression ---------------------------------------------------------------
-    sim_rows: dict[str, list] = {c: [] for c in ("layer", "lang_a", "lang_b", "metric", "value")}
+    sim_rows: dict[str, list] = {c: [] for c in polars_schema("similarity")}
     for layer in probe_layers:
         for a, b in pairs:
             for metric, base in (("matched_cosine", 0.3 + 0.5 * frac * middle[layer]), ("mismatched_cosine", 0.2)):
@@ -564,15 +589,15 @@ def _checkpoint_tables(
                 sim_rows["lang_b"].append(languages[b])
                 sim_rows["metric"].append(metric)
                 sim_rows["value"].append(float(np.clip(base + rng.normal(0, 0.02), -1, 1)))
-    similarity = pl.DataFrame(sim_rows, schema_overrides={"layer": pl.Int32})
-    comp_rows: dict[str, list] = {c: [] for c in ("layer", "scope", "metric", "value")}
+    similarity = pl.DataFrame(sim_rows, schema=polars_schema("similarity"))
+    comp_rows: dict[str, list] = {c: [] for c in polars_schema("compression")}
     for layer in probe_layers:
         for scope in ["all", *languages]:
             comp_rows["layer"].append(int(layer))
             comp_rows["scope"].append(scope)
             comp_rows["metric"].append("effective_dim")
             comp_rows["value"].append(float(max(1.0, 40 * (1 - 0.5 * frac * middle[layer]) + rng.normal(0, 1))))
-    compression = pl.DataFrame(comp_rows, schema_overrides={"layer": pl.Int32})
+    compression = pl.DataFrame(comp_rows, schema=polars_schema("compression"))
 
     # --- language-specific neurons (LAPE) and neuron counts ---------------------------------------
     n_ls = max(1, round(n_neurons * 0.01 * (1.0 - 0.6 * frac)))

@@ -1,0 +1,78 @@
+"""Stage ``drilldown``: the Neuron page's drill-downs for the units a reader will open.
+
+For the selected units (``[drilldown] max_units``: the top experts and language neurons,
+``precompute.analysis.drilldown.select_units``): each one's top contexts per language with the token where it
+peaks, its response histograms per concept, and the output tokens its write direction promotes (the exact logit
+lens, ``precompute.model.unembed``). The peak tokens need a second forward pass over only the union of the top
+contexts (``precompute.extract.unit_peaks``); their character offsets come from re-tokenizing those texts exactly
+as the extraction did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from precompute.analysis import drilldown as dd
+from precompute.extract import max_positions, token_offsets, unit_peaks
+from precompute.model.unembed import direct_effects
+from precompute.stages.base import CheckpointContext, Stage
+
+
+def _run(ctx: CheckpointContext) -> dict[str, pl.DataFrame]:
+    spec, loaded, layout = ctx.cfg.drilldown, ctx.loaded, ctx.layout
+    units = layout.units
+    responses = ctx.need("responses")  # (contexts, units)
+    top = ctx.need("neuron_ap")
+    sentences = ctx.sentences
+    langs = ctx.langs
+    chosen = dd.select_units(top, ctx.need("language_neurons"), units, max_units=spec.max_units)  # (U,) columns
+    best = dd.top_contexts(responses, langs, chosen, n_top=spec.top_contexts, device=loaded.device)
+    rows = best["row"].to_numpy()
+    positions, peak_act = unit_peaks(
+        loaded, layout, ctx.prepared.contexts, rows, best["col"].to_numpy(), batch_tokens=ctx.cfg.extract.batch_tokens
+    )
+    union = np.unique(rows)
+    token_offs = token_offsets(
+        loaded.tokenizer,
+        sentences["text"].gather(union).to_list(),
+        max_positions(loaded.model, ctx.cfg.extract.max_length),
+    )
+    start, end = dd.peak_offsets(token_offs, np.searchsorted(union, rows), positions)
+    contexts_rows = dd.top_context_rows(best, sentences["sentence_id"].to_numpy(), units, start, end, peak_act)
+    picked = pl.DataFrame({"col": chosen})
+    experts = top.with_columns(col=pl.Series(dd.global_columns(top, units))).join(picked, on="col", how="semi")
+    hist = dd.response_histograms(
+        responses, langs, ctx.concept_ids, experts, units, n_bins=spec.hist_bins, device=loaded.device
+    )
+    position_of = units.position_of(chosen)
+    unit_in = units.unit_of(chosen)
+    tokenizer = loaded.tokenizer
+    out_rows = []
+    for i, site in enumerate(layout.sites):  # one matmul per layer, over all its selected units
+        mine = unit_in[position_of == i]
+        if len(mine):
+            effects = direct_effects(loaded.model, site, torch.from_numpy(mine.astype(np.int64)))
+            out_rows.append(
+                dd.output_token_rows(
+                    effects,
+                    site.layer,
+                    mine,
+                    n_tokens=spec.top_tokens,
+                    vocab_size=len(tokenizer),
+                    decode=lambda ids: tokenizer.batch_decode([[t] for t in ids]),
+                )
+            )
+    tables = {"unit_top_contexts": contexts_rows, "unit_response_hist": hist}
+    if out_rows:
+        tables["unit_output_tokens"] = pl.concat(out_rows)
+    return tables
+
+
+STAGE = Stage(
+    name="drilldown",
+    needs=("responses", "neuron_ap", "language_neurons"),
+    run=_run,
+    enabled=lambda cfg: cfg.drilldown.enabled,
+)
