@@ -1,94 +1,150 @@
-"""The defaults in the code are the values the docs state (docs/gpu.md, "Which settings are the paper's"): a
-default changed in one place and not the other (Tang's filter rate, the permutation test's level, ...) would
-silently change published numbers, so each documented value is read from the table and compared with the code.
+"""The settings are documented once: docs/settings.md is generated from their declarations in
+precompute/config.py (default, rule, source, description), so a default changed in the code and not in the docs
+(Tang's filter rate, the permutation test's level, ...) fails here instead of silently changing what a reader
+believes the published numbers used. Also: the real-model configs set the paper's values, and the relative links
+of README.md and docs/ lead to files and headings that exist.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from precompute.config import RunConfig
+from precompute.config import CheckpointSpec, RunConfig
+from precompute.config_doc import REGENERATE, SETTINGS_DOC, section_label, setting_docs, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
+REAL_MODEL_CONFIGS = ("bloom-560m-intermediate", "bloom-1b1-intermediate", "bloom-7b1-intermediate", "xglm-local")
 
 
-def _table() -> dict[str, str]:
-    """The settings table of docs/gpu.md: first cell (the setting, as written) -> second cell (its value)."""
-    rows = {}
-    for line in (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        if len(cells) == 3 and cells[0].startswith("`["):
-            rows[cells[0]] = cells[1]
+def test_settings_doc_is_the_generated_one():
+    written = SETTINGS_DOC.read_text(encoding="utf-8")
+    expected = settings_markdown()
+    if written != expected:
+        diff = "\n".join(
+            list(difflib.unified_diff(written.splitlines(), expected.splitlines(), "docs/settings.md", "generated"))[
+                :20
+            ]
+        )
+        pytest.fail(f"docs/settings.md is out of date: regenerate it with `.venv/bin/{REGENERATE}`\n{diff}")
+
+
+def test_every_setting_has_a_source_and_a_description():
+    missing = [
+        f"{section_label(s.section)} {s.key}: {'source' if not s.source else 'doc'}"
+        for s in setting_docs()
+        if not s.source or not s.doc
+    ]
+    assert not missing, f"give these settings source=... and doc=... in precompute/config.py: {missing}"
+
+
+def _documented_defaults() -> dict[tuple[str, str], str]:
+    """(section label, key) -> the default cell of its row in docs/settings.md, read as a reader would."""
+    rows: dict[tuple[str, str], str] = {}
+    section = ""
+    for line in SETTINGS_DOC.read_text(encoding="utf-8").splitlines():
+        if heading := re.fullmatch(r"## `(\[\[?\w+\]\]?)`", line):
+            section = heading.group(1)
+        elif section and (row := re.match(r"\| `(\w+)` \| (.*?) \|", line)):
+            rows[(section, row.group(1))] = row.group(2)
     return rows
 
 
-def _numbers(text: str) -> list[float]:
-    return [float(n.replace(",", "")) for n in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", text)]
+def _parse_default(cell: str) -> Any:
+    """`*unset*` -> None; a code cell -> the TOML value it shows."""
+    if cell == "*unset*":
+        return None
+    literal = re.fullmatch(r"`(.*)`", cell)
+    assert literal, f"the default {cell!r} is neither *unset* nor a TOML value in backticks"
+    return tomllib.loads(f"value = {literal.group(1)}")["value"]
 
 
-DOCS = _table()
-CFG = RunConfig()
+def _code_defaults() -> dict[tuple[str, str], Any]:
+    """(section label, key) -> the default of ``RunConfig()`` (``CheckpointSpec()`` for ``[[checkpoints]]``)."""
+    config = RunConfig()
+    defaults = {}
+    for section in (f.name for f in dataclasses.fields(RunConfig) if f.name not in ("base_dir", "where", "overridden")):
+        spec = getattr(config, section)
+        spec = CheckpointSpec() if isinstance(spec, list) else spec
+        for f in dataclasses.fields(spec):
+            defaults[(section_label(section), f.name)] = getattr(spec, f.name)
+    return defaults
 
 
-@pytest.mark.parametrize(
-    "setting, value",
-    [
-        ("`[extract] max_length`", CFG.extract.max_length),
-        ("`[experts] min_langs`", CFG.experts.min_langs),
-        ("`[experts] permutations`", CFG.experts.permutations),
-        ("`[experts] permutation_quantile`", CFG.experts.permutation_quantile),
-        ("`[analysis] lape_quantile` (top_rate)", CFG.analysis.lape_quantile),
-        ("`[analysis] lape_filter_rate`", CFG.analysis.lape_filter_rate),
-        ("`[analysis] lape_bar_ratio`", CFG.analysis.lape_bar_ratio),
-    ],
-)
-def test_numeric_defaults_are_the_documented_ones(setting, value):
-    assert setting in DOCS, f"docs/gpu.md no longer lists {setting}"
-    assert _numbers(DOCS[setting])[0] == value
+def test_the_doc_shows_the_codes_defaults():
+    documented, code = _documented_defaults(), _code_defaults()
+    assert sorted(documented) == sorted(code), "docs/settings.md lists other settings than RunConfig has"
+    for key, default in code.items():
+        shown = _parse_default(documented[key])
+        assert shown == default and type(shown) is type(default), f"{key}: docs say {shown!r}, the code {default!r}"
 
 
-def test_probe_defaults_are_the_documented_ones():
-    c, max_iter, test_size, max_train = _numbers(DOCS["`[probes] C`, `max_iter`, `test_size`, `max_train`"])
-    assert (CFG.probes.C, CFG.probes.max_iter, CFG.probes.test_size, CFG.probes.max_train) == (
-        c,
-        max_iter,
-        test_size,
-        max_train,
-    )
-    assert DOCS["`[probes] seeds`"].startswith("three") and len(CFG.probes.seeds) == 3
-    assert "token" in CFG.probes.representations
-
-
-@pytest.mark.parametrize(
-    "setting, value",
-    [
-        ("`[extract] pooling`", CFG.extract.pooling),
-        ("`[experts] correction`", CFG.experts.correction),
-        ("`[analysis] lape_selection`", CFG.analysis.lape_selection),
-    ],
-)
-def test_choice_defaults_are_the_documented_ones(setting, value):
-    assert re.match(r'`"([^"]+)"`', DOCS[setting]).group(1) == value
-
-
-def test_overlap_defaults_are_the_documented_ones():
-    text = DOCS["`[experts] overlap_k` / `overlap_measure`"]
-    assert _numbers(text)[0] == CFG.experts.overlap_k == 0 and CFG.experts.overlap_top == CFG.experts.top_k
-    assert re.search(r'`"([^"]+)"`', text).group(1) == CFG.experts.overlap_measure
-
-
-def test_real_model_configs_use_the_papers_expert_k():
-    k = _numbers(DOCS["`[experts] top_k`"])[0]
-    for name in ("bloom-560m-intermediate", "bloom-1b1-intermediate", "bloom-7b1-intermediate", "xglm-local"):
+def test_the_real_model_configs_use_the_papers_values():
+    """Where the paper's value differs from the default (``setting(paper=...)``), every real-model config that sets
+    the key sets that value; all of them set the paper's expert K."""
+    papers = [s for s in setting_docs() if s.paper is not dataclasses.MISSING]
+    assert any((s.section, s.key) == ("experts", "top_k") for s in papers)
+    for name in REAL_MODEL_CONFIGS:
         data = tomllib.loads((ROOT / "configs" / f"{name}.toml").read_text(encoding="utf-8"))
-        assert data["experts"]["top_k"] == k, name
+        assert "top_k" in data["experts"], name
+        for s in papers:
+            if s.key in data.get(s.section, {}):
+                assert data[s.section][s.key] == s.paper, f"{name}: {section_label(s.section)} {s.key}"
 
 
 def test_steering_sampling_defaults_are_suau_et_al():
     """ml-selfcond's generate_seq: nucleus 0.9, no top-k cut, temperature 0.8 (the mission's settings)."""
-    s = CFG.steering
+    s = RunConfig().steering
     assert (s.top_p, s.top_k, s.temperature, s.value_mode) == (0.9, 0, 0.8, "median")
+
+
+# --- the docs' relative links ---
+
+FENCE = re.compile(r"^(```|~~~)")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _prose_lines(path: Path) -> list[str]:
+    """The lines of a Markdown file outside fenced code blocks (a `# comment` in bash is no heading)."""
+    lines, fenced = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def _anchors(path: Path) -> set[str]:
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces as hyphens."""
+    anchors = set()
+    for line in _prose_lines(path):
+        if heading := re.match(r"#{1,6} (.+)", line):
+            anchors.add(re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def _markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", _markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_to_files_and_headings_that_exist(page: Path):
+    broken = []
+    for line in _prose_lines(page):
+        for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            linked = (page.parent / file_part).resolve() if file_part else page
+            if not linked.exists():
+                broken.append(f"{target}: no such file")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{target}: no heading #{anchor} in {linked.relative_to(ROOT)}")
+    assert not broken, f"{page.relative_to(ROOT)}: {broken}"
