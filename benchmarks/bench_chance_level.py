@@ -1,4 +1,4 @@
-"""The permutation test's level on pure noise, before and after issue 19, at the demo's shape, and its cost.
+"""The permutation test's level on pure noise, before and after the max-over-units test, at the demo's shape.
 
     .venv/bin/python benchmarks/bench_chance_level.py                 # 200 noise trials at the demo's shape
     .venv/bin/python benchmarks/bench_chance_level.py --trials 600 --units 2048 --contexts 1080 --concepts 45

@@ -38,7 +38,7 @@ from tests.support.synthetic_store import PAPER_SCALE, build_synthetic_store
 
 GOAL_MS = 100.0
 
-#: BLOOM-7b1 at the paper's data size (issue 15.5): 16 languages x 200 concepts x K = 500 x 40 checkpoints.
+#: BLOOM-7b1 at the paper's data size: 16 languages x 200 concepts x K = 500 x 40 checkpoints.
 BLOOM_7B1_SCALE = {
     "n_layers": 30,
     "n_units": 16384,

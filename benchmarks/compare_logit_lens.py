@@ -1,4 +1,4 @@
-"""How much the exact logit lens (issue 19) moves a checkpoint's promoted tokens against the old formula.
+"""How much the exact logit lens moves a checkpoint's promoted tokens against the old formula.
 
     .venv/bin/python benchmarks/compare_logit_lens.py data/demo_run/checkpoints/step_001024
 

@@ -260,7 +260,7 @@ def layer_checkpoint_heatmap(
     )
 
 
-# --- chance levels and intervals (issue 14.5): layered onto the charts above ---------------------------------
+# --- chance levels and intervals: layered onto the charts above ---------------------------------
 
 CHANCE_COLOR = "#7f7f7f"
 CHANCE_DASH = [5, 4]

@@ -1,4 +1,4 @@
-"""The Neuron page's drill-downs (issue 14): what fires the unit, how it responds, what it writes, and the
+"""The Neuron page's drill-downs: what fires the unit, how it responds, what it writes, and the
 units most like it. A section of ``views/neuron.py``, kept in its own module so the page stays readable.
 
 Store text is text: a context is shown by splitting it at the stored peak offsets and passing every piece

@@ -469,7 +469,7 @@ def top_shared_neurons(con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: 
     )
 
 
-# --- one neuron: drill-downs (issue 14) --------------------------------------------------------------
+# --- one neuron: drill-downs --------------------------------------------------------------
 
 
 def unit_top_contexts(
@@ -815,7 +815,7 @@ def steering_language_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.
     )
 
 
-# --- chance, uncertainty and emergence (issue 14.5-6) ---------------------------------------------------
+# --- chance, uncertainty and emergence ---------------------------------------------------
 # Chance levels come from precompute (precompute.analysis.chance): chance_ap (random-scorer AP and the
 # permutation threshold per checkpoint x lang x concept), overlap_chance (exact random-set overlap per
 # checkpoint), headline_ci (bootstrap intervals over concepts); probe_results carries the LID baselines.

@@ -1,4 +1,4 @@
-"""How a page says which test decided "significant" (issue 19): the permutation test, its number of shuffles,
+"""How a page says which test decided "significant": the permutation test, its number of shuffles,
 its Monte-Carlo resolution and the correction over cells, read from the ``chance_ap`` rows shown."""
 
 from __future__ import annotations

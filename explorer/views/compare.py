@@ -93,7 +93,7 @@ with right:
 st.subheader("Side by side: cross-lingual overlap")
 ma = q(Q.concept_overlap_matrix, c.run_id, ckpt_a, concept)
 mb = q(Q.concept_overlap_matrix, c.run_id, ckpt_b, concept)
-chance_ov = q(Q.overlap_chance, c.run_id)  # chance (issue 14.5): random top-K sets' exact expected Jaccard
+chance_ov = q(Q.overlap_chance, c.run_id)  # chance: random top-K sets' exact expected Jaccard
 chance = dict(zip(chance_ov["checkpoint"].to_list(), chance_ov["jaccard_mean"].to_list()))
 ha, hb = st.columns(2)
 # A and B may be the same checkpoint: each side's download is named by its side, so the keys differ.

@@ -75,7 +75,7 @@ if units.height == 0:
 else:
     grid_tab, table_tab = st.tabs(["By rank", "Table with links"])
     with grid_tab:
-        # Significance (issues 14.5, 19): an expert whose AP does not beat the corrected permutation threshold of
+        # Significance: an expert whose AP does not beat the corrected permutation threshold of
         # its (language, concept) cell is marked "n.s." and greyed out; the caption names the test.
         tested = q(Q.expert_significance, c.run_id, ckpt, concept, k)
         sig = tested.select("lang", "rank", "significant")
@@ -152,7 +152,7 @@ with right:
             highlight="mean",
             domain=(min(0.0, charts.finite_min(both[measure])), 1.0),
         )
-        # Chance (issue 14.5): random top-K sets' exact expected Jaccard or |A∩B|/k; Spearman's is 0.
+        # Chance: random top-K sets' exact expected Jaccard or |A∩B|/k; Spearman's is 0.
         reference = (
             chance_ov.select("checkpoint", pl.col(f"{measure}_mean").alias(measure))
             if measure in ("jaccard", "over_k")

@@ -151,7 +151,7 @@ else:
         missing="for which this unit is never a top-K expert",
     )
     one = ap.filter(pl.col("concept_id") == concept)
-    # Chance (issue 14.5): per language, the permutation threshold of the concept's AP (dashed).
+    # Chance: per language, the permutation threshold of the concept's AP (dashed).
     thresholds = q(Q.concept_chance_history, c.run_id, concept).filter(
         pl.col("lang").is_in(one["lang"].unique().to_list()) & pl.col("threshold").is_not_null()
     )
@@ -196,7 +196,7 @@ else:
         )
     st.caption(f"Points exist only where the unit is among the stored top-{c.top_k}; a gap means it dropped out.")
 
-drilldown_section(layer, unit, concept if ap.height else None)  # issue 14: contexts, histograms, tokens
+drilldown_section(layer, unit, concept if ap.height else None)  # contexts, histograms, tokens
 
 st.markdown("**Language profile: how many concepts it is a top-K expert for, per language**")
 lape_rows = q(Q.neuron_language_history, c.run_id, layer, unit)

@@ -86,7 +86,7 @@ with right:
 
 st.subheader(f"Against chance, at {md(ckpt)}")
 CONTROL_LABEL = "control task (random label per token type, Hewitt & Liang)"
-# Chance (issue 14.5): the majority-class baseline, the control task (random label per token type, Hewitt & Liang;
+# Chance: the majority-class baseline, the control task (random label per token type, Hewitt & Liang;
 # selectivity = accuracy - control accuracy; token probes only), and the 95 % hierarchical bootstrap interval of the
 # accuracy over seeds and test contexts (band).
 base = q(Q.probe_chance, c.run_id, rep).filter(pl.col("checkpoint") == ckpt)

@@ -1,4 +1,4 @@
-"""Chance levels and uncertainty for every headline number (issue 14.5): what a random scorer, a random expert
+"""Chance levels and uncertainty for every headline number: what a random scorer, a random expert
 set or a shuffled label would give, and how much a figure moves between concepts.
 
 Pure functions, no I/O. Why each one exists:
@@ -9,7 +9,7 @@ Pure functions, no I/O. Why each one exists:
 - `max_ap_null` / `chance_ap_table`: the AP that the *best* of N units reaches by luck grows with N. Its
   permutation null (B label shuffles per language and number of positives) gives each (concept, language) cell a
   Monte-Carlo p-value (1 + #exceedances) / (B + 1), exact in level, whose resolution 1 / (B + 1) is stored;
-  Benjamini-Hochberg over the cells of a checkpoint corrects for looking at all of them (issue 19).
+  Benjamini-Hochberg over the cells of a checkpoint corrects for looking at all of them.
 - `random_jaccard`: two random K-sets out of N units share |A∩B| ~ Hypergeom(N, K, K) units, so the expected
   Jaccard |A∩B| / (2K - |A∩B|) is an exact finite sum over the pmf (not K/(2N - K), which is its first-order
   approximation).

@@ -2,7 +2,7 @@
 
 For each layer and representation, the probe is fitted on a stratified split for every seed; accuracy,
 macro-F1 and per-language F1 are averaged over seeds (the accuracy's standard deviation is kept). Next to
-each accuracy stand its chance levels (issue 14.5): the majority-class baseline of the test split; for token
+each accuracy stand its chance levels: the majority-class baseline of the test split; for token
 probes a control task in Hewitt & Liang's sense (2019, "Designing and Interpreting Probes with Control Tasks"):
 every token type gets a fixed random language, and the same probe on the same features and split learns that;
 selectivity = accuracy - control accuracy is the part of the accuracy that memorising token identities does not

@@ -68,7 +68,7 @@ def permutation_test_text(
 
 
 def _significance_lines(con, cks: list[tuple]) -> list[str]:
-    """How the experts' significance was decided (issue 19): the test, its shuffles and Monte-Carlo resolution,
+    """How the experts' significance was decided: the test, its shuffles and Monte-Carlo resolution,
     the correction over cells, and how many (concept, language) cells pass at the first and last checkpoint."""
     if "p_value" not in _columns(con, "chance_ap"):
         return [
