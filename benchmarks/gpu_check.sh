@@ -49,7 +49,7 @@ step() {  # step NAME TIMEOUT_S HEADLINE_GREP CMD...
 step extract 180 "overhead|tokens/s" "$PY" benchmarks/bench_extract.py "${EXTRACT_ARGS[@]}"
 step ap 90 "AP/s" "$PY" benchmarks/bench_ap_device.py "${AP_ARGS[@]}"
 step tolerance 90 "passed|failed|skipped" "$PY" -m pytest -q -p no:cacheprovider \
-  tests/test_reliability_determinism.py tests/test_architectures.py -k "cuda or gpu or tolerance"
+  tests/reliability/test_determinism.py tests/model/test_architectures.py -k "cuda or gpu or tolerance"
 step pipeline 120 "checkpoint\(s\) written|error" bash -c \
   "'$PY' -m tests.support.tiny_checkpoints '$WORK/tiny' --steps 8 && sed 's#../data/tiny-local#$WORK/tiny#' configs/tiny-local.toml > '$WORK/run.toml' && '$PRECOMPUTE' run '$WORK/run.toml' --device $DEVICE --out '$WORK/tiny.duckdb' && '$PRECOMPUTE' info '$WORK/tiny.duckdb'"
 

@@ -1,7 +1,7 @@
 """Write docs/store.md, the reference of the store's tables, from their one declaration.
 
 The page is generated (``precompute.store.schema.schema_markdown``) so that it cannot drift from the schema;
-``tests/test_store_schema.py`` fails while the page in the tree differs from what this writes. Run after a change
+``tests/store/test_schema.py`` fails while the page in the tree differs from what this writes. Run after a change
 to ``precompute/store/schema.py``: ``.venv/bin/python docs/store_schema.py``.
 """
 

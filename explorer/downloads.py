@@ -171,13 +171,24 @@ def left_out_text(left_out: Counter) -> str:
     )
 
 
+def fit_width(altair_chart: Any) -> Any:
+    """``altair_chart`` sized to fill the page's width while its height stays the plot's own. Streamlit's default
+    (``autosize: fit``) squeezes a chart's axes, rotated checkpoint labels and title into the height the chart
+    asks for, which leaves a short chart a strip a few pixels tall; ``fit-x`` fits only the width."""
+    import altair as alt
+
+    if getattr(altair_chart, "autosize", alt.Undefined) is not alt.Undefined:
+        return altair_chart
+    return altair_chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
 def chart(altair_chart: Any, df: pl.DataFrame, name: str) -> None:
     """An altair chart with downloads of the data it draws; NaN and infinite values are not drawn (vega cannot
     read them), and a caption says how many of which column were left out."""
     from explorer.text import md
 
     drawn, left_out = finite_chart(altair_chart)
-    st.altair_chart(drawn, width="stretch")
+    st.altair_chart(fit_width(drawn), width="stretch")
     if left_out:
         st.caption(md(left_out_text(left_out)))
     downloads(df, name)

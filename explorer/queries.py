@@ -986,3 +986,238 @@ PAGE_QUERIES = [
     search_concepts,
     search_units,
 ]
+
+
+# --- what a count counts, and the sizes its chance level needs (Language neurons, Steering, Language, Compression)
+# ``language_neurons`` holds one row per (unit, language) the LAPE selection assigns (precompute.analysis.lape):
+# a unit assigned to two languages has two rows, so a count of rows counts assignments, not units.
+
+#: Two activation probabilities closer than this are a tie (the unit is as active in both languages).
+PROB_TIE = 1e-9
+
+
+def language_neuron_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per checkpoint the LAPE stage ran at: ``n_units`` (distinct language-specific units), ``n_assignments``
+    ((unit, language) rows: what a count of rows counts), ``n_multilingual`` (units assigned to more than one
+    language) and ``counted_units`` (the ``language_specific`` units of ``neuron_counts``, summed over layers:
+    the same units, counted by the stage itself; null where the stage wrote no counts)."""
+    return frame(
+        con,
+        f"""WITH u AS (SELECT checkpoint, layer, unit, count(*) AS n_langs FROM language_neurons
+                       WHERE run_id = ? GROUP BY ALL),
+                per AS (SELECT checkpoint, count(*)::INTEGER AS n_units, sum(n_langs)::INTEGER AS n_assignments,
+                               count(*) FILTER (WHERE n_langs > 1)::INTEGER AS n_multilingual
+                        FROM u GROUP BY checkpoint),
+                counted AS (SELECT checkpoint, sum(n)::INTEGER AS counted_units FROM neuron_counts
+                            WHERE run_id = ? AND kind = 'language_specific' GROUP BY checkpoint)
+            SELECT c.checkpoint, c.step, coalesce(per.n_units, 0)::INTEGER AS n_units,
+                   coalesce(per.n_assignments, 0)::INTEGER AS n_assignments,
+                   coalesce(per.n_multilingual, 0)::INTEGER AS n_multilingual, counted.counted_units
+            FROM checkpoints c LEFT JOIN per ON per.checkpoint = c.checkpoint
+            LEFT JOIN counted ON counted.checkpoint = c.checkpoint
+            WHERE c.run_id = ? AND (per.checkpoint IS NOT NULL OR counted.checkpoint IS NOT NULL)
+            ORDER BY {_CKPT_ORDER}""",
+        [run_id, run_id, run_id],
+    )
+
+
+# A unit's most active language(s): its assigned languages whose probability ties the unit's largest. The store
+# keeps only assigned rows, yet this is the unit's most active language of all: Tang's rule assigns every language
+# whose p passes one bar, so the language of the largest p passes it whenever any does, and the threshold rule
+# assigns that language alone.
+_MOST_ACTIVE = f"""
+    WITH t AS (SELECT checkpoint, layer, unit, lape, top_lang, top_prob,
+                      max(top_prob) OVER (PARTITION BY checkpoint, layer, unit) AS max_prob,
+                      count(*) OVER (PARTITION BY checkpoint, layer, unit) AS n_langs
+               FROM language_neurons WHERE run_id = ? {{where}}),
+         m AS (SELECT checkpoint, layer, unit,
+                      string_agg(top_lang, ',' ORDER BY top_lang) FILTER (WHERE top_prob >= max_prob - {PROB_TIE})
+                          AS most_active_lang,
+                      count(*) FILTER (WHERE top_prob >= max_prob - {PROB_TIE}) AS n_most_active
+               FROM t GROUP BY ALL)"""
+
+
+def language_neuron_top_languages(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Language-specific units per checkpoint by their most active language (each unit counted once, so the
+    counts of a checkpoint sum to its distinct units): ``most_active_lang`` is that language, or 'tied' where the
+    unit is as active (within ``PROB_TIE``) in several of its languages, which no tie-break decides."""
+    return frame(
+        con,
+        _MOST_ACTIVE.format(where="")
+        + f"""
+        SELECT c.checkpoint, c.step,
+               CASE WHEN m.n_most_active > 1 THEN 'tied' ELSE m.most_active_lang END AS most_active_lang,
+               count(*)::INTEGER AS n_units
+        FROM m JOIN checkpoints c ON c.run_id = ? AND c.checkpoint = m.checkpoint
+        GROUP BY ALL ORDER BY {_CKPT_ORDER}, most_active_lang""",
+        [run_id, run_id],
+    )
+
+
+def language_neuron_assignments(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, limit: int = 1000
+) -> pl.DataFrame:
+    """The most language-specific units at one checkpoint (lowest LAPE first), one row per (unit, assigned
+    language): ``assigned_lang`` and ``assigned_prob`` (the store's ``top_lang`` and ``top_prob``: the language the
+    selection assigned and the unit's activation probability in it), ``n_langs_assigned``, and the unit's
+    ``most_active_lang`` (its languages of the largest probability, comma-separated where tied)."""
+    return frame(
+        con,
+        _MOST_ACTIVE.format(where="AND checkpoint = ? AND strlen(checkpoint) = strlen(?)")
+        + """
+        SELECT t.layer, t.unit, t.lape, t.top_lang AS assigned_lang, t.top_prob AS assigned_prob,
+               t.n_langs::INTEGER AS n_langs_assigned, m.most_active_lang
+        FROM t JOIN m USING (checkpoint, layer, unit)
+        ORDER BY t.lape, t.layer, t.unit, t.top_lang LIMIT ?""",
+        [run_id, checkpoint, checkpoint, limit],
+    )
+
+
+def steering_output_languages(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per (checkpoint, concept, source language, n_neurons): every output language with its number of outputs
+    ``n``, the group's ``n_outputs`` and its ``share`` (the shares of a group sum to 1). ``output_lang`` 'und'
+    where the language identifier could not tell (or left it unlabelled)."""
+    return frame(
+        con,
+        f"""WITH t AS (SELECT checkpoint, concept_id, source_lang, n_neurons,
+                              coalesce(output_lang, 'und') AS output_lang
+                       FROM steering WHERE run_id = ?),
+                g AS (SELECT checkpoint, concept_id, source_lang, n_neurons, output_lang, count(*)::INTEGER AS n
+                      FROM t GROUP BY ALL)
+            SELECT g.checkpoint, c.step, g.concept_id, g.source_lang, g.n_neurons, g.output_lang, g.n,
+                   (sum(g.n) OVER (PARTITION BY g.checkpoint, g.concept_id, g.source_lang, g.n_neurons))::INTEGER
+                       AS n_outputs,
+                   g.n / sum(g.n) OVER (PARTITION BY g.checkpoint, g.concept_id, g.source_lang, g.n_neurons)
+                       AS share
+            FROM g JOIN checkpoints c ON c.run_id = ? AND c.checkpoint = g.checkpoint
+            ORDER BY {_CKPT_ORDER}, g.concept_id, g.source_lang, g.n_neurons, g.n DESC, g.output_lang""",
+        [run_id, run_id],
+    )
+
+
+def steering_changes(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per (checkpoint, concept, source language, n_neurons > 0): how many steered outputs differ from the
+    unsteered control (n_neurons = 0) of the same prompt and seed (and value mode, which names the control's
+    generation). ``n_outputs`` steered outputs, ``n_compared`` of them with a control, ``n_changed`` whose text
+    differs from it; ``n_changed = 0`` means the steering changed nothing at that checkpoint."""
+    return frame(
+        con,
+        f"""WITH s AS (SELECT * FROM steering WHERE run_id = ? AND n_neurons > 0),
+                z AS (SELECT checkpoint, concept_id, source_lang, value_mode, prompt, seed, output_text
+                      FROM steering WHERE run_id = ? AND n_neurons = 0),
+                g AS (SELECT s.checkpoint, s.concept_id, s.source_lang, s.n_neurons,
+                             count(*)::INTEGER AS n_outputs, count(z.output_text)::INTEGER AS n_compared,
+                             count(*) FILTER (WHERE z.output_text IS NOT NULL AND s.output_text <> z.output_text)
+                                 ::INTEGER AS n_changed
+                      FROM s LEFT JOIN z ON z.checkpoint = s.checkpoint AND z.concept_id = s.concept_id
+                           AND z.source_lang = s.source_lang AND z.value_mode = s.value_mode
+                           AND z.prompt = s.prompt AND z.seed = s.seed
+                      GROUP BY ALL)
+            SELECT g.checkpoint, c.step, g.concept_id, g.source_lang, g.n_neurons, g.n_outputs, g.n_compared,
+                   g.n_changed
+            FROM g JOIN checkpoints c ON c.run_id = ? AND c.checkpoint = g.checkpoint
+            ORDER BY {_CKPT_ORDER}, g.concept_id, g.source_lang, g.n_neurons""",
+        [run_id, run_id, run_id],
+    )
+
+
+def sharing_chance_sizes(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per checkpoint, what the chance level of "shared experts" is computed from (``overlap_chance``): the
+    units ``n_units`` a top-K is drawn from, the languages ``n_langs`` and the experts' K ``expert_k`` (null
+    in a store written before it was stored: the run's top_k then)."""
+    columns = {r[0] for r in frame(con, "DESCRIBE overlap_chance").iter_rows()}
+    expert_k = "t.expert_k" if "expert_k" in columns else "NULL::INTEGER"
+    return frame(
+        con,
+        f"""SELECT t.checkpoint, c.step, t.n_units, t.n_langs, {expert_k} AS expert_k
+            FROM overlap_chance t {_CKPT_JOIN} WHERE t.run_id = ? ORDER BY {_T_ORDER}""",
+        [run_id],
+    )
+
+
+def convergence_sizes(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per compression scope ('all', or a language): the centroids the measures are computed from
+    (``n_points``: one per (language, concept) the inputs have), their ``n_langs`` and ``n_concepts`` groups,
+    and the residual stream's width ``hidden_size``: the sizes their ranges and chance levels depend on."""
+    return frame(
+        con,
+        """WITH p AS (SELECT DISTINCT lang, concept_id FROM sentences),
+                h AS (SELECT max(hidden_size)::INTEGER AS hidden_size FROM layers WHERE run_id = ?)
+           SELECT 'all' AS scope, count(*)::INTEGER AS n_points, count(DISTINCT lang)::INTEGER AS n_langs,
+                  count(DISTINCT concept_id)::INTEGER AS n_concepts, any_value(h.hidden_size) AS hidden_size
+           FROM p, h
+           UNION ALL
+           SELECT lang, count(*)::INTEGER, 1, count(*)::INTEGER, any_value(h.hidden_size) FROM p, h GROUP BY lang
+           ORDER BY scope <> 'all', scope""",
+        [run_id],
+    )
+
+
+def similarity_pair_sizes(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per unordered language pair (lang_a < lang_b): ``n_concepts`` both languages' inputs have, the k that the
+    chance levels of the pair's similarity depend on (retrieval 1 / k; mismatched cosine about -1 / (k - 1)).
+    Pairs sharing fewer than two concepts are left out, as the similarity stage leaves them out."""
+    return frame(
+        con,
+        """WITH p AS (SELECT DISTINCT lang, concept_id FROM sentences)
+           SELECT a.lang AS lang_a, b.lang AS lang_b, count(*)::INTEGER AS n_concepts
+           FROM p a JOIN p b ON a.concept_id = b.concept_id AND a.lang < b.lang
+           GROUP BY ALL HAVING count(*) >= 2 ORDER BY lang_a, lang_b""",
+    )
+
+
+PAGE_QUERIES += [
+    language_neuron_totals,
+    language_neuron_top_languages,
+    language_neuron_assignments,
+    steering_output_languages,
+    steering_changes,
+    sharing_chance_sizes,
+    convergence_sizes,
+    similarity_pair_sizes,
+]
+
+
+# --- the Neuron page's tokens: every token of a top context with the unit's activation ----------------------
+
+#: The per-token columns of ``unit_top_contexts`` (added to the schema after stores were first written) and their
+#: types, for stores that lack them.
+_TOKEN_COLUMNS = (("token_start", "INTEGER[]"), ("token_end", "INTEGER[]"), ("token_act", "FLOAT[]"))
+
+
+def unit_context_tokens(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's top contexts at one checkpoint, as `unit_top_contexts` reads them, plus each context's real
+    tokens: their character offsets in the text and the unit's activation there (``token_start``, ``token_end``,
+    ``token_act``, lists in token order). The lists are NULL in rows written before they were stored, and in
+    every row of a store whose table predates the columns (read as NULL, not as an error)."""
+    have = set(frame(con, "SELECT * FROM unit_top_contexts LIMIT 0").columns)
+    tokens = ", ".join(f"t.{name}" if name in have else f"NULL::{kind} AS {name}" for name, kind in _TOKEN_COLUMNS)
+    return frame(
+        con,
+        f"""SELECT t.lang, t.rank, t.sentence_id, s.concept_id, s.text, t.response, t.peak_start, t.peak_end,
+                   t.peak_act, {tokens}
+            FROM unit_top_contexts t JOIN sentences s ON s.sentence_id = t.sentence_id
+            WHERE t.run_id = ? AND t.checkpoint = ? AND strlen(t.checkpoint) = strlen(?) AND t.layer = ?
+                  AND t.unit = ?
+            ORDER BY t.lang, t.rank""",
+        [run_id, checkpoint, checkpoint, layer, unit],
+    )
+
+
+PAGE_QUERIES.append(unit_context_tokens)
+
+
+# --- the K of the stored overlaps (pages state it where they show an overlap) ---------------------------------
+
+
+def overlap_k(con: duckdb.DuckDBPyConnection, run_id: str) -> int | None:
+    """The K of the run's stored overlaps: the size of the top sets whose Jaccard and |A ∩ B| / k
+    ``expert_overlap`` holds (``[experts] overlap_k``, else ``top_k``; :func:`precompute.store.facts.run_settings`).
+    A page's own Top-K control does not change them, so the page names this K where it shows them."""
+    with con.cursor() as cur:
+        return facts.run_settings(cur, run_id).overlap_k
+
+
+PAGE_QUERIES.append(overlap_k)

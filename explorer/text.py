@@ -11,6 +11,11 @@ text, and each store string goes through the function for the kind it reaches:
   :func:`md_code` instead puts the string in an inline code span.
 - :func:`plain` for what Streamlit shows as plain text: ``st.selectbox`` options, chart titles and axis
   text (vega draws them as text), ``st.text``. Escaping there would show the backslashes.
+- :func:`html_text` for the text of an HTML body a page builds itself (``st.html``: the Neuron page's
+  coloured tokens), where only HTML's own characters are special.
+
+A vocabulary token is shown through :func:`readable_token` first (then through the function of where it goes),
+so that a token's leading space or line break is seen.
 
 The widget wrappers in :mod:`explorer.widgets` apply the right one to every option they are given, so a
 page hands them raw store values and its ``format_func`` unescaped.
@@ -18,7 +23,9 @@ page hands them raw store values and its ``format_func`` unescaped.
 
 from __future__ import annotations
 
+import html
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -78,3 +85,41 @@ def md_func(fmt: Callable[[Any], Any]) -> Callable[[Any], str]:
 def plain_func(fmt: Callable[[Any], Any]) -> Callable[[Any], str]:
     """``fmt`` whose output goes through :func:`plain` (option labels shown as plain text)."""
     return lambda value: plain(fmt(value))
+
+
+def html_text(text: Any) -> str:
+    """``text`` for the body of HTML that a page builds (``st.html``): ``&``, ``<``, ``>`` and both quotes escaped
+    (``html.escape``), so no tag, entity or attribute comes from the store, and control characters shown as
+    spaces, one for one, so that character offsets into ``text`` still hold. Line breaks and tabs stay (a
+    ``white-space: pre-wrap`` container shows them); HTML has no markdown, autolinks or directives to break."""
+    return html.escape(_CONTROL.sub(" ", str(text)), quote=True)
+
+
+#: How a space at either end of a token is shown (TransformerLens' and Neuronpedia's habit): a bare space is
+#: invisible, and " the" and "the" are different tokens.
+VISIBLE_SPACE = "\u2423"
+_TOKEN_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _visible_char(char: str) -> str:
+    """``char``, or its escape where it is whitespace other than a space or invisible (control, format)."""
+    if char in _TOKEN_ESCAPES:
+        return _TOKEN_ESCAPES[char]
+    if char != " " and (char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")):
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    return char
+
+
+def readable_token(token: Any) -> str:
+    """A vocabulary token (``unit_output_tokens.token``) as a reader can tell it apart: each space at its start or
+    end shown as ``␣``, a line break, tab or other invisible character as its escape (``\\n``, ``\\t``,
+    ``\\u00a0``), the rest as it is. Bytes that are no whole character are stored as ``<0xE0>`` already (by
+    precompute, which has the tokenizer: ``precompute.analysis.drilldown.token_text``). The result is still store
+    text: it goes through :func:`md` or :func:`plain` like any other."""
+    text = str(token)
+    core = text.strip(" ")
+    if not core:
+        return VISIBLE_SPACE * len(text)
+    lead = len(text) - len(text.lstrip(" "))
+    trail = len(text) - len(text.rstrip(" "))
+    return VISIBLE_SPACE * lead + "".join(map(_visible_char, core)) + VISIBLE_SPACE * trail

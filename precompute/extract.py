@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precompute.analysis.drilldown import ragged_take
 from precompute.analysis.units import UnitAxis
 from precompute.config import POOLINGS
 from precompute.faults import maybe_fail
@@ -420,6 +421,29 @@ def token_offsets(tokenizer, texts: Sequence[str], max_length: int) -> list[np.n
     return [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in enc["offset_mapping"]]
 
 
+@dataclass
+class UnitContextActivations:
+    """What `unit_context_activations` finds for P (context, unit) pairs.
+
+    positions: (P,) int64 position of the unit's largest activation over the context's real tokens, an index
+    into the context's token ids; values: (P,) float32 that activation. The unit's activation at every token id
+    of each pair's context (specials included, padding not), ragged, as one flat array: token_acts (sum of
+    token_counts,) float32, pair i's ``token_counts[i]`` values after those of pairs 0 .. i-1 (`tokens`), so
+    ``tokens(i)[positions[i]] == values[i]`` exactly. Flat rather than P arrays: P is units x languages x top
+    contexts (a quarter million for the demo), and the store's list columns are built from it in one step.
+    """
+
+    positions: np.ndarray
+    values: np.ndarray
+    token_acts: np.ndarray
+    token_counts: np.ndarray
+
+    def tokens(self, pair: int) -> np.ndarray:
+        """(tokens of the pair's context,) float32: pair ``pair``'s activations, a view into ``token_acts``."""
+        start = int(self.token_counts[:pair].sum())
+        return self.token_acts[start : start + int(self.token_counts[pair])]
+
+
 def unit_peaks(
     loaded: LoadedModel,
     layout: ModelLayout,
@@ -431,23 +455,57 @@ def unit_peaks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where each (context, unit) pair peaks: the real-token position of the unit's largest activation.
 
+    `unit_context_activations` without the per-token activations (nothing but the (B, U) peaks leaves the
+    device). Returns (P,) int64 positions into the context's token ids and (P,) float32 activations there.
+    """
+    found = _unit_pass(loaded, layout, contexts, pair_rows, pair_units, batch_tokens=batch_tokens, keep_tokens=False)
+    return found.positions, found.values
+
+
+def unit_context_activations(
+    loaded: LoadedModel,
+    layout: ModelLayout,
+    contexts: TokenizedContexts,
+    pair_rows: np.ndarray,
+    pair_units: np.ndarray,
+    *,
+    batch_tokens: int,
+) -> UnitContextActivations:
+    """Where each (context, unit) pair peaks, and the unit's activation at every token of the context.
+
     A second forward pass over only the contexts that some pair names (the union of the selected units' top
     contexts: a few thousand, against the whole concept set for `extract`), with hooks that keep only the
     selected units' columns. Chosen over keeping argmax positions in `extract`'s max pooling, which would cost
-    contexts x all neurons more host memory for every run, and would not exist under mean or span pooling.
+    contexts x all neurons more host memory for every run, and would not exist under mean or span pooling. The
+    per-token activations come from the same pass: only the pairs' own (unit, context) columns leave the
+    device, (pairs of the batch, T) per batch, so the host holds the sum of the pairs' context lengths.
 
     pair_rows: (P,) indices into ``contexts``; pair_units: (P,) columns of ``layout.units``, the unit axis of
-    `extract` called with the same layout (the hooked layers' units concatenated). Returns (P,) int64 positions
-    into the context's token ids and (P,) float32 activations there. Only the layers some pair names do any
-    work in their hooks. Per batch the device holds (B, T, U_layer) for one layer at a time and a (B, U)
-    result; no token tensor leaves it.
+    `extract` called with the same layout (the hooked layers' units concatenated). Only the layers some pair
+    names do any work in their hooks. Per batch the device holds (B, T, U_layer) for one layer at a time, a
+    (B, U) result and the (pairs of the batch, T) token activations.
     """
+    return _unit_pass(loaded, layout, contexts, pair_rows, pair_units, batch_tokens=batch_tokens, keep_tokens=True)
+
+
+def _unit_pass(
+    loaded: LoadedModel,
+    layout: ModelLayout,
+    contexts: TokenizedContexts,
+    pair_rows: np.ndarray,
+    pair_units: np.ndarray,
+    *,
+    batch_tokens: int,
+    keep_tokens: bool,
+) -> UnitContextActivations:
+    """The forward pass of `unit_peaks` and `unit_context_activations`; the token activations are empty unless
+    ``keep_tokens``."""
     pair_rows = np.asarray(pair_rows, dtype=np.int64)
     pair_units = np.asarray(pair_units, dtype=np.int64)
     positions = np.zeros(len(pair_rows), dtype=np.int64)
     values = np.zeros(len(pair_rows), dtype=np.float32)
     if len(pair_rows) == 0:
-        return positions, values
+        return UnitContextActivations(positions, values, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
     model, device = loaded.model, loaded.device
     offsets = np.asarray(layout.units.offsets, dtype=np.int64)
     units = np.unique(pair_units)  # sorted: per-layer blocks concatenate in this order
@@ -463,12 +521,18 @@ def unit_peaks(
     }
     starts = {i: int(np.searchsorted(layer_of, i)) for i in picks}
     state: dict[str, torch.Tensor] = {}
+    # Per hooked layer, the batch's pairs on it: (which of the batch's pairs, their row in the batch, their column
+    # among the layer's picked units); set before each batch's forward when keep_tokens.
+    batch_pairs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def peak(position: int, _site: MLPSite, down_input: torch.Tensor) -> None:
         if position not in picks:  # a layer none of the pairs names
             return
         cols, start = picks[position], starts[position]
         acts = down_input.index_select(-1, cols).float()  # (B, T, U_layer)
+        if position in batch_pairs:
+            which, r, u = batch_pairs[position]
+            state["tokens"][which] = acts[r, :, u]  # (pairs of the batch on this layer, T)
         acts = torch.where(state["real"][:, :, None], acts, torch.tensor(float("-inf"), device=acts.device))
         best, where = acts.max(dim=1)  # (B, U_layer)
         state["value"][:, start : start + len(cols)] = best
@@ -483,8 +547,11 @@ def unit_peaks(
         batch_of[batch] = b
         row_in_batch[batch] = np.arange(len(batch))
     pair_batch = batch_of[pair_r]
+    pair_length = sub.lengths[pair_r].astype(np.int64)  # (P,) token ids of each pair's context
+    pair_layer = layer_of[pair_u]  # (P,) position of each pair's layer among the hooked ones
     order = np.argsort(pair_batch, kind="stable")
     bounds = np.searchsorted(pair_batch[order], np.arange(len(batches) + 1))
+    chunks: list[np.ndarray] = []  # per batch, its pairs' activations flat, the pairs in `order`
     try:
         with mlp_hooks(layout, on_input=peak), torch.inference_mode():
             for b, batch in enumerate(batches):
@@ -502,12 +569,33 @@ def unit_peaks(
                     value=torch.empty((len(batch), len(units)), device=device),
                     pos=torch.empty((len(batch), len(units)), dtype=torch.long, device=device),
                 )
-                model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
                 mine = order[bounds[b] : bounds[b + 1]]
-                r = torch.from_numpy(row_in_batch[pair_r[mine]]).to(device)
+                mine_rows = row_in_batch[pair_r[mine]]
+                if keep_tokens:
+                    state["tokens"] = torch.empty((len(mine), width), device=device)
+                    batch_pairs.clear()
+                    for i in picks:
+                        on_layer = np.flatnonzero(pair_layer[mine] == i)
+                        if len(on_layer):
+                            batch_pairs[i] = tuple(
+                                torch.from_numpy(x).to(device)
+                                for x in (on_layer, mine_rows[on_layer], pair_u[mine[on_layer]] - starts[i])
+                            )
+                model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                r = torch.from_numpy(mine_rows).to(device)
                 u = torch.from_numpy(pair_u[mine]).to(device)
                 positions[mine] = state["pos"][r, u].cpu().numpy()
                 values[mine] = state["value"][r, u].cpu().numpy()
+                if keep_tokens:
+                    per_token = state["tokens"].cpu().numpy()  # (pairs of the batch, width)
+                    chunks.append(per_token[np.arange(width)[None, :] < pair_length[mine][:, None]])
     finally:
         state.clear()
-    return positions, values
+        batch_pairs.clear()
+    if not keep_tokens:
+        return UnitContextActivations(positions, values, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
+    # From the pairs in `order` (batch by batch) back to the pairs' own order.
+    in_order = np.concatenate(chunks)
+    start_in_order = np.empty(len(pair_rows), dtype=np.int64)
+    start_in_order[order] = np.cumsum(pair_length[order]) - pair_length[order]
+    return UnitContextActivations(positions, values, ragged_take(in_order, start_in_order, pair_length), pair_length)

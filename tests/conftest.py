@@ -1,12 +1,12 @@
 """Fixtures that several test modules share, each built once per test session in a temporary folder.
 
-- ``tiny_gpt2_dir``: a tiny random GPT-2 saved like a hub checkpoint (``tests/tiny_models.py``), read-only.
+- ``tiny_gpt2_dir``: a tiny random GPT-2 saved like a hub checkpoint (``tests/support/tiny_models.py``), read-only.
 - ``tiny_checkpoints``: three checkpoints (steps 3, 6, 12) of the tiny demo model trained on the demo corpus,
   in ``<tmp>/ckpts/``; read-only, configs that use them are written next to them or name them by path.
 - ``synthetic_store``: a small synthetic store (``precompute.demo.synthetic_store``, 4 checkpoints, seed 1)
   for the explorer's tests; read-only (copy it to change it).
 
-The reliability tests share their own model and reference store through ``tests/reliability_support.py``,
+The reliability tests share their own model and reference store through ``tests/support/reliability.py``,
 because subprocesses they start need them too, outside of pytest.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory) -> Path:
-    from tests.tiny_models import save_tiny_model
+    from tests.support.tiny_models import save_tiny_model
 
     return save_tiny_model("gpt2", tmp_path_factory.mktemp("tiny-gpt2") / "gpt2", seed=0)
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh, the one GPU script (issue 15.4): valid bash, the four steps in order, CPU sizes given.
+"""benchmarks/gpu_check.sh, the one GPU script: valid bash, the four steps in order, CPU sizes given.
 
 Fast: nothing is run. ``bash benchmarks/gpu_check.sh --cpu`` runs its steps at tiny sizes (by hand; a minute).
 """
@@ -23,7 +23,7 @@ def test_gpu_check_runs_the_four_steps_in_order():
     text = SCRIPT.read_text(encoding="utf-8")
     steps = re.findall(r"^step (\w+) (\d+) ", text, flags=re.MULTILINE)
     assert [name for name, _ in steps] == ["extract", "ap", "tolerance", "pipeline"]
-    # The per-step limits fit the issue's 8 minutes on one GPU.
+    # The per-step limits add up to the script's promise: at most 8 minutes on one GPU.
     assert sum(int(limit) for _, limit in steps) <= 8 * 60
     for script in ("bench_extract.py", "bench_ap_device.py"):
         assert (SCRIPT.parent / script).is_file()

@@ -85,7 +85,7 @@ with right:
         f"compare_summary_{concept}_{ckpt_a}_{ckpt_b}_k{k}",
         column_config={
             "jaccard_a_b": st.column_config.NumberColumn(
-                "Jaccard A/B", format="%.2f", help="Overlap of the language's top-K sets at A and at B."
+                "Jaccard A/B", format="%.2f", help=f"Overlap of the language's top-{k} sets at A and at B."
             )
         },
     )
@@ -95,14 +95,28 @@ ma = q(Q.concept_overlap_matrix, c.run_id, ckpt_a, concept)
 mb = q(Q.concept_overlap_matrix, c.run_id, ckpt_b, concept)
 chance_ov = q(Q.overlap_chance, c.run_id)  # chance: random top-K sets' exact expected Jaccard
 chance = dict(zip(chance_ov["checkpoint"].to_list(), chance_ov["jaccard_mean"].to_list()))
+# The stored overlaps are of the run's own K, not of the Top-K control above: the titles name it.
+ok = q(Q.overlap_k, c.run_id) or c.top_k
+st.caption(
+    f"Jaccard of the stored top-{ok} sets of each language pair (the Top-{k} control does not change them); both "
+    "heatmaps share one colour scale, and the diagonal (a language with itself) is grey, off the scale."
+)
+# One colour scale for A and B, from both sides' pairs (the diagonal left out), so equal colours are equal values.
+both_sides = pl.concat([m.filter(pl.col("lang_a") != pl.col("lang_b")) for m in (ma, mb)])
+shared_domain = (
+    min(0.0, charts.finite_min(both_sides["jaccard"])),
+    max(charts.finite_max(both_sides["jaccard"], 1.0), 1e-6),
+)
 ha, hb = st.columns(2)
 # A and B may be the same checkpoint: each side's download is named by its side, so the keys differ.
 for col, side, name, mat in ((ha, "A", ckpt_a, ma), (hb, "B", ckpt_b, mb)):
     with col:
         if mat.height:
-            suffix = f" (chance {chance[name]:.4f})" if name in chance else ""
+            suffix = f", chance {chance[name]:.4f}" if name in chance else ""
             chart(
-                charts.lang_heatmap(mat, "jaccard", title=f"Jaccard at {side}: {name}{suffix}"),
+                charts.lang_heatmap(
+                    mat, "jaccard", title=f"Jaccard at {side}: {name} (top-{ok} sets{suffix})", domain=shared_domain
+                ),
                 mat,
                 f"overlap_matrix_{side}_{concept}_{name}",
             )

@@ -25,6 +25,9 @@ from explorer.widgets import url_int, url_select
 PAGE = {"title": "Concepts", "icon": "💡", "url_path": "concepts", "section": "Explore", "order": 30}
 
 NOT_SIGNIFICANT = " · n.s."
+#: Languages per table of the top-units grid: a cell ("L3 · U427 (0.616)") is about 100 px wide, so a wider
+#: table would hide its last columns behind a scroll bar; more languages are split over tables of equal width.
+GRID_LANGUAGES = 7
 
 c = ctx()
 order = checkpoint_order()
@@ -47,6 +50,10 @@ shared_all = q(Q.shared_experts, c.run_id, ckpt, concept, c.min_langs, 500)
 
 pairs = matrix.filter(pl.col("lang_a") < pl.col("lang_b"))
 chance_ov = q(Q.overlap_chance, c.run_id)
+# The stored overlaps and shared experts are of the run's own K (50 in the demo), whatever the Top-K control says:
+# every title and label that shows them names that K.
+ok = q(Q.overlap_k, c.run_id) or c.top_k
+topk_sets = f"top-{ok} sets"
 chance_text = (
     f"Jaccard {chance_ov['jaccard_mean'][-1]:.4f}, |A∩B|/k {chance_ov['over_k_mean'][-1] or 0:.4f} for "
     f"random top-{int(chance_ov['k'][-1])} sets of {int(chance_ov['n_units'][-1]):,} units; Spearman 0"
@@ -54,19 +61,23 @@ chance_text = (
     else "not stored"
 )
 MEASURE_NAMES = {
-    "jaccard": "Jaccard of top-K sets",
-    "over_k": "|A∩B| / k of top-k sets (Wang et al.)",
+    "jaccard": f"Jaccard of {topk_sets}",
+    "over_k": f"|A∩B| / k of {topk_sets} (Wang et al.)",
     "spearman_ap": "Spearman of all units' AP",
 }
 m = st.columns(4)
 m[0].metric("Languages with experts", units["lang"].n_unique() if units.height else 0)
 lead = c.overlap_measure  # the run's [experts] overlap_measure
 m[1].metric(
-    f"Mean {'Jaccard' if lead == 'jaccard' else '|A∩B|/k'} overlap",
+    f"Mean {'Jaccard' if lead == 'jaccard' else '|A∩B|/k'} of {topk_sets}",
     f"{pairs[lead].mean():.3f}" if pairs.height and pairs[lead].null_count() < pairs.height else "–",
-    help="Over language pairs, of the stored top-K sets at this checkpoint.",
+    help=f"Over language pairs, of the stored top-{ok} sets at this checkpoint (the Top-K control does not change it).",
 )
-m[2].metric(f"Shared experts (≥ {c.min_langs} languages)", shared_all.height)
+m[2].metric(
+    f"Units top-{c.top_k} in ≥ {c.min_langs} languages",
+    shared_all.height,
+    help=f"Of the stored top-{c.top_k} sets (the Top-K control does not change it).",
+)
 m[3].metric("Most languages for one unit", int(shared_all["n_langs_topk"].max()) if shared_all.height else 0)
 
 st.subheader(f"Top-{k} units per language at {md(checkpoint_label(ckpt))}")
@@ -84,19 +95,27 @@ else:
             + pl.when(pl.col("significant").not_()).then(pl.lit(NOT_SIGNIFICANT)).otherwise(pl.lit(""))
         )
         grid = cells.pivot(on="lang", index="rank", values="cell", aggregate_function="first").sort("rank")
-        st.dataframe(
-            grid.to_pandas().style.map(
-                lambda v: "color: #9e9e9e" if isinstance(v, str) and v.endswith(NOT_SIGNIFICANT) else ""
-            ),
-            hide_index=True,
-            width="stretch",
-        )
+        grid_langs = [col for col in grid.columns if col != "rank"]
+        n_tables = max(1, -(-len(grid_langs) // GRID_LANGUAGES))
+        per_table = -(-len(grid_langs) // n_tables) if grid_langs else 1
+        for start in range(0, max(len(grid_langs), 1), per_table):
+            st.dataframe(
+                grid.select("rank", *grid_langs[start : start + per_table])
+                .to_pandas()
+                .style.map(lambda v: "color: #9e9e9e" if isinstance(v, str) and v.endswith(NOT_SIGNIFICANT) else ""),
+                hide_index=True,
+                width="stretch",
+            )
         n_ns = int(cells["significant"].not_().sum())  # null (no threshold stored) is not counted
         st.caption(
             "Each cell: layer · unit (AP). The same unit in several columns is a cross-lingual expert. "
             f"Greyed, *n.s.*: not significant, {n_ns} of {cells.height} shown. {significance_text(tested)}"
         )
-        downloads(units, f"top_units_{concept}_{ckpt}_k{k}")
+        # The download: one row per (language, rank), with the test's threshold and its n.s. flag as the grid shows it.
+        downloads(
+            units.join(tested.select("lang", "rank", "threshold", "significant"), on=["lang", "rank"], how="left"),
+            f"top_units_{concept}_{ckpt}_k{k}",
+        )
     with table_tab:
         table(
             with_neuron_links(units.join(sig, on=["lang", "rank"], how="left"), concept),
@@ -117,7 +136,6 @@ with left:
         format_func=MEASURE_NAMES.get,
     )
     if matrix.height:
-        lo = min(0.0, charts.finite_min(matrix[measure]))  # NaN and infinity are not drawn
         chance_here = (
             f"{chance_ov[f'{measure}_mean'][-1] or 0:.4f}"
             if measure in ("jaccard", "over_k") and chance_ov.height
@@ -127,7 +145,9 @@ with left:
         )
         chart(
             charts.lang_heatmap(
-                matrix, measure, title=f"{fmt_concept(concept)} at {ckpt} (chance {chance_here})", domain=(lo, 1.0)
+                matrix,
+                measure,
+                title=f"{MEASURE_NAMES[measure]}: {fmt_concept(concept)} at {ckpt} (chance {chance_here})",
             ),
             matrix,
             f"overlap_matrix_{concept}_{ckpt}",
@@ -143,20 +163,26 @@ with right:
             [hist.select("checkpoint", "step", "pair", measure), mean.select("checkpoint", "step", "pair", measure)]
         )
         n_pairs = hist["pair"].n_unique()
-        lines = charts.lines_over_checkpoints(
-            both if n_pairs <= 28 else mean,
-            order,
-            measure,
-            color="pair",
-            title=f"{fmt_concept(concept)}: {measure} per language pair",
-            highlight="mean",
-            domain=(min(0.0, charts.finite_min(both[measure])), 1.0),
-        )
+        shown = both if n_pairs <= 28 else mean
         # Chance: random top-K sets' exact expected Jaccard or |A∩B|/k; Spearman's is 0.
         reference = (
             chance_ov.select("checkpoint", pl.col(f"{measure}_mean").alias(measure))
             if measure in ("jaccard", "over_k")
             else chance_ov.select("checkpoint", pl.lit(0.0).alias(measure))
+        )
+        # The axis spans the data and the chance line (a Jaccard of 0.05 on a 0-1 axis would read as flat).
+        top = max(charts.finite_max(shown[measure], 0.0), charts.finite_max(reference[measure], 0.0))
+        lines = charts.lines_over_checkpoints(
+            shown,
+            order,
+            measure,
+            color="pair",
+            y_title=MEASURE_NAMES[measure],
+            title=f"{fmt_concept(concept)}: {measure} per language pair"
+            + (f" ({topk_sets})" if measure in ("jaccard", "over_k") else " (all units' AP)")
+            + ("" if n_pairs <= 28 else f" (the mean of {n_pairs} pairs)"),
+            highlight="mean",
+            domain=(min(0.0, charts.finite_min(shown[measure])), min(1.0, max(top * 1.15, 1e-6))),
         )
         chart(
             charts.with_chance(
@@ -173,7 +199,7 @@ with right:
 
 st.subheader("Shared experts")
 st.caption(
-    f"Units in the top-K of {md(fmt_concept(concept))} in many languages at "
+    f"Units in the stored top-{c.top_k} of {md(fmt_concept(concept))} in many languages at "
     f"{md(ckpt)}. min/mean AP are over "
     "every language, so a high min AP marks a reliable predictor everywhere."
 )
@@ -215,7 +241,7 @@ with s_right:
         order,
         "n_shared",
         y_title="shared experts",
-        title=f"Shared experts (≥ {c.min_langs} languages) over training",
+        title=f"Shared experts (top-{c.top_k} in ≥ {c.min_langs} languages) over training",
         tooltip=["max_langs:Q"],
         height=280,
     )

@@ -1,5 +1,7 @@
 """Language: one language's concept experts, and how many it shares with other languages over training."""
 
+from math import comb
+
 import polars as pl
 import streamlit as st
 
@@ -22,6 +24,32 @@ from explorer.text import md
 
 # Where the navigation lists this page (read by explorer/pages.py without running the script).
 PAGE = {"title": "Language", "icon": "🗣️", "url_path": "language", "section": "Explore", "order": 50}
+
+
+def random_shared_share(k: int, n: int, n_langs: int, min_langs: int) -> float:
+    """The mean share of a language's top-K experts that are shared experts when every language's top-K is K
+    units drawn at random from N: a unit of this language's top-K is in each other language's with probability
+    K / N, independently, so the share is P(Binom(L - 1, K / N) >= min_langs - 1) (exact; the per-language
+    form of ``overlap_chance.shared_expected``, which counts the units of one concept instead)."""
+    if n_langs < min_langs or n <= 0:
+        return 0.0
+    p, others, need = min(k / n, 1.0), n_langs - 1, max(min_langs - 1, 0)
+    return sum(comb(others, j) * p**j * (1 - p) ** (others - j) for j in range(need, others + 1))
+
+
+def sharing_chance(sizes: pl.DataFrame, top_k: int, min_langs: int) -> pl.DataFrame:
+    """Per checkpoint of ``sizes`` (`explorer.queries.sharing_chance_sizes`): ``chance_share``, the mean share
+    random experts would give, with the K (the stored experts' K, else the run's top_k), N and L it is
+    computed from."""
+    with_k = sizes.select(
+        "checkpoint",
+        pl.col("expert_k").fill_null(top_k).cast(pl.Int64).alias("k"),
+        pl.col("n_units").cast(pl.Int64),
+        pl.col("n_langs").cast(pl.Int64),
+    )
+    shares = [random_shared_share(k, n, n_l, min_langs) for _, k, n, n_l in with_k.rows()]
+    return with_k.with_columns(pl.Series("chance_share", shares, dtype=pl.Float64))
+
 
 c = ctx()
 order = checkpoint_order()
@@ -53,21 +81,42 @@ if sharing.height:
         )
         .sort(["step", "checkpoint"], nulls_last=True)
     )
+    chance = sharing_chance(q(Q.sharing_chance_sizes, c.run_id), top_k, c.min_langs)
+    per_ck = per_ck.join(chance.select("checkpoint", "chance_share"), on="checkpoint", how="left")
+    if chance.height:
+        values = sorted(set(chance["chance_share"].to_list()))
+        first = chance.row(0, named=True)
+        value = f"{values[0]:.3g}" if len(values) == 1 else f"{values[0]:.3g} to {values[-1]:.3g}"
+        st.markdown(
+            f"**Chance: random experts would give a mean share of {value}** (dashed line). If each language's "
+            f"top-{first['k']} were {first['k']} units drawn at random from the {first['n_units']:,}, one of "
+            f"{md(lang)}'s experts would be top-{first['k']} in at least {c.min_langs - 1} of the other "
+            f"{first['n_langs'] - 1} languages with probability P(Binom({first['n_langs'] - 1}, "
+            f"{first['k']}/{first['n_units']}) >= {c.min_langs - 1})."
+        )
+    else:
+        st.caption("No chance level: this store has no overlap_chance rows (the chance stage did not run).")
     left, right = st.columns([2, 3])
     with left:
-        chart(
-            charts.lines_over_checkpoints(
-                per_ck,
-                order,
-                "mean_share",
-                y_title=f"share of the top-{top_k}",
-                title="Mean share of experts that are shared",
-                domain=(0.0, 1.0),
-                tooltip=["mean_n_shared:Q", "concepts_with_shared:Q"],
-            ),
+        mean_chart = charts.lines_over_checkpoints(
             per_ck,
-            f"language_{lang}_sharing_mean",
+            order,
+            "mean_share",
+            y_title=f"share of the top-{top_k}",
+            title="Mean share of experts that are shared",
+            domain=(0.0, 1.0),
+            tooltip=["mean_n_shared:Q", "concepts_with_shared:Q", "chance_share:Q"],
         )
+        if chance.height:
+            reference = charts.chance_lines(
+                per_ck.filter(pl.col("chance_share").is_not_null()),
+                order,
+                "chance_share",
+                y_title=f"share of the top-{top_k}",
+                label="random experts",
+            )
+            mean_chart = charts.with_chance(mean_chart, reference=reference)
+        chart(mean_chart, per_ck, f"language_{lang}_sharing_mean")
     with right:
         rows = (
             sharing.group_by("concept_id")

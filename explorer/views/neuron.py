@@ -131,7 +131,7 @@ else:
             order,
             value="n_langs",
             rows=concept_rank[:60],
-            title="languages in which the unit is a top-K expert",
+            title=f"languages in which the unit is a top-{c.top_k} expert",
             max_value=n_lang_total,
         ),
         expert_of,
@@ -194,7 +194,10 @@ else:
             one,
             f"neuron_L{layer}_U{unit}_rank_{concept}",
         )
-    st.caption(f"Points exist only where the unit is among the stored top-{c.top_k}; a gap means it dropped out.")
+    st.caption(
+        f"Points exist only where the unit is among the stored top-{c.top_k}; a gap in a line means it dropped out "
+        "at that checkpoint."
+    )
 
 drilldown_section(layer, unit, concept if ap.height else None)  # contexts, histograms, tokens
 
@@ -211,7 +214,7 @@ if ap.height:
             profile,
             order,
             value="n_concepts",
-            rows=sorted(profile["lang"].unique()),
+            rows=[lang for lang in q(Q.languages)["lang"].to_list() if lang in set(profile["lang"].to_list())],
             title="concepts for which the unit is top-K, per language",
             row_field="lang",
         ),

@@ -53,11 +53,23 @@ with left:
             what="representation",
             help="'mean': sentence-pooled residual stream; 'token': single tokens.",
         )
-        grid = q(Q.probe_grid, c.run_id, rep)
+        grid = q(Q.probe_grid, c.run_id, rep).join(
+            q(Q.probe_chance, c.run_id, rep).select("checkpoint", "layer", "majority_baseline", "control_accuracy"),
+            on=["checkpoint", "layer"],
+            how="left",
+        )
         chart(charts.probe_heatmap(grid, order), grid, f"probe_accuracy_{rep}")
+        majority = grid["majority_baseline"].drop_nulls()
         st.caption(
             "Early in training a linear probe identifies the language in every layer; the paper "
             "finds that later it fades in the middle layers, where meaning is shared."
+            + (
+                f" Chance (always the commonest language): accuracy {majority.min():.3f}"
+                + (f" … {majority.max():.3f}" if majority.max() > majority.min() else "")
+                + "; the tooltip gives each cell's."
+                if majority.len()
+                else ""
+            )
         )
     else:
         empty("No language-identification probes in this store.")
@@ -65,64 +77,74 @@ with right:
     st.subheader("Cross-lingual expert overlap")
     ov = q(Q.overlap_summary, c.run_id)
     if ov.height:
-        long = ov.unpivot(
-            index=["checkpoint", "step"],
-            on=["mean_jaccard", "mean_spearman_ap"],
-            variable_name="measure",
-            value_name="value",
-        )
+        overlap_k = int(ov["k"].max())
         ci = q(Q.headline_intervals, c.run_id)
-        ci_overlap = ci.filter(pl.col("measure").is_in(["mean_jaccard", "mean_spearman_ap"]))
-        y_title = "mean over concepts and language pairs"
-        lines = charts.lines_over_checkpoints(
-            long,
-            order,
-            "value",
-            color="measure",
-            y_title=y_title,
-            title=f"Overlap of top-{int(ov['k'].max())} experts across languages",
-            domain=(0.0, 1.0),
-        )
-        chart(
-            charts.with_chance(
-                lines,
-                band=charts.interval_band(ci_overlap, charts.ckpt_axis(order), color="measure", y_title=y_title)
-                if ci_overlap.height
-                else None,
-                reference=charts.chance_lines(
-                    ci_overlap.rename({"chance": "value"}),
-                    order,
-                    "value",
-                    color="measure",
-                    y_title=y_title,
-                    label="chance (random top-K sets)",
-                )
-                if ci_overlap.height
-                else None,
-            ),
-            ov.join(
-                ci_overlap.pivot(on="measure", index="checkpoint", values=["lo", "hi", "chance"]),
-                on="checkpoint",
-                how="left",
-            )
-            if ci_overlap.height
-            else ov,
-            "expert_overlap_over_training",
-        )
         chance = q(Q.overlap_chance, c.run_id)
+        # Jaccard (about 0.05) and Spearman (about 0.4) are different quantities: each has its own chart and axis,
+        # so Jaccard and its chance line are not pressed onto the floor of a 0-1 axis.
+        for measure, title, y_title, chance_label in (
+            (
+                "mean_jaccard",
+                f"Overlap of top-{overlap_k} experts across languages: Jaccard of the top-{overlap_k} sets",
+                "mean Jaccard",
+                "chance (random top-K sets)",
+            ),
+            (
+                "mean_spearman_ap",
+                "Overlap across languages: Spearman of all units' AP",
+                "mean Spearman",
+                "chance (unrelated APs: 0)",
+            ),
+        ):
+            one = ov.select("checkpoint", "step", pl.col(measure).alias("value"))
+            ci_one = ci.filter(pl.col("measure") == measure)
+            top = max(
+                charts.finite_max(one["value"], 0.0), charts.finite_max(ci_one["hi"], 0.0) if ci_one.height else 0.0
+            )
+            low = min(0.0, charts.finite_min(one["value"]), charts.finite_min(ci_one["lo"]) if ci_one.height else 0.0)
+            lines = charts.lines_over_checkpoints(
+                one,
+                order,
+                "value",
+                y_title=y_title,
+                title=title,
+                domain=(low, min(1.0, max(top * 1.15, 1e-6))),
+                height=220,
+            )
+            chart(
+                charts.with_chance(
+                    lines,
+                    band=charts.interval_band(ci_one, charts.ckpt_axis(order), y_title=y_title)
+                    if ci_one.height
+                    else None,
+                    reference=charts.chance_lines(
+                        ci_one.select("checkpoint", pl.col("chance").alias("value")),
+                        order,
+                        "value",
+                        y_title=y_title,
+                        label=chance_label,
+                    )
+                    if ci_one.height
+                    else None,
+                ),
+                ov.select("checkpoint", "step", measure, "n_concepts", "k").join(
+                    ci_one.select("checkpoint", "lo", "hi", "chance"), on="checkpoint", how="left"
+                ),
+                f"expert_overlap_{measure}_over_training",
+            )
         chance_text = (
             (
                 f" Two random top-{int(chance['k'][-1])} sets of the {int(chance['n_units'][-1]):,} units "
                 f"would have Jaccard {chance['jaccard_mean'][-1]:.4f} (dashed; exact hypergeometric "
-                "expectation); Spearman 0."
+                "expectation); Spearman 0 (dashed)."
             )
             if chance.height
             else ""
         )
         st.caption(
-            "Jaccard overlap of the top-K expert sets of every language pair, and the Spearman "
-            "correlation of all units' AP, averaged over concepts. Rising = shared neurons. Bands: "
-            "95 % bootstrap intervals over concepts." + chance_text
+            f"Jaccard overlap of the top-{overlap_k} expert sets of every language pair, and the Spearman "
+            "correlation of all units' AP, averaged over concepts; each on its own axis. Rising = shared "
+            "neurons. Bands: 95 % bootstrap intervals over concepts." + chance_text
         )
         shared_ci = ci.filter(pl.col("measure") == "n_shared")
         if shared_ci.height:
@@ -130,7 +152,19 @@ with right:
             chart(
                 charts.with_chance(
                     charts.lines_over_checkpoints(
-                        shared_ci, order, "estimate", y_title=y_title, title="Shared experts over training", height=220
+                        shared_ci,
+                        order,
+                        "estimate",
+                        y_title=y_title,
+                        title=f"Shared experts over training (top-{c.top_k} in ≥ {c.min_langs} languages)",
+                        domain=(
+                            0.0,
+                            1.1
+                            * max(
+                                charts.finite_max(shared_ci["hi"], 0.0), charts.finite_max(shared_ci["estimate"], 1.0)
+                            ),
+                        ),
+                        height=220,
                     ),
                     band=charts.interval_band(shared_ci, charts.ckpt_axis(order), y_title=y_title),
                     reference=charts.chance_lines(

@@ -39,7 +39,20 @@ grid = q(Q.probe_grid, c.run_id, rep)
 if grid.height == 0:
     empty(f"No probe results for representation '{md(rep)}'.")
     st.stop()
+# Chance where the heatmap is read: each cell's majority-class baseline and control task in its tooltip.
+grid = grid.join(
+    q(Q.probe_chance, c.run_id, rep).select("checkpoint", "layer", "majority_baseline", "control_accuracy"),
+    on=["checkpoint", "layer"],
+    how="left",
+)
 chart(charts.probe_heatmap(grid, order, metric), grid, f"probe_{metric}_{rep}")
+majority = grid["majority_baseline"].drop_nulls()
+if majority.len():
+    st.caption(
+        f"Chance: always guessing the commonest language scores accuracy {majority.min():.3f}"
+        + (f" … {majority.max():.3f}" if majority.max() > majority.min() else "")
+        + " (majority class; the tooltip gives each cell's, and the control task's where there is one)."
+    )
 
 layers = sorted(set(grid["layer"].to_list()))
 left, right = st.columns(2)

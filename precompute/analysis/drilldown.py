@@ -1,9 +1,10 @@
 """Drill-downs for single units: what fires a unit, how it responds, what it writes.
 
 Pure functions over one checkpoint's pooled responses, expert rows and weight products; the drilldown
-stage (`precompute.stages.drilldown`) feeds them and runs the one extra forward pass they need (the peak
-token of each top context, `precompute.extract.unit_peaks`). Units are columns of the unit axis of
-`precompute.extract.Pooled` ("global columns": all hooked layers' units concatenated, which
+stage (`precompute.stages.drilldown`) feeds them and runs the one extra forward pass they need (each top
+context's peak token and the unit's activation at every token, `precompute.extract.unit_context_activations`),
+and decodes the output tokens (`token_text`: a token that is part of a character keeps its bytes). Units are
+columns of the unit axis of `precompute.extract.Pooled` ("global columns": all hooked layers' units concatenated, which
 `precompute.analysis.units.UnitAxis` splits); the frames returned name them by (layer, unit) with ``layer`` the
 model's block id, as every MLP table of the store has it.
 
@@ -13,10 +14,12 @@ per-unit work is one top-k, one scatter-add or one matmul on the device.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import torch
 
 from precompute.analysis.units import UnitAxis
@@ -223,6 +226,163 @@ def top_context_rows(
             "peak_act": peak_act.astype(np.float64),
         }
     )
+
+
+def ragged_take(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``values[starts[0] : starts[0] + counts[0]]``, then the same for every i, concatenated: one gather.
+
+    values: (n, ...) flat ragged data; starts, counts: (m,) where each piece begins in ``values`` and its length.
+    Returns (sum of counts, ...).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    out_starts = np.cumsum(counts) - counts
+    index = np.repeat(np.asarray(starts, dtype=np.int64) - out_starts, counts) + np.arange(int(counts.sum()))
+    return values[index]
+
+
+def context_token_rows(
+    offsets: Sequence[np.ndarray],
+    real_masks: Sequence[np.ndarray],
+    context_index: np.ndarray,
+    token_acts: np.ndarray,
+    token_counts: np.ndarray,
+) -> pl.DataFrame:
+    """Each top context's real tokens: their character offsets and the unit's activation at each, as list columns.
+
+    The ``unit_top_contexts`` columns ``token_start``, ``token_end`` and ``token_act`` of `top_contexts`' rows (in
+    their order), so that the Neuron page colours every token of a context and not only its peak. Specials (the
+    tokenizer's start or end tokens: no text of the context, never pooled) are left out, as pooling leaves them
+    out, so a row's largest ``token_act`` is the unit's max-pooled response to the context. Gathers on flat
+    arrays, no loop over rows.
+
+    Parameters
+    ----------
+    offsets : sequence of ndarray of int, each (tokens, 2)
+        Per context, its tokens' character offsets (`precompute.extract.token_offsets`).
+    real_masks : sequence of ndarray of bool, each (tokens,)
+        Per context, True on its real tokens (``TokenizedContexts.real_masks``, in the order of ``offsets``).
+    context_index : ndarray of int, (top_rows,)
+        The context of each row, an index into ``offsets`` and ``real_masks``.
+    token_acts : ndarray of float, (sum of token_counts,)
+        The unit's activation at every token of each row's context, row after row
+        (`precompute.extract.UnitContextActivations`).
+    token_counts : ndarray of int, (top_rows,)
+        How many of ``token_acts`` each row has: its context's tokens.
+
+    Returns
+    -------
+    DataFrame
+        (token_start, token_end, token_act), one row per input row: lists (real tokens of the context,) of
+        int32, int32 and float32.
+    """
+    context_index = np.asarray(context_index, dtype=np.int64)
+    token_counts = np.asarray(token_counts, dtype=np.int64)
+    lengths = np.array([len(o) for o in offsets], dtype=np.int64)  # (contexts,)
+    if len(token_counts) != len(context_index) or int(token_counts.sum()) != len(token_acts):
+        raise ValueError(f"{len(context_index)} rows, {len(token_counts)} counts and {len(token_acts)} activations")
+    if len(context_index) and not np.array_equal(lengths[context_index], token_counts):
+        raise ValueError(
+            "token counts differ from the offsets' (the offsets must come from the tokenization the pass ran on)"
+        )
+    if any(len(m) != n for m, n in zip(real_masks, lengths)):
+        raise ValueError("a real-token mask differs in length from its context's offsets")
+    starts = np.cumsum(lengths) - lengths  # (contexts,) where each context begins in the flat arrays
+    flat_offsets = np.concatenate([np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in offsets] or [np.zeros((0, 2))])
+    flat_real = np.concatenate([np.asarray(m, dtype=bool) for m in real_masks] or [np.zeros(0, dtype=bool)])
+    row_offsets = ragged_take(flat_offsets, starts[context_index], token_counts)  # (row tokens, 2)
+    keep = ragged_take(flat_real, starts[context_index], token_counts)  # (row tokens,)
+    rows_of = np.repeat(np.arange(len(context_index)), token_counts)
+    kept = np.bincount(rows_of[keep], minlength=len(context_index))  # (top_rows,) real tokens per row
+    list_offsets = pa.array(np.concatenate([[0], np.cumsum(kept)]).astype(np.int32))
+
+    def listed(values: np.ndarray, arrow_type: pa.DataType) -> pl.Series:
+        return pl.from_arrow(pa.ListArray.from_arrays(list_offsets, pa.array(values, type=arrow_type)))
+
+    return pl.DataFrame(
+        [
+            listed(row_offsets[keep, 0].astype(np.int32), pa.int32()).alias("token_start"),
+            listed(row_offsets[keep, 1].astype(np.int32), pa.int32()).alias("token_end"),
+            listed(np.asarray(token_acts, dtype=np.float32)[keep], pa.float32()).alias("token_act"),
+        ]
+    )
+
+
+def _byte_level_table() -> dict[str, int]:
+    """GPT-2's ``bytes_to_unicode`` inverted: the printable character byte-level BPE writes each byte as (the
+    printable Latin-1 bytes as themselves, the others as U+0100 on, in byte order) -> the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
+
+
+#: Byte-level BPE's characters (GPT-2, BLOOM and ``tokenizers``' ByteLevel pre-tokenizer) -> the byte each is.
+_BYTE_LEVEL_CHARS = _byte_level_table()
+
+
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def piece_bytes(piece: str | None) -> bytes | None:
+    """The bytes a tokenizer's vocabulary entry stands for, where its spelling says: a SentencePiece byte-fallback
+    piece (``<0xE0>``) or a byte-level BPE piece (every character one of GPT-2's byte characters, ``Ġ`` a
+    space); None for any other spelling (a SentencePiece word piece, a special token).
+
+    Parameters
+    ----------
+    piece : str or None
+        The vocabulary entry (``tokenizer.convert_ids_to_tokens(id)``).
+
+    Returns
+    -------
+    bytes or None
+    """
+    if not piece:
+        return None
+    fallback = _BYTE_FALLBACK.fullmatch(piece)
+    if fallback:
+        return bytes([int(fallback.group(1), 16)])
+    if all(c in _BYTE_LEVEL_CHARS for c in piece):
+        return bytes(_BYTE_LEVEL_CHARS[c] for c in piece)
+    return None
+
+
+def bytes_text(raw: bytes) -> str:
+    """``raw`` as text, every byte that is not part of a whole UTF-8 character written ``<0xNN>`` (as
+    TransformerLens and Neuronpedia show them), the whole characters as themselves."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    return "".join(f"<0x{ord(c) - 0xDC00:02X}>" if "\udc80" <= c <= "\udcff" else c for c in text)
+
+
+def token_text(decoded: str, piece: str | None) -> str:
+    """The text stored for one output token: its decoding, or its bytes where the decoding lost them.
+
+    A byte-level token that is part of a character (a Chinese character is three bytes, often two tokens)
+    decodes alone to U+FFFD, the same for every such token; its bytes say which it is. So where ``decoded`` holds
+    U+FFFD and the piece's bytes are known and are not whole UTF-8 characters, the token is its `bytes_text`
+    (``<0xE4><0xB8>``, a whole character in it kept); otherwise (a token that is a U+FFFD, or a tokenizer whose
+    pieces do not spell their bytes) its decoding, unchanged.
+
+    Parameters
+    ----------
+    decoded : str
+        The token decoded alone (``tokenizer.decode([id])``).
+    piece : str or None
+        Its vocabulary entry (``tokenizer.convert_ids_to_tokens(id)``).
+
+    Returns
+    -------
+    str
+    """
+    if "\ufffd" not in decoded:
+        return decoded
+    raw = piece_bytes(piece)
+    if raw is None:
+        return decoded
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return bytes_text(raw)
+    return decoded
 
 
 def response_histograms(

@@ -2,10 +2,10 @@
 
 For the selected units (``[drilldown] max_units``: the top experts and language neurons,
 ``precompute.analysis.drilldown.select_units``): each one's top contexts per language with the token where it
-peaks, its response histograms per concept, and the output tokens its write direction promotes (the exact logit
-lens, ``precompute.model.unembed``). The peak tokens need a second forward pass over only the union of the top
-contexts (``precompute.extract.unit_peaks``); their character offsets come from re-tokenizing those texts exactly
-as the extraction did.
+peaks and its activation at every token, its response histograms per concept, and the output tokens its write
+direction promotes (the exact logit lens, ``precompute.model.unembed``). The peaks and per-token activations need
+a second forward pass over only the union of the top contexts (``precompute.extract.unit_context_activations``);
+their character offsets come from re-tokenizing those texts exactly as the extraction did.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import polars as pl
 import torch
 
 from precompute.analysis import drilldown as dd
-from precompute.extract import max_positions, token_offsets, unit_peaks
+from precompute.extract import max_positions, token_offsets, unit_context_activations
 from precompute.model.unembed import direct_effects
 from precompute.stages.base import CheckpointContext, Stage
 
@@ -30,8 +30,9 @@ def _run(ctx: CheckpointContext) -> dict[str, pl.DataFrame]:
     chosen = dd.select_units(top, ctx.need("language_neurons"), units, max_units=spec.max_units)  # (U,) columns
     best = dd.top_contexts(responses, langs, chosen, n_top=spec.top_contexts, device=loaded.device)
     rows = best["row"].to_numpy()
-    positions, peak_act = unit_peaks(
-        loaded, layout, ctx.prepared.contexts, rows, best["col"].to_numpy(), batch_tokens=ctx.cfg.extract.batch_tokens
+    contexts = ctx.prepared.contexts
+    found = unit_context_activations(
+        loaded, layout, contexts, rows, best["col"].to_numpy(), batch_tokens=ctx.cfg.extract.batch_tokens
     )
     union = np.unique(rows)
     token_offs = token_offsets(
@@ -39,8 +40,12 @@ def _run(ctx: CheckpointContext) -> dict[str, pl.DataFrame]:
         sentences["text"].gather(union).to_list(),
         max_positions(loaded.model, ctx.cfg.extract.max_length),
     )
-    start, end = dd.peak_offsets(token_offs, np.searchsorted(union, rows), positions)
-    contexts_rows = dd.top_context_rows(best, sentences["sentence_id"].to_numpy(), units, start, end, peak_act)
+    in_union = np.searchsorted(union, rows)
+    start, end = dd.peak_offsets(token_offs, in_union, found.positions)
+    contexts_rows = dd.top_context_rows(best, sentences["sentence_id"].to_numpy(), units, start, end, found.values)
+    real_masks = [contexts.real_masks[i] for i in union]
+    token_rows = dd.context_token_rows(token_offs, real_masks, in_union, found.token_acts, found.token_counts)
+    contexts_rows = contexts_rows.hstack(token_rows)
     picked = pl.DataFrame({"col": chosen})
     experts = top.with_columns(col=pl.Series(dd.global_columns(top, units))).join(picked, on="col", how="semi")
     hist = dd.response_histograms(
@@ -61,13 +66,22 @@ def _run(ctx: CheckpointContext) -> dict[str, pl.DataFrame]:
                     mine,
                     n_tokens=spec.top_tokens,
                     vocab_size=len(tokenizer),
-                    decode=lambda ids: tokenizer.batch_decode([[t] for t in ids]),
+                    decode=lambda ids: _token_texts(tokenizer, ids),
                 )
             )
     tables = {"unit_top_contexts": contexts_rows, "unit_response_hist": hist}
     if out_rows:
         tables["unit_output_tokens"] = pl.concat(out_rows)
     return tables
+
+
+def _token_texts(tokenizer, ids: list[int]) -> list[str]:
+    """Each token id decoded alone, its bytes kept where that decoding loses them (`dd.token_text`): decided
+    here, with the tokenizer at hand, because the store's text of a token that is part of a character is a bare
+    U+FFFD, from which no reader can tell which bytes it was."""
+    decoded = tokenizer.batch_decode([[t] for t in ids])
+    pieces = tokenizer.convert_ids_to_tokens(list(ids))
+    return [dd.token_text(text, piece) for text, piece in zip(decoded, pieces)]
 
 
 STAGE = Stage(

@@ -25,7 +25,8 @@ SCHEMA_VERSION = 1
 # schema needs, so that a collaborator opens a store with the DuckDB they have (every version since 1.1, the
 # oldest pyproject allows), not only with the one that wrote it. Recorded in ``meta`` (key ``storage_version``)
 # at every write; the file's header says it too (storage number 64). Measured: DuckDB 1.1.3 reads a store and its
-# parts (tests/test_hostile_parts.py); DuckDB 1.0.0 cannot read the primary keys, written as 'v1.0.0' or older.
+# parts (tests/reliability/test_foreign_parts_and_store_paths.py); DuckDB 1.0.0 cannot read the primary keys,
+# written as 'v1.0.0' or older.
 STORAGE_VERSION = "v1.1.0"
 STORAGE_NUMBER = 64
 OPENS_IN_DUCKDB = "1.1.0"
@@ -61,6 +62,7 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     "BOOLEAN": pl.Boolean(),
     "TIMESTAMP": pl.Datetime("us"),
     "INTEGER[]": pl.List(pl.Int32()),
+    "FLOAT[]": pl.List(pl.Float32()),
 }
 
 
@@ -543,13 +545,18 @@ _DECLARED: tuple[Table, ...] = (
             nullable("peak_start", "INTEGER"),
             nullable("peak_end", "INTEGER"),
             nullable("peak_act", "DOUBLE"),
+            nullable("token_start", "INTEGER[]", added=True),
+            nullable("token_end", "INTEGER[]", added=True),
+            nullable("token_act", "FLOAT[]", added=True),
         ],
         mlp_layer=True,
         notes="Drill-downs (precompute.analysis.drilldown) cover the selected units of a checkpoint: the top "
         "experts of any (concept, lang) and the LAPE units, at most [drilldown] max_units. Here: the unit's top-N "
         "contexts per language by pooled response (rank 1 the highest); peak_start / peak_end: character offsets "
         "in sentences.text of the token where the unit peaks (its largest activation over the context's real "
-        "tokens), peak_act that activation.",
+        "tokens), peak_act that activation. token_start / token_end / token_act: one entry per real token of the "
+        "context, in order: its character offsets in sentences.text and the unit's activation there (float32, as "
+        "computed; the entry at the peak token is peak_act); NULL in rows written before they were stored.",
     ),
     _checkpoint_table(
         "unit_response_hist",
@@ -587,7 +594,9 @@ _DECLARED: tuple[Table, ...] = (
         notes="The exact direct effect on the output logits of one unit of activation (its down-projection "
         "column, mean-centred for LayerNorm models, through the final norm's scale and the unembedding, centred "
         "over the vocabulary: precompute.model.unembed); direction 'promoted' (largest, rank 1 first) or "
-        "'suppressed' (most negative); token decoded with the checkpoint's tokenizer.",
+        "'suppressed' (most negative); token decoded alone with the checkpoint's tokenizer, except a token that "
+        "is part of a character (decoded alone it is U+FFFD): its bytes, <0xNN> each (a whole character in it "
+        "kept), where its vocabulary entry spells them (byte-level BPE, SentencePiece byte fallback).",
     ),
     _checkpoint_table(
         "steering",
@@ -708,7 +717,7 @@ def checkpoint_order(alias: str = "") -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# The reference page docs/store.md, generated from the declarations (tests/test_store_schema.py keeps it current).
+# The reference page docs/store.md, generated from the declarations (tests/store/test_schema.py keeps it current).
 
 #: The command, run in the source tree, that writes docs/store.md.
 REGENERATE = "python docs/store_schema.py"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -363,7 +364,47 @@ def _drilldown_tables(
     )
     layer, unit = np.divmod(units[out["unit"].to_numpy()], n_units)
     out = out.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
+    top = top.hstack(_context_tokens(rng, top, sentences))
     return {"unit_top_contexts": top, "unit_response_hist": hist, "unit_output_tokens": out}
+
+
+def _word_offsets(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Character offsets of a synthetic tokenization of ``text``: words with their leading space (as byte-level
+    BPE cuts them), and the span ``start:end`` one token whatever it holds (the concept's word, where the
+    synthetic peak is)."""
+    start, end = max(0, min(start, len(text))), max(0, min(end, len(text)))
+
+    def words(a: int, b: int) -> list[tuple[int, int]]:
+        return [(m.start() + a, m.end() + a) for m in re.finditer(r"\s*\S+|\s+$", text[a:b])]
+
+    return [*words(0, start), *([(start, end)] if end > start else []), *words(end, len(text))]
+
+
+def _context_tokens(rng: np.random.Generator, top: pl.DataFrame, sentences: pl.DataFrame) -> pl.DataFrame:
+    """unit_top_contexts' per-token columns for synthetic top contexts: each token of the context an activation
+    drawn below the row's peak, the peak token (the span, `_word_offsets`) exactly the row's peak_act, as a real
+    pass stores them."""
+    texts = dict(zip(sentences["sentence_id"].to_list(), sentences["text"].to_list()))
+    tokenized: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}  # a context is many units' top one
+    starts, ends, acts = [], [], []
+    for sentence_id, p_start, p_end, peak in top.select("sentence_id", "peak_start", "peak_end", "peak_act").rows():
+        key = (sentence_id, p_start, p_end)
+        if key not in tokenized:
+            offsets = _word_offsets(texts[sentence_id], p_start, p_end)
+            tokenized[key] = (
+                np.array([a for a, _ in offsets], dtype=np.int32),
+                np.array([b for _, b in offsets], dtype=np.int32),
+            )
+        begin, stop = tokenized[key]
+        values = (peak * rng.uniform(0.0, 0.9, size=len(begin))).astype(np.float32)
+        values[(begin == p_start) & (stop == p_end)] = np.float32(peak)
+        starts.append(begin)
+        ends.append(stop)
+        acts.append(values)
+    return pl.DataFrame(
+        {"token_start": starts, "token_end": ends, "token_act": acts},
+        schema={"token_start": pl.List(pl.Int32), "token_end": pl.List(pl.Int32), "token_act": pl.List(pl.Float32)},
+    )
 
 
 _MONTHS = {

@@ -1,0 +1,1 @@
+"""Tests of precompute/cli that need the commands themselves: sharded runs and their merge."""

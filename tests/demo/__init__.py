@@ -1,0 +1,1 @@
+"""Tests of precompute/demo: the demo corpus and the demo training run."""

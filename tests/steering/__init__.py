@@ -1,0 +1,1 @@
+"""Tests of precompute/steering: the intervention, sampling, labelling, the stage and its commands."""
