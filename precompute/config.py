@@ -745,10 +745,10 @@ class RunConfig:
     def fingerprint(self) -> str:
         """What makes two runs the same analysis: every setting but the checkpoint list and device.
 
-        The rule (which keys count) is the store's, shared with the writer and the merge.
+        The rule (which keys count) is ``precompute.run_identity``'s, shared with the writer and the merge.
         """
         from precompute.inputs.concepts import concept_set_path
-        from precompute.store.identity import config_fingerprint
+        from precompute.run_identity import config_fingerprint
 
         # the file name only (where it lies is not the analysis); 'builtin' counts as the built-in file's name
         return config_fingerprint(self.to_dict(), concepts_name=lambda name: concept_set_path(name).name)

@@ -23,7 +23,7 @@ from typing import Any
 
 from precompute.config import Rule, RunConfig
 from precompute.inputs.langcodes import canonical_language, language_code_problem
-from precompute.store.identity import CONFIG_IGNORED
+from precompute.run_identity import CONFIG_IGNORED
 
 #: Where the generated page lives in a checkout (the generator is a tool of the source tree).
 SETTINGS_DOC = Path(__file__).resolve().parents[1] / "docs" / "settings.md"

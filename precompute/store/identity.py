@@ -1,59 +1,27 @@
-"""When two runs are the same analysis: the config fingerprint rule and the "same run" check.
+"""When two runs are the same analysis: the "same run" check, on the config fingerprint rule.
 
-One rule, used by the run id (``RunConfig.fingerprint``), by the writer (which refuses a store of another run)
-and by the merge (which refuses shards of different runs): every setting counts except the checkpoint list,
-the device and where big intermediate arrays are kept; the concept set counts by its file name here and by its
-content hash in ``runs.concept_set_sha256``.
+The rule itself (which settings count) is ``precompute.run_identity``'s, re-exported here: the run id
+(``RunConfig.fingerprint``), the writer (which refuses a store of another run) and the merge (which refuses shards
+of different runs) all use it; the concept set counts by its file name there and by its content hash in
+``runs.concept_set_sha256``.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from precompute.run_identity import CONFIG_IGNORED, comparable_config, config_fingerprint
 from precompute.store.errors import HalfWrittenStoreError
 
-# Config keys that do not change what a run computes.
-CONFIG_IGNORED: list[tuple[str, ...]] = [
-    ("checkpoints",),
-    ("checkpoint_set",),
-    ("model", "device"),
-    ("extract", "ram_budget_gb"),
-    ("extract", "spill_dir"),
+__all__ = [
+    "CONFIG_IGNORED",
+    "comparable_config",
+    "config_difference",
+    "config_fingerprint",
+    "parse_config_json",
+    "run_difference",
 ]
-
-
-def _file_name(value: str) -> str:
-    return Path(value).name
-
-
-def comparable_config(config: dict[str, Any], *, concepts_name: Callable[[str], str] = _file_name) -> dict[str, Any]:
-    """The part of a run's config (``RunConfig.to_dict()`` or ``runs.config_json``) that defines the analysis.
-
-    ``concepts_name`` turns ``[data] concepts`` into the name that counts (where the file lies does not);
-    ``RunConfig.fingerprint`` passes one that also knows the built-in set's aliases.
-    """
-    data = copy.deepcopy(config)
-    for key_path in CONFIG_IGNORED:
-        node: Any = data
-        for key in key_path[:-1]:
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(key_path[-1], None)
-    concepts = data.get("data", {}).get("concepts") if isinstance(data.get("data"), dict) else None
-    if isinstance(concepts, str):
-        data["data"]["concepts"] = concepts_name(concepts)
-    return data
-
-
-def config_fingerprint(config: dict[str, Any], *, concepts_name: Callable[[str], str] = _file_name) -> str:
-    """16 hex digits that change whenever the analysis would (see :func:`comparable_config`)."""
-    data = comparable_config(config, concepts_name=concepts_name)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_config_json(text: str, where: str) -> dict[str, Any]:
