@@ -59,7 +59,9 @@ PALETTE: tuple[str, ...] = (
 )
 
 #: Colour fields whose values are language codes: coloured by :func:`language_colors`, the same on every page.
-LANGUAGE_FIELDS = frozenset({"lang", "top_lang", "language", "source_lang", "output_lang", "concept_lang"})
+LANGUAGE_FIELDS = frozenset(
+    {"lang", "top_lang", "language", "source_lang", "output_lang", "concept_lang", "most_active_lang", "assigned_lang"}
+)
 
 
 def language_colors(languages: Sequence[str]) -> dict[str, str]:

@@ -40,7 +40,8 @@ def stacked_over_checkpoints(
     df: checkpoint, ``y``, ``color`` (one row per checkpoint and ``color`` value). ``shares``: ``y`` is a share of
     the checkpoint's total (the axis runs 0..1). ``colors``: every value ``color`` can take, so that charts drawn
     side by side give a value the same colour."""
-    scale = alt.Scale(domain=list(colors)) if colors else alt.Undefined
+    # Languages take their store-wide colour (the same on every page); other series the palette.
+    scale = charts.series_scale(color, list(colors) if colors else df[color].to_list())
     y_scale = alt.Scale(domain=[0.0, 1.0]) if shares else alt.Undefined
     value_format = ".2f" if shares else "d"
     return (

@@ -90,9 +90,10 @@ def present_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Schema tables the store lacks (an incomplete or foreign file); not the derived ones (``DERIVED_TABLES``),
-    which a store written before they were added lacks: the queries then read the table they derive from."""
+    which a store written before they were added lacks: the queries then read the table they derive from; nor
+    the ``OPTIONAL_TABLES``, added later, whose queries read an absent table as no rows."""
     present = set(present_tables(con))
-    return [name for name in DDL if name not in present and name not in DERIVED_TABLES]
+    return [name for name in DDL if name not in present and name not in DERIVED_TABLES and name not in OPTIONAL_TABLES]
 
 
 def _by_unit(con: duckdb.DuckDBPyConnection) -> str:
@@ -1221,3 +1222,128 @@ def overlap_k(con: duckdb.DuckDBPyConnection, run_id: str) -> int | None:
 
 
 PAGE_QUERIES.append(overlap_k)
+
+
+# --- the Neuron page beyond the top contexts: firing rate per language, decile and random samples, chance ------
+
+#: Tables added to the schema after stores were first written, which the explorer reads as no rows where a store
+#: lacks them (`missing_tables` does not count them): the drill-down's per-language profile and samples.
+OPTIONAL_TABLES = ("unit_language_profile", "unit_sample_contexts")
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return name in set(present_tables(con))
+
+
+def unit_language_profile(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's firing rate and mean response per language at one checkpoint (``unit_language_profile``), with
+    each language's baseline: ``baseline_rate``, the mean firing rate over every drilled-down unit of the
+    checkpoint in that language (``n_units`` of them; the firing rate of all units is not stored). No rows where
+    the store lacks the table (written before it was added) or the unit has no drill-down there."""
+    if not _has_table(con, "unit_language_profile"):
+        return pl.DataFrame(
+            schema={
+                "lang": pl.Utf8,
+                "n_contexts": pl.Int32,
+                "firing_rate": pl.Float64,
+                "context_rate": pl.Float64,
+                "mean_response": pl.Float64,
+                "baseline_rate": pl.Float64,
+                "n_units": pl.Int64,
+            }
+        )
+    return frame(
+        con,
+        """WITH base AS (
+               SELECT lang, avg(firing_rate) AS baseline_rate, count(*) AS n_units
+               FROM unit_language_profile
+               WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)
+               GROUP BY lang)
+           SELECT p.lang, p.n_contexts, p.firing_rate, p.context_rate, p.mean_response, b.baseline_rate,
+                  b.n_units
+           FROM unit_language_profile p JOIN base b ON b.lang = p.lang
+           WHERE p.run_id = ? AND p.checkpoint = ? AND strlen(p.checkpoint) = strlen(?) AND p.layer = ?
+                 AND p.unit = ?
+           ORDER BY p.lang""",
+        [run_id, checkpoint, checkpoint, run_id, checkpoint, checkpoint, layer, unit],
+    )
+
+
+def unit_sample_tokens(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """The unit's contexts beyond the top at one checkpoint (``unit_sample_contexts``: per language a few from
+    each decile band of its responses and a few at random), with their text and tokens as `unit_context_tokens`
+    gives them, plus ``sample``; in language, band (decile_1 ... decile_10, random) and rank order. No rows where
+    the store lacks the table."""
+    if not _has_table(con, "unit_sample_contexts"):
+        return pl.DataFrame(
+            schema={
+                "lang": pl.Utf8,
+                "sample": pl.Utf8,
+                "rank": pl.Int32,
+                "sentence_id": pl.Int64,
+                "concept_id": pl.Utf8,
+                "text": pl.Utf8,
+                "response": pl.Float64,
+                "peak_start": pl.Int32,
+                "peak_end": pl.Int32,
+                "peak_act": pl.Float64,
+                "token_start": pl.List(pl.Int32),
+                "token_end": pl.List(pl.Int32),
+                "token_act": pl.List(pl.Float32),
+            }
+        )
+    return frame(
+        con,
+        """SELECT t.lang, t.sample, t.rank, t.sentence_id, s.concept_id, s.text, t.response, t.peak_start,
+                  t.peak_end, t.peak_act, t.token_start, t.token_end, t.token_act
+           FROM unit_sample_contexts t JOIN sentences s ON s.sentence_id = t.sentence_id
+           WHERE t.run_id = ? AND t.checkpoint = ? AND strlen(t.checkpoint) = strlen(?) AND t.layer = ?
+                 AND t.unit = ?
+           ORDER BY t.lang, CASE WHEN t.sample = 'random' THEN 11
+                                 ELSE TRY_CAST(replace(t.sample, 'decile_', '') AS INTEGER) END, t.rank""",
+        [run_id, checkpoint, checkpoint, layer, unit],
+    )
+
+
+def unit_ap_against_chance(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """One row (none where the unit has no summary there): the unit's mean AP over every concept x language at
+    one checkpoint (``neuron_summary``) beside a random scorer's expected AP averaged over the same cells
+    (``chance_ap.random_ap``, the exact E[AP] of each cell; NULL where the chance stage did not run)."""
+    return frame(
+        con,
+        """SELECT n.mean_ap, n.max_ap,
+                  (SELECT avg(random_ap) FROM chance_ap
+                   WHERE run_id = ? AND checkpoint = ? AND strlen(checkpoint) = strlen(?)) AS random_ap
+           FROM neuron_summary n
+           WHERE n.run_id = ? AND n.checkpoint = ? AND strlen(n.checkpoint) = strlen(?) AND n.layer = ?
+                 AND n.unit = ?""",
+        [run_id, checkpoint, checkpoint, run_id, checkpoint, checkpoint, layer, unit],
+    )
+
+
+def unit_expert_chance(
+    con: duckdb.DuckDBPyConnection, run_id: str, checkpoint: str, layer: int, unit: int
+) -> pl.DataFrame:
+    """Per (concept, lang) where the unit is a top-K expert at one checkpoint: its AP and rank, the random
+    scorer's expected AP and the corrected permutation threshold (NULL where no test was run), to state beside
+    its response histograms."""
+    return frame(
+        con,
+        f"""SELECT n.concept_id, n.lang, n.ap, n.rank, ch.random_ap, ch.threshold
+            FROM {_by_unit(con)} n LEFT JOIN chance_ap ch
+              ON ch.run_id = n.run_id AND ch.checkpoint = n.checkpoint AND ch.lang = n.lang
+             AND ch.concept_id = n.concept_id
+            WHERE n.run_id = ? AND n.checkpoint = ? AND strlen(n.checkpoint) = strlen(?) AND n.layer = ?
+                  AND n.unit = ?
+            ORDER BY n.concept_id, n.lang""",
+        [run_id, checkpoint, checkpoint, layer, unit],
+    )
+
+
+PAGE_QUERIES += [unit_language_profile, unit_sample_tokens, unit_ap_against_chance, unit_expert_chance]

@@ -546,3 +546,179 @@ def output_token_rows(
             )
         )
     return pl.concat(frames)
+
+
+#: Contexts drawn per (unit, language) from each activation decile band, and at random from all the language's
+#: contexts (`sample_contexts`); the seed makes the draw reproducible. 12 rows per (unit, language), 1.2 times
+#: the top contexts' 10: at the demo's shape (about 2,040 units at each of 8 checkpoints, 12 languages of 1,080
+#: contexts) 2.35 million ``unit_sample_contexts`` rows and 196,000 ``unit_language_profile`` rows.
+DECILE_SAMPLES = 1
+RANDOM_SAMPLES = 2
+SAMPLE_SEED = 0
+#: The decile bands, lowest first: ``decile_1`` holds the language's lowest tenth of responses.
+DECILES = 10
+
+
+def language_profiles(
+    activations: torch.Tensor,
+    active: torch.Tensor,
+    langs: np.ndarray,
+    columns: np.ndarray,
+    units: UnitAxis,
+    *,
+    device: torch.device,
+) -> pl.DataFrame:
+    """Per selected unit and language: how often the unit fires on the language's contexts and how strongly.
+
+    ``firing_rate`` is the extract stage's ``mlp_active`` (per context the fraction of its real tokens on which
+    the unit is active: the down projection's input above 0, for a gated MLP the gate's) averaged over the
+    language's contexts, each context counted once (LAPE weights contexts by their tokens: its probability can
+    differ where lengths differ). ``context_rate`` is the
+    share of the language's contexts on which it is active on at least one token (near 1 for most units of a
+    GELU model: a weak signal, kept for units that are silent on whole languages); ``mean_response`` the mean
+    pooled response. One reduction along the context axis of a (contexts of the language, block of units)
+    block per language, no loop over units.
+
+    Parameters
+    ----------
+    activations : Tensor of float, (contexts, units)
+        Pooled responses.
+    active : Tensor of float, (contexts, units)
+        ``Pooled.mlp_active``.
+    langs : ndarray of str, (contexts,)
+    columns : ndarray of int, (selected,)
+        Global columns of the units (`select_units`).
+    units : UnitAxis
+    device : torch.device
+
+    Returns
+    -------
+    DataFrame
+        ``unit_language_profile`` rows (layer, unit, lang, n_contexts, firing_rate, context_rate,
+        mean_response), per language in sorted order, units in column order.
+    """
+    schema = {
+        "layer": pl.Int32,
+        "unit": pl.Int32,
+        "lang": pl.Utf8,
+        "n_contexts": pl.Int32,
+        "firing_rate": pl.Float64,
+        "context_rate": pl.Float64,
+        "mean_response": pl.Float64,
+    }
+    columns = np.asarray(columns, dtype=np.int64)
+    frames = []
+    for lang, rows in _lang_rows(langs):
+        rates, any_rates, means = [], [], []
+        for start in range(0, len(columns), CHUNK_UNITS):
+            cols = columns[start : start + CHUNK_UNITS]
+            fired = _block(active, rows, cols, device)  # (language contexts, block)
+            rates.append(fired.to(torch.float64).mean(dim=0).cpu())
+            any_rates.append((fired > 0).to(torch.float64).mean(dim=0).cpu())
+            means.append(_block(activations, rows, cols, device).to(torch.float64).mean(dim=0).cpu())
+        if not len(columns):
+            continue
+        frames.append(
+            pl.DataFrame(
+                {
+                    "layer": units.layer_of(columns),
+                    "unit": units.unit_of(columns),
+                    "lang": [lang] * len(columns),
+                    "n_contexts": np.full(len(columns), len(rows)),
+                    "firing_rate": torch.cat(rates).numpy(),
+                    "context_rate": torch.cat(any_rates).numpy(),
+                    "mean_response": torch.cat(means).numpy(),
+                }
+            ).cast(schema)
+        )
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def sample_contexts(
+    activations: torch.Tensor,
+    langs: np.ndarray,
+    columns: np.ndarray,
+    *,
+    per_decile: int = DECILE_SAMPLES,
+    n_random: int = RANDOM_SAMPLES,
+    seed: int = SAMPLE_SEED,
+    device: torch.device,
+) -> pl.DataFrame:
+    """Per (unit, language): contexts beyond the top, ``per_decile`` from each decile band of the unit's
+    responses on the language's contexts and ``n_random`` drawn from all of them, each without replacement.
+
+    Decile band d (1 the lowest) holds the contexts of ascending response rank ``[n (d-1) / 10, n d / 10)``
+    (ties keep torch's sort order), so its responses lie between the band's edges. The draw uses random keys from
+    one CPU generator seeded with ``seed`` (the same rows for the same inputs, on any device, and the global
+    random state untouched): per band, the contexts with the ``per_decile`` smallest keys. One sort and one
+    top-k per (language, block of units), no loop over units.
+
+    Parameters
+    ----------
+    activations : Tensor of float, (contexts, units)
+        Pooled responses.
+    langs : ndarray of str, (contexts,)
+    columns : ndarray of int, (selected,)
+        Global columns of the units (`select_units`).
+    per_decile, n_random : int
+        Contexts per band and at random; fewer where a band or the language has fewer.
+    seed : int
+    device : torch.device
+
+    Returns
+    -------
+    DataFrame
+        (lang, col, sample, rank, row, response): ``sample`` 'decile_1' ... 'decile_10' or 'random', ``rank``
+        1 ... within it (by descending response), ``row`` the index into the contexts; sorted by col, lang,
+        sample, rank.
+    """
+    schema = {
+        "lang": pl.Utf8,
+        "col": pl.Int64,
+        "sample": pl.Utf8,
+        "rank": pl.Int32,
+        "row": pl.Int64,
+        "response": pl.Float64,
+    }
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    columns = np.asarray(columns, dtype=np.int64)
+    parts: list[pl.DataFrame] = []
+    for lang, rows in _lang_rows(langs):
+        n = len(rows)
+        bands = [(f"decile_{d}", (n * (d - 1)) // DECILES, (n * d) // DECILES) for d in range(1, DECILES + 1)]
+        for start in range(0, len(columns), CHUNK_UNITS):
+            cols = columns[start : start + CHUNK_UNITS]
+            acts = _block(activations, rows, cols, device)  # (language contexts, block)
+            order = acts.argsort(dim=0, stable=True)  # (language contexts, block) ascending
+            keys = torch.rand((n, len(cols)), generator=generator).to(device)  # (language contexts, block)
+            for name, lo, hi in [*bands, ("random", 0, n)]:
+                k = min(per_decile if name != "random" else n_random, hi - lo)
+                if k <= 0:
+                    continue
+                picked = keys[lo:hi].topk(k, dim=0, largest=False).indices + lo  # (k, block) positions in the order
+                where = order[picked, torch.arange(len(cols), device=device)] if name != "random" else picked
+                values = acts.gather(0, where)  # (k, block)
+                values, by = values.sort(dim=0, descending=True, stable=True)
+                where = where.gather(0, by)
+                parts.append(
+                    pl.DataFrame(
+                        {
+                            "lang": [lang] * (k * len(cols)),
+                            "col": np.tile(cols, k),
+                            "sample": [name] * (k * len(cols)),
+                            "rank": np.repeat(np.arange(1, k + 1, dtype=np.int32), len(cols)),
+                            "row": rows[where.cpu().numpy().reshape(-1)],
+                            "response": values.cpu().numpy().reshape(-1).astype(np.float64),
+                        },
+                        schema=schema,
+                    )
+                )
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    band_order = {f"decile_{d}": d for d in range(1, DECILES + 1)} | {"random": DECILES + 1}
+    return (
+        pl.concat(parts)
+        .with_columns(pl.col("sample").replace_strict(band_order, return_dtype=pl.Int32).alias("_band"))
+        .sort(["col", "lang", "_band", "rank"])
+        .drop("_band")
+    )

@@ -5,7 +5,10 @@ For the selected units (``[drilldown] max_units``: the top experts and language 
 peaks and its activation at every token, its response histograms per concept, and the output tokens its write
 direction promotes (the exact logit lens, ``precompute.model.unembed``). The peaks and per-token activations need
 a second forward pass over only the union of the top contexts (``precompute.extract.unit_context_activations``);
-their character offsets come from re-tokenizing those texts exactly as the extraction did.
+their character offsets come from re-tokenizing those texts exactly as the extraction did. Beyond the top: each
+unit's firing rate and mean response per language (``dd.language_profiles``, from the extract stage's
+``mlp_active``) and a few contexts per decile band of its responses and at random (``dd.sample_contexts``), with
+their tokens from a second pass of their own.
 """
 
 from __future__ import annotations
@@ -25,27 +28,10 @@ def _run(ctx: CheckpointContext) -> dict[str, pl.DataFrame]:
     units = layout.units
     responses = ctx.need("responses")  # (contexts, units)
     top = ctx.need("neuron_ap")
-    sentences = ctx.sentences
     langs = ctx.langs
     chosen = dd.select_units(top, ctx.need("language_neurons"), units, max_units=spec.max_units)  # (U,) columns
     best = dd.top_contexts(responses, langs, chosen, n_top=spec.top_contexts, device=loaded.device)
-    rows = best["row"].to_numpy()
-    contexts = ctx.prepared.contexts
-    found = unit_context_activations(
-        loaded, layout, contexts, rows, best["col"].to_numpy(), batch_tokens=ctx.cfg.extract.batch_tokens
-    )
-    union = np.unique(rows)
-    token_offs = token_offsets(
-        loaded.tokenizer,
-        sentences["text"].gather(union).to_list(),
-        max_positions(loaded.model, ctx.cfg.extract.max_length),
-    )
-    in_union = np.searchsorted(union, rows)
-    start, end = dd.peak_offsets(token_offs, in_union, found.positions)
-    contexts_rows = dd.top_context_rows(best, sentences["sentence_id"].to_numpy(), units, start, end, found.values)
-    real_masks = [contexts.real_masks[i] for i in union]
-    token_rows = dd.context_token_rows(token_offs, real_masks, in_union, found.token_acts, found.token_counts)
-    contexts_rows = contexts_rows.hstack(token_rows)
+    contexts_rows = _context_rows(ctx, best)
     picked = pl.DataFrame({"col": chosen})
     experts = top.with_columns(col=pl.Series(dd.global_columns(top, units))).join(picked, on="col", how="semi")
     hist = dd.response_histograms(
@@ -69,10 +55,51 @@ def _run(ctx: CheckpointContext) -> dict[str, pl.DataFrame]:
                     decode=lambda ids: _token_texts(tokenizer, ids),
                 )
             )
-    tables = {"unit_top_contexts": contexts_rows, "unit_response_hist": hist}
+    tables = {
+        "unit_top_contexts": contexts_rows,
+        "unit_response_hist": hist,
+        "unit_language_profile": dd.language_profiles(
+            responses, ctx.need("pooled").mlp_active, langs, chosen, units, device=loaded.device
+        ),
+        "unit_sample_contexts": _sample_rows(ctx, responses, chosen),
+    }
     if out_rows:
         tables["unit_output_tokens"] = pl.concat(out_rows)
     return tables
+
+
+def _context_rows(ctx: CheckpointContext, picked: pl.DataFrame) -> pl.DataFrame:
+    """The ``unit_top_contexts`` columns of (unit, context) pairs (`dd.top_contexts`' or `dd.sample_contexts`'
+    frame, in its order): each pair's peak token and the unit's activation at every token, from one forward pass
+    over only the pairs' contexts (``unit_context_activations``), their character offsets from re-tokenizing
+    those texts exactly as the extraction did."""
+    loaded, layout, sentences = ctx.loaded, ctx.layout, ctx.sentences
+    rows = picked["row"].to_numpy()
+    contexts = ctx.prepared.contexts
+    found = unit_context_activations(
+        loaded, layout, contexts, rows, picked["col"].to_numpy(), batch_tokens=ctx.cfg.extract.batch_tokens
+    )
+    union = np.unique(rows)
+    token_offs = token_offsets(
+        loaded.tokenizer,
+        sentences["text"].gather(union).to_list(),
+        max_positions(loaded.model, ctx.cfg.extract.max_length),
+    )
+    in_union = np.searchsorted(union, rows)
+    start, end = dd.peak_offsets(token_offs, in_union, found.positions)
+    sentence_ids = sentences["sentence_id"].to_numpy()
+    pair_rows = dd.top_context_rows(picked, sentence_ids, layout.units, start, end, found.values)
+    real_masks = [contexts.real_masks[i] for i in union]
+    token_rows = dd.context_token_rows(token_offs, real_masks, in_union, found.token_acts, found.token_counts)
+    return pair_rows.hstack(token_rows)
+
+
+def _sample_rows(ctx: CheckpointContext, responses: torch.Tensor, chosen: np.ndarray) -> pl.DataFrame:
+    """The ``unit_sample_contexts`` rows: `dd.sample_contexts`' decile and random contexts with their peaks and
+    per-token activations, from a pass of their own (the top contexts' pass stays over its contexts alone, so
+    its numbers do not depend on what else is sampled)."""
+    picked = dd.sample_contexts(responses, ctx.langs, chosen, device=ctx.loaded.device)
+    return _context_rows(ctx, picked).insert_column(3, picked["sample"])
 
 
 def _token_texts(tokenizer, ids: list[int]) -> list[str]:
@@ -86,7 +113,7 @@ def _token_texts(tokenizer, ids: list[int]) -> list[str]:
 
 STAGE = Stage(
     name="drilldown",
-    needs=("responses", "neuron_ap", "language_neurons"),
+    needs=("pooled", "responses", "neuron_ap", "language_neurons"),
     run=_run,
     enabled=lambda cfg: cfg.drilldown.enabled,
 )

@@ -599,6 +599,53 @@ _DECLARED: tuple[Table, ...] = (
         "kept), where its vocabulary entry spells them (byte-level BPE, SentencePiece byte fallback).",
     ),
     _checkpoint_table(
+        "unit_language_profile",
+        "Drill-down: how often a selected unit fires on each language's contexts, and its mean response there.",
+        "drilldown",
+        [
+            required("layer", "INTEGER"),
+            required("unit", "INTEGER"),
+            required("lang", "VARCHAR"),
+            required("n_contexts", "INTEGER"),
+            required("firing_rate", "DOUBLE"),
+            required("context_rate", "DOUBLE"),
+            required("mean_response", "DOUBLE"),
+        ],
+        mlp_layer=True,
+        notes="One row per (selected unit, lang) (precompute.analysis.drilldown.language_profiles). firing_rate: "
+        "the unit's mlp_active (per context, the fraction of its real tokens with an activation event: the down "
+        "projection's input above 0, a gated MLP's gate) averaged over the language's n_contexts contexts, each "
+        "context counted once (LAPE's probability weights them by tokens); context_rate: the share of those "
+        "contexts with at least one such token; mean_response: the mean pooled response under [extract] pooling. "
+        "A store written before the table was added lacks it.",
+    ),
+    _checkpoint_table(
+        "unit_sample_contexts",
+        "Drill-down: contexts beyond a selected unit's top ones, per language: from each decile band and at random.",
+        "drilldown",
+        [
+            required("layer", "INTEGER"),
+            required("unit", "INTEGER"),
+            required("lang", "VARCHAR"),
+            required("sample", "VARCHAR"),
+            required("rank", "INTEGER"),
+            required("sentence_id", "BIGINT"),
+            required("response", "DOUBLE"),
+            nullable("peak_start", "INTEGER"),
+            nullable("peak_end", "INTEGER"),
+            nullable("peak_act", "DOUBLE"),
+            nullable("token_start", "INTEGER[]"),
+            nullable("token_end", "INTEGER[]"),
+            nullable("token_act", "FLOAT[]"),
+        ],
+        mlp_layer=True,
+        notes="sample 'decile_1' ... 'decile_10': contexts drawn from the band of the unit's responses on the "
+        "language's contexts between those deciles (decile_1 the lowest tenth), 'random': drawn from all of "
+        "them (precompute.analysis.drilldown.sample_contexts: a few per band, seeded, without replacement); "
+        "rank 1 ... within the sample by descending response. The other columns as in unit_top_contexts. A "
+        "store written before the table was added lacks it.",
+    ),
+    _checkpoint_table(
         "steering",
         "One steered generation per row: the prompt, the units fixed, the output, its language and concept.",
         "steering",

@@ -94,7 +94,7 @@ def test_neuron_page_shows_the_stores_top_contexts_histograms_and_tokens(monkeyp
         previous = contexts.index(row_html)
     assert "**" not in contexts
     specs = [json.dumps(json.loads(ch.proto.spec), ensure_ascii=False) for ch in at.get("vega_lite_chart")]
-    assert any("contexts (" in s and "share of the contexts" in s for s in specs)
+    assert any("contexts (" in s and "contexts (symlog axis)" in s for s in specs)
     assert any("other contexts (" in s for s in specs)
     assert any("most promoted tokens" in s for s in specs) and any("most suppressed tokens" in s for s in specs)
     listed = next(v for v in shown if v.startswith("At "))  # the promoted tokens at the checkpoint, in order

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.drilldown import (
     PEAK_OUTLINE,
+    SAMPLES_CLASS,
     TIE_OUTLINE,
     context_html,
     highlighted,
@@ -195,7 +196,8 @@ def test_neuron_page_colours_every_token_on_one_scale_per_unit(monkeypatch, synt
     rows = _contexts_of(synthetic_store, checkpoint, layer, unit)
     assert len({r["lang"] for r in rows}) >= 2
     at = run_app(monkeypatch, synthetic_store, layer=layer, unit=unit, dckpt=checkpoint)
-    bodies = [h.value for h in at.get("html")]
+    # The top contexts' blocks, not those of the contexts beyond the top (each tab's expander).
+    bodies = [h.value for h in at.get("html") if SAMPLES_CLASS not in h.value]
     assert len(bodies) == len({r["lang"] for r in rows})  # one block per language tab
     scale = max(max(r["token_act"]) for r in rows)  # the unit's largest activation over every language shown
     shown = "".join(bodies)

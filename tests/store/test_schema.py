@@ -123,6 +123,8 @@ def test_table_lists_follow_from_the_declaration():
         "unit_top_contexts",
         "unit_response_hist",
         "unit_output_tokens",
+        "unit_language_profile",
+        "unit_sample_contexts",
     }
     assert all("layer" in TABLES[t].column_names for t in MLP_LAYER_TABLES)
     assert {stage_of(t) for t in CHECKPOINT_TABLES} <= set(STAGES) - {"run"}

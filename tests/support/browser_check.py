@@ -129,3 +129,97 @@ def served(store: Path, root: Path, log: Path | None = None, timeout: float = 60
             proc.wait(timeout=10)
         if log is not None:
             out.close()
+
+
+#: A drawn Vega chart as the test of the drawn charts reads it from Vega's SVG scenegraph: per chart
+#: (``[data-testid='stVegaLiteChart']``) its container's and svg's boxes; its title's glyph box and ink box; its
+#: legends (title, and per entry the label and the swatch's stroke or fill; no entries for a gradient legend); its
+#: axes (Vega's aria description, e.g. "Y-axis titled 'layer' for a discrete scale with 3 values: ...", and the
+#: drawn label texts); how many rects it draws; and its line paths (stroke colour, path data ``d``, dashed or not).
+_DRAWN_CHARTS_JS = """
+() => [...document.querySelectorAll("[data-testid='stVegaLiteChart']")].map(chart => {
+  const box = e => { const r = e.getBoundingClientRect(); return {top: r.top, left: r.left, right: r.right,
+                                                                  bottom: r.bottom}; };
+  const paint = e => {
+    const pick = v => (v && v !== 'none' && v !== 'transparent') ? v.toLowerCase() : null;
+    return pick(e.getAttribute('stroke')) || pick(e.getAttribute('fill'))
+        || pick(getComputedStyle(e).stroke) || pick(getComputedStyle(e).fill);
+  };
+  const svg = chart.querySelector('svg.marks');
+  const title = chart.querySelector('.role-title-text');
+  // The title's ink (not its glyph box, which reserves room above the tallest letters): its top is the glyph
+  // box's top plus the font's ascent less the ascent of the title's own letters, measured on a canvas.
+  const ink = t => {
+    const style = getComputedStyle(t), b = box(t);
+    const ctx = document.createElement('canvas').getContext('2d');
+    ctx.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const m = ctx.measureText(t.textContent);
+    return {...b, top: b.top + m.fontBoundingBoxAscent - m.actualBoundingBoxAscent};
+  };
+  return {
+    svg: svg !== null,
+    container: box(chart),
+    drawing: svg ? box(svg) : null,
+    title: title ? {text: title.textContent, box: box(title), ink: ink(title)} : null,
+    legends: [...chart.querySelectorAll('g.role-legend')].map(g => {
+      const colors = [...g.querySelectorAll('.role-legend-symbol path')].map(paint);
+      const labels = [...g.querySelectorAll('.role-legend-label text')].map(t => t.textContent);
+      return {
+        title: [...g.querySelectorAll('.role-legend-title text')].map(t => t.textContent).join(' '),
+        symbols: colors.length,
+        entries: colors.length ? labels.map((label, i) => ({label, color: colors[i] ?? null})) : [],
+      };
+    }),
+    axes: [...chart.querySelectorAll('g.role-axis')].map(a => ({
+      aria: a.getAttribute('aria-label') || '',
+      labels: [...a.querySelectorAll('.role-axis-label text')].map(t => t.textContent),
+    })).filter(a => a.aria),
+    rects: chart.querySelectorAll('.mark-rect path').length,
+    lines: [...chart.querySelectorAll('.mark-line path')].map(p => ({
+      color: paint(p), d: p.getAttribute('d') || '', dashed: !!p.getAttribute('stroke-dasharray'),
+    })),
+  };
+})
+"""
+
+
+def drawn_charts(page) -> list[dict]:
+    """Every Vega chart drawn on ``page`` (a playwright page), as read from its SVG: see `_DRAWN_CHARTS_JS` for
+    the keys. Charts drawn to a canvas (Streamlit switches to it past 2,000 points a view) come with
+    ``svg`` False and nothing else to read."""
+    return page.evaluate(_DRAWN_CHARTS_JS)
+
+
+_LOAD_STATE_JS = """
+() => {
+  const embeds = document.querySelectorAll('.vega-embed');
+  const drawn = [...embeds].filter(e => e.querySelector('svg, canvas')).length;
+  const app = document.querySelector("[data-testid='stApp']");
+  const state = app ? app.getAttribute('data-test-script-state') : null;
+  const running = state !== 'notRunning' || document.querySelector("[data-testid='stStatusWidget']") !== null;
+  return [embeds.length, drawn, running];
+}
+"""
+
+
+def wait_drawn(page, timeout: float, settle: float = 0.5, since: float | None = None) -> float:
+    """Seconds from ``since`` (a ``time.perf_counter()`` reading, e.g. taken before the navigation; default: the
+    call) until the page's script finished and its last chart was drawn: the app's script state "notRunning"
+    (``data-test-script-state``, set from its first run on), Streamlit's running indicator gone, and
+    the number of ``.vega-embed`` elements (each holding its svg or canvas) unchanged for ``settle`` seconds; the
+    settling time itself is not counted. AssertionError after ``timeout`` seconds from the call. A page with no
+    chart counts as drawn once it is idle."""
+    t0 = time.perf_counter() if since is None else since
+    deadline = time.perf_counter() + timeout
+    done_at, seen = None, None
+    while time.perf_counter() < deadline:
+        state = page.evaluate(_LOAD_STATE_JS)
+        now = time.perf_counter()
+        idle = state[0] == state[1] and not state[2]
+        if idle and state == seen:
+            if now - done_at >= settle:
+                return done_at - t0
+        else:
+            done_at, seen = (now, state) if idle else (None, None)
+        page.wait_for_timeout(25)
+    raise AssertionError(f"{page.url}: not drawn within {timeout:.0f} s")

@@ -299,7 +299,8 @@ def _drilldown_tables(
     n_units: int,
     languages: list[str],
 ) -> dict[str, pl.DataFrame]:
-    """unit_top_contexts, unit_response_hist and unit_output_tokens for the units precompute would pick
+    """unit_top_contexts, unit_response_hist, unit_output_tokens, unit_language_profile and unit_sample_contexts
+    for the units precompute would pick
     (`precompute.analysis.drilldown.select_units`), computed by its own functions from synthetic responses:
     a unit responds more to the contexts of the concepts it is a top-K expert for in that language; it peaks on
     the concept's word and promotes those words."""
@@ -365,7 +366,33 @@ def _drilldown_tables(
     layer, unit = np.divmod(units[out["unit"].to_numpy()], n_units)
     out = out.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
     top = top.hstack(_context_tokens(rng, top, sentences))
-    return {"unit_top_contexts": top, "unit_response_hist": hist, "unit_output_tokens": out}
+    # Beyond the top: a unit is active on a context where its synthetic response passes 1 (on a share of the
+    # tokens that grows with it), and its decile and random samples are drawn as precompute draws them.
+    active = torch.from_numpy(np.where(acts > 1.0, np.clip((acts - 1.0) / 3.0, 0.05, 1.0), 0.0).astype(np.float32))
+    profile = dd.language_profiles(
+        compact, active, langs, np.arange(len(units)), UnitAxis.contiguous([0, len(units)]), device=cpu
+    )
+    layer, unit = np.divmod(units[profile["unit"].to_numpy()], n_units)
+    profile = profile.with_columns(layer=pl.Series(layer.astype(np.int32)), unit=pl.Series(unit.astype(np.int32)))
+    picked = dd.sample_contexts(compact, langs, np.arange(len(units)), device=cpu)
+    picked = picked.with_columns(col=pl.Series(units[picked["col"].to_numpy()]))
+    rows = picked["row"].to_numpy()
+    samples = dd.top_context_rows(
+        picked,
+        sentences["sentence_id"].to_numpy(),
+        axis,
+        sentences["span_start"].to_numpy()[rows],
+        sentences["span_end"].to_numpy()[rows],
+        picked["response"].to_numpy(),
+    )
+    samples = samples.hstack(_context_tokens(rng, samples, sentences)).insert_column(3, picked["sample"])
+    return {
+        "unit_top_contexts": top,
+        "unit_response_hist": hist,
+        "unit_output_tokens": out,
+        "unit_language_profile": profile,
+        "unit_sample_contexts": samples,
+    }
 
 
 def _word_offsets(text: str, start: int, end: int) -> list[tuple[int, int]]:
