@@ -158,10 +158,10 @@ def publish_checkpoints(
             tables = run_stages(stages, ctx, timer)
             timings = timer.frame()
             stored_timings = ctx.stored.get("stage_timings")
-            if stored_timings is not None:  # the stages not rerun keep their timing rows
-                rerun = set(timings["stage"].to_list())
-                kept = stored_timings.filter(~pl.col("stage").is_in(rerun)).select(timings.columns)
-                timings = pl.concat([kept, timings.filter(pl.col("stage") != "load")], how="vertical")
+            if stored_timings is not None:  # the stages not rerun keep their rows, the run's load row among them
+                rerun = timings.filter(pl.col("stage") != "load")
+                kept = stored_timings.filter(~pl.col("stage").is_in(rerun["stage"].to_list())).select(timings.columns)
+                timings = pl.concat([kept, rerun], how="vertical")
             writer.write_checkpoint(
                 run_id,
                 CheckpointRows(

@@ -22,6 +22,11 @@ from precompute.store import CheckpointRows, StoreWriter, json_dumps, open_reado
 from precompute.store.schema import CHECKPOINT_TABLES, stage_of
 
 LANGS = ["de", "en", "fr"]
+#: The timing rows a run left for each checkpoint: a steer keeps them (the run's load among them) and adds its own.
+RUN_TIMINGS = pl.DataFrame(
+    {"stage": ["load", "probes"], "seconds": [7.0, 3.0], "tokens_per_s": [None, None], "peak_mem_mb": [None, None]},
+    schema={"stage": pl.Utf8, "seconds": pl.Float64, "tokens_per_s": pl.Float64, "peak_mem_mb": pl.Float64},
+)
 CHECKPOINTS = ["step_1", "step_2", "step_3"]
 
 
@@ -118,7 +123,7 @@ def _store_with_checkpoints(path: Path, model_dir: Path) -> None:
                     None,
                     str(model_dir),
                     1000 * step,
-                    {"neuron_ap": experts, "probe_results": probes},
+                    {"neuron_ap": experts, "probe_results": probes, "stage_timings": RUN_TIMINGS},
                     source_fingerprint=f"fingerprint-{step}",
                 ),
             )
@@ -175,11 +180,16 @@ def test_steer_publishes_parts_and_copies_the_store_once(tmp_path, tiny_gpt2_dir
     con = open_readonly(store)
     try:
         per_checkpoint = con.execute("SELECT checkpoint, count(*) FROM steering GROUP BY 1 ORDER BY 1").fetchall()
-        timings = con.execute("SELECT DISTINCT stage FROM stage_timings").fetchall()
+        timings = con.execute(
+            "SELECT checkpoint, list(stage ORDER BY stage), list(seconds ORDER BY stage)[1] FROM stage_timings "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     finally:
         con.close()
     assert per_checkpoint == [(c, 2) for c in CHECKPOINTS]
-    assert ("steering",) in timings
+    assert [(c, stages, load) for c, stages, load in timings] == [
+        (c, ["load", "probes", "steering"], 7.0) for c in CHECKPOINTS
+    ]  # one load row, the run's, and the stages the steer did not rerun
     assert set(summary["n_neurons"]) == {0, 2}
 
     # A second steer of one checkpoint adds its rows to that checkpoint's and leaves the others' alone.
