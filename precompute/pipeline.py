@@ -135,15 +135,16 @@ def publish_checkpoints(
     device: str,
     dtype: str,
     load: Callable[..., Any] = load_checkpoint,
-) -> list[CheckpointContext]:
+    after: Callable[[CheckpointContext], None] | None = None,
+) -> None:
     """The checkpoint loop: load, ``begin`` (checks, layout, context), the stages, one part per checkpoint.
 
     ``begin`` checks what it must before anything of the checkpoint is written and returns its context, with
     the checkpoint's layout (``ModelLayout.of``, built once, after the checks that name the settings); the
     context's ``stored`` tables (what the store holds of the checkpoint) are published again with the stages'
-    tables over them. Returns each checkpoint's context, less its model and artefacts.
+    tables over them. ``after`` is given each context once its checkpoint is published (before its model and
+    artefacts are let go).
     """
-    done = []
     with make_progress(console) as progress:
         overall = progress.add_task(title, total=len(jobs))
         for job in jobs:
@@ -174,13 +175,11 @@ def publish_checkpoints(
                     source_fingerprint=job.fingerprint(),
                 ),
             )
-            ctx.loaded = ctx.layout = None
-            ctx.artefacts = {k: v for k, v in ctx.artefacts.items() if k == "steering_new"}
-            done.append(ctx)
-            del loaded
+            if after is not None:
+                after(ctx)
+            del loaded, ctx
             _drop_finished_tasks(progress, keep=overall)
             progress.advance(overall)
-    return done
 
 
 def analyse_checkpoint(
@@ -197,7 +196,7 @@ def analyse_checkpoint(
     activations. For notebooks and tests; ``names`` picks stages (their needs must be among them)."""
     layout = ModelLayout.of(loaded.model, cfg.extract.layers)
     if prepared is None:
-        prepared = prepare_contexts(cfg, loaded, concept_set, progress.console if progress is not None else None)
+        prepared = prepare_contexts(cfg, loaded, concept_set, _progress_hooks(progress).get("note"))
     ctx = CheckpointContext(
         cfg=cfg,
         checkpoint=label or "checkpoint",
@@ -275,7 +274,7 @@ def run(
             layout = ModelLayout.of(loaded.model, cfg.extract.layers)
             # Truncated concept spans refuse the run (or are dropped) before anything is written.
             note = hooks.get("note")
-            prepared = prepare_contexts(cfg, loaded, concept_set, _Said(note) if note else None)
+            prepared = prepare_contexts(cfg, loaded, concept_set, note)
             writer.ensure_run(
                 run=run_record(cfg, run_id, concept_set, loaded, run_started),
                 languages=concept_set.languages,
@@ -319,16 +318,6 @@ def run(
         _finish_run(writer, run_id, plan)  # the plan as this run saw it, and finished_at
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-class _Said:
-    """A console for `prepare_contexts` whose lines go to the context's ``note``."""
-
-    def __init__(self, note: Callable[[str], None]):
-        self._note = note
-
-    def print(self, text: str, **_: Any) -> None:
-        self._note(text.strip())
 
 
 def steer(
@@ -430,7 +419,8 @@ def steer(
                 **hooks,
             )
 
-        done = publish_checkpoints(
+        frames: list[pl.DataFrame] = []  # what this steer generated, for its summary
+        publish_checkpoints(
             writer,
             run_id,
             jobs,
@@ -441,8 +431,8 @@ def steer(
             device=device or info["settings"].model_device,
             dtype=dtype or info["settings"].model_dtype,
             load=load or load_checkpoint,
+            after=lambda ctx: frames.append(ctx.artefacts["steering_new"]),
         )
-    frames = [ctx.artefacts["steering_new"] for ctx in done]
     return summarise(pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=STEERING_SCHEMA))
 
 

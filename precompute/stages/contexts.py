@@ -7,12 +7,11 @@ says) before any row is published.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from rich.console import Console
-from rich.markup import escape
 
 from precompute.config import ConfigError, RunConfig
 from precompute.extract import TokenizedContexts, max_positions, tokenize_contexts
@@ -35,14 +34,14 @@ class PreparedContexts:
 
 
 def prepare_contexts(
-    cfg: RunConfig, loaded: LoadedModel, concept_set: ConceptSet, console: Console | None = None
+    cfg: RunConfig, loaded: LoadedModel, concept_set: ConceptSet, say: Callable[[str], None] | None = None
 ) -> PreparedContexts:
     """Tokenize every context and apply ``[extract] on_truncated_span``: a context is never pooled over other
     tokens than its concept's without saying so.
 
     A context whose concept span ``max_length`` cuts off (wholly or partly) would be pooled over other tokens
     than its concept's: by default (``"error"``) the run refuses in one line naming the affected (concept,
-    language) pairs; with ``"drop"`` they are left out of every analysis and reported on ``console``. Span
+    language) pairs; with ``"drop"`` they are left out of every analysis and reported to ``say``. Span
     pooling also refuses contexts that have no span at all (it would fall back to their mean). Cheap (one
     fast-tokenizer pass), so `run` calls it before writing anything for a checkpoint.
     """
@@ -76,8 +75,8 @@ def prepare_contexts(
         )
         if cfg.extract.on_truncated_span == "error":
             raise ConfigError(f'{what}; raise max_length or set [extract] on_truncated_span = "drop"')
-        if console is not None:
-            console.print(f'  {escape(what)}: dropped (on_truncated_span = "drop")', soft_wrap=True)
+        if say is not None:
+            say(f'{what}: dropped (on_truncated_span = "drop")')
     keep = np.flatnonzero(~cut)
     if len(keep) < len(cut):
         contexts = contexts.subset(keep)
